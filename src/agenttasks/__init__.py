@@ -1,0 +1,1 @@
+"""agenttasks: AI agents on background tasks, every step streamed live."""

@@ -1,0 +1,92 @@
+"""Turns stored domain events into the bus payloads of bus/messages.py.
+
+The relay (live) and replay (from the event store) both go through `BusEventMapper`, so a read
+model built either way sees exactly the same payloads.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.domain import DomainEventProtocol
+
+from agenttasks.bus.messages import BusEvent, TaskEvent
+from agenttasks.domain.task import Task
+from agenttasks.domain.updates import KINDS, describe
+
+_ENVELOPE_FIELDS = frozenset(
+    {"originator_id", "originator_version", "timestamp", "originator_topic"}
+)
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """What every payload of a task repeats: its owner and routing tokens, fixed at creation."""
+
+    user: str
+    task_type: str
+    priority: str
+
+
+FactsLoader = Callable[[UUID], TaskFacts]
+ExtraMapper = Callable[[DomainEventProtocol[Any], int], BusEvent | None]
+
+
+class BusEventMapper:
+    """Maps (domain event, notification id) to a bus payload, remembering each task's facts."""
+
+    def __init__(
+        self, load_facts: FactsLoader, extra: ExtraMapper | None = None, cache_size: int = 50_000
+    ) -> None:
+        self._load_facts = load_facts
+        self._extra = extra
+        self._facts: OrderedDict[UUID, TaskFacts] = OrderedDict()
+        self._cache_size = cache_size
+
+    def map(self, event: Any, position: int) -> BusEvent | None:
+        """The payload for `event`, or None for events that are not published."""
+        if type(event) not in KINDS:
+            return self._extra(event, position) if self._extra else None
+        facts = self._facts_of(event)
+        update = describe(event)
+        return TaskEvent(
+            position=position,
+            task_id=str(event.originator_id),
+            type=update.kind,
+            version=event.originator_version,
+            timestamp=event.timestamp,
+            user=facts.user,
+            task_type=facts.task_type,
+            priority=facts.priority,
+            update_type=update.update_type,
+            status=update.status,
+            progress=update.progress,
+            message=update.message,
+            data=event_fields(event),
+        )
+
+    def _facts_of(self, event: DomainEventProtocol[Any]) -> TaskFacts:
+        task_id = event.originator_id
+        if isinstance(event, Task.Created):
+            facts = TaskFacts(event.created_by, event.task_type, event.priority)
+        elif (cached := self._facts.get(task_id)) is not None:
+            self._facts.move_to_end(task_id)
+            return cached
+        else:
+            facts = self._load_facts(task_id)
+        self._facts[task_id] = facts
+        if len(self._facts) > self._cache_size:
+            self._facts.popitem(last=False)
+        return facts
+
+
+def event_fields(event: DomainEventProtocol[Any]) -> dict[str, Any]:
+    """The event's own fields as JSON builtins (UUIDs and datetimes become strings)."""
+    fields = {k: v for k, v in vars(event).items() if k not in _ENVELOPE_FIELDS}
+    builtins: dict[str, Any] = msgspec.to_builtins(fields)
+    return builtins

@@ -1,0 +1,82 @@
+"""The event store: one eventsourcing Application holding every aggregate of agenttasks.
+
+One application means one notification log, so one relay publishes every event in one order.
+It is synchronous (eventsourcing 9.5); async callers go through a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import StoredEvent
+
+APPLICATION_NAME = "agenttasks"
+
+
+class EventStore(Application[UUID]):
+    """agenttasks' event-sourced application: aggregates are saved here and only here."""
+
+    name = APPLICATION_NAME
+
+
+def open_event_store(env: Mapping[str, str] | None = None) -> EventStore:
+    """An EventStore configured by `env` (eventsourcing keys); in memory when `env` is None."""
+    settings = {"PERSISTENCE_MODULE": "eventsourcing.popo"} if env is None else dict(env)
+    return EventStore(env=settings)
+
+
+@dataclass(frozen=True)
+class PositionedEvent:
+    """A stored domain event with its position (notification id) in the application log."""
+
+    position: int
+    event: DomainEventProtocol[Any]
+
+
+def read_log(store: EventStore, after: int = 0, batch: int = 1000) -> Iterator[PositionedEvent]:
+    """Every stored event after position `after`, in order, decoded; stops at the current end."""
+    while True:
+        notifications = store.recorder.select_notifications(
+            start=after, limit=batch, inclusive_of_start=False
+        )
+        if not notifications:
+            return
+        for notification in notifications:
+            yield PositionedEvent(notification.id, store.mapper.to_domain_event(notification))
+        after = notifications[-1].id
+
+
+def history(store: EventStore, aggregate_id: UUID) -> list[PositionedEvent]:
+    """One aggregate's events in order, each with its position in the log."""
+    recorder: Any = store.recorder
+    if hasattr(recorder, "datastore"):  # Postgres: the positions are columns of the events table
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT notification_id, originator_version, topic, state "  # noqa: S608
+                f"FROM {recorder.events_table_name} WHERE originator_id = %s "
+                f"ORDER BY originator_version",
+                (aggregate_id,),
+            )
+            rows = cursor.fetchall()
+        return [
+            PositionedEvent(
+                row["notification_id"],
+                store.mapper.to_domain_event(
+                    StoredEvent(aggregate_id, row["originator_version"], row["topic"], row["state"])
+                ),
+            )
+            for row in rows
+        ]
+    return [item for item in read_log(store) if item.event.originator_id == aggregate_id]
+
+
+def close(store: EventStore) -> None:
+    """Closes the store's connections (a no-op in memory)."""
+    with suppress(AttributeError):
+        store.factory.close()

@@ -1,0 +1,159 @@
+"""Per-type task configurations: the shape of `task_config`, checked before anything is stored.
+
+Each task type has one msgspec Struct. Unknown fields are refused, sizes are capped, and every
+error names the field that caused it, so the API can put the message beside the form field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_URLS = 20
+MAX_QUESTIONS = 20
+MAX_STEPS = 50
+MAX_KEYWORDS = 30
+MAX_SERIES = 50
+MAX_POINTS = 100_000
+MAX_TEXT_CHARS = 200_000
+
+Url = Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://\S+$")]
+ShortText = Annotated[str, Meta(min_length=1, max_length=500)]
+LongText = Annotated[str, Meta(max_length=MAX_TEXT_CHARS)]
+Words = Annotated[int, Meta(ge=10, le=20_000)]
+
+
+class Config(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every task configuration: unknown fields are an error, not silently dropped."""
+
+
+class SummaryConfig(Config):
+    content: LongText | None = None
+    urls: Annotated[list[Url], Meta(max_length=MAX_URLS)] = []
+    max_length: Words = 200
+
+    def __post_init__(self) -> None:
+        if not (self.content and self.content.strip()) and not self.urls:
+            raise ValueError("task_config needs `content` or `urls` (at least one)")
+
+
+class ResearchConfig(Config):
+    topic: ShortText
+    urls: Annotated[list[Url], Meta(max_length=MAX_URLS)] = []
+    questions: Annotated[list[ShortText], Meta(max_length=MAX_QUESTIONS)] = []
+    content: LongText | None = None
+
+
+ContentType = Literal[
+    "blog_post", "article", "report", "social_post", "email", "newsletter", "product_description"
+]
+Tone = Literal["professional", "casual", "friendly", "formal", "persuasive", "informative"]
+
+
+class ContentGenerationConfig(Config):
+    topic: ShortText
+    content_type: ContentType = "article"
+    length: Words = 500
+    tone: Tone = "professional"
+    keywords: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=100)]], Meta(max_length=MAX_KEYWORDS)
+    ] = []
+
+
+Number = int | float
+Series = Annotated[list[Number], Meta(min_length=1, max_length=MAX_POINTS)]
+Record = dict[str, Number | str | None]
+AnalysisType = Literal["statistical", "trend", "correlation", "distribution"]
+
+
+class DataAnalysisConfig(Config):
+    """`data` is either named numeric series ({"sales": [1, 2]}) or a list of records."""
+
+    data: dict[str, Series] | Annotated[list[Record], Meta(min_length=1, max_length=MAX_POINTS)]
+    analysis_type: AnalysisType = "statistical"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, dict):
+            if not self.data:
+                raise ValueError("task_config.data needs at least one named series")
+            if len(self.data) > MAX_SERIES:
+                raise ValueError(f"task_config.data holds at most {MAX_SERIES} series")
+        elif not any(
+            isinstance(v, int | float) and not isinstance(v, bool)
+            for record in self.data
+            for v in record.values()
+        ):
+            raise ValueError("task_config.data: the records hold no numeric field")
+
+
+StepAction = Literal["fetch", "extract", "summarize", "analyze", "generate", "prompt"]
+
+
+class ActionStep(Config, omit_defaults=True):
+    """One step of a custom chain. `input` may name an earlier step's output as `{{steps.N}}`."""
+
+    action: StepAction
+    name: Annotated[str, Meta(max_length=100)] | None = None
+    url: Url | None = None
+    input: LongText | None = None
+    instruction: Annotated[str, Meta(max_length=10_000)] | None = None
+    max_length: Words | None = None
+    data: dict[str, Series] | None = None
+
+
+Step = Annotated[str, Meta(min_length=1, max_length=10_000)] | ActionStep
+
+
+class CustomConfig(Config):
+    steps: Annotated[list[Step], Meta(min_length=1, max_length=MAX_STEPS)]
+
+
+TaskType = Literal["summary", "research", "content_generation", "data_analysis", "custom"]
+
+CONFIG_TYPES: dict[str, type[Config]] = {
+    "summary": SummaryConfig,
+    "research": ResearchConfig,
+    "content_generation": ContentGenerationConfig,
+    "data_analysis": DataAnalysisConfig,
+    "custom": CustomConfig,
+}
+
+
+class ConfigError(ValueError):
+    """A task configuration that does not fit its type; `errors` are messages a person can read."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def parse_config(task_type: str, task_config: Any) -> Config:
+    """Checks `task_config` against its type's rules and returns the typed configuration."""
+    config_type = CONFIG_TYPES.get(task_type)
+    if config_type is None:
+        raise ConfigError([f"unknown task_type {task_type!r}; one of: {', '.join(CONFIG_TYPES)}"])
+    if not isinstance(task_config, dict):
+        raise ConfigError(["task_config must be a JSON object"])
+    encoded = msgspec.json.encode(task_config)
+    if len(encoded) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"task_config is {len(encoded)} bytes; the limit is {MAX_CONFIG_BYTES}"])
+    try:
+        return msgspec.json.decode(encoded, type=config_type)
+    except msgspec.ValidationError as error:
+        raise ConfigError([_readable(str(error))]) from None
+
+
+def normalized_config(task_type: str, task_config: Any) -> dict[str, Any]:
+    """The configuration as stored: validated, with every default filled in."""
+    parsed = parse_config(task_type, task_config)
+    result: dict[str, Any] = msgspec.to_builtins(parsed)
+    return result
+
+
+def _readable(message: str) -> str:
+    # msgspec says "Object contains unknown field `x` - at `$.steps[0]`"; the path is
+    # relative to task_config, which is what a form shows beside its fields.
+    return message.replace("`$", "`task_config").replace("Object contains", "task_config has")

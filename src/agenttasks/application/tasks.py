@@ -1,0 +1,195 @@
+"""Task commands: load the aggregate, call one method, save; return what the caller needs.
+
+Every command returns the position (notification id) of its last event, so a caller can wait
+until a read model has caught up with its own write. Version conflicts (a cancel racing a
+progress report) are retried with a fresh load, and the domain's rules decide the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from agenttasks.application.store import EventStore, PositionedEvent, history
+from agenttasks.application.task_configs import normalized_config
+from agenttasks.domain.task import Task
+
+MAX_TITLE_CHARS = 200
+_CONFLICT_RETRIES = 8
+_IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "https://agenttasks/idempotency-key")
+
+
+class TaskNotFound(LookupError):
+    """No such task, or not one the actor may see (the two are never told apart)."""
+
+
+class ConcurrencyError(RuntimeError):
+    """A command lost the race for the task too many times in a row."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is asking: a user id and whether they are an admin."""
+
+    user_id: str
+    is_admin: bool = False
+
+    def may_see(self, owner: str) -> bool:
+        """Admins see every task; everyone else only their own."""
+        return self.is_admin or owner == self.user_id
+
+
+SYSTEM = Actor("system", is_admin=True)
+
+
+@dataclass(frozen=True)
+class Written:
+    """The outcome of a command: the task's id and the position of its last event."""
+
+    task_id: UUID
+    position: int | None  # None when nothing was written (an idempotent repeat)
+    created: bool = True
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A request to create a task, before validation."""
+
+    title: str
+    task_type: str
+    task_config: dict[str, Any]
+    priority: str = "normal"
+    template_id: UUID | None = None
+    template_version: int | None = None
+    max_retries: int = 3
+    timeout_seconds: int = 7200
+
+
+class TaskCommands:
+    """The write side of tasks, for the API (on behalf of users) and the workers (as SYSTEM)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    def create(self, actor: Actor, new: NewTask, idempotency_key: str | None = None) -> Written:
+        """Creates a task; the same idempotency key from the same user returns the first task."""
+        task = self.build(actor, new, idempotency_key)
+        try:
+            recordings = self.store.save(task)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            return Written(task.id, None, created=False)
+        return Written(task.id, recordings[-1].notification.id)
+
+    def build(self, actor: Actor, new: NewTask, idempotency_key: str | None = None) -> Task:
+        """The new, unsaved aggregate (batching writers save many in one transaction)."""
+        title = new.title.strip()
+        if len(title) > MAX_TITLE_CHARS:
+            raise ValueError(f"title is {len(title)} characters; the limit is {MAX_TITLE_CHARS}")
+        task_id = None
+        if idempotency_key is not None:
+            task_id = uuid5(_IDEMPOTENCY_NAMESPACE, f"{actor.user_id}\n{idempotency_key}")
+        return Task.create(
+            title=title,
+            task_type=new.task_type,
+            task_config=normalized_config(new.task_type, new.task_config),
+            created_by=actor.user_id,
+            priority=new.priority,
+            template_id=new.template_id,
+            template_version=new.template_version,
+            max_retries=new.max_retries,
+            timeout_seconds=new.timeout_seconds,
+            task_id=task_id,
+        )
+
+    def get(self, actor: Actor, task_id: UUID) -> Task:
+        """The task's current state from its events."""
+        try:
+            task: Task = self.store.repository.get(task_id)
+        except AggregateNotFoundError:
+            raise TaskNotFound(task_id) from None
+        if not isinstance(task, Task) or not actor.may_see(task.created_by):
+            raise TaskNotFound(task_id)
+        return task
+
+    def history(self, actor: Actor, task_id: UUID) -> list[PositionedEvent]:
+        """The task's stored events with their positions: the audit trail."""
+        self.get(actor, task_id)
+        return history(self.store, task_id)
+
+    # On behalf of users.
+
+    def cancel(self, actor: Actor, task_id: UUID, reason: str = "") -> Written:
+        """Cancels a pending or running task."""
+        return self._update(actor, task_id, lambda t: t.cancel(by=actor.user_id, reason=reason))
+
+    def retry(self, actor: Actor, task_id: UUID) -> Written:
+        """Retries a failed or cancelled task by hand, as a new attempt."""
+        return self._update(actor, task_id, lambda t: t.retry(by=actor.user_id))
+
+    # On behalf of workers.
+
+    def start(self, task_id: UUID, attempt: int, worker_id: str) -> Written:
+        return self._update(SYSTEM, task_id, lambda t: t.start(attempt, worker_id))
+
+    def report_progress(self, task_id: UUID, attempt: int, progress: int, message: str) -> Written:
+        return self._update(
+            SYSTEM, task_id, lambda t: t.report_progress(attempt, progress, message)
+        )
+
+    def record_result(
+        self, task_id: UUID, attempt: int, data: dict[str, Any], message: str = ""
+    ) -> Written:
+        return self._update(SYSTEM, task_id, lambda t: t.record_result(attempt, data, message))
+
+    def note(
+        self,
+        task_id: UUID,
+        attempt: int,
+        message: str,
+        data: dict[str, Any] | None = None,
+        *,
+        error: bool = False,
+    ) -> Written:
+        return self._update(SYSTEM, task_id, lambda t: t.note(attempt, message, data, error=error))
+
+    def complete(
+        self, task_id: UUID, attempt: int, result_data: dict[str, Any], message: str = ""
+    ) -> Written:
+        return self._update(SYSTEM, task_id, lambda t: t.complete(attempt, result_data, message))
+
+    def fail(
+        self, task_id: UUID, attempt: int, error_kind: str, error_message: str, retryable: bool
+    ) -> Written:
+        return self._update(
+            SYSTEM,
+            task_id,
+            lambda t: t.fail(attempt, error_kind, error_message, retryable),
+        )
+
+    def retry_automatically(
+        self, task_id: UUID, reason: str, not_before: datetime | None = None
+    ) -> Written:
+        return self._update(
+            SYSTEM,
+            task_id,
+            lambda t: t.retry("system", automatic=True, reason=reason, not_before=not_before),
+        )
+
+    def _update(self, actor: Actor, task_id: UUID, command: Callable[[Task], None]) -> Written:
+        for _ in range(_CONFLICT_RETRIES):
+            task = self.get(actor, task_id)
+            command(task)
+            try:
+                recordings = self.store.save(task)
+            except IntegrityError:
+                continue  # someone else appended first: reload and let the rules decide again
+            return Written(task_id, recordings[-1].notification.id)
+        raise ConcurrencyError(f"task {task_id} kept changing; try again")

@@ -1,0 +1,88 @@
+"""The payloads published on NATS and the subjects they go to: a public interface.
+
+docs/events.md describes the same scheme for outside subscribers; change both together, and only
+by adding optional fields.
+
+Subjects:
+    agenttasks.events.task.<task_type>.<priority>.<task_id>.<kind>
+    agenttasks.events.template.<template_id>.<kind>
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+STREAM = "AGENTTASKS_EVENTS"
+SUBJECT_ROOT = "agenttasks.events"
+ALL_SUBJECTS = f"{SUBJECT_ROOT}.>"
+
+
+class TaskEvent(msgspec.Struct, tag_field="stream", tag="task", kw_only=True):
+    """One stored task event, as published."""
+
+    position: int  # notification id in the event store: global order, may have gaps
+    task_id: str
+    type: str  # created, started, progress, result, completed, failed, cancelled, retried, info
+    version: int  # per-task sequence, starting at 1
+    timestamp: datetime
+    user: str  # the task's owner (created_by)
+    task_type: str
+    priority: str
+    update_type: str  # progress, status, result, error, info
+    status: str  # the task's status after this event
+    progress: int  # the task's progress after this event
+    message: str
+    data: dict[str, Any]  # the event's own fields, as stored
+
+
+class TemplateEvent(msgspec.Struct, tag_field="stream", tag="template", kw_only=True):
+    """One stored template event, as published."""
+
+    position: int
+    template_id: str
+    type: str  # created, revised, archived, ...
+    version: int
+    timestamp: datetime
+    user: str  # the template's owner
+    data: dict[str, Any]
+
+
+BusEvent = TaskEvent | TemplateEvent
+
+_decoder = msgspec.json.Decoder(BusEvent)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(event: BusEvent) -> bytes:
+    """The JSON bytes published for `event`."""
+    return _encoder.encode(event)
+
+
+def decode(payload: bytes) -> BusEvent:
+    """Decodes a published payload; raises msgspec.DecodeError on anything else."""
+    event: BusEvent = _decoder.decode(payload)
+    return event
+
+
+def subject_of(event: BusEvent) -> str:
+    """The subject `event` is published on."""
+    if isinstance(event, TaskEvent):
+        return (
+            f"{SUBJECT_ROOT}.task.{event.task_type}.{event.priority}.{event.task_id}.{event.type}"
+        )
+    return f"{SUBJECT_ROOT}.template.{event.template_id}.{event.type}"
+
+
+def message_id(event: BusEvent) -> str:
+    """A stable id of the stored event, for JetStream's de-duplication (`Nats-Msg-Id`)."""
+    return f"agenttasks:{event.position}"
+
+
+def task_subject(
+    *, task_type: str = "*", priority: str = "*", task_id: str = "*", kind: str = "*"
+) -> str:
+    """A subject filter over task events; unspecified tokens match anything."""
+    return f"{SUBJECT_ROOT}.task.{task_type}.{priority}.{task_id}.{kind}"

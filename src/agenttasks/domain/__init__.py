@@ -1,0 +1,1 @@
+"""Pure domain: aggregates and their events. Imports the standard library and eventsourcing only."""

@@ -1,0 +1,310 @@
+"""The Task aggregate: a unit of agent work and every transition it goes through.
+
+Status machine: pending -> running -> completed | failed | cancelled, and failed or cancelled ->
+pending again on retry (a new attempt). Every event is a stored fact, so the classes and their
+fields are a storage contract: never rename or retype them; new fields get defaults.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from agenttasks.domain.rules import (
+    FINISHED,
+    PRIORITIES,
+    TASK_TYPES,
+    RuleViolation,
+    check,
+)
+
+
+class Task(Aggregate):
+    """A task an agent works on, with its attempts, progress and outcome."""
+
+    class Created(Aggregate.Created):
+        title: str
+        task_type: str
+        task_config: dict[str, Any]
+        priority: str
+        created_by: str
+        template_id: UUID | None
+        template_version: int | None
+        max_retries: int
+        timeout_seconds: int
+
+    class Started(Aggregate.Event):
+        attempt: int
+        worker_id: str
+
+        def apply(self, task: Task) -> None:
+            task.status = "running"
+            task.started_at = self.timestamp
+            task.worker_id = self.worker_id
+            task.progress = 0
+
+    class Progressed(Aggregate.Event):
+        attempt: int
+        progress: int
+        message: str
+
+        def apply(self, task: Task) -> None:
+            task.progress = self.progress
+
+    class ResultRecorded(Aggregate.Event):
+        """A partial result while the agent streams (e.g. the text so far)."""
+
+        attempt: int
+        data: dict[str, Any]
+        message: str
+        progress: int
+
+    class Completed(Aggregate.Event):
+        attempt: int
+        result_data: dict[str, Any]
+        message: str
+
+        def apply(self, task: Task) -> None:
+            task.status = "completed"
+            task.progress = 100
+            task.result_data = self.result_data
+            task.completed_at = self.timestamp
+
+    class Failed(Aggregate.Event):
+        attempt: int
+        error_kind: str
+        error_message: str
+        retryable: bool
+        progress: int
+
+        def apply(self, task: Task) -> None:
+            task.status = "failed"
+            task.error_message = self.error_message
+            task.error_kind = self.error_kind
+            task.completed_at = self.timestamp
+
+    class Cancelled(Aggregate.Event):
+        attempt: int
+        by: str
+        reason: str
+        progress: int
+
+        def apply(self, task: Task) -> None:
+            task.status = "cancelled"
+            task.completed_at = self.timestamp
+
+    class Retried(Aggregate.Event):
+        attempt: int  # the new attempt's number
+        by: str
+        automatic: bool
+        reason: str
+        not_before: datetime | None  # automatic retries wait out their backoff
+
+        def apply(self, task: Task) -> None:
+            task.status = "pending"
+            task.attempt = self.attempt
+            task.progress = 0
+            task.result_data = None
+            task.error_message = None
+            task.error_kind = None
+            task.started_at = None
+            task.completed_at = None
+            task.worker_id = None
+            task.not_before = self.not_before
+            if self.automatic:
+                task.automatic_retries += 1
+
+    class Noted(Aggregate.Event):
+        """Information or a non-fatal error (e.g. one source failed) during an attempt."""
+
+        attempt: int
+        level: str  # "info" | "error"
+        message: str
+        data: dict[str, Any]
+        progress: int
+
+    def __init__(
+        self,
+        title: str,
+        task_type: str,
+        task_config: dict[str, Any],
+        priority: str,
+        created_by: str,
+        template_id: UUID | None,
+        template_version: int | None,
+        max_retries: int,
+        timeout_seconds: int,
+    ) -> None:
+        self.title = title
+        self.task_type = task_type
+        self.task_config = task_config
+        self.priority = priority
+        self.created_by = created_by
+        self.template_id = template_id
+        self.template_version = template_version
+        self.max_retries = max_retries
+        self.timeout_seconds = timeout_seconds
+        self.status = "pending"
+        self.progress = 0
+        self.attempt = 1
+        self.automatic_retries = 0
+        self.result_data: dict[str, Any] | None = None
+        self.error_message: str | None = None
+        self.error_kind: str | None = None
+        self.worker_id: str | None = None
+        self.started_at: datetime | None = None
+        self.completed_at: datetime | None = None
+        self.not_before: datetime | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        title: str,
+        task_type: str,
+        task_config: dict[str, Any],
+        created_by: str,
+        priority: str = "normal",
+        template_id: UUID | None = None,
+        template_version: int | None = None,
+        max_retries: int = 3,
+        timeout_seconds: int = 7200,
+        task_id: UUID | None = None,
+    ) -> Task:
+        check(bool(title.strip()), "title must not be empty")
+        check(task_type in TASK_TYPES, f"unknown task_type {task_type!r}")
+        check(priority in PRIORITIES, f"unknown priority {priority!r}")
+        check(0 <= max_retries <= 10, "max_retries must be between 0 and 10")
+        check(1 <= timeout_seconds <= 86_400, "timeout_seconds must be between 1 and 86400")
+        return cls._create(
+            cls.Created,
+            id=task_id,
+            title=title,
+            task_type=task_type,
+            task_config=task_config,
+            priority=priority,
+            created_by=created_by,
+            template_id=template_id,
+            template_version=template_version,
+            max_retries=max_retries,
+            timeout_seconds=timeout_seconds,
+        )
+
+    # Commands. Each checks its guards, then triggers exactly one event.
+
+    def start(self, attempt: int, worker_id: str) -> None:
+        self._check_current(attempt)
+        check(self.status == "pending", f"cannot start a {self.status} task")
+        self.trigger_event(self.Started, attempt=attempt, worker_id=worker_id)
+
+    def report_progress(self, attempt: int, progress: int, message: str) -> None:
+        self._check_running(attempt)
+        check(0 <= progress <= 100, "progress must be between 0 and 100")
+        check(progress >= self.progress, f"progress cannot go down ({self.progress} -> {progress})")
+        self.trigger_event(self.Progressed, attempt=attempt, progress=progress, message=message)
+
+    def record_result(self, attempt: int, data: dict[str, Any], message: str = "") -> None:
+        self._check_running(attempt)
+        self.trigger_event(
+            self.ResultRecorded,
+            attempt=attempt,
+            data=data,
+            message=message or "Partial result",
+            progress=self.progress,
+        )
+
+    def complete(self, attempt: int, result_data: dict[str, Any], message: str = "") -> None:
+        self._check_running(attempt)
+        self.trigger_event(
+            self.Completed, attempt=attempt, result_data=result_data, message=message or "Completed"
+        )
+
+    def fail(self, attempt: int, error_kind: str, error_message: str, retryable: bool) -> None:
+        """Fails the attempt. A pending task can fail too (it timed out before a worker came)."""
+        self._check_current(attempt)
+        check(self.status in ("pending", "running"), f"cannot fail a {self.status} task")
+        self.trigger_event(
+            self.Failed,
+            attempt=attempt,
+            error_kind=error_kind,
+            error_message=error_message,
+            retryable=retryable,
+            progress=self.progress,
+        )
+
+    def cancel(self, by: str, reason: str = "") -> None:
+        check(self.status not in FINISHED, f"cannot cancel a {self.status} task")
+        self.trigger_event(
+            self.Cancelled,
+            attempt=self.attempt,
+            by=by,
+            reason=reason or "Cancelled",
+            progress=self.progress,
+        )
+
+    def retry(
+        self,
+        by: str,
+        *,
+        automatic: bool = False,
+        reason: str = "",
+        not_before: datetime | None = None,
+    ) -> None:
+        check(
+            self.status in ("failed", "cancelled"),
+            f"only a failed or cancelled task can be retried; this one is {self.status}",
+        )
+        if automatic:
+            check(self.automatic_retries < self.max_retries, "no automatic retries left")
+        self.trigger_event(
+            self.Retried,
+            attempt=self.attempt + 1,
+            by=by,
+            automatic=automatic,
+            reason=reason or ("Retrying automatically" if automatic else "Retried"),
+            not_before=not_before,
+        )
+
+    def note(
+        self, attempt: int, message: str, data: dict[str, Any] | None = None, *, error: bool = False
+    ) -> None:
+        self._check_running(attempt)
+        self.trigger_event(
+            self.Noted,
+            attempt=attempt,
+            level="error" if error else "info",
+            message=message,
+            data=data or {},
+            progress=self.progress,
+        )
+
+    # Guards.
+
+    def _check_current(self, attempt: int) -> None:
+        check(self.status != "completed", "a completed task never changes again")
+        if attempt != self.attempt:
+            raise StaleAttempt(attempt, self.attempt)
+
+    def _check_running(self, attempt: int) -> None:
+        self._check_current(attempt)
+        check(self.status == "running", f"the task is {self.status}, not running")
+
+    @property
+    def created_at(self) -> datetime:
+        return self.created_on
+
+    @property
+    def updated_at(self) -> datetime:
+        return self.modified_on
+
+
+class StaleAttempt(RuleViolation):
+    """An event from an attempt that is no longer the task's current one."""
+
+    def __init__(self, given: int, current: int) -> None:
+        super().__init__(f"attempt {given} is stale; the task is on attempt {current}")
+        self.given = given
+        self.current = current
