@@ -16,6 +16,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from agenttasks.application.group_commit import GroupCommitter
 from agenttasks.application.store import EventStore, PositionedEvent, history
 from agenttasks.application.task_configs import normalized_config
 from agenttasks.domain.task import Task
@@ -74,14 +75,15 @@ class NewTask:
 class TaskCommands:
     """The write side of tasks, for the API (on behalf of users) and the workers (as SYSTEM)."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, committer: GroupCommitter | None = None) -> None:
         self.store = store
+        self._save = (committer or GroupCommitter(store)).save
 
     def create(self, actor: Actor, new: NewTask, idempotency_key: str | None = None) -> Written:
         """Creates a task; the same idempotency key from the same user returns the first task."""
         task = self.build(actor, new, idempotency_key)
         try:
-            recordings = self.store.save(task)
+            recordings = self._save(task)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -137,9 +139,11 @@ class TaskCommands:
     # On behalf of workers.
 
     def start(self, task_id: UUID, attempt: int, worker_id: str) -> Written:
+        """Starts the given attempt; refused unless the task is pending on it."""
         return self._update(SYSTEM, task_id, lambda t: t.start(attempt, worker_id))
 
     def report_progress(self, task_id: UUID, attempt: int, progress: int, message: str) -> Written:
+        """Records progress of the running attempt (0..100, never down)."""
         return self._update(
             SYSTEM, task_id, lambda t: t.report_progress(attempt, progress, message)
         )
@@ -147,6 +151,7 @@ class TaskCommands:
     def record_result(
         self, task_id: UUID, attempt: int, data: dict[str, Any], message: str = ""
     ) -> Written:
+        """Records a partial result of the running attempt."""
         return self._update(SYSTEM, task_id, lambda t: t.record_result(attempt, data, message))
 
     def note(
@@ -158,16 +163,19 @@ class TaskCommands:
         *,
         error: bool = False,
     ) -> Written:
+        """Records information, or a non-fatal error, about the running attempt."""
         return self._update(SYSTEM, task_id, lambda t: t.note(attempt, message, data, error=error))
 
     def complete(
         self, task_id: UUID, attempt: int, result_data: dict[str, Any], message: str = ""
     ) -> Written:
+        """Completes the running attempt with its result."""
         return self._update(SYSTEM, task_id, lambda t: t.complete(attempt, result_data, message))
 
     def fail(
         self, task_id: UUID, attempt: int, error_kind: str, error_message: str, retryable: bool
     ) -> Written:
+        """Fails the current attempt (running, or pending that timed out)."""
         return self._update(
             SYSTEM,
             task_id,
@@ -177,6 +185,7 @@ class TaskCommands:
     def retry_automatically(
         self, task_id: UUID, reason: str, not_before: datetime | None = None
     ) -> Written:
+        """Retries a failed task as a new attempt, within max_retries."""
         return self._update(
             SYSTEM,
             task_id,
@@ -188,7 +197,7 @@ class TaskCommands:
             task = self.get(actor, task_id)
             command(task)
             try:
-                recordings = self.store.save(task)
+                recordings = self._save(task)
             except IntegrityError:
                 continue  # someone else appended first: reload and let the rules decide again
             return Written(task_id, recordings[-1].notification.id)
