@@ -1,0 +1,94 @@
+"""Runs the service's processes for `agenttasks up`, restarts one that dies, stops them all.
+
+Each role (api, relay, project, worker) runs as its own `agenttasks <role>` child, exactly as on
+a multi-machine deployment, so `up` exercises the same code paths and uses both cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@dataclass
+class Child:
+    """One supervised process and how to start it again."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        """Starts (or restarts) the process."""
+        self.process = subprocess.Popen(self.argv, env=self.env)  # noqa: S603 - our own argv
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %s)", self.name, self.process.pid)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process is running."""
+        return self.process is not None and self.process.poll() is None
+
+
+class Supervisor:
+    """Starts children, restarts crashed ones with backoff, and stops them all on request."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+
+    def add(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> Child:
+        """Registers and starts `agenttasks <args>` as a child."""
+        argv = [sys.executable, "-m", "agenttasks.cli", *args]
+        child = Child(name, argv, dict(env))
+        self.children.append(child)
+        child.start()
+        return child
+
+    def check(self) -> None:
+        """Restarts any child that exited, after a backoff that grows with repeated crashes."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive or child.process is None:
+                continue
+            if child.next_start == 0.0:
+                if now - child.started_at > 30:  # it ran a while: a fresh crash, not a loop
+                    child.restarts = 0
+                delay = RESTART_BACKOFF_SECONDS[
+                    min(child.restarts, len(RESTART_BACKOFF_SECONDS) - 1)
+                ]
+                code = child.process.returncode
+                log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
+                child.next_start = now + delay
+            elif now >= child.next_start:
+                child.restarts += 1
+                child.next_start = 0.0
+                child.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Asks every child to stop (SIGTERM), then kills what is left after `timeout`."""
+        for child in self.children:
+            if child.alive and child.process is not None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0fs; killing it", child.name, timeout)
+                child.process.kill()
+                child.process.wait()
