@@ -12,33 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from uuid import UUID
 
 import psycopg
 
-from agenttasks.application.publishing import BusEventMapper, TaskFacts
+from agenttasks.application.publishing import BusEventMapper, mapper_for
 from agenttasks.application.store import EventStore, read_log
 from agenttasks.bus.connection import Bus, ensure_stream
 from agenttasks.bus.messages import BusEvent
 from agenttasks.bus.publisher import PublishFailed, last_published, publish_in_order
-from agenttasks.domain.task import Task
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x61677474_72656C79 & 0x7FFFFFFFFFFFFFFF  # "agttrely": one relay per database
 BATCH = 1000
 POLL_SECONDS = 1.0
-
-
-def task_facts_loader(store: EventStore) -> BusEventMapper:
-    """A mapper whose task facts come from each task's first event in the store."""
-
-    def load(task_id: UUID) -> TaskFacts:
-        task: Task = store.repository.get(task_id, version=1)
-        assert isinstance(task, Task)
-        return TaskFacts(task.created_by, task.task_type, task.priority)
-
-    return BusEventMapper(load)
 
 
 class Relay:
@@ -50,7 +37,7 @@ class Relay:
         self.store = store
         self.database_url = database_url
         self.bus = bus
-        self.mapper = mapper or task_facts_loader(store)
+        self.mapper = mapper or mapper_for(store)
         self.published_position = 0
         self.is_leader = False
 

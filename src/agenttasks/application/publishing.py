@@ -15,6 +15,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.domain import DomainEventProtocol
 
+from agenttasks.application.store import EventStore
 from agenttasks.bus.messages import BusEvent, TaskEvent
 from agenttasks.domain.task import Task
 from agenttasks.domain.updates import KINDS, describe
@@ -90,3 +91,13 @@ def event_fields(event: DomainEventProtocol[Any]) -> dict[str, Any]:
     fields = {k: v for k, v in vars(event).items() if k not in _ENVELOPE_FIELDS}
     builtins: dict[str, Any] = msgspec.to_builtins(fields)
     return builtins
+
+
+def mapper_for(store: EventStore, extra: ExtraMapper | None = None) -> BusEventMapper:
+    """A mapper that looks up each task's facts in its first stored event when needed."""
+
+    def load(task_id: UUID) -> TaskFacts:
+        task: Task = store.repository.get(task_id, version=1)
+        return TaskFacts(task.created_by, task.task_type, task.priority)
+
+    return BusEventMapper(load, extra)

@@ -1,0 +1,92 @@
+"""What a projection is: tables, and one small handler per event kind, pure in the events.
+
+Handlers write through the table names they are given (`Tables`), so the live runner writes
+into the live tables and a replay into fresh ones, with the same code. Positions are tracked
+per projection in `projection_tracking`, in the same transaction as the rows.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import Cursor, sql
+
+from agenttasks.bus.messages import BusEvent, TaskEvent
+
+TRACKING_DDL = """
+CREATE TABLE IF NOT EXISTS projection_tracking (
+    name text PRIMARY KEY,
+    position bigint NOT NULL
+)
+"""
+NOTIFY_CHANNEL = "agenttasks_projected"
+
+
+class Tables(dict[str, str]):
+    """Logical table name -> the physical table to use now (live or a rebuild)."""
+
+    def id(self, name: str) -> sql.Identifier:
+        """The SQL identifier for logical table `name`."""
+        return sql.Identifier(self[name])
+
+
+Handler = Callable[[Cursor[Any], Tables, Any], None]
+
+
+@dataclass
+class Projection:
+    """A read model: its tables' DDL (with `{table}` placeholders) and its event handlers."""
+
+    name: str
+    ddl: Mapping[str, list[str]]  # logical table -> statements; "{t}" is the physical name
+    task_handlers: dict[str, Handler] = field(default_factory=dict)  # kind -> handler
+    template_handlers: dict[str, Handler] = field(default_factory=dict)
+
+    def live_tables(self) -> Tables:
+        """The tables queries read and the live runner writes."""
+        return Tables({name: name for name in self.ddl})
+
+    def create(self, cursor: Cursor[Any], tables: Tables) -> None:
+        """Creates the tables if they do not exist yet.
+
+        In the DDL, `{t}` is the physical table and `{t_xyz}` the index `<table>_xyz_idx`.
+        """
+        for name, statements in self.ddl.items():
+            physical = tables[name]
+            for statement in statements:
+                fields = {f for _, f, _, _ in string.Formatter().parse(statement) if f}
+                names = {f: sql.Identifier(f"{physical}{f[1:]}_idx") for f in fields - {"t"}}
+                cursor.execute(sql.SQL(statement).format(t=tables.id(name), **names))
+
+    def apply(self, cursor: Cursor[Any], tables: Tables, event: BusEvent) -> None:
+        """Applies one event (events of kinds it does not handle change nothing)."""
+        handlers = self.task_handlers if isinstance(event, TaskEvent) else self.template_handlers
+        handler = handlers.get(event.type)
+        if handler is not None:
+            handler(cursor, tables, event)
+
+
+def ensure_tracking(cursor: Cursor[Any]) -> None:
+    """Creates the tracking table if needed."""
+    cursor.execute(TRACKING_DDL)
+
+
+def tracked_position(cursor: Cursor[Any], name: str, *, lock: bool = False) -> int:
+    """The position projection `name` has applied up to (0 if none), optionally locking it."""
+    cursor.execute(
+        "INSERT INTO projection_tracking (name, position) VALUES (%s, 0) ON CONFLICT DO NOTHING",
+        (name,),
+    )
+    query = "SELECT position FROM projection_tracking WHERE name = %s"
+    cursor.execute(query + (" FOR UPDATE" if lock else ""), (name,))
+    row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def set_position(cursor: Cursor[Any], name: str, position: int) -> None:
+    """Records that projection `name` has applied everything up to `position`, and says so."""
+    cursor.execute("UPDATE projection_tracking SET position = %s WHERE name = %s", (position, name))
+    cursor.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, f"{name}:{position}"))

@@ -1,0 +1,174 @@
+"""Queries over the task read model, for the API. Visibility is decided here, once: a user sees
+their own tasks, an admin sees all, and an invisible task looks exactly like a missing one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from agenttasks.application.tasks import Actor
+
+
+class TaskView(msgspec.Struct, kw_only=True):
+    """A task as the API shows it."""
+
+    id: UUID
+    title: str
+    task_type: str
+    task_config: dict[str, Any]
+    priority: str
+    status: str
+    progress: int
+    result_data: dict[str, Any] | None
+    error_message: str | None
+    created_by: str
+    template_id: UUID | None
+    attempt: int
+    max_retries: int
+    timeout_seconds: int
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+
+
+class UpdateView(msgspec.Struct, kw_only=True):
+    """One step in a task's update history."""
+
+    position: int
+    task_id: UUID
+    version: int
+    type: str
+    update_type: str
+    status: str
+    progress: int
+    message: str
+    data: dict[str, Any]
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """What to list: each field narrows the list; None means any."""
+
+    status: str | None = None
+    task_type: str | None = None
+    priority: str | None = None
+    search: str | None = None
+    statuses: tuple[str, ...] = ()
+
+
+ORDERINGS = {
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "priority": "priority_rank",
+    "status": "status",
+    "title": "title",
+    "progress": "progress",
+}
+_TASK_COLUMNS = sql.SQL(", ").join(sql.Identifier(f) for f in TaskView.__struct_fields__)
+_UPDATE_COLUMNS = sql.SQL(
+    "position, task_id, version, kind AS type, update_type, status, progress, message, data,"
+    " timestamp"
+)
+
+
+def ordering_clause(ordering: str) -> sql.Composable:
+    """`created_at`, `-priority`, ... as SQL; ValueError naming the allowed values otherwise."""
+    descending = ordering.startswith("-")
+    column = ORDERINGS.get(ordering.removeprefix("-"))
+    if column is None:
+        allowed = ", ".join(f"{name}, -{name}" for name in ORDERINGS)
+        raise ValueError(f"ordering must be one of: {allowed}")
+    direction = sql.SQL("DESC" if descending else "ASC")
+    return sql.SQL("{} {}, id {}").format(sql.Identifier(column), direction, direction)
+
+
+class TaskQueries:
+    """Reads the `tasks` and `task_updates` tables."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def get(self, actor: Actor, task_id: UUID) -> TaskView | None:
+        """The task, or None when it does not exist or the actor may not see it."""
+        rows = await self._rows(
+            sql.SQL("SELECT {} FROM tasks WHERE id = %s").format(_TASK_COLUMNS), (task_id,)
+        )
+        if not rows or not actor.may_see(rows[0]["created_by"]):
+            return None
+        return msgspec.convert(rows[0], TaskView)
+
+    async def list(
+        self, actor: Actor, filter: TaskFilter, ordering: str, offset: int, limit: int
+    ) -> tuple[int, list[TaskView]]:
+        """(how many match, one page of them)."""
+        order = ordering_clause(ordering)
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        if not actor.is_admin:
+            conditions.append(sql.SQL("created_by = %s"))
+            params.append(actor.user_id)
+        for column in ("status", "task_type", "priority"):
+            if (value := getattr(filter, column)) is not None:
+                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(value)
+        if filter.statuses:
+            conditions.append(sql.SQL("status = ANY(%s)"))
+            params.append(list(filter.statuses))
+        if filter.search:
+            conditions.append(sql.SQL("title ILIKE %s ESCAPE '\\'"))
+            params.append(f"%{_escape_like(filter.search)}%")
+        where = (
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+        )
+        total = await self._rows(sql.SQL("SELECT count(*) AS n FROM tasks{}").format(where), params)
+        page = await self._rows(
+            sql.SQL("SELECT {} FROM tasks{} ORDER BY {} OFFSET %s LIMIT %s").format(
+                _TASK_COLUMNS, where, order
+            ),
+            [*params, offset, limit],
+        )
+        return int(total[0]["n"]), [msgspec.convert(row, TaskView) for row in page]
+
+    async def updates(
+        self, actor: Actor, task_id: UUID, after: int = 0, limit: int = 1000
+    ) -> list[UpdateView] | None:
+        """The task's updates after position `after`, oldest first; None if it is not visible."""
+        if await self.get(actor, task_id) is None:
+            return None
+        rows = await self._rows(
+            sql.SQL(
+                "SELECT {} FROM task_updates WHERE task_id = %s AND position > %s"
+                " ORDER BY position LIMIT %s"
+            ).format(_UPDATE_COLUMNS),
+            (task_id, after, limit),
+        )
+        return [msgspec.convert(row, UpdateView) for row in rows]
+
+    async def counts_by_status(self, actor: Actor) -> dict[str, int]:
+        """How many of the actor's (or, for admins, all) tasks are in each status."""
+        where = sql.SQL("") if actor.is_admin else sql.SQL(" WHERE created_by = %s")
+        params = [] if actor.is_admin else [actor.user_id]
+        rows = await self._rows(
+            sql.SQL("SELECT status, count(*) AS n FROM tasks{} GROUP BY status").format(where),
+            params,
+        )
+        return {row["status"]: int(row["n"]) for row in rows}
+
+    async def _rows(self, query: sql.Composable, params: Any) -> list[dict[str, Any]]:
+        async with self.pool.connection() as connection:
+            cursor = connection.cursor(row_factory=dict_row)
+            await cursor.execute(query, params)
+            return await cursor.fetchall()
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -1,0 +1,176 @@
+"""The task read model: `tasks` (one row per task, its current state) and `task_updates` (one row
+per task event: the update history a frontend shows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import Cursor, sql
+from psycopg.types.json import Jsonb
+
+from agenttasks.bus.messages import TaskEvent
+from agenttasks.projections.base import Projection, Tables
+
+PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
+
+DDL = {
+    "tasks": [
+        """CREATE TABLE IF NOT EXISTS {t} (
+            id uuid PRIMARY KEY,
+            title text NOT NULL,
+            task_type text NOT NULL,
+            task_config jsonb NOT NULL,
+            priority text NOT NULL,
+            priority_rank smallint NOT NULL,
+            status text NOT NULL,
+            progress smallint NOT NULL,
+            result_data jsonb,
+            error_message text,
+            error_kind text,
+            created_by text NOT NULL,
+            template_id uuid,
+            template_version integer,
+            attempt integer NOT NULL,
+            max_retries integer NOT NULL,
+            timeout_seconds integer NOT NULL,
+            worker_id text,
+            usage jsonb,
+            created_at timestamptz NOT NULL,
+            started_at timestamptz,
+            completed_at timestamptz,
+            updated_at timestamptz NOT NULL,
+            version integer NOT NULL,
+            last_position bigint NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS {t_created_by} ON {t} (created_by, created_at DESC)",
+        "CREATE INDEX IF NOT EXISTS {t_status} ON {t} (status, priority_rank DESC, created_at)",
+    ],
+    "task_updates": [
+        """CREATE TABLE IF NOT EXISTS {t} (
+            position bigint PRIMARY KEY,
+            task_id uuid NOT NULL,
+            version integer NOT NULL,
+            kind text NOT NULL,
+            update_type text NOT NULL,
+            status text NOT NULL,
+            progress smallint NOT NULL,
+            message text NOT NULL,
+            data jsonb NOT NULL,
+            timestamp timestamptz NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS {t_task} ON {t} (task_id, position)",
+    ],
+}
+
+
+def _created(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
+    d = e.data
+    cursor.execute(
+        sql.SQL(
+            "INSERT INTO {} (id, title, task_type, task_config, priority, priority_rank, status,"
+            " progress, created_by, template_id, template_version, attempt, max_retries,"
+            " timeout_seconds, created_at, updated_at, version, last_position)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO NOTHING"
+        ).format(t.id("tasks")),
+        (
+            e.task_id, d["title"], d["task_type"], Jsonb(d["task_config"]), d["priority"],
+            PRIORITY_RANK[d["priority"]], e.user, d.get("template_id"), d.get("template_version"),
+            d["max_retries"], d["timeout_seconds"], e.timestamp, e.timestamp, e.version, e.position,
+        ),
+    )  # fmt: skip
+
+
+def _changes(**columns: Any) -> Any:
+    """A handler that sets `columns` (values may be callables of the event) on the task's row."""
+
+    def handler(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
+        values = {k: (v(e) if callable(v) else v) for k, v in columns.items()}
+        values.update(status=e.status, progress=e.progress, updated_at=e.timestamp)
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = %s").format(sql.Identifier(k)) for k in values
+        )
+        cursor.execute(
+            sql.SQL(
+                "UPDATE {} SET {}, version = %s, last_position = %s"
+                " WHERE id = %s AND last_position < %s"
+            ).format(t.id("tasks"), assignments),
+            (*values.values(), e.version, e.position, e.task_id, e.position),
+        )
+
+    return handler
+
+
+def _usage(e: TaskEvent) -> Jsonb | None:
+    usage = e.data["result_data"].get("usage") if isinstance(e.data["result_data"], dict) else None
+    return Jsonb(usage) if isinstance(usage, dict) else None
+
+
+HANDLERS = {
+    "created": _created,
+    "started": _changes(
+        attempt=lambda e: e.data["attempt"],
+        worker_id=lambda e: e.data["worker_id"],
+        started_at=lambda e: e.timestamp,
+    ),
+    "progress": _changes(),
+    "result": _changes(),
+    "info": _changes(),
+    "completed": _changes(
+        result_data=lambda e: Jsonb(e.data["result_data"]),
+        usage=_usage,
+        completed_at=lambda e: e.timestamp,
+    ),
+    "failed": _changes(
+        error_message=lambda e: e.data["error_message"],
+        error_kind=lambda e: e.data["error_kind"],
+        completed_at=lambda e: e.timestamp,
+    ),
+    "cancelled": _changes(completed_at=lambda e: e.timestamp),
+    "retried": _changes(
+        attempt=lambda e: e.data["attempt"],
+        result_data=None,
+        usage=None,
+        error_message=None,
+        error_kind=None,
+        worker_id=None,
+        started_at=None,
+        completed_at=None,
+    ),
+}
+
+
+def _record_update(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
+    cursor.execute(
+        sql.SQL(
+            "INSERT INTO {} (position, task_id, version, kind, update_type, status, progress,"
+            " message, data, timestamp) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (position) DO NOTHING"
+        ).format(t.id("task_updates")),
+        (
+            e.position, e.task_id, e.version, e.type, e.update_type, e.status, e.progress,
+            e.message, Jsonb(_update_data(e)), e.timestamp,
+        ),
+    )  # fmt: skip
+
+
+def _update_data(e: TaskEvent) -> dict[str, Any]:
+    # The history shows what a frontend needs; the created event's config is on the task row.
+    return {} if e.type == "created" else dict(e.data)
+
+
+def _both(handler: Any) -> Any:
+    def apply(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
+        handler(cursor, t, e)
+        _record_update(cursor, t, e)
+
+    return apply
+
+
+def task_projection() -> Projection:
+    """The `tasks` and `task_updates` read model."""
+    return Projection(
+        name="tasks",
+        ddl=DDL,
+        task_handlers={kind: _both(handler) for kind, handler in HANDLERS.items()},
+    )
