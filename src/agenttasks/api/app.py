@@ -1,0 +1,60 @@
+"""Builds the Litestar application from its dependencies. No logic of its own."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from agenttasks.api.auth import current_actor
+from agenttasks.api.deps import ApiDeps
+from agenttasks.api.errors import EXCEPTION_HANDLERS
+from agenttasks.api.health import health, ready
+from agenttasks.api.tasks import TaskController, validate_task_config
+
+
+def create_app(deps: ApiDeps) -> Litestar:
+    """The ASGI application serving the API with `deps`."""
+
+    async def provide_deps() -> ApiDeps:
+        return deps
+
+    async def on_startup() -> None:
+        for hook in deps.on_startup:
+            await hook()
+
+    async def on_shutdown() -> None:
+        for hook in deps.on_shutdown:
+            await hook()
+        deps.executor.shutdown(wait=False)
+
+    return Litestar(
+        route_handlers=[
+            TaskController,
+            validate_task_config,
+            health,
+            ready,
+            *deps.extra_route_handlers,
+        ],
+        dependencies={
+            "deps": Provide(provide_deps),
+            "actor": Provide(current_actor),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        state=State({"jwt_secret": deps.jwt_secret}),
+        openapi_config=OpenAPIConfig(
+            title="agenttasks",
+            version="0.1.0",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,104 @@
+"""Every error becomes `application/problem+json` (RFC 9457) here, in one place.
+
+Rule violations are 409 with the domain's reason, unknown or invisible tasks 404, bad input 400
+with what was wrong; anything unexpected is logged and answered with a plain 500 body that
+reveals nothing of the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from agenttasks.application.task_configs import ConfigError
+from agenttasks.application.tasks import ConcurrencyError, TaskNotFound
+from agenttasks.domain.rules import RuleViolation
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TITLES = {
+    400: "Bad request",
+    401: "Not authenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request too large",
+    415: "Unsupported media type",
+    429: "Too many requests",
+    500: "Internal error",
+    503: "Service unavailable",
+}
+
+
+def problem(status: int, detail: str, **extra: Any) -> Response[dict[str, Any]]:
+    """A problem-details response."""
+    body = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status}
+    body["detail"] = detail
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _rule_violation(_: Request[Any, Any, Any], error: RuleViolation) -> Response[dict[str, Any]]:
+    return problem(409, str(error))
+
+
+def _not_found(_: Request[Any, Any, Any], error: TaskNotFound) -> Response[dict[str, Any]]:
+    return problem(404, "no such task")
+
+
+def _config_error(_: Request[Any, Any, Any], error: ConfigError) -> Response[dict[str, Any]]:
+    return problem(400, "; ".join(error.errors), errors=error.errors)
+
+
+def _value_error(_: Request[Any, Any, Any], error: ValueError) -> Response[dict[str, Any]]:
+    return problem(400, str(error))
+
+
+def _concurrency(_: Request[Any, Any, Any], error: ConcurrencyError) -> Response[dict[str, Any]]:
+    return problem(409, str(error))
+
+
+def _validation(_: Request[Any, Any, Any], error: ValidationException) -> Response[dict[str, Any]]:
+    details = error.extra if isinstance(error.extra, list) else []
+    messages = [_describe(d) for d in details] or [str(error.detail)]
+    return problem(400, "; ".join(messages), errors=messages)
+
+
+def _http(_: Request[Any, Any, Any], error: HTTPException) -> Response[dict[str, Any]]:
+    return problem(error.status_code, str(error.detail))
+
+
+def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "an unexpected error occurred; it was logged")
+
+
+def _describe(detail: Any) -> str:
+    if not isinstance(detail, dict):
+        return str(detail)
+    message = str(detail.get("message", "invalid value"))
+    key = detail.get("key")
+    source = detail.get("source")
+    if not key:
+        return message
+    where = f"`{key}`" if source in (None, "body") else f"{source} parameter `{key}`"
+    return f"{where}: {message}"
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    RuleViolation: _rule_violation,
+    TaskNotFound: _not_found,
+    ConfigError: _config_error,
+    ConcurrencyError: _concurrency,
+    ValidationException: _validation,
+    HTTPException: _http,
+    ValueError: _value_error,
+    Exception: _unexpected,
+}

@@ -1,0 +1,85 @@
+"""Request and response bodies: msgspec Structs on one base that refuses unknown fields."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta
+
+from agenttasks.application.tasks import MAX_TITLE_CHARS
+from agenttasks.projections.task_queries import TaskView
+
+TaskType = Literal["summary", "research", "content_generation", "data_analysis", "custom"]
+Priority = Literal["low", "normal", "high", "urgent"]
+Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every request body: a misspelt field is an error, not silently ignored."""
+
+
+class TaskCreate(Body):
+    """POST /ai-tasks/."""
+
+    title: Annotated[str, Meta(min_length=1, max_length=MAX_TITLE_CHARS)]
+    task_type: TaskType
+    task_config: dict[str, Any]
+    priority: Priority = "normal"
+    max_retries: Annotated[int, Meta(ge=0, le=10)] = 3
+    timeout_seconds: Annotated[int, Meta(ge=1, le=86_400)] = 7200
+
+
+class CancelRequest(Body):
+    """POST /ai-tasks/{id}/cancel/ (the body is optional)."""
+
+    reason: Annotated[str, Meta(max_length=500)] = ""
+
+
+class ValidateConfigRequest(Body):
+    """POST /validate-task-config/."""
+
+    task_type: str
+    task_config: Any
+    template_id: UUID | None = None
+
+
+class ValidateConfigResponse(msgspec.Struct):
+    """Whether a config is valid for its type, and every reason it is not."""
+
+    valid: bool
+    errors: list[str]
+
+
+class TaskPage(msgspec.Struct):
+    """One page of tasks."""
+
+    count: int
+    next: str | None
+    previous: str | None
+    results: list[TaskView]
+
+
+class EventView(msgspec.Struct):
+    """One stored event of a task, for audit."""
+
+    position: int
+    version: int
+    type: str
+    timestamp: datetime
+    data: dict[str, Any]
+
+
+class Health(msgspec.Struct):
+    """GET /health."""
+
+    status: str
+
+
+class Readiness(msgspec.Struct):
+    """GET /ready: each check's outcome."""
+
+    ready: bool
+    checks: dict[str, dict[str, Any]]

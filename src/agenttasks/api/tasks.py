@@ -1,0 +1,193 @@
+"""The task resource: thin handlers, one command or one query each."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from agenttasks.api.deps import CurrentActor, Deps, TaskId
+from agenttasks.api.schemas import (
+    CancelRequest,
+    EventView,
+    Priority,
+    Status,
+    TaskCreate,
+    TaskPage,
+    TaskType,
+    ValidateConfigRequest,
+    ValidateConfigResponse,
+)
+from agenttasks.api.views import page_links, view_after_write
+from agenttasks.application.publishing import event_fields
+from agenttasks.application.task_configs import ConfigError, normalized_config
+from agenttasks.application.tasks import NewTask, TaskNotFound
+from agenttasks.domain.updates import KINDS
+from agenttasks.projections.task_queries import TaskFilter, TaskView, UpdateView
+
+PageNumber = Annotated[int, QueryParameter(ge=1)]
+PageSize = Annotated[int, QueryParameter(ge=1, le=100)]
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key", max_length=200, pattern=r"^[\x21-\x7e]+$", required=False
+    ),
+]
+
+
+class TaskController(Controller):
+    """/api/v1/utils/ai-tasks/: create, list, read, cancel and retry tasks."""
+
+    path = "/api/v1/utils/ai-tasks"
+    tags = ["tasks"]
+
+    @post("/", status_code=HTTP_201_CREATED)
+    async def create(
+        self,
+        data: JSONBody[TaskCreate],
+        actor: CurrentActor,
+        deps: Deps,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[TaskView]:
+        """Creates a task; repeating an Idempotency-Key returns the first task (200)."""
+        new = NewTask(
+            title=data.title,
+            task_type=data.task_type,
+            task_config=data.task_config,
+            priority=data.priority,
+            max_retries=data.max_retries,
+            timeout_seconds=data.timeout_seconds,
+        )
+        written = await deps.run(deps.commands.create, actor, new, idempotency_key)
+        view = await view_after_write(deps, actor, written)
+        return Response(view, status_code=HTTP_201_CREATED if written.created else HTTP_200_OK)
+
+    @get("/")
+    async def list_tasks(
+        self,
+        request: Request[Any, Any, Any],
+        actor: CurrentActor,
+        deps: Deps,
+        status: FromQuery[Status | None] = None,
+        task_type: FromQuery[TaskType | None] = None,
+        priority: FromQuery[Priority | None] = None,
+        search: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        ordering: FromQuery[str] = "-created_at",
+        page: PageNumber = 1,
+        page_size: PageSize = 20,
+    ) -> TaskPage:
+        """Lists the actor's tasks (an admin's: everyone's), filtered, ordered and paged."""
+        task_filter = TaskFilter(
+            status=status, task_type=task_type, priority=priority, search=search
+        )
+        return await _page(request, actor, deps, task_filter, ordering, page, page_size)
+
+    @get("/active/")
+    async def active(
+        self,
+        request: Request[Any, Any, Any],
+        actor: CurrentActor,
+        deps: Deps,
+        page: PageNumber = 1,
+        page_size: PageSize = 20,
+    ) -> TaskPage:
+        """Pending and running tasks, most urgent first."""
+        task_filter = TaskFilter(statuses=("pending", "running"))
+        return await _page(request, actor, deps, task_filter, "-priority", page, page_size)
+
+    @get("/recent/")
+    async def recent(
+        self,
+        request: Request[Any, Any, Any],
+        actor: CurrentActor,
+        deps: Deps,
+        page_size: PageSize = 20,
+    ) -> TaskPage:
+        """The most recently created tasks (page_size of them, 20 by default)."""
+        return await _page(request, actor, deps, TaskFilter(), "-created_at", 1, page_size)
+
+    @get("/{task_id:uuid}/")
+    async def retrieve(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> TaskView:
+        """One task."""
+        view = await deps.queries.get(actor, task_id)
+        if view is None:
+            raise TaskNotFound(task_id)
+        return view
+
+    @post("/{task_id:uuid}/cancel/", status_code=HTTP_200_OK)
+    async def cancel(
+        self,
+        task_id: TaskId,
+        actor: CurrentActor,
+        deps: Deps,
+        data: JSONBody[CancelRequest | None] = None,
+    ) -> TaskView:
+        """Cancels a pending or running task (409 with the reason otherwise)."""
+        reason = data.reason if data else ""
+        written = await deps.run(deps.commands.cancel, actor, task_id, reason)
+        return await view_after_write(deps, actor, written)
+
+    @post("/{task_id:uuid}/retry/", status_code=HTTP_200_OK)
+    async def retry(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> TaskView:
+        """Retries a failed or cancelled task as a new attempt (409 with the reason otherwise)."""
+        written = await deps.run(deps.commands.retry, actor, task_id)
+        return await view_after_write(deps, actor, written)
+
+    @get("/{task_id:uuid}/updates/")
+    async def updates(
+        self,
+        task_id: TaskId,
+        actor: CurrentActor,
+        deps: Deps,
+        after: Annotated[int, QueryParameter(ge=0)] = 0,
+    ) -> list[UpdateView]:
+        """The task's update history, oldest first (after a position, if given)."""
+        updates = await deps.queries.updates(actor, task_id, after)
+        if updates is None:
+            raise TaskNotFound(task_id)
+        return updates
+
+    @get("/{task_id:uuid}/events/")
+    async def events(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> list[EventView]:
+        """The task's stored events, from the event store itself: the audit trail."""
+        history = await deps.run(deps.commands.history, actor, task_id)
+        return [
+            EventView(
+                position=item.position,
+                version=item.event.originator_version,
+                type=KINDS.get(type(item.event), type(item.event).__qualname__),
+                timestamp=item.event.timestamp,
+                data=event_fields(item.event),
+            )
+            for item in history
+        ]
+
+
+@post("/api/v1/utils/validate-task-config/", status_code=HTTP_200_OK, tags=["tasks"])
+async def validate_task_config(
+    data: JSONBody[ValidateConfigRequest], actor: CurrentActor
+) -> ValidateConfigResponse:
+    """Checks a task config against its type's rules without creating anything."""
+    try:
+        normalized_config(data.task_type, data.task_config)
+    except ConfigError as error:
+        return ValidateConfigResponse(valid=False, errors=error.errors)
+    return ValidateConfigResponse(valid=True, errors=[])
+
+
+async def _page(
+    request: Request[Any, Any, Any],
+    actor: CurrentActor,
+    deps: Deps,
+    task_filter: TaskFilter,
+    ordering: str,
+    page: int,
+    page_size: int,
+) -> TaskPage:
+    count, results = await deps.queries.list(
+        actor, task_filter, ordering, (page - 1) * page_size, page_size
+    )
+    previous, following = page_links(request, count, page, page_size)
+    return TaskPage(count=count, next=following, previous=previous, results=results)

@@ -1,0 +1,321 @@
+"""The composition root: builds every adapter from Settings and hands it to the part that uses it.
+
+Each `run_*` function is one process role (`agenttasks api`, `relay`, `project`, `worker`);
+`up` (in up.py) starts servers and runs the roles as child processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from agenttasks import runtime_file
+from agenttasks.api.app import create_app
+from agenttasks.api.auth import mint_token
+from agenttasks.api.deps import ApiDeps
+from agenttasks.application.publishing import mapper_for
+from agenttasks.application.store import EventStore, close, open_event_store
+from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
+from agenttasks.bus.connection import connect
+from agenttasks.projections.base import Projection
+from agenttasks.projections.positions import ProjectionWatcher
+from agenttasks.projections.replay import replay as replay_projection
+from agenttasks.projections.runner import ProjectionRunner
+from agenttasks.projections.task_queries import TaskQueries
+from agenttasks.projections.tasks import task_projection
+from agenttasks.relay import Relay
+from agenttasks.servers.secrets import load_secrets
+from agenttasks.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+def projections() -> dict[str, Projection]:
+    """Every read model, by name."""
+    return {"tasks": task_projection()}
+
+
+def resolve(settings: Settings) -> Settings:
+    """Fills in what a running `agenttasks up` on the same data directory knows."""
+    runtime = runtime_file.read(settings.home)
+    if runtime is not None:
+        settings = settings.with_(
+            database_url=settings.database_url or runtime.database_url,
+            nats_url=settings.nats_url or runtime.nats_url,
+            nats_role_urls={**runtime.nats_role_urls, **settings.nats_role_urls},
+        )
+    if settings.jwt_secret is None and (secrets := load_secrets(settings.home)) is not None:
+        settings = settings.with_(jwt_secret=secrets.jwt_secret)
+    return settings
+
+
+def require_database(settings: Settings) -> str:
+    """The database URL, or a message saying how to provide one."""
+    if settings.database_url is None:
+        raise SettingsError(
+            f"no database: set AGENTTASKS_DATABASE_URL, or run `agenttasks up` with the data "
+            f"directory {settings.home} first"
+        )
+    return settings.database_url
+
+
+@contextmanager
+def event_store(settings: Settings) -> Iterator[EventStore]:
+    """The event store on the configured Postgres, closed afterwards."""
+    store = open_event_store(settings.eventsourcing_env())
+    try:
+        yield store
+    finally:
+        close(store)
+
+
+def token(settings: Settings, user: str, *, admin: bool, ttl: int) -> str:
+    """A JWT signed with the service's secret."""
+    secret = resolve(settings).jwt_secret
+    if secret is None:
+        raise SettingsError(
+            f"no JWT secret: set AGENTTASKS_JWT_SECRET, or run `agenttasks up` with the data "
+            f"directory {settings.home} first"
+        )
+    try:
+        return mint_token(secret, user, admin=admin, ttl=ttl)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
+
+
+# Roles -------------------------------------------------------------------------------------
+
+
+def run_api(settings: Settings) -> int:
+    """Serves the HTTP API with uvicorn until SIGTERM/SIGINT."""
+    import uvicorn  # noqa: PLC0415
+
+    settings = resolve(settings)
+    app = create_app(build_api_deps(settings))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    return 0
+
+
+def build_api_deps(settings: Settings) -> ApiDeps:
+    """The API's dependencies, with their start and stop hooks."""
+    database_url = require_database(settings)
+    if settings.jwt_secret is None:
+        raise SettingsError("no JWT secret: set AGENTTASKS_JWT_SECRET")
+    store = open_event_store(settings.eventsourcing_env())
+    pool = AsyncConnectionPool(database_url, min_size=2, max_size=16, open=False)
+    watcher = ProjectionWatcher(database_url)
+    deps = ApiDeps(
+        commands=TaskCommands(store),
+        queries=TaskQueries(pool),
+        watcher=watcher,
+        jwt_secret=settings.jwt_secret,
+    )
+    deps.ready_checks = readiness_checks(settings, store, pool, watcher)
+
+    async def start() -> None:
+        await asyncio.to_thread(ensure_read_models, database_url)
+        await pool.open()
+        await watcher.start()
+
+    async def stop() -> None:
+        await watcher.stop()
+        await pool.close()
+        close(store)
+
+    deps.on_startup.append(start)
+    deps.on_shutdown.append(stop)
+    return deps
+
+
+def ensure_read_models(database_url: str) -> None:
+    """Creates the tracking table and every read model's tables if they do not exist yet."""
+    from agenttasks.projections.base import ensure_tracking  # noqa: PLC0415
+
+    with psycopg.connect(database_url) as connection, connection.transaction():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(4242)")  # one creator at a time
+            ensure_tracking(cursor)
+            for projection in projections().values():
+                projection.create(cursor, projection.live_tables())
+
+
+def readiness_checks(
+    settings: Settings, store: EventStore, pool: AsyncConnectionPool, watcher: ProjectionWatcher
+) -> dict[str, Callable[[], Awaitable[dict[str, Any]]]]:
+    """Postgres, NATS, relay lag and projector lag, for GET /ready."""
+
+    async def postgres() -> dict[str, Any]:
+        async with pool.connection() as connection:
+            await connection.execute("SELECT 1")
+        return {"ok": True}
+
+    async def nats() -> dict[str, Any]:
+        bus = await connect(settings.nats_url_for("api"), "agenttasks-ready", connect_timeout=1.0)
+        try:
+            from agenttasks.bus.messages import STREAM  # noqa: PLC0415
+
+            info = await bus.js.stream_info(STREAM)
+            return {"ok": True, "stream_last_position_seq": info.state.last_seq}
+        finally:
+            await bus.close()
+
+    async def lag() -> dict[str, Any]:
+        newest = await asyncio.to_thread(store.recorder.max_notification_id) or 0
+        result: dict[str, Any] = {"ok": True, "stored": newest}
+        for name in projections():
+            behind = max(0, newest - await watcher.position(name))
+            result[f"{name}_lag"] = behind
+        return result
+
+    return {"postgres": postgres, "nats": nats, "projections": lag}
+
+
+def run_relay(settings: Settings) -> int:
+    """Publishes stored events to JetStream until stopped."""
+    settings = resolve(settings)
+    database_url = require_database(settings)
+
+    async def main(stop: asyncio.Event) -> None:
+        bus = await connect(settings.nats_url_for("relay"), "agenttasks-relay")
+        with event_store(settings) as store:
+            try:
+                await Relay(store, database_url, bus).run(stop)
+            finally:
+                await bus.close()
+
+    return run_until_signalled(main)
+
+
+def run_projectors(settings: Settings, names: list[str]) -> int:
+    """Keeps the named read models (default: all) up to date until stopped."""
+    settings = resolve(settings)
+    database_url = require_database(settings)
+    available = projections()
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise SettingsError(f"unknown read model(s) {unknown}; known: {', '.join(available)}")
+    chosen = [available[name] for name in names or available]
+
+    async def main(stop: asyncio.Event) -> None:
+        bus = await connect(settings.nats_url_for("projector"), "agenttasks-projector")
+        try:
+            runners = [ProjectionRunner(p, database_url, bus) for p in chosen]
+            await asyncio.gather(*(runner.run(stop) for runner in runners))
+        finally:
+            await bus.close()
+
+    return run_until_signalled(main)
+
+
+def run_worker(settings: Settings) -> int:
+    """Runs agents on tasks until stopped."""
+    from agenttasks.workers.process import run_worker_process  # noqa: PLC0415
+
+    return run_until_signalled(lambda stop: run_worker_process(resolve(settings), stop))
+
+
+# Tools -------------------------------------------------------------------------------------
+
+
+def replay(settings: Settings, name: str, *, verify: bool) -> int:
+    """Rebuilds read models from the event store, printing progress; 1 if verify found a difference."""
+    settings = resolve(settings)
+    database_url = require_database(settings)
+    available = projections()
+    if name != "all" and name not in available:
+        raise SettingsError(f"unknown read model {name!r}; known: {', '.join(available)}, all")
+    chosen = list(available.values()) if name == "all" else [available[name]]
+    status = 0
+    with event_store(settings) as store:
+        for projection in chosen:
+            report = replay_projection(
+                projection,
+                store,
+                mapper_for(store),
+                database_url,
+                verify=verify,
+                progress=_progress_bar(projection.name),
+            )
+            print(file=sys.stderr)
+            action = "verified" if verify else "rebuilt and switched"
+            print(
+                f"{projection.name}: {action} {report.events} events up to position "
+                f"{report.position} in {report.seconds:.2f}s ({report.rate:,.0f} events/s)"
+            )
+            for difference in report.differences:
+                print(f"  {difference}")
+            if report.differences:
+                status = 1
+    return status
+
+
+def audit(settings: Settings, task_id: str) -> int:
+    """Prints a task's event history from the event store."""
+    settings = resolve(settings)
+    require_database(settings)
+    try:
+        parsed = UUID(task_id)
+    except ValueError:
+        raise SettingsError(f"{task_id!r} is not a task id (a UUID)") from None
+    from agenttasks.application.publishing import event_fields  # noqa: PLC0415
+    from agenttasks.domain.updates import KINDS  # noqa: PLC0415
+
+    with event_store(settings) as store:
+        try:
+            history = TaskCommands(store).history(SYSTEM, parsed)
+        except TaskNotFound:
+            raise SettingsError(f"no task {task_id}") from None
+    for item in history:
+        kind = KINDS.get(type(item.event), type(item.event).__qualname__)
+        stamp = item.event.timestamp.isoformat()
+        fields = event_fields(item.event)
+        print(f"{item.position:>8}  v{item.event.originator_version:<3} {stamp}  {kind:<10} {fields}")
+    return 0
+
+
+def _progress_bar(name: str) -> Callable[[int, int, float], None]:
+    def show(position: int, newest: int, rate: float) -> None:
+        done = position / newest if newest else 1.0
+        bar = "#" * int(done * 30)
+        print(
+            f"\r{name:<16} [{bar:<30}] {position:>10,}/{newest:,} {rate:>10,.0f} events/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Runs `main(stop)` on a new event loop; SIGTERM or SIGINT sets `stop`."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await main(stop)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner())
+    return 0
+
+
+def check_database(database_url: str) -> None:
+    """Fails with a readable message when Postgres cannot be reached."""
+    try:
+        with psycopg.connect(database_url, connect_timeout=5):
+            pass
+    except psycopg.Error as error:
+        raise SettingsError(f"cannot reach Postgres: {error}") from None

@@ -1,0 +1,117 @@
+"""The `agenttasks` command: parses arguments and hands over to the composition root.
+
+Errors a user can fix (a bad setting, no server to talk to, an unknown task id) end with a plain
+message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agenttasks.settings import Settings, SettingsError
+
+
+class UserError(Exception):
+    """Something the person running the command can fix; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one sub-command per role or tool."""
+    parser = argparse.ArgumentParser(
+        prog="agenttasks", description="AI agents on background tasks, every step streamed live."
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="data directory (default: $AGENTTASKS_HOME or ./.agenttasks)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start everything (embedded Postgres and NATS unless set)")
+    up.add_argument("--host", help="API address (default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="API port (default 8000)")
+    up.add_argument("--nats-port", type=int, help="embedded NATS port (default 4222)")
+    up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+
+    api = commands.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+
+    commands.add_parser("relay", help="publish stored events to NATS JetStream")
+
+    project = commands.add_parser("project", help="run the projectors that build read models")
+    project.add_argument("names", nargs="*", help="read models (default: all)")
+
+    worker = commands.add_parser("worker", help="run agents on tasks")
+    worker.add_argument("--types", help="comma-separated task types (default: all)")
+    worker.add_argument("--concurrency", type=int, help="tasks at once (default 8)")
+
+    token = commands.add_parser("token", help="print a JWT for a user")
+    token.add_argument("user")
+    token.add_argument("--admin", action="store_true", help="with the admin role")
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 86400)")
+
+    replay = commands.add_parser("replay", help="rebuild read models from the event store")
+    replay.add_argument("name", nargs="?", default="all", help="tasks, statistics, ..., or all")
+    replay.add_argument("--verify", action="store_true", help="compare with the live tables")
+
+    audit = commands.add_parser("audit", help="print a task's event history")
+    audit.add_argument("task_id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings.from_env()
+        if args.data_dir is not None:
+            settings = settings.with_(home=args.data_dir)
+        return _run(args, settings)
+    except (SettingsError, UserError) as error:
+        print(f"agenttasks: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from agenttasks import bootstrap
+
+    if getattr(args, "host", None):
+        settings = settings.with_(host=args.host)
+    if getattr(args, "port", None):
+        settings = settings.with_(port=args.port)
+    command = args.command
+    if command == "up":
+        if args.nats_port:
+            settings = settings.with_(nats_port=args.nats_port)
+        return bootstrap.up(settings, workers=args.workers)
+    if command == "token":
+        print(bootstrap.token(settings, args.user, admin=args.admin, ttl=args.ttl))
+        return 0
+    if command == "worker":
+        if args.types:
+            settings = settings.with_(worker_types=tuple(t.strip() for t in args.types.split(",")))
+        if args.concurrency:
+            settings = settings.with_(worker_concurrency=args.concurrency)
+    runners = {
+        "api": lambda: bootstrap.run_api(settings),
+        "relay": lambda: bootstrap.run_relay(settings),
+        "project": lambda: bootstrap.run_projectors(settings, args.names),
+        "worker": lambda: bootstrap.run_worker(settings),
+        "replay": lambda: bootstrap.replay(settings, args.name, verify=args.verify),
+        "audit": lambda: bootstrap.audit(settings, args.task_id),
+    }
+    return runners[command]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""An API on real servers (store, relay, projector), driven through Litestar's test client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncio
+import threading
+
+import httpx
+import uvicorn
+
+from agenttasks.api.app import create_app
+from agenttasks.api.auth import mint_token
+from agenttasks.bootstrap import build_api_deps
+from agenttasks.servers.nats import EmbeddedNats
+from agenttasks.servers.secrets import ROLES
+from agenttasks.settings import Settings
+from tests.conftest import free_port
+from tests.integration.stack import Stack, running_stack
+from tests.waiting import wait_until
+
+SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+
+def bearer(user: str, *, admin: bool = False) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(SECRET, user, admin=admin)}"}
+
+
+def settings_for(database_url: str, nats: EmbeddedNats) -> Settings:
+    return Settings(
+        database_url=database_url,
+        nats_url=nats.url,
+        jwt_secret=SECRET,
+        nats_role_urls={role: nats.url_for(role) for role in ROLES},
+    )
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    stack: Stack
+    url: str
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    """The API served by uvicorn on a free port, in its own thread and event loop."""
+    app = create_app(build_api_deps(settings))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        await wait_until(lambda: server.started or not thread.is_alive())
+        assert server.started, "the API did not start"
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 10)
+
+
+@asynccontextmanager
+async def running_api(database_url: str, nats: EmbeddedNats) -> AsyncIterator[Api]:
+    async with running_stack(database_url, nats) as stack, serving(
+        settings_for(database_url, nats)
+    ) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        yield Api(client, stack, url)
