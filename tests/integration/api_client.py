@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-
 import asyncio
+import queue
 import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 
 import httpx
 import uvicorn
@@ -65,7 +65,42 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def running_api(database_url: str, nats: EmbeddedNats) -> AsyncIterator[Api]:
-    async with running_stack(database_url, nats) as stack, serving(
-        settings_for(database_url, nats)
-    ) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        running_stack(database_url, nats) as stack,
+        serving(settings_for(database_url, nats)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         yield Api(client, stack, url)
+
+
+@contextmanager
+def api_in_thread(database_url: str, nats: EmbeddedNats) -> Iterator[str]:
+    """The stack and the API on their own event loop in a thread; yields the API's URL.
+
+    For synchronous tests (hypothesis runs each example outside any event loop of ours).
+    """
+    ready: queue.Queue[str | BaseException] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        try:
+            async with (
+                running_stack(database_url, nats),
+                serving(settings_for(database_url, nats)) as url,
+            ):
+                ready.put(url)
+                await asyncio.to_thread(stop.wait)
+        except BaseException as error:
+            ready.put(error)
+            raise
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    outcome = ready.get(timeout=60)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    try:
+        yield outcome
+    finally:
+        stop.set()
+        thread.join(30)
