@@ -27,6 +27,7 @@ from agenttasks.application.publishing import mapper_for
 from agenttasks.application.store import EventStore, close, open_event_store
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
 from agenttasks.bus.connection import connect
+from agenttasks.bus.publisher import last_published
 from agenttasks.projections.base import Projection
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.replay import replay as replay_projection
@@ -98,7 +99,7 @@ def token(settings: Settings, user: str, *, admin: bool, ttl: int) -> str:
 
 def run_api(settings: Settings) -> int:
     """Serves the HTTP API with uvicorn until SIGTERM/SIGINT."""
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
     settings = resolve(settings)
     app = create_app(build_api_deps(settings))
@@ -139,14 +140,17 @@ def build_api_deps(settings: Settings) -> ApiDeps:
 
 def ensure_read_models(database_url: str) -> None:
     """Creates the tracking table and every read model's tables if they do not exist yet."""
-    from agenttasks.projections.base import ensure_tracking  # noqa: PLC0415
+    from agenttasks.projections.base import ensure_tracking
 
-    with psycopg.connect(database_url) as connection, connection.transaction():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(4242)")  # one creator at a time
-            ensure_tracking(cursor)
-            for projection in projections().values():
-                projection.create(cursor, projection.live_tables())
+    with (
+        psycopg.connect(database_url) as connection,
+        connection.transaction(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SELECT pg_advisory_xact_lock(4242)")  # one creator at a time
+        ensure_tracking(cursor)
+        for projection in projections().values():
+            projection.create(cursor, projection.live_tables())
 
 
 def readiness_checks(
@@ -159,15 +163,14 @@ def readiness_checks(
             await connection.execute("SELECT 1")
         return {"ok": True}
 
-    async def nats() -> dict[str, Any]:
+    async def nats_and_relay() -> dict[str, Any]:
         bus = await connect(settings.nats_url_for("api"), "agenttasks-ready", connect_timeout=1.0)
         try:
-            from agenttasks.bus.messages import STREAM  # noqa: PLC0415
-
-            info = await bus.js.stream_info(STREAM)
-            return {"ok": True, "stream_last_position_seq": info.state.last_seq}
+            published, _ = await last_published(bus.js)
         finally:
             await bus.close()
+        newest = await asyncio.to_thread(store.recorder.max_notification_id) or 0
+        return {"ok": True, "published": published, "relay_lag": max(0, newest - published)}
 
     async def lag() -> dict[str, Any]:
         newest = await asyncio.to_thread(store.recorder.max_notification_id) or 0
@@ -177,7 +180,7 @@ def readiness_checks(
             result[f"{name}_lag"] = behind
         return result
 
-    return {"postgres": postgres, "nats": nats, "projections": lag}
+    return {"postgres": postgres, "nats": nats_and_relay, "projections": lag}
 
 
 def run_relay(settings: Settings) -> int:
@@ -219,7 +222,7 @@ def run_projectors(settings: Settings, names: list[str]) -> int:
 
 def run_worker(settings: Settings) -> int:
     """Runs agents on tasks until stopped."""
-    from agenttasks.workers.process import run_worker_process  # noqa: PLC0415
+    from agenttasks.workers.process import run_worker_process
 
     return run_until_signalled(lambda stop: run_worker_process(resolve(settings), stop))
 
@@ -228,7 +231,7 @@ def run_worker(settings: Settings) -> int:
 
 
 def replay(settings: Settings, name: str, *, verify: bool) -> int:
-    """Rebuilds read models from the event store, printing progress; 1 if verify found a difference."""
+    """Rebuilds read models from the store with a progress bar; 1 if verify found differences."""
     settings = resolve(settings)
     database_url = require_database(settings)
     available = projections()
@@ -267,8 +270,8 @@ def audit(settings: Settings, task_id: str) -> int:
         parsed = UUID(task_id)
     except ValueError:
         raise SettingsError(f"{task_id!r} is not a task id (a UUID)") from None
-    from agenttasks.application.publishing import event_fields  # noqa: PLC0415
-    from agenttasks.domain.updates import KINDS  # noqa: PLC0415
+    from agenttasks.application.publishing import event_fields
+    from agenttasks.domain.updates import KINDS
 
     with event_store(settings) as store:
         try:
@@ -277,9 +280,10 @@ def audit(settings: Settings, task_id: str) -> int:
             raise SettingsError(f"no task {task_id}") from None
     for item in history:
         kind = KINDS.get(type(item.event), type(item.event).__qualname__)
-        stamp = item.event.timestamp.isoformat()
+        stamp = item.timestamp.isoformat()
         fields = event_fields(item.event)
-        print(f"{item.position:>8}  v{item.event.originator_version:<3} {stamp}  {kind:<10} {fields}")
+        version = item.event.originator_version
+        print(f"{item.position:>8}  v{version:<3} {stamp}  {kind:<10} {fields}")
     return 0
 
 

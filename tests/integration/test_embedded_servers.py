@@ -77,3 +77,15 @@ def test_every_role_has_a_url_with_its_own_credentials(
     nats_server: EmbeddedNats, role: str
 ) -> None:
     assert nats_server.url_for(role).startswith(f"nats://{role}:")
+
+
+def test_generated_nats_passwords_are_plain_strings_to_the_nats_config_parser(
+    tmp_path: Path, start_nats_server: Callable[..., EmbeddedNats]
+) -> None:
+    (tmp_path / "secrets.json").write_text(
+        '{"jwt_secret": "' + "k" * 64 + '", "nats_passwords": {"relay": "0e12", "reader": "true"}}'
+    )
+    passwords = load_or_create_secrets(tmp_path).nats_passwords
+    assert passwords["relay"] != "0e12"
+    assert passwords["reader"] != "true"
+    assert validate_config(PACKAGED_CONFIG, passwords) is None

@@ -42,7 +42,7 @@ def create_app(deps: ApiDeps) -> Litestar:
             "deps": Provide(provide_deps),
             "actor": Provide(current_actor),
         },
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=dict(EXCEPTION_HANDLERS),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         state=State({"jwt_secret": deps.jwt_secret}),

@@ -66,10 +66,10 @@ def token_from(
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("the Authorization header must be `Bearer <token>`")
         return token.strip()
-    token = query.get("token") or cookies.get(COOKIE)
-    if not token:
+    found = query.get("token") or cookies.get(COOKIE)
+    if not found:
         raise InvalidToken("authentication required: send `Authorization: Bearer <token>`")
-    return token
+    return found
 
 
 async def current_actor(request: ASGIConnection) -> Actor:  # type: ignore[type-arg]

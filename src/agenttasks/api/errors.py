@@ -92,7 +92,7 @@ def _describe(detail: Any) -> str:
     return f"{where}: {message}"
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     RuleViolation: _rule_violation,
     TaskNotFound: _not_found,
     ConfigError: _config_error,

@@ -158,7 +158,7 @@ class TaskController(Controller):
                 position=item.position,
                 version=item.event.originator_version,
                 type=KINDS.get(type(item.event), type(item.event).__qualname__),
-                timestamp=item.event.timestamp,
+                timestamp=item.timestamp,
                 data=event_fields(item.event),
             )
             for item in history
@@ -186,7 +186,7 @@ async def _page(
     page: int,
     page_size: int,
 ) -> TaskPage:
-    count, results = await deps.queries.list(
+    count, results = await deps.queries.page(
         actor, task_filter, ordering, (page - 1) * page_size, page_size
     )
     previous, following = page_links(request, count, page, page_size)

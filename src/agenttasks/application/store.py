@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +38,12 @@ class PositionedEvent:
 
     position: int
     event: DomainEventProtocol[Any]
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the event happened."""
+        stamp: datetime = getattr(self.event, "timestamp")  # noqa: B009 - not on the protocol
+        return stamp
 
 
 def read_log(store: EventStore, after: int = 0, batch: int = 1000) -> Iterator[PositionedEvent]:

@@ -53,7 +53,7 @@ class ProjectionRunner:
         try:
             while not stop.is_set():
                 try:
-                    with await asyncio.to_thread(psycopg.connect, self.database_url) as connection:
+                    with await asyncio.to_thread(_connect, self.database_url) as connection:
                         await asyncio.to_thread(self.prepare, connection)
                         await self._consume(consumer, connection, stop)
                 except psycopg.OperationalError as error:
@@ -101,3 +101,7 @@ class ProjectionRunner:
             if applied > position:
                 set_position(cursor, name, applied)
         self.position = applied
+
+
+def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    return psycopg.connect(url)

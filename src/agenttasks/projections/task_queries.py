@@ -80,7 +80,7 @@ _UPDATE_COLUMNS = sql.SQL(
 )
 
 
-def ordering_clause(ordering: str) -> sql.Composable:
+def ordering_clause(ordering: str) -> sql.Composed:
     """`created_at`, `-priority`, ... as SQL; ValueError naming the allowed values otherwise."""
     descending = ordering.startswith("-")
     column = ORDERINGS.get(ordering.removeprefix("-"))
@@ -106,7 +106,7 @@ class TaskQueries:
             return None
         return msgspec.convert(rows[0], TaskView)
 
-    async def list(
+    async def page(
         self, actor: Actor, filter: TaskFilter, ordering: str, offset: int, limit: int
     ) -> tuple[int, list[TaskView]]:
         """(how many match, one page of them)."""
@@ -163,7 +163,7 @@ class TaskQueries:
         )
         return {row["status"]: int(row["n"]) for row in rows}
 
-    async def _rows(self, query: sql.Composable, params: Any) -> list[dict[str, Any]]:
+    async def _rows(self, query: sql.Composed, params: Any) -> list[dict[str, Any]]:
         async with self.pool.connection() as connection:
             cursor = connection.cursor(row_factory=dict_row)
             await cursor.execute(query, params)

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from agenttasks.servers import ServerStartError
 from agenttasks.servers.secrets import ROLES
 
 PACKAGED_CONFIG = Path(__file__).resolve().parent.parent / "nats.conf"
 
 
-class NatsServerError(RuntimeError):
+class NatsServerError(ServerStartError):
     """The NATS server could not be started or its configuration is invalid."""
 
 

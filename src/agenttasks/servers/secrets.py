@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 ROLES = ("relay", "projector", "worker", "api", "reader")
+# nats-server parses an environment variable's value as a config value: "0e5..." would be a
+# number and "true" a boolean. A letter then hex digits always stays a plain string.
+_PASSWORD = re.compile(r"^p[0-9a-f]{32,}$")
 FILE_NAME = "secrets.json"
 
 
@@ -34,7 +38,8 @@ def load_or_create_secrets(data_dir: Path) -> Secrets:
     found = load_secrets(data_dir)
     passwords = dict(found.nats_passwords) if found else {}
     for role in ROLES:
-        passwords.setdefault(role, secrets.token_urlsafe(24))
+        if not _PASSWORD.match(passwords.get(role, "")):
+            passwords[role] = "p" + secrets.token_hex(24)
     kept = Secrets(found.jwt_secret if found else secrets.token_hex(32), passwords)
     if kept != found:
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,170 @@
+"""`agenttasks up`: embedded Postgres and NATS (unless configured), then every role as a child.
+
+Ctrl-C (or SIGTERM) stops the children, then the servers this command started, and removes the
+runtime file, so nothing is left running. A second `up` on the same data directory finds every
+task again: the servers' data lives there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from agenttasks import runtime_file
+from agenttasks.api.auth import mint_token
+from agenttasks.servers.nats import start_nats
+from agenttasks.servers.postgres import start_postgres
+from agenttasks.servers.secrets import ROLES, load_or_create_secrets
+from agenttasks.settings import Settings, SettingsError
+from agenttasks.supervisor import Supervisor
+
+DATABASE = "agenttasks"
+API_START_SECONDS = 60.0
+
+
+def up(settings: Settings, *, workers: int = 1) -> int:
+    """Runs the whole service until interrupted."""
+    home = settings.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    running = runtime_file.read(home)
+    if running is not None and running.pid != os.getpid():
+        raise SettingsError(f"agenttasks is already running on {home} (pid {running.pid})")
+    _check_port_free(settings.host, settings.port, "API (--port)")
+    secrets = load_or_create_secrets(home)
+    jwt_secret = settings.jwt_secret or secrets.jwt_secret
+    stopping = StopFlag()
+
+    with ExitStack() as cleanup:
+        database_url = settings.database_url
+        if database_url is None:
+            print(f"Starting PostgreSQL in {home / 'postgres'} ...", flush=True)
+            postgres = start_postgres(home / "postgres")
+            cleanup.callback(postgres.stop)
+            database_url = _ensure_database(postgres.url, DATABASE)
+        role_urls = dict(settings.nats_role_urls)
+        nats_url = settings.nats_url
+        if nats_url is None:
+            _check_port_free(settings.host, settings.nats_port, "NATS (--nats-port)")
+            nats = start_nats(
+                home / "nats",
+                host=settings.host,
+                port=settings.nats_port,
+                passwords=secrets.nats_passwords,
+            )
+            cleanup.callback(nats.stop)
+            nats_url = nats.url_for("api")
+            role_urls = {role: nats.url_for(role) for role in ROLES}
+        api_url = f"http://{settings.host}:{settings.port}"
+        runtime = runtime_file.Runtime(os.getpid(), database_url, nats_url, role_urls, api_url)
+        runtime_file.write(home, runtime)
+        cleanup.callback(runtime_file.remove, home)
+
+        supervisor = Supervisor()
+        cleanup.callback(supervisor.stop)
+        base = _child_env(settings, database_url, jwt_secret)
+        roles = [("api", ["api"]), ("relay", ["relay"]), ("projector", ["project"])]
+        if _workers_available():
+            roles += [("worker", ["worker"])] * workers
+        for index, (role, args) in enumerate(roles):
+            env = {**base, "AGENTTASKS_NATS_URL": role_urls.get(role, nats_url)}
+            supervisor.add(f"{args[0]}-{index}", args, env)
+
+        if not _wait_for_api(api_url, supervisor, stopping):
+            return 1
+        _print_banner(api_url, jwt_secret, role_urls.get("reader"), home)
+        while not stopping():
+            supervisor.check()
+            time.sleep(0.2)
+        print("\nStopping ...", flush=True)
+    print("Stopped.", flush=True)
+    return 0
+
+
+def _child_env(settings: Settings, database_url: str, jwt_secret: str) -> dict[str, str]:
+    # Children get the whole environment (PATH, OPENAI_*, ...) plus what `up` decided.
+    env = dict(os.environ)
+    env.update(
+        AGENTTASKS_HOME=str(settings.home.resolve()),
+        AGENTTASKS_DATABASE_URL=database_url,
+        AGENTTASKS_JWT_SECRET=jwt_secret,
+        AGENTTASKS_HOST=settings.host,
+        AGENTTASKS_PORT=str(settings.port),
+    )
+    return env
+
+
+def _ensure_database(server_url: str, name: str) -> str:
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if exists.fetchone() is None:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = psycopg.conninfo.conninfo_to_dict(server_url)
+    params["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+
+
+def _check_port_free(host: str, port: int, what: str) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise SettingsError(f"{host}:{port} is already in use; choose another {what}") from None
+
+
+def _workers_available() -> bool:
+    return importlib.util.find_spec("agenttasks.workers.process") is not None
+
+
+class StopFlag:
+    """Set by SIGINT or SIGTERM; `up` checks it between supervision rounds."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.raised = True
+
+    def __call__(self) -> bool:
+        return self.raised
+
+
+def _wait_for_api(api_url: str, supervisor: Supervisor, stopping: StopFlag) -> bool:
+    deadline = time.monotonic() + API_START_SECONDS
+    while time.monotonic() < deadline and not stopping():
+        supervisor.check()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{api_url}/health", timeout=1).status_code == 200:
+                return True
+        time.sleep(0.2)
+    if not stopping():
+        print(f"The API did not answer on {api_url} within {API_START_SECONDS:.0f}s; stopping.")
+    return False
+
+
+def _print_banner(api_url: str, jwt_secret: str, reader_url: str | None, home: Path) -> None:
+    token = mint_token(jwt_secret, "local", admin=True, ttl=24 * 3600)
+    lines = [
+        "",
+        "agenttasks is running.",
+        f"  API:      {api_url}/api/v1/utils/ai-tasks/   (OpenAPI: {api_url}/schema/openapi.json)",
+        f"  Token:    {token}",
+        "            (user `local`, admin, valid 24h; more: agenttasks token USER)",
+    ]
+    if reader_url:
+        lines.append(f"  NATS:     {reader_url}   (read-only subscriber)")
+    lines += [f"  Data:     {home}", "Press Ctrl-C to stop.", ""]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,119 @@
+"""`agenttasks up` as a user runs it: a subprocess, real HTTP, Ctrl-C, and a second start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTTASKS_", "OPENAI_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "agenttasks.cli", "--data-dir", str(home), *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+
+
+@contextmanager
+def agenttasks_up(home: Path, port: int, nats_port: int) -> Iterator[tuple[str, str]]:
+    """Runs `agenttasks up`; yields (API URL, its output); Ctrl-C at the end, checked clean."""
+    log = home.parent / f"up-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTTASKS_", "OPENAI_"))}
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agenttasks.cli", "--data-dir", str(home), "up",
+             "--port", str(port), "--nats-port", str(nats_port)],
+            stdout=output, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 60
+        while "Press Ctrl-C to stop." not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        descendants = psutil.Process(process.pid).children(recursive=True)
+        yield f"http://127.0.0.1:{port}", log.read_text()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+        _, alive = psutil.wait_procs(descendants, timeout=10)
+        for leftover in alive:
+            leftover.kill()
+    assert process.returncode == 0, log.read_text()
+    assert alive == [], f"left running after Ctrl-C: {alive}"
+    assert not (home / "postgres" / "postmaster.pid").exists(), "Postgres still running"
+
+
+def token_from_banner(output: str) -> str:
+    return next(
+        line.split()[1] for line in output.splitlines() if line.strip().startswith("Token:")
+    )
+
+
+def test_up_serves_the_api_and_a_second_up_finds_every_task_again(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    port, nats_port = free_port(), free_port()
+    with agenttasks_up(home, port, nats_port) as (url, output):
+        assert "nats://reader:" in output
+        headers = {"Authorization": f"Bearer {token_from_banner(output)}"}
+        created = httpx.post(
+            f"{url}/api/v1/utils/ai-tasks/",
+            json={"title": "Kept", "task_type": "summary", "task_config": {"content": "Hi."}},
+            headers=headers,
+        )
+        assert created.status_code == 201, created.text
+        task_id = created.json()["id"]
+        assert httpx.get(f"{url}/ready").json()["ready"] is True
+
+        bob = cli(home, "token", "bob").stdout.strip()
+        bobs = httpx.get(
+            f"{url}/api/v1/utils/ai-tasks/", headers={"Authorization": f"Bearer {bob}"}
+        )
+        assert bobs.json()["count"] == 0
+        audit = cli(home, "audit", task_id)
+        assert audit.returncode == 0, audit.stderr
+        assert "created" in audit.stdout
+        assert "Kept" in audit.stdout
+    assert not (home / "runtime.json").exists()
+
+    with agenttasks_up(home, port, nats_port) as (url, output):
+        headers = {"Authorization": f"Bearer {token_from_banner(output)}"}
+        again = httpx.get(f"{url}/api/v1/utils/ai-tasks/{task_id}/", headers=headers)
+        assert again.status_code == 200
+        assert again.json()["title"] == "Kept"
+        verified = cli(home, "replay", "tasks", "--verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "tasks: verified" in verified.stdout
+        rebuilt = cli(home, "replay", "all")
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert "rebuilt and switched" in rebuilt.stdout
+        assert (
+            httpx.get(f"{url}/api/v1/utils/ai-tasks/{task_id}/", headers=headers).status_code == 200
+        )
+
+
+def test_the_cli_says_plainly_what_is_wrong(tmp_path: Path) -> None:
+    outcomes = {
+        "no JWT secret": cli(tmp_path, "token", "alice"),
+        "no database": cli(tmp_path, "audit", "not-a-uuid"),
+        "must be between 1 and 65535": cli(tmp_path, "up", "--port", "99999"),
+    }
+    for message, outcome in outcomes.items():
+        assert outcome.returncode == 2, outcome.stderr
+        assert message in outcome.stderr
+        assert "Traceback" not in outcome.stderr
