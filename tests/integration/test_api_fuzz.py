@@ -117,11 +117,12 @@ def test_generated_task_paths_never_get_a_server_error(
 
 
 @FUZZ
-@given(header=st.text(max_size=80))
+@given(
+    header=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80).map(
+        str.strip
+    )
+)
 def test_generated_authorization_headers_get_401_never_500(api: httpx.Client, header: str) -> None:
-    try:
-        response = api.get(f"{BASE}/ai-tasks/", headers={"Authorization": header})
-    except UnicodeEncodeError:
-        return  # httpx itself refuses to send a non-ASCII header: nothing reaches the API
+    response = api.get(f"{BASE}/ai-tasks/", headers={"Authorization": header})
     assert response.status_code == 401, response.text
     assert response.headers["content-type"].startswith("application/problem+json")

@@ -19,7 +19,7 @@ def encode(claims: dict[str, object], key: str = SECRET, algorithm: str = "HS256
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
-def later(seconds: int = 60) -> int:
+def later(seconds: int = 3600) -> int:
     return int(time.time()) + seconds
 
 

@@ -117,3 +117,9 @@ def test_any_json_is_either_accepted_or_refused_with_a_config_error(
         return
     assert errors
     assert all(isinstance(e, str) and e for e in errors)
+
+
+def test_a_nul_character_anywhere_in_a_config_is_refused() -> None:
+    with pytest.raises(ConfigError, match="NUL"):
+        normalized_config("research", {"topic": "tides", "questions": ["why\x00"]})
+    assert normalized_config("summary", {"content": "a literal \\u0000 is fine"})

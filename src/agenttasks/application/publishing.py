@@ -16,6 +16,7 @@ import msgspec
 from eventsourcing.domain import DomainEventProtocol
 
 from agenttasks.application.store import EventStore
+from agenttasks.application.task_configs import contains_nul
 from agenttasks.bus.messages import BusEvent, TaskEvent
 from agenttasks.domain.task import Task
 from agenttasks.domain.updates import KINDS, describe
@@ -67,7 +68,7 @@ class BusEventMapper:
             update_type=update.update_type,
             status=update.status,
             progress=update.progress,
-            message=update.message,
+            message=without_nul(update.message),
             data=event_fields(event),
         )
 
@@ -87,10 +88,25 @@ class BusEventMapper:
 
 
 def event_fields(event: DomainEventProtocol[Any]) -> dict[str, Any]:
-    """The event's own fields as JSON builtins (UUIDs and datetimes become strings)."""
+    """The event's own fields as JSON builtins (UUIDs and datetimes become strings).
+
+    A NUL character (say, in text an agent fetched) becomes U+FFFD: Postgres text and jsonb
+    cannot hold NUL, and one such payload must not stall every read model behind it.
+    """
     fields = {k: v for k, v in vars(event).items() if k not in _ENVELOPE_FIELDS}
     builtins: dict[str, Any] = msgspec.to_builtins(fields)
-    return builtins
+    return without_nul(builtins) if contains_nul(builtins) else builtins
+
+
+def without_nul(value: Any) -> Any:
+    """`value` with every NUL character replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
 
 
 def mapper_for(store: EventStore, extra: ExtraMapper | None = None) -> BusEventMapper:

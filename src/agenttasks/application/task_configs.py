@@ -140,6 +140,8 @@ def parse_config(task_type: str, task_config: Any) -> Config:
     encoded = msgspec.json.encode(task_config)
     if len(encoded) > MAX_CONFIG_BYTES:
         raise ConfigError([f"task_config is {len(encoded)} bytes; the limit is {MAX_CONFIG_BYTES}"])
+    if contains_nul(task_config):
+        raise ConfigError(["task_config must not contain NUL characters (\\u0000)"])
     try:
         return msgspec.json.decode(encoded, type=config_type)
     except msgspec.ValidationError as error:
@@ -151,6 +153,17 @@ def normalized_config(task_type: str, task_config: Any) -> dict[str, Any]:
     parsed = parse_config(task_type, task_config)
     result: dict[str, Any] = msgspec.to_builtins(parsed)
     return result
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character anywhere (Postgres text cannot store one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False
 
 
 def _readable(message: str) -> str:

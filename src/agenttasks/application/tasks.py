@@ -93,6 +93,8 @@ class TaskCommands:
     def build(self, actor: Actor, new: NewTask, idempotency_key: str | None = None) -> Task:
         """The new, unsaved aggregate (batching writers save many in one transaction)."""
         title = new.title.strip()
+        if "\x00" in title:
+            raise ValueError("title must not contain NUL characters")
         if len(title) > MAX_TITLE_CHARS:
             raise ValueError(f"title is {len(title)} characters; the limit is {MAX_TITLE_CHARS}")
         task_id = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nats.errors import TimeoutError as FetchTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -83,7 +82,7 @@ class PullConsumer:
         """Up to `batch` messages, waiting at most `wait` seconds for the first."""
         try:
             messages = await self._subscription.fetch(batch, timeout=wait)  # type: ignore[attr-defined]
-        except FetchTimeout:
+        except TimeoutError:  # nats-py raises its own subclass, or asyncio's, when nothing came
             return []
         return [Delivery(m.data, m.metadata.num_delivered, m) for m in messages]
 

@@ -124,6 +124,8 @@ class TaskQueries:
             conditions.append(sql.SQL("status = ANY(%s)"))
             params.append(list(filter.statuses))
         if filter.search:
+            if "\x00" in filter.search:
+                raise ValueError("search must not contain NUL characters")
             conditions.append(sql.SQL("title ILIKE %s ESCAPE '\\'"))
             params.append(f"%{_escape_like(filter.search)}%")
         where = (

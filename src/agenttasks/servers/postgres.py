@@ -9,6 +9,7 @@ only cost time.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import tempfile
@@ -60,6 +61,7 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
         raise ServerStartError(
             f"PostgreSQL did not start in {data_dir}: {error} (see {data_dir / 'log'})"
         ) from error
+    atexit.unregister(server._cleanup)  # we stop it ourselves; its hook only logs at exit
     pid = server.get_pid()
     assert pid is not None
     return EmbeddedPostgres(data_dir, server.get_uri("postgres"), pid, server.system_user)
