@@ -103,7 +103,15 @@ def run_api(settings: Settings) -> int:
 
     settings = resolve(settings)
     app = create_app(build_api_deps(settings))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
     return 0
 
 

@@ -1,0 +1,246 @@
+"""Create-task throughput and latency, beside raw INSERT commits, and read-model freshness.
+
+Runs against a real embedded stack started by `agenttasks up` in a temporary data directory
+(or against one already running, with --home). Prints figures; asserts nothing.
+
+    python bench/bench_create.py [--seconds 8] [--clients 1,8,32] [--home DIR]
+
+Figures:
+- POST /ai-tasks/ throughput and latency p50/p99 at each concurrency. A POST returns only once
+  the task is visible in the read model (read your writes), so its latency includes the relay
+  and the projector.
+- Raw single-row INSERT commits/s on the same Postgres at the same concurrency, and the ratio.
+- created -> visible in the read model at a steady 100 creates/s: from the moment `save()`
+  returns (the commit) to the projector's NOTIFY for that position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from agenttasks.application.group_commit import GroupCommitter
+from agenttasks.application.store import close, open_event_store
+from agenttasks.application.tasks import Actor, NewTask, TaskCommands
+from agenttasks.settings import Settings
+
+BODY = {"title": "bench", "task_type": "summary", "task_config": {"content": "Some text."}}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def start_up(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, str], str]:
+    import socket
+
+    def free() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    port = free()
+    log = (home / "up.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agenttasks.cli", "--data-dir", str(home), "--log-level", "WARNING",
+         "up", "--port", str(port), "--nats-port", str(free())],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while "Press Ctrl-C" not in (home / "up.log").read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit((home / "up.log").read_text())
+        time.sleep(0.2)
+    runtime = json.loads((home / "runtime.json").read_text())
+    token = next(
+        line.split()[1]
+        for line in (home / "up.log").read_text().splitlines()
+        if line.strip().startswith("Token:")
+    )
+    return process, runtime, token
+
+
+async def http_creates(
+    api: str, token: str, clients: int, seconds: float
+) -> tuple[int, list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(
+        base_url=api, headers=headers, limits=limits, timeout=30
+    ) as client:
+
+        async def one_client() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/api/v1/utils/ai-tasks/", json=BODY)
+                except httpx.TransportError:
+                    errors += 1
+                    continue
+                if response.status_code != 201:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+    return len(latencies), latencies, errors
+
+
+def raw_inserts(database_url: str, clients: int, seconds: float) -> float:
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, body text)"
+        )
+    deadline = time.perf_counter() + seconds
+
+    def one_client() -> int:
+        count = 0
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            while time.perf_counter() < deadline:
+                connection.execute("INSERT INTO bench_raw (body) VALUES (%s)", ("x" * 200,))
+                count += 1
+        return count
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        total = sum(pool.map(lambda _: one_client(), range(clients)))
+    return total / (time.perf_counter() - started)
+
+
+def direct_creates(database_url: str, clients: int, seconds: float) -> tuple[float, int]:
+    """TaskCommands.create from `clients` threads, no HTTP: (creates/s, transactions used)."""
+    store = open_event_store(Settings(database_url=database_url).eventsourcing_env())
+    committer = GroupCommitter(store)
+    commands = TaskCommands(store, committer)
+    deadline = time.perf_counter() + seconds
+
+    def one_client() -> int:
+        count = 0
+        while time.perf_counter() < deadline:
+            commands.create(Actor("bench"), NewTask("direct", "summary", {"content": "x"}))
+            count += 1
+        return count
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        total = sum(pool.map(lambda _: one_client(), range(clients)))
+    elapsed = time.perf_counter() - started
+    close(store)
+    return total / elapsed, committer.transactions
+
+
+def freshness(database_url: str, rate: float, seconds: float) -> list[float]:
+    """Commit -> projected latency for creates issued at a steady rate."""
+    store = open_event_store(Settings(database_url=database_url).eventsourcing_env())
+    commands = TaskCommands(store)
+    committed: dict[int, float] = {}
+    seen: dict[int, float] = {}
+    listening = threading.Event()
+    done = threading.Event()
+
+    def listen() -> None:
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            connection.execute("LISTEN agenttasks_projected")
+            listening.set()
+            while not done.is_set():
+                for notify in connection.notifies(timeout=0.5):
+                    name, _, position = notify.payload.rpartition(":")
+                    if name == "tasks":
+                        seen[int(position)] = time.perf_counter()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    listening.wait(10)
+    interval = 1.0 / rate
+    next_at = time.perf_counter()
+    end = next_at + seconds
+    while next_at < end:
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+        written = commands.create(Actor("bench"), NewTask("fresh", "summary", {"content": "x"}))
+        committed[written.position or 0] = time.perf_counter()
+        next_at += interval
+    time.sleep(2)
+    done.set()
+    listener.join(5)
+    close(store)
+    # A notification carries the batch's last position: it makes every position up to it visible.
+    announced = sorted(seen.items())
+    latencies = []
+    for position, at in committed.items():
+        visible = next((t for p, t in announced if p >= position), None)
+        if visible is not None:
+            latencies.append(max(0.0, visible - at))
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--home", type=Path, help="a data directory with `agenttasks up` running")
+    args = parser.parse_args()
+
+    process = None
+    if args.home:
+        runtime = json.loads((args.home / "runtime.json").read_text())
+        token = subprocess.run(
+            [sys.executable, "-m", "agenttasks.cli", "--data-dir", str(args.home), "token", "bench"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    else:
+        home = Path(tempfile.mkdtemp(prefix="agenttasks-bench-"))
+        process, runtime, token = start_up(home)
+    try:
+        database_url, api = runtime["database_url"], runtime["api_url"]
+        print(f"machine: {os.cpu_count()} cores; clients run in this process, beside the stack\n")
+        print(
+            f"{'clients':>7} {'HTTP creates/s':>14} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
+            f" {'INSERT/s':>9} {'ratio':>6} {'commands/s':>10} {'ratio':>6} {'per txn':>7}"
+        )
+        for clients in [int(c) for c in args.clients.split(",")]:
+            count, latencies, errors = asyncio.run(http_creates(api, token, clients, args.seconds))
+            rate = count / args.seconds
+            inserts = raw_inserts(database_url, clients, args.seconds / 2)
+            direct, transactions = direct_creates(database_url, clients, args.seconds / 2)
+            per_transaction = direct * args.seconds / 2 / max(1, transactions)
+            print(
+                f"{clients:>7} {rate:>14,.0f} {percentile(latencies, 0.5) * 1000:>7.1f}"
+                f" {percentile(latencies, 0.99) * 1000:>7.1f} {errors:>6}"
+                f" {inserts:>9,.0f} {rate / inserts:>6.2f} {direct:>10,.0f}"
+                f" {direct / inserts:>6.2f} {per_transaction:>7.1f}"
+            )
+        fresh = freshness(database_url, rate=100, seconds=args.seconds)
+        print(
+            f"\ncreated -> visible in read model at 100 creates/s ({len(fresh)} tasks):"
+            f" p50 {percentile(fresh, 0.5) * 1000:.1f} ms, p99 {percentile(fresh, 0.99) * 1000:.1f} ms,"
+            f" max {max(fresh) * 1000:.1f} ms, mean {statistics.fmean(fresh) * 1000:.1f} ms"
+        )
+    finally:
+        if process is not None:
+            process.send_signal(signal.SIGINT)
+            process.wait(30)
+
+
+if __name__ == "__main__":
+    main()
