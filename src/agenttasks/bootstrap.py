@@ -1,6 +1,6 @@
 """The composition root: builds every adapter from Settings and hands it to the part that uses it.
 
-Each `run_*` function is one process role (`agenttasks api`, `relay`, `project`, `worker`);
+Each `run_*` function is one process role (`agenttasks api`, `relay`, `project`);
 `up` (in up.py) starts servers and runs the roles as child processes.
 """
 
@@ -226,13 +226,6 @@ def run_projectors(settings: Settings, names: list[str]) -> int:
             await bus.close()
 
     return run_until_signalled(main)
-
-
-def run_worker(settings: Settings) -> int:
-    """Runs agents on tasks until stopped."""
-    from agenttasks.workers.process import run_worker_process
-
-    return run_until_signalled(lambda stop: run_worker_process(resolve(settings), stop))
 
 
 # Tools -------------------------------------------------------------------------------------

@@ -57,7 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="API address (default 127.0.0.1)")
     up.add_argument("--port", type=port, help="API port (default 8000)")
     up.add_argument("--nats-port", type=port, help="embedded NATS port (default 4222)")
-    up.add_argument("--workers", type=positive, default=1, help="worker processes (default 1)")
 
     api = commands.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
@@ -67,10 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     project = commands.add_parser("project", help="run the projectors that build read models")
     project.add_argument("names", nargs="*", help="read models (default: all)")
-
-    worker = commands.add_parser("worker", help="run agents on tasks")
-    worker.add_argument("--types", help="comma-separated task types (default: all)")
-    worker.add_argument("--concurrency", type=positive, help="tasks at once (default 8)")
 
     token = commands.add_parser("token", help="print a JWT for a user")
     token.add_argument("user")
@@ -120,20 +115,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             settings = settings.with_(nats_port=args.nats_port)
         from agenttasks.up import up
 
-        return up(settings, workers=args.workers)
+        return up(settings)
     if command == "token":
         print(bootstrap.token(settings, args.user, admin=args.admin, ttl=args.ttl))
         return 0
-    if command == "worker":
-        if args.types:
-            settings = settings.with_(worker_types=tuple(t.strip() for t in args.types.split(",")))
-        if args.concurrency:
-            settings = settings.with_(worker_concurrency=args.concurrency)
     runners: dict[str, Callable[[], int]] = {
         "api": lambda: bootstrap.run_api(settings),
         "relay": lambda: bootstrap.run_relay(settings),
         "project": lambda: bootstrap.run_projectors(settings, args.names),
-        "worker": lambda: bootstrap.run_worker(settings),
         "replay": lambda: bootstrap.replay(settings, args.name, verify=args.verify),
         "audit": lambda: bootstrap.audit(settings, args.task_id),
     }

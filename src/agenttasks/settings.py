@@ -30,20 +30,12 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     nats_port: int = 4222
-    openai_api_key: str | None = None
-    openai_base_url: str | None = None
-    model: str = "gpt-4o-mini"
-    llm_timeout_seconds: float = 120.0
-    fetch_allowed_hosts: frozenset[str] = frozenset()
-    worker_types: tuple[str, ...] = ()  # empty: every type
-    worker_concurrency: int = 8
-    max_running_per_user: int | None = None
     # Role -> NATS URL with that role's credentials, for servers that require them.
     nats_role_urls: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Reads the AGENTTASKS_* and OpenAI variables; raises SettingsError on bad values."""
+        """Reads the AGENTTASKS_* variables; raises SettingsError on bad values."""
         env = os.environ if environ is None else environ
         base = cls()
         values: dict[str, Any] = {}
@@ -53,33 +45,13 @@ class Settings:
             ("database_url", "AGENTTASKS_DATABASE_URL"),
             ("nats_url", "AGENTTASKS_NATS_URL"),
             ("jwt_secret", "AGENTTASKS_JWT_SECRET"),
-            ("openai_api_key", "OPENAI_API_KEY"),
-            ("openai_base_url", "OPENAI_BASE_URL"),
         ):
             if value := env.get(name, "").strip():
                 values[key] = value
-        if model := env.get("AGENTTASKS_MODEL", "").strip():
-            values["model"] = model
         if host := env.get("AGENTTASKS_HOST", "").strip():
             values["host"] = host
         values["port"] = _int(env, "AGENTTASKS_PORT", base.port, 1, 65535)
         values["nats_port"] = _int(env, "AGENTTASKS_NATS_PORT", base.nats_port, 1, 65535)
-        values["worker_concurrency"] = _int(
-            env, "AGENTTASKS_WORKER_CONCURRENCY", base.worker_concurrency, 1, 1000
-        )
-        if env.get("AGENTTASKS_MAX_RUNNING_PER_USER", "").strip():
-            values["max_running_per_user"] = _int(
-                env, "AGENTTASKS_MAX_RUNNING_PER_USER", 0, 1, 1_000_000
-            )
-        values["fetch_allowed_hosts"] = frozenset(_list(env, "AGENTTASKS_FETCH_ALLOWED_HOSTS"))
-        values["worker_types"] = tuple(_list(env, "AGENTTASKS_WORKER_TYPES"))
-        if timeout := env.get("AGENTTASKS_LLM_TIMEOUT", "").strip():
-            try:
-                values["llm_timeout_seconds"] = float(timeout)
-            except ValueError:
-                raise SettingsError(
-                    f"AGENTTASKS_LLM_TIMEOUT must be a number, not {timeout!r}"
-                ) from None
         settings = cls(**values)
         if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
             raise SettingsError("AGENTTASKS_JWT_SECRET must be at least 32 bytes long")
@@ -128,7 +100,3 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
     return value
-
-
-def _list(env: Mapping[str, str], name: str) -> list[str]:
-    return [item.strip() for item in env.get(name, "").split(",") if item.strip()]

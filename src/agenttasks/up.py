@@ -8,7 +8,6 @@ task again: the servers' data lives there.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
 import socket
@@ -33,7 +32,7 @@ DATABASE = "agenttasks"
 API_START_SECONDS = 60.0
 
 
-def up(settings: Settings, *, workers: int = 1) -> int:
+def up(settings: Settings) -> int:
     """Runs the whole service until interrupted."""
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -74,8 +73,6 @@ def up(settings: Settings, *, workers: int = 1) -> int:
         cleanup.callback(supervisor.stop)
         base = _child_env(settings, database_url, jwt_secret)
         roles = [("api", ["api"]), ("relay", ["relay"]), ("projector", ["project"])]
-        if _workers_available():
-            roles += [("worker", ["worker"])] * workers
         for index, (role, args) in enumerate(roles):
             env = {**base, "AGENTTASKS_NATS_URL": role_urls.get(role, nats_url)}
             supervisor.add(f"{args[0]}-{index}", args, env)
@@ -121,10 +118,6 @@ def _check_port_free(host: str, port: int, what: str) -> None:
             probe.bind((host, port))
         except OSError:
             raise SettingsError(f"{host}:{port} is already in use; choose another {what}") from None
-
-
-def _workers_available() -> bool:
-    return importlib.util.find_spec("agenttasks.workers.process") is not None
 
 
 class StopFlag:

@@ -78,7 +78,9 @@ async def test_projectors_and_workers_consume_but_cannot_publish_events(
         await client.publish(SUBJECT, b"forged")
         await client.flush()
         # The server reports the violation asynchronously, through error_cb only.
-        await wait_until(lambda seen=errors: any("permissions violation" in e.lower() for e in seen), 5)
+        await wait_until(
+            lambda seen=errors: any("permissions violation" in e.lower() for e in seen), 5
+        )
         await subscription.unsubscribe()
         await client.close()
 
