@@ -19,6 +19,7 @@ from agenttasks.bus.consumers import Delivery, PullConsumer, StreamMissing
 from agenttasks.bus.messages import decode
 from agenttasks.projections.base import (
     Projection,
+    Tables,
     ensure_tracking,
     set_position,
     tracked_position,
@@ -87,7 +88,23 @@ class ProjectionRunner:
         tables = self.projection.live_tables()
         with connection.transaction(), connection.cursor() as cursor:
             position = tracked_position(cursor, name, lock=True)
-            applied = position
+            applied = self._apply_new(connection, cursor, tables, deliveries, position)
+            if applied > position:
+                set_position(cursor, name, applied)
+        self.position = applied
+
+    def _apply_new(
+        self,
+        connection: psycopg.Connection[Any],
+        cursor: psycopg.Cursor[Any],
+        tables: Tables,
+        deliveries: list[Delivery],
+        position: int,
+    ) -> int:
+        # Pipeline mode sends the batch's statements without waiting for each reply.
+        name = self.projection.name
+        applied = position
+        with connection.pipeline():
             for delivery in deliveries:
                 try:
                     event = decode(delivery.data)
@@ -98,9 +115,7 @@ class ProjectionRunner:
                     continue  # already applied: a redelivery, or a replay got here first
                 self.projection.apply(cursor, tables, event)
                 applied = event.position
-            if applied > position:
-                set_position(cursor, name, applied)
-        self.position = applied
+        return applied
 
 
 def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
