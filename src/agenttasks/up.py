@@ -17,13 +17,11 @@ from pathlib import Path
 from types import FrameType
 
 import httpx
-import psycopg
-from psycopg import sql
 
 from agenttasks import runtime_file
 from agenttasks.api.auth import mint_token
 from agenttasks.servers.nats import start_nats
-from agenttasks.servers.postgres import start_postgres
+from agenttasks.servers.postgres import create_database, start_postgres
 from agenttasks.servers.secrets import ROLES, load_or_create_secrets
 from agenttasks.settings import Settings, SettingsError
 from agenttasks.supervisor import Supervisor
@@ -50,7 +48,7 @@ def up(settings: Settings) -> int:
             print(f"Starting PostgreSQL in {home / 'postgres'} ...", flush=True)
             postgres = start_postgres(home / "postgres")
             cleanup.callback(postgres.stop)
-            database_url = _ensure_database(postgres.url, DATABASE)
+            database_url = create_database(postgres.url, DATABASE, exist_ok=True)
         role_urls = dict(settings.nats_role_urls)
         nats_url = settings.nats_url
         if nats_url is None:
@@ -99,16 +97,6 @@ def _child_env(settings: Settings, database_url: str, jwt_secret: str) -> dict[s
         AGENTTASKS_PORT=str(settings.port),
     )
     return env
-
-
-def _ensure_database(server_url: str, name: str) -> str:
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        if exists.fetchone() is None:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = psycopg.conninfo.conninfo_to_dict(server_url)
-    params["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
 
 
 def _check_port_free(host: str, port: int, what: str) -> None:

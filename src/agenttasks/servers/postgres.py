@@ -67,10 +67,12 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     return EmbeddedPostgres(data_dir, server.get_uri("postgres"), pid, server.system_user)
 
 
-def create_database(url: str, name: str) -> str:
+def create_database(url: str, name: str, *, exist_ok: bool = False) -> str:
     """Creates an empty database `name` on the server of `url`; returns the new database's URL."""
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        found = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if not (exist_ok and found.fetchone()):
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     params = psycopg.conninfo.conninfo_to_dict(url)
     params["dbname"] = name
     return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
