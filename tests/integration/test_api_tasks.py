@@ -240,3 +240,15 @@ async def test_the_openapi_document_has_a_schema_for_every_body_and_response(api
             for status, response in operation["responses"].items():
                 if status.startswith("2"):
                     assert response["content"]["application/json"]["schema"], (path, method)
+
+
+async def test_racing_requests_with_one_idempotency_key_all_get_the_one_task(api: Api) -> None:
+    import asyncio
+
+    headers = {**ALICE, "Idempotency-Key": "raced"}
+    responses = await asyncio.gather(
+        *(api.client.post(f"{BASE}/ai-tasks/", json=summary(), headers=headers) for _ in range(8))
+    )
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert (await api.client.get(f"{BASE}/ai-tasks/", headers=ALICE)).json()["count"] == 1

@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request
 
 from agenttasks.api.deps import ApiDeps
-from agenttasks.application.tasks import Actor, TaskNotFound, Written
+from agenttasks.application.tasks import Actor, Written
 from agenttasks.domain.task import Task
 from agenttasks.projections.task_queries import TaskView
 
@@ -31,7 +31,8 @@ async def view_after_write(deps: ApiDeps, actor: Actor, written: Written) -> Tas
             return view_of(task)
     view = await deps.queries.get(actor, written.task_id)
     if view is None:
-        raise TaskNotFound(written.task_id)
+        # An idempotent repeat can arrive before the first request's task is projected.
+        return view_of(await deps.run(deps.commands.get, actor, written.task_id))
     return view
 
 
