@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -105,6 +106,30 @@ async def http_creates(
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
     return len(latencies), latencies, errors
+
+
+def ab_creates(
+    api: str, token: str, clients: int, seconds: float
+) -> tuple[float, float, float, int]:
+    """The same load from ApacheBench (a C client): (creates/s, p50 ms, p99 ms, errors)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as body:
+        json.dump(BODY, body)
+    output = subprocess.run(
+        ["ab", "-q", "-k", "-c", str(clients), "-t", str(int(seconds)), "-n", "10000000",
+         "-p", body.name, "-T", "application/json", "-H", f"Authorization: Bearer {token}",
+         f"{api}/api/v1/utils/ai-tasks/"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    os.unlink(body.name)
+
+    def field(prefix: str) -> float:
+        line = next(line for line in output.splitlines() if line.strip().startswith(prefix))
+        return float(line.split(":")[-1].split()[0] if ":" in line else line.split()[1])
+
+    errors = int(field("Failed requests")) + int(
+        next((line.split(":")[1] for line in output.splitlines() if "Non-2xx" in line), "0")
+    )
+    return field("Requests per second"), field("50%"), field("99%"), errors
 
 
 def raw_inserts(database_url: str, clients: int, seconds: float) -> float:
@@ -199,6 +224,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--home", type=Path, help="a data directory with `agenttasks up` running")
+    parser.add_argument(
+        "--client",
+        choices=["ab", "httpx"],
+        default="ab" if shutil.which("ab") else "httpx",
+        help="HTTP load generator: ApacheBench (C, apt install apache2-utils) or httpx (Python)",
+    )
     args = parser.parse_args()
 
     process = None
@@ -213,20 +244,28 @@ def main() -> None:
         process, runtime, token = start_up(home)
     try:
         database_url, api = runtime["database_url"], runtime["api_url"]
-        print(f"machine: {os.cpu_count()} cores; clients run in this process, beside the stack\n")
+        print(
+            f"machine: {os.cpu_count()} cores; HTTP load from {args.client} on the same machine"
+            f"{' (a Python client competes with the stack for CPU)' if args.client == 'httpx' else ''}\n"
+        )
         print(
             f"{'clients':>7} {'HTTP creates/s':>14} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
             f" {'INSERT/s':>9} {'ratio':>6} {'commands/s':>10} {'ratio':>6} {'per txn':>7}"
         )
         for clients in [int(c) for c in args.clients.split(",")]:
-            count, latencies, errors = asyncio.run(http_creates(api, token, clients, args.seconds))
-            rate = count / args.seconds
+            if args.client == "ab":
+                rate, p50, p99, errors = ab_creates(api, token, clients, args.seconds)
+            else:
+                count, latencies, errors = asyncio.run(
+                    http_creates(api, token, clients, args.seconds)
+                )
+                rate = count / args.seconds
+                p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
             inserts = raw_inserts(database_url, clients, args.seconds / 2)
             direct, transactions = direct_creates(database_url, clients, args.seconds / 2)
             per_transaction = direct * args.seconds / 2 / max(1, transactions)
             print(
-                f"{clients:>7} {rate:>14,.0f} {percentile(latencies, 0.5) * 1000:>7.1f}"
-                f" {percentile(latencies, 0.99) * 1000:>7.1f} {errors:>6}"
+                f"{clients:>7} {rate:>14,.0f} {p50:>7.1f} {p99:>7.1f} {errors:>6}"
                 f" {inserts:>9,.0f} {rate / inserts:>6.2f} {direct:>10,.0f}"
                 f" {direct / inserts:>6.2f} {per_transaction:>7.1f}"
             )

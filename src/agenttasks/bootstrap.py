@@ -28,7 +28,7 @@ from agenttasks.application.store import EventStore, close, open_event_store
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
 from agenttasks.bus.connection import connect
 from agenttasks.bus.publisher import last_published
-from agenttasks.projections.base import Projection
+from agenttasks.projections.base import Projection, ensure_tables
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.replay import replay as replay_projection
 from agenttasks.projections.runner import ProjectionRunner
@@ -148,17 +148,13 @@ def build_api_deps(settings: Settings) -> ApiDeps:
 
 def ensure_read_models(database_url: str) -> None:
     """Creates the tracking table and every read model's tables if they do not exist yet."""
-    from agenttasks.projections.base import ensure_tracking
-
+    chosen = list(projections().values())
     with (
         psycopg.connect(database_url) as connection,
         connection.transaction(),
         connection.cursor() as cursor,
     ):
-        cursor.execute("SELECT pg_advisory_xact_lock(4242)")  # one creator at a time
-        ensure_tracking(cursor)
-        for projection in projections().values():
-            projection.create(cursor, projection.live_tables())
+        ensure_tables(cursor, chosen, [p.live_tables() for p in chosen])
 
 
 def readiness_checks(

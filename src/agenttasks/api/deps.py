@@ -33,7 +33,7 @@ class ApiDeps:
     # eventsourcing is synchronous: commands run here, and enough threads at once let the
     # group committer put many of them in one transaction.
     executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(64, thread_name_prefix="command")
+        default_factory=lambda: ThreadPoolExecutor(32, thread_name_prefix="command")
     )
     extra_route_handlers: list[Any] = field(default_factory=list)
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

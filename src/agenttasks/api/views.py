@@ -16,19 +16,19 @@ log = logging.getLogger(__name__)
 
 
 async def view_after_write(deps: ApiDeps, actor: Actor, written: Written) -> TaskView:
-    """The task as the read model shows it once it includes this write (read your writes).
+    """The task after this write, answered once the read model includes it (read your writes).
 
-    If the projector is too slow, the answer is built from the events instead, so the client
-    still sees its own write; the next GET may then briefly show the older state.
+    The answer is the aggregate the command left, which is what the read model now shows. If
+    the projector is more than the timeout behind, the answer is still the write's result,
+    and the next GET may briefly show the older state.
     """
-    if written.position is not None:
+    if written.position is not None and written.task is not None:
         caught_up = await deps.watcher.wait(
             "tasks", written.position, deps.read_your_writes_timeout
         )
         if not caught_up:
             log.warning("read model behind position %s; answering from events", written.position)
-            task = await deps.run(deps.commands.get, actor, written.task_id)
-            return view_of(task)
+        return view_of(written.task)
     view = await deps.queries.get(actor, written.task_id)
     if view is None:
         # An idempotent repeat can arrive before the first request's task is projected.

@@ -51,11 +51,12 @@ SYSTEM = Actor("system", is_admin=True)
 
 @dataclass(frozen=True)
 class Written:
-    """The outcome of a command: the task's id and the position of its last event."""
+    """The outcome of a command: the task's id, the position of its last event, its new state."""
 
     task_id: UUID
     position: int | None  # None when nothing was written (an idempotent repeat)
     created: bool = True
+    task: Task | None = None  # the aggregate as the command left it
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class TaskCommands:
             if idempotency_key is None:
                 raise
             return Written(task.id, None, created=False)
-        return Written(task.id, recordings[-1].notification.id)
+        return Written(task.id, recordings[-1].notification.id, task=task)
 
     def build(self, actor: Actor, new: NewTask, idempotency_key: str | None = None) -> Task:
         """The new, unsaved aggregate (batching writers save many in one transaction)."""
@@ -202,5 +203,5 @@ class TaskCommands:
                 recordings = self._save(task)
             except IntegrityError:
                 continue  # someone else appended first: reload and let the rules decide again
-            return Written(task_id, recordings[-1].notification.id)
+            return Written(task_id, recordings[-1].notification.id, task=task)
         raise ConcurrencyError(f"task {task_id} kept changing; try again")

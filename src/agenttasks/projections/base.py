@@ -69,9 +69,15 @@ class Projection:
             handler(cursor, tables, event)
 
 
-def ensure_tracking(cursor: Cursor[Any]) -> None:
-    """Creates the tracking table if needed."""
+DDL_LOCK = 0x61677474_64646C  # concurrent CREATE ... IF NOT EXISTS can still collide: serialise
+
+
+def ensure_tables(cursor: Cursor[Any], projections: list[Projection], tables: list[Tables]) -> None:
+    """Creates the tracking table and the given tables if needed, one creator at a time."""
+    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
     cursor.execute(TRACKING_DDL)
+    for projection, physical in zip(projections, tables, strict=True):
+        projection.create(cursor, physical)
 
 
 def tracked_position(cursor: Cursor[Any], name: str, *, lock: bool = False) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 from collections import defaultdict
 
@@ -24,7 +26,10 @@ class ProjectionWatcher:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self._positions: dict[str, int] = defaultdict(int)
-        self._changed = asyncio.Condition()
+        # Per projection, a heap of (position, n, future): an announcement wakes only the
+        # waiters it satisfies, not every waiting request.
+        self._waiters: dict[str, list[tuple[int, int, asyncio.Future[None]]]] = defaultdict(list)
+        self._counter = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
@@ -46,13 +51,16 @@ class ProjectionWatcher:
 
     async def wait(self, name: str, position: int, timeout: float = 5.0) -> bool:  # noqa: ASYNC109
         """True once projection `name` has applied `position`; False after `timeout` seconds."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._positions[name] >= position), timeout
-                )
-            except TimeoutError:
-                return False
+        if self._positions[name] >= position:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters[name], (position, next(self._counter), waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            waiter.cancel()  # a timed-out waiter is skipped when the heap reaches it
         return True
 
     async def _listen(self) -> None:
@@ -81,7 +89,11 @@ class ProjectionWatcher:
             await self._advance(str(name), int(str(position)))
 
     async def _advance(self, name: str, position: int) -> None:
-        async with self._changed:
-            if position > self._positions[name]:
-                self._positions[name] = position
-                self._changed.notify_all()
+        if position <= self._positions[name]:
+            return
+        self._positions[name] = position
+        waiters = self._waiters[name]
+        while waiters and waiters[0][0] <= position:
+            _, _, waiter = heapq.heappop(waiters)
+            if not waiter.done():
+                waiter.set_result(None)

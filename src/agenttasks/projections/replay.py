@@ -23,7 +23,7 @@ from agenttasks.application.store import EventStore, read_log
 from agenttasks.projections.base import (
     Projection,
     Tables,
-    ensure_tracking,
+    ensure_tables,
     set_position,
     tracked_position,
 )
@@ -82,8 +82,7 @@ def replay(
     )
     with psycopg.connect(database_url) as connection:
         with connection.transaction(), connection.cursor() as cursor:
-            ensure_tracking(cursor)
-            projection.create(cursor, projection.live_tables())
+            ensure_tables(cursor, [projection], [projection.live_tables()])
             for table in rebuild.tables.values():
                 cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
             projection.create(cursor, rebuild.tables)

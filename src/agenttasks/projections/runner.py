@@ -20,7 +20,7 @@ from agenttasks.bus.messages import decode
 from agenttasks.projections.base import (
     Projection,
     Tables,
-    ensure_tracking,
+    ensure_tables,
     set_position,
     tracked_position,
 )
@@ -42,8 +42,7 @@ class ProjectionRunner:
     def prepare(self, connection: psycopg.Connection[Any]) -> None:
         """Creates the tracking table and the projection's live tables."""
         with connection.transaction(), connection.cursor() as cursor:
-            ensure_tracking(cursor)
-            self.projection.create(cursor, self.projection.live_tables())
+            ensure_tables(cursor, [self.projection], [self.projection.live_tables()])
             self.position = tracked_position(cursor, self.projection.name)
 
     async def run(self, stop: asyncio.Event) -> None:
