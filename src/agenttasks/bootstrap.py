@@ -135,8 +135,11 @@ def build_api_deps(settings: Settings) -> ApiDeps:
         await asyncio.to_thread(ensure_read_models, database_url)
         await pool.open()
         await watcher.start()
+        deps.bus = await connect(settings.nats_url_for("api"), "agenttasks-api")
 
     async def stop() -> None:
+        if deps.bus is not None:
+            await deps.bus.close()
         await watcher.stop()
         await pool.close()
         close(store)

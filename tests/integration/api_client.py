@@ -48,7 +48,9 @@ class Api:
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[str]:
     """The API served by uvicorn on a free port, in its own thread and event loop."""
-    app = create_app(build_api_deps(settings))
+    deps = build_api_deps(settings)
+    deps.keepalive_seconds = 0.5  # idle streams show their keep-alive quickly in tests
+    app = create_app(deps)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
     )

@@ -12,6 +12,7 @@ from agenttasks.api.auth import current_actor
 from agenttasks.api.deps import ApiDeps
 from agenttasks.api.errors import EXCEPTION_HANDLERS
 from agenttasks.api.health import health, ready
+from agenttasks.api.streams import task_stream
 from agenttasks.api.tasks import TaskController, validate_task_config
 
 
@@ -34,6 +35,7 @@ def create_app(deps: ApiDeps) -> Litestar:
         route_handlers=[
             TaskController,
             validate_task_config,
+            task_stream,
             health,
             ready,
             *deps.extra_route_handlers,

@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from agenttasks.application.tasks import Actor, TaskCommands
+from agenttasks.bus.connection import Bus
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.task_queries import TaskQueries
 
@@ -30,6 +31,8 @@ class ApiDeps:
     jwt_secret: str
     ready_checks: Mapping[str, ReadyCheck] = field(default_factory=dict)
     read_your_writes_timeout: float = 5.0
+    bus: Bus | None = None  # NATS as the `api` user, for live streams
+    keepalive_seconds: float = 15.0
     # eventsourcing is synchronous: commands run here, and enough threads at once let the
     # group committer put many of them in one transaction.
     executor: ThreadPoolExecutor = field(

@@ -1,0 +1,155 @@
+"""The per-task SSE stream: history then live, resume without gap or repeat, isolation, the end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+
+from agenttasks.api.auth import mint_token
+from agenttasks.application.tasks import TaskCommands
+from agenttasks.bus.messages import STREAM
+from agenttasks.servers.nats import EmbeddedNats
+from tests.integration.api_client import SECRET, Api, bearer, running_api
+from tests.waiting import wait_until
+
+BASE = "/api/v1/utils"
+ALICE = bearer("alice")
+
+
+@pytest.fixture
+async def api(database_url: str, nats_server: EmbeddedNats) -> AsyncIterator[Api]:
+    async with running_api(database_url, nats_server) as api:
+        yield api
+
+
+async def new_task(api: Api) -> UUID:
+    body = {"title": "streamed", "task_type": "summary", "task_config": {"content": "x"}}
+    response = await api.client.post(f"{BASE}/ai-tasks/", json=body, headers=ALICE)
+    return UUID(response.json()["id"])
+
+
+async def read_sse(response: httpx.Response, into: list[dict[str, Any]], frames: list[str]) -> None:
+    """Collects each message (id, data) and each raw frame until the server ends the stream."""
+    message: dict[str, Any] = {}
+    async for line in response.aiter_lines():
+        if line.startswith(":"):
+            frames.append(line)
+        elif line.startswith("id: "):
+            message["id"] = int(line[4:])
+        elif line.startswith("event:"):
+            frames.append(line)
+        elif line.startswith("data: "):
+            message["data"] = json.loads(line[6:])
+        elif line == "" and message:
+            into.append(message)
+            message = {}
+
+
+async def test_a_stream_sends_history_then_live_updates_and_ends_with_the_task(api: Api) -> None:
+    task_id = await new_task(api)
+    commands = TaskCommands(api.stack.store)
+    commands.start(task_id, 1, "w1")
+    received: list[dict[str, Any]] = []
+    frames: list[str] = []
+    url = f"{BASE}/tasks/{task_id}/stream/"
+    async with api.client.stream("GET", url, headers=ALICE) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        reader = asyncio.create_task(read_sse(response, received, frames))
+        await wait_until(lambda: len(received) == 2)  # created and started: the history
+        commands.report_progress(task_id, 1, 60, "More than half")
+        commands.complete(task_id, 1, {"summary": "done"})
+        await asyncio.wait_for(reader, 10)  # the server ends the stream after completion
+
+    assert [m["data"]["type"] for m in received] == ["created", "started", "progress", "completed"]
+    assert [m["id"] for m in received] == [m["data"]["position"] for m in received]
+    assert received[2]["data"]["progress"] == 60
+    assert received[2]["data"]["update_type"] == "progress"
+    assert received[3]["data"]["status"] == "completed"
+    assert not any(f.startswith("event:") for f in frames), "plain messages fire onmessage"
+
+
+async def test_reconnecting_with_last_event_id_continues_without_gap_or_repeat(api: Api) -> None:
+    task_id = await new_task(api)
+    commands = TaskCommands(api.stack.store)
+    commands.start(task_id, 1, "w1")
+    for progress in (10, 20, 30):
+        commands.report_progress(task_id, 1, progress, f"at {progress}")
+    first: list[dict[str, Any]] = []
+    url = f"{BASE}/tasks/{task_id}/stream/"
+    async with api.client.stream("GET", url, headers=ALICE) as response:
+        reader = asyncio.create_task(read_sse(response, first, []))
+        await wait_until(lambda: len(first) >= 3)
+        reader.cancel()  # the client drops mid-task
+    last_seen = first[-1]["id"]
+    for progress in (40, 50):
+        commands.report_progress(task_id, 1, progress, f"at {progress}")
+    commands.complete(task_id, 1, {"summary": "done"})
+
+    second: list[dict[str, Any]] = []
+    headers = {**ALICE, "Last-Event-ID": str(last_seen)}
+    async with api.client.stream("GET", url, headers=headers) as response:
+        await asyncio.wait_for(read_sse(response, second, []), 10)
+
+    together = [m["id"] for m in first + second]
+    stored = [e.position for e in commands.history(commands_actor(), task_id)]
+    assert together == stored, "every update exactly once, in order"
+
+
+def commands_actor() -> Any:
+    from agenttasks.application.tasks import SYSTEM
+
+    return SYSTEM
+
+
+async def test_a_finished_task_streams_its_history_and_the_end(api: Api) -> None:
+    task_id = await new_task(api)
+    TaskCommands(api.stack.store).cancel(commands_actor(), task_id)
+    received: list[dict[str, Any]] = []
+    async with api.client.stream(
+        "GET", f"{BASE}/tasks/{task_id}/stream/?after=0", headers=ALICE
+    ) as response:
+        await asyncio.wait_for(read_sse(response, received, []), 10)
+    assert [m["data"]["type"] for m in received] == ["created", "cancelled"]
+
+
+async def test_the_token_may_come_in_the_query_and_another_users_task_is_404(api: Api) -> None:
+    task_id = await new_task(api)
+    TaskCommands(api.stack.store).cancel(commands_actor(), task_id)
+    alice = mint_token(SECRET, "alice")
+    mine = await api.client.get(f"{BASE}/tasks/{task_id}/stream/?token={alice}")
+    assert mine.status_code == 200
+    bob = mint_token(SECRET, "bob")
+    theirs = await api.client.get(f"{BASE}/tasks/{task_id}/stream/?token={bob}")
+    assert theirs.status_code == 404
+    assert theirs.headers["content-type"].startswith("application/problem+json")
+    assert (await api.client.get(f"{BASE}/tasks/{task_id}/stream/")).status_code == 401
+
+
+async def test_an_idle_stream_sends_keep_alive_comments_and_a_dropped_client_frees_its_consumer(
+    api: Api, nats_server: EmbeddedNats
+) -> None:
+    from agenttasks.bus.connection import connect
+
+    task_id = await new_task(api)
+    frames: list[str] = []
+    async with api.client.stream(
+        "GET", f"{BASE}/tasks/{task_id}/stream/", headers=ALICE
+    ) as response:
+        reader = asyncio.create_task(read_sse(response, [], frames))
+        await wait_until(lambda: any(f.startswith(": keep-alive") for f in frames), 10)
+        reader.cancel()
+    bus = await connect(nats_server.url_for("relay"), "check")
+    try:
+        deadline = asyncio.get_running_loop().time() + 15
+        while (await bus.js.stream_info(STREAM)).state.consumer_count > 1:  # projector-tasks
+            assert asyncio.get_running_loop().time() < deadline, "the stream's consumer leaked"
+            await asyncio.sleep(0.1)
+    finally:
+        await bus.close()
