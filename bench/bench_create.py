@@ -49,7 +49,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def start_up(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, str], str]:
+def start_up(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict[str, str], str]:
     import socket
 
     def free() -> int:
@@ -61,7 +61,7 @@ def start_up(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, str], str]:
     log = (home / "up.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "agenttasks.cli", "--data-dir", str(home), "--log-level", "WARNING",
-         "up", "--port", str(port), "--nats-port", str(free())],
+         "up", "--port", str(port), "--nats-port", str(free()), *extra],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.monotonic() + 90

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -28,6 +29,7 @@ from agenttasks.application.store import EventStore, close, open_event_store
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
 from agenttasks.bus.connection import connect
 from agenttasks.bus.publisher import last_published
+from agenttasks.domain.rules import TASK_TYPES
 from agenttasks.projections.base import Projection, ensure_tables
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.replay import replay as replay_projection
@@ -37,6 +39,11 @@ from agenttasks.projections.tasks import task_projection
 from agenttasks.relay import Relay
 from agenttasks.servers.secrets import load_secrets
 from agenttasks.settings import Settings, SettingsError
+from agenttasks.workers.agents import agents_for
+from agenttasks.workers.fetch import Fetcher
+from agenttasks.workers.llm import LanguageModel, OpenAIModel
+from agenttasks.workers.runtime import Worker, WorkerOptions
+from agenttasks.workers.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +232,60 @@ def run_projectors(settings: Settings, names: list[str]) -> int:
             await bus.close()
 
     return run_until_signalled(main)
+
+
+def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto") -> int:
+    """Runs agents on tasks of the given types until stopped (then hands back what it holds)."""
+    settings = resolve(settings)
+    database_url = require_database(settings)
+    unknown = [t for t in options.types if t not in TASK_TYPES]
+    if unknown:
+        raise SettingsError(f"unknown task type(s) {unknown}; known: {', '.join(TASK_TYPES)}")
+    if engine not in ("auto", "offline", "instant"):
+        raise SettingsError(f"unknown engine {engine!r}; one of: auto, offline, instant")
+
+    async def main(stop: asyncio.Event) -> None:
+        bus = await connect(
+            settings.nats_url_for("worker"), f"agenttasks-worker-{options.worker_id}"
+        )
+        llm = language_model(settings) if engine == "auto" else None
+        fetcher = Fetcher(settings.fetch_allowed_hosts)
+        executor = ThreadPoolExecutor(32, thread_name_prefix="worker-store")
+        with event_store(settings) as store:
+            commands = TaskCommands(store)
+            worker = Worker(
+                commands,
+                bus,
+                agents_for(engine),
+                llm=llm,
+                fetcher=fetcher,
+                options=options,
+                executor=executor,
+            )
+            watchdog = Watchdog(commands, bus, database_url, executor)
+            try:
+                await asyncio.gather(worker.run(stop), watchdog.run(stop))
+            finally:
+                await fetcher.aclose()
+                if llm is not None:
+                    await llm.aclose()
+                await bus.close()
+                executor.shutdown(wait=True)
+
+    return run_until_signalled(main)
+
+
+def language_model(settings: Settings) -> LanguageModel | None:
+    """The configured OpenAI-compatible model, or None: then the offline engine does the work."""
+    if settings.openai_api_key is None:
+        log.info("no OPENAI_API_KEY: tasks run on the offline engine")
+        return None
+    return OpenAIModel(
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        model=settings.model,
+        timeout=float(settings.llm_timeout),
+    )
 
 
 # Tools -------------------------------------------------------------------------------------

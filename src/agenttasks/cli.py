@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from agenttasks.servers import ServerStartError
@@ -42,6 +43,20 @@ def positive(text: str) -> int:
     return value
 
 
+def task_types(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated task types."""
+    from agenttasks.domain.rules import TASK_TYPES
+
+    chosen = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [t for t in chosen if t not in TASK_TYPES]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown task type(s) {', '.join(unknown) or '(none given)'}; "
+            f"known: {', '.join(TASK_TYPES)}"
+        )
+    return chosen
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per role or tool."""
     parser = argparse.ArgumentParser(
@@ -57,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="API address (default 127.0.0.1)")
     up.add_argument("--port", type=port, help="API port (default 8000)")
     up.add_argument("--nats-port", type=port, help="embedded NATS port (default 4222)")
+    up.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="start no worker (run `agenttasks worker` yourself)",
+    )
 
     api = commands.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
@@ -66,6 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     project = commands.add_parser("project", help="run the projectors that build read models")
     project.add_argument("names", nargs="*", help="read models (default: all)")
+
+    worker = commands.add_parser("worker", help="run agents on tasks")
+    worker.add_argument(
+        "--types", type=task_types, default=None, help="comma-separated task types (default: all)"
+    )
+    worker.add_argument("--concurrency", type=positive, default=8, help="tasks at once (default 8)")
+    worker.add_argument(
+        "--prefetch",
+        type=positive,
+        default=1000,
+        help="messages held ahead, the window of per-user fairness (default 1000)",
+    )
+    worker.add_argument("--per-user-limit", type=positive, help="running tasks per user, at most")
+    worker.add_argument(
+        "--engine",
+        choices=["auto", "offline", "instant"],
+        default="auto",
+        help="auto: the OpenAI-compatible model when OPENAI_API_KEY is set, else offline; "
+        "instant: do no work (benchmarks)",
+    )
 
     token = commands.add_parser("token", help="print a JWT for a user")
     token.add_argument("user")
@@ -115,7 +155,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             settings = settings.with_(nats_port=args.nats_port)
         from agenttasks.up import up
 
-        return up(settings)
+        return up(settings, worker=not args.no_worker)
     if command == "token":
         print(bootstrap.token(settings, args.user, admin=args.admin, ttl=args.ttl))
         return 0
@@ -125,9 +165,22 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         "project": lambda: bootstrap.run_projectors(settings, args.names),
         "replay": lambda: bootstrap.replay(settings, args.name, verify=args.verify),
         "audit": lambda: bootstrap.audit(settings, args.task_id),
+        "worker": lambda: _worker(args, settings),
     }
     return runners[command]()
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from agenttasks import bootstrap
+    from agenttasks.workers.runtime import WorkerOptions
+
+    options = WorkerOptions(
+        concurrency=args.concurrency, prefetch=args.prefetch, per_user_limit=args.per_user_limit
+    )
+    if args.types:
+        options = replace(options, types=args.types)
+    return bootstrap.run_worker(settings, options, engine=args.engine)

@@ -32,6 +32,12 @@ class Settings:
     nats_port: int = 4222
     # Role -> NATS URL with that role's credentials, for servers that require them.
     nats_role_urls: Mapping[str, str] = field(default_factory=dict)
+    # Workers. With no OpenAI key the built-in offline engine does the work.
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None  # any OpenAI-compatible server (Ollama, vLLM, ...)
+    model: str = "gpt-4o-mini"
+    llm_timeout: int = 120
+    fetch_allowed_hosts: frozenset[str] = frozenset()  # hosts exempt from the SSRF guard
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -52,6 +58,19 @@ class Settings:
             values["host"] = host
         values["port"] = _int(env, "AGENTTASKS_PORT", base.port, 1, 65535)
         values["nats_port"] = _int(env, "AGENTTASKS_NATS_PORT", base.nats_port, 1, 65535)
+        if key := env.get("OPENAI_API_KEY", "").strip():
+            values["openai_api_key"] = key
+        if base_url := env.get("OPENAI_BASE_URL", "").strip():
+            if not base_url.startswith(("http://", "https://")):
+                raise SettingsError(f"OPENAI_BASE_URL must be an http(s) URL, not {base_url!r}")
+            values["openai_base_url"] = base_url
+        if model := env.get("AGENTTASKS_MODEL", "").strip():
+            values["model"] = model
+        values["llm_timeout"] = _int(env, "AGENTTASKS_LLM_TIMEOUT", base.llm_timeout, 1, 3600)
+        hosts = env.get("AGENTTASKS_FETCH_ALLOWED_HOSTS", "")
+        values["fetch_allowed_hosts"] = frozenset(
+            h.strip().lower() for h in hosts.split(",") if h.strip()
+        )
         settings = cls(**values)
         if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
             raise SettingsError("AGENTTASKS_JWT_SECRET must be at least 32 bytes long")

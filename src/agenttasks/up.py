@@ -30,7 +30,7 @@ DATABASE = "agenttasks"
 API_START_SECONDS = 60.0
 
 
-def up(settings: Settings) -> int:
+def up(settings: Settings, *, worker: bool = True) -> int:
     """Runs the whole service until interrupted."""
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,13 @@ def up(settings: Settings) -> int:
         supervisor = Supervisor()
         cleanup.callback(supervisor.stop)
         base = _child_env(settings, database_url, jwt_secret)
-        roles = [("api", ["api"]), ("relay", ["relay"]), ("projector", ["project"])]
+        roles = [
+            ("api", ["api"]),
+            ("relay", ["relay"]),
+            ("projector", ["project"]),
+        ]
+        if worker:
+            roles.append(("worker", ["worker"]))
         for index, (role, args) in enumerate(roles):
             env = {**base, "AGENTTASKS_NATS_URL": role_urls.get(role, nats_url)}
             supervisor.add(f"{args[0]}-{index}", args, env)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -141,6 +141,12 @@ class TaskCommands:
 
     # On behalf of workers.
 
+    def act(
+        self, task_id: UUID, command: Callable[[Task], None], known: Task | None = None
+    ) -> Written:
+        """Runs a worker's command (a Task method call) as SYSTEM; `known` is the worker's copy."""
+        return self._update(SYSTEM, task_id, command, known)
+
     def start(self, task_id: UUID, attempt: int, worker_id: str) -> Written:
         """Starts the given attempt; refused unless the task is pending on it."""
         return self._update(SYSTEM, task_id, lambda t: t.start(attempt, worker_id))
@@ -176,14 +182,35 @@ class TaskCommands:
         return self._update(SYSTEM, task_id, lambda t: t.complete(attempt, result_data, message))
 
     def fail(
-        self, task_id: UUID, attempt: int, error_kind: str, error_message: str, retryable: bool
+        self,
+        task_id: UUID,
+        attempt: int,
+        error_kind: str,
+        error_message: str,
+        *,
+        retryable: bool = False,
+        retry_in: Callable[[int], float] | None = None,
+        known: Task | None = None,
     ) -> Written:
-        """Fails the current attempt (running, or pending that timed out)."""
-        return self._update(
-            SYSTEM,
-            task_id,
-            lambda t: t.fail(attempt, error_kind, error_message, retryable),
-        )
+        """Fails the current attempt (running, or pending that timed out).
+
+        With `retry_in` the failure is retryable: when automatic retries remain, a Retried event
+        is saved in the same transaction, not before `retry_in(retries so far)` seconds from
+        now, so a crash between the two can never leave a retryable task failed for good.
+        """
+
+        def command(task: Task) -> None:
+            task.fail(attempt, error_kind, error_message, retryable or retry_in is not None)
+            if retry_in is not None and task.automatic_retries < task.max_retries:
+                delay = retry_in(task.automatic_retries)
+                task.retry(
+                    "system",
+                    automatic=True,
+                    reason=f"Retrying after {error_kind}: {error_message}"[:500],
+                    not_before=datetime.now(UTC) + timedelta(seconds=delay) if delay > 0 else None,
+                )
+
+        return self._update(SYSTEM, task_id, command, known)
 
     def retry_automatically(
         self, task_id: UUID, reason: str, not_before: datetime | None = None
@@ -195,9 +222,19 @@ class TaskCommands:
             lambda t: t.retry("system", automatic=True, reason=reason, not_before=not_before),
         )
 
-    def _update(self, actor: Actor, task_id: UUID, command: Callable[[Task], None]) -> Written:
+    def _update(
+        self,
+        actor: Actor,
+        task_id: UUID,
+        command: Callable[[Task], None],
+        known: Task | None = None,
+    ) -> Written:
+        # `known` is the caller's copy of the aggregate as last saved (a worker holds its task
+        # while it runs): it saves a read of the events. If someone else appended meanwhile the
+        # save conflicts, and the loop falls back to loading afresh.
         for _ in range(_CONFLICT_RETRIES):
-            task = self.get(actor, task_id)
+            task = known if known is not None else self.get(actor, task_id)
+            known = None
             command(task)
             try:
                 recordings = self._save(task)

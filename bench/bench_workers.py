@@ -1,0 +1,161 @@
+"""Workers: created -> started latency with idle workers, and whole-lifecycle throughput.
+
+Starts `agenttasks up --no-worker` in a temporary data directory, then worker processes running
+the instant test engine (agents that do no work), so what is measured is the lifecycle itself:
+every event stored, relayed to JetStream, consumed by a worker, and projected. Prints figures;
+asserts nothing.
+
+    python bench/bench_workers.py [--workers 1] [--concurrency 64] [--tasks 5000]
+
+Figures:
+- created -> started, p50/p99: from the Created event's commit timestamp to the Started event's,
+  both written by Postgres-side clocks of the same machine, for tasks created one at a time
+  (20 ms apart) while the workers are idle.
+- lifecycle throughput: N tasks created in batches as fast as the store takes them; tasks/s from
+  the first create to the moment the tasks read model shows every one of them completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from uuid import UUID
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_create import percentile, start_up
+
+from agenttasks.application.store import close, open_event_store
+from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands
+from agenttasks.domain.task import Task
+from agenttasks.settings import Settings
+
+CONFIG = {"content": "Nothing to see."}
+
+
+def start_workers(
+    home: Path, runtime: dict, count: int, concurrency: int
+) -> list[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "AGENTTASKS_HOME": str(home),
+        "AGENTTASKS_DATABASE_URL": runtime["database_url"],
+        "AGENTTASKS_NATS_URL": runtime["nats_role_urls"]["worker"],
+    }
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agenttasks.cli",
+                "--log-level",
+                "WARNING",
+                "worker",
+                "--engine",
+                "instant",
+                "--concurrency",
+                str(concurrency),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(home / f"worker-{i}.log").open("w"),
+        )
+        for i in range(count)
+    ]
+
+
+def latency(commands: TaskCommands, count: int) -> list[float]:
+    ids = []
+    for _ in range(count):
+        ids.append(commands.create(Actor("bench"), NewTask("latency", "summary", CONFIG)).task_id)
+        time.sleep(0.02)
+    deadline = time.monotonic() + 60
+    latencies = []
+    for task_id in ids:
+        while True:
+            history = [e.event for e in commands.history(SYSTEM, task_id)]
+            started = [e for e in history if isinstance(e, Task.Started)]
+            if started:
+                latencies.append((started[0].timestamp - history[0].timestamp).total_seconds())
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("tasks did not start within 60 s: are the workers running?")
+            time.sleep(0.05)
+    return latencies
+
+
+def throughput(
+    commands: TaskCommands, database_url: str, count: int, batch: int = 500
+) -> tuple[float, float]:
+    created: list[UUID] = []
+    begin = time.perf_counter()
+    while len(created) < count:
+        tasks = [
+            commands.build(Actor("bench"), NewTask("throughput", "summary", CONFIG))
+            for _ in range(min(batch, count - len(created)))
+        ]
+        commands.store.save(*tasks)
+        created.extend(t.id for t in tasks)
+    stored = time.perf_counter() - begin
+    with psycopg.connect(database_url) as connection:
+        while True:
+            done = connection.execute(
+                "SELECT count(*) FROM tasks WHERE title = 'throughput' AND status = 'completed'"
+            ).fetchone()[0]
+            if done >= count:
+                break
+            if time.perf_counter() - begin > 600:
+                raise SystemExit(f"only {done} of {count} completed within 600 s")
+            time.sleep(0.02)
+    return count / (time.perf_counter() - begin), count / stored
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--latency-samples", type=int, default=300)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="agenttasks-bench-"))
+    up, runtime, _ = start_up(home, "--no-worker")
+    workers = start_workers(home, runtime, args.workers, args.concurrency)
+    store = open_event_store(Settings(database_url=runtime["database_url"]).eventsourcing_env())
+    try:
+        commands = TaskCommands(store)
+        time.sleep(2)  # workers bind their consumers
+        print(
+            f"machine: {os.cpu_count()} cores; {args.workers} worker process(es), concurrency {args.concurrency}, instant engine"
+        )
+        samples = latency(commands, args.latency_samples)
+        print(
+            f"created -> started, idle workers ({len(samples)} tasks): p50 {percentile(samples, 0.5) * 1000:.2f} ms,"
+            f" p99 {percentile(samples, 0.99) * 1000:.2f} ms, max {max(samples) * 1000:.2f} ms"
+        )
+        rate, store_rate = throughput(commands, runtime["database_url"], args.tasks)
+        print(
+            f"lifecycle throughput ({args.tasks} tasks: created, started, completed; stored, relayed,"
+            f" projected): {rate:,.0f} tasks/s (creating alone ran at {store_rate:,.0f} tasks/s)"
+        )
+    finally:
+        close(store)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(30)
+        up.send_signal(signal.SIGINT)
+        up.wait(60)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""What several agents do alike: read their sources, ask the model, describe the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agenttasks.workers.context import AgentContext
+from agenttasks.workers.errors import AgentError
+from agenttasks.workers.fetch import FetchError
+from agenttasks.workers.offline.passages import Document
+
+MAX_MODEL_INPUT_CHARS = 48_000  # what one prompt carries of the sources (about 12k tokens)
+
+
+@dataclass
+class Sources:
+    """The texts an agent works from, and what the result says about where they came from."""
+
+    documents: list[Document] = field(default_factory=list)
+    described: list[dict[str, Any]] = field(default_factory=list)
+
+    def text(self, limit: int = MAX_MODEL_INPUT_CHARS) -> str:
+        joined = "\n\n".join(d.text for d in self.documents)
+        return joined[:limit]
+
+
+async def read_sources(
+    ctx: AgentContext, content: str | None, urls: list[str], *, start: int, end: int
+) -> Sources:
+    """Fetches every URL, reporting progress from `start` to `end` percent.
+
+    A URL that fails is an error update on the task, not the end of it: the task fails only
+    when nothing usable is left, and then transiently if any failure might pass on retry.
+    """
+    sources = Sources()
+    if content and content.strip():
+        sources.documents.append(Document("content", content))
+        sources.described.append({"url": None, "title": "Given content", "chars": len(content)})
+    failures: list[FetchError] = []
+    for index, url in enumerate(urls):
+        await ctx.progress(start + (end - start) * index // max(1, len(urls)), f"Reading {url}")
+        try:
+            page = await ctx.fetcher.fetch(url)
+        except FetchError as error:
+            failures.append(error)
+            await ctx.note(str(error), {"url": url, "kind": error.kind}, error=True)
+            continue
+        sources.documents.append(Document(page.url, page.text))
+        sources.described.append({"url": page.url, "title": page.title, "chars": page.chars})
+    if not sources.documents:
+        transient = any(f.transient for f in failures)
+        retry_after = max((f.retry_after or 0.0 for f in failures), default=0.0) or None
+        raise AgentError(
+            "no_usable_source",
+            f"none of the {len(urls)} sources could be read",
+            transient=transient,
+            retry_after=retry_after,
+        )
+    return sources
+
+
+async def ask_model(
+    ctx: AgentContext,
+    system: str,
+    prompt: str,
+    *,
+    max_tokens: int | None = None,
+    stream: bool = True,
+) -> str:
+    """The model's answer, streamed into partial results; its token usage added to the task's."""
+    assert ctx.llm is not None
+    completion = await ctx.llm.complete(
+        system, prompt, max_tokens=max_tokens, on_text=ctx.stream_text if stream else None
+    )
+    await ctx.end_stream()
+    ctx.add_usage(completion.usage)
+    return completion.text
+
+
+def engine_fields(ctx: AgentContext) -> dict[str, Any]:
+    """`engine`, `model` and `usage`: which engine produced the result, honestly."""
+    return {"engine": ctx.engine, "model": ctx.model, "usage": ctx.usage()}

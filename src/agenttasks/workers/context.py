@@ -1,0 +1,155 @@
+"""What an agent sees of the world while it runs one attempt of one task.
+
+Agents report through this object and never touch the event store: every report becomes an event
+of the attempt, written in order (one lock per attempt), with the partial text batched so a
+streaming model produces a few events a second rather than one per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from agenttasks.application.tasks import TaskCommands, Written
+from agenttasks.domain.rules import RuleViolation
+from agenttasks.domain.task import Task
+from agenttasks.workers.fetch import Fetcher
+from agenttasks.workers.llm import LanguageModel, Usage
+
+PARTIAL_EVERY = 0.25  # seconds between partial-result events while text streams
+
+
+class AttemptOver(Exception):
+    """The task moved on without this attempt (cancelled, or taken over): stop quietly."""
+
+
+class AgentContext:
+    """One running attempt: its task, its tools, and the reports it may make."""
+
+    def __init__(
+        self,
+        task: Task,
+        commands: TaskCommands,
+        executor: Executor,
+        *,
+        llm: LanguageModel | None,
+        fetcher: Fetcher,
+        partial_every: float = PARTIAL_EVERY,
+    ) -> None:
+        self.task_id = task.id
+        self.attempt = task.attempt
+        self.task_type = task.task_type
+        self.priority = task.priority
+        self.user = task.created_by
+        self.config: dict[str, Any] = task.task_config
+        self.llm = llm
+        self.fetcher = fetcher
+        self._known: Task | None = task
+        self._commands = commands
+        self._executor = executor
+        self._lock = asyncio.Lock()
+        self._progress = 0
+        self._partial: list[str] = []
+        self._partial_offset = 0
+        self._partial_every = partial_every
+        self._flusher: asyncio.Task[None] | None = None
+        self._prompt_tokens = 0
+        self._completion_tokens = 0
+        self._usage_seen = False
+
+    @property
+    def engine(self) -> str:
+        """Which engine produces this attempt's result: a model's, or the offline one."""
+        return self.llm.engine if self.llm is not None else "offline"
+
+    @property
+    def model(self) -> str | None:
+        return self.llm.model if self.llm is not None else None
+
+    def add_usage(self, usage: Usage | None) -> None:
+        """Counts a model call's tokens towards the attempt's usage."""
+        if usage is not None:
+            self._usage_seen = True
+            self._prompt_tokens += usage.prompt_tokens
+            self._completion_tokens += usage.completion_tokens
+
+    def usage(self) -> dict[str, int] | None:
+        """Tokens used by this attempt, or None when no model reported any."""
+        if not self._usage_seen:
+            return None
+        return {
+            "prompt_tokens": self._prompt_tokens,
+            "completion_tokens": self._completion_tokens,
+            "total_tokens": self._prompt_tokens + self._completion_tokens,
+        }
+
+    async def progress(self, percent: int, message: str) -> None:
+        """Reports progress; it never goes down, and 100 is left to completion."""
+        percent = max(self._progress, min(99, int(percent)))
+        self._progress = percent
+        await self._write(lambda t: t.report_progress(self.attempt, percent, message))
+
+    async def note(
+        self, message: str, data: dict[str, Any] | None = None, *, error: bool = False
+    ) -> None:
+        """Reports information, or an error the task survives (one source of several failed)."""
+        await self._write(lambda t: t.note(self.attempt, message, data, error=error))
+
+    def stream_text(self, delta: str) -> None:
+        """Takes a piece of streamed text; it is recorded with the next batch."""
+        if not delta:
+            return
+        self._partial.append(delta)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def end_stream(self) -> None:
+        """Records what streamed text is still buffered (before the next step or the result)."""
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self._flush()
+
+    async def complete(self, result: dict[str, Any], message: str = "") -> Written:
+        """Completes the attempt with its result."""
+        await self.end_stream()
+        return await self._write(lambda t: t.complete(self.attempt, result, message))
+
+    async def close(self) -> None:
+        """Stops the partial-result flusher (the attempt ended some other way)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flusher
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self._partial_every)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._partial:
+            return
+        text = "".join(self._partial)
+        self._partial.clear()
+        offset, self._partial_offset = self._partial_offset, self._partial_offset + len(text)
+        # Deltas with their offset, not the whole text so far: events stay small however long
+        # the output, and a client that sees every update in order can rebuild the text exactly.
+        data = {"partial": {"offset": offset, "text": text}}
+        await self._write(lambda t: t.record_result(self.attempt, data, "Writing"))
+
+    async def _write(self, command: Callable[[Task], None]) -> Written:
+        async with self._lock:
+            known, self._known = self._known, None
+            loop = asyncio.get_running_loop()
+            try:
+                written = await loop.run_in_executor(
+                    self._executor, self._commands.act, self.task_id, command, known
+                )
+            except RuleViolation as refused:
+                raise AttemptOver(str(refused)) from None
+            self._known = written.task
+            return written

@@ -1,0 +1,1 @@
+"""The offline engine: real work without a language model (extractive, never pretending)."""

@@ -1,0 +1,129 @@
+"""Ends attempts that nobody will end: past their timeout, or out of deliveries.
+
+A worker enforces its own tasks' timeouts; this catches the ones whose worker vanished (the read
+model still says running long after the deadline), and the ones whose message JetStream gave up
+on after `max_deliver` tries (it announces that with an advisory). Several watchdogs may run at
+once: the aggregate refuses the second fail of an attempt, so they never double up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from functools import partial
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
+from agenttasks.bus.connection import Bus
+from agenttasks.bus.messages import STREAM, TaskEvent, decode
+from agenttasks.domain.rules import RuleViolation
+
+log = logging.getLogger(__name__)
+
+ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{STREAM}.*"
+GRACE_SECONDS = 5.0  # the worker's own timeout normally fires first
+
+_OVERDUE = """
+    SELECT id, attempt, timeout_seconds FROM tasks
+    WHERE status = 'running'
+      AND started_at + make_interval(secs => timeout_seconds + %s) < now()
+    LIMIT 500
+"""
+
+
+class Watchdog:
+    """Fails overdue and undeliverable attempts; run one per worker process."""
+
+    def __init__(
+        self,
+        commands: TaskCommands,
+        bus: Bus,
+        database_url: str,
+        executor: Executor,
+        *,
+        every: float = 2.0,
+    ) -> None:
+        self._commands = commands
+        self._bus = bus
+        self._database_url = database_url
+        self._executor = executor
+        self._every = every
+
+    async def run(self, stop: asyncio.Event) -> None:
+        subscription = await self._bus.nc.subscribe(ADVISORY, cb=self._on_advisory)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.fail_overdue()
+                except Exception:
+                    log.warning("timeout sweep failed; trying again", exc_info=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._every)
+        finally:
+            await subscription.unsubscribe()
+
+    async def fail_overdue(self) -> int:
+        """Fails every attempt running past its timeout (plus grace); returns how many."""
+        async with await psycopg.AsyncConnection.connect(
+            self._database_url, autocommit=True
+        ) as conn:
+            try:
+                rows = await (await conn.execute(_OVERDUE, (GRACE_SECONDS,))).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return 0  # no projector has run yet
+        failed = 0
+        for task_id, attempt, timeout_seconds in rows:
+            if await self._settle(partial(self._timed_out, task_id, attempt, timeout_seconds)):
+                failed += 1
+        return failed
+
+    def _timed_out(self, task_id: UUID, attempt: int, timeout_seconds: int) -> object:
+        message = (
+            f"the task ran past its timeout of {timeout_seconds} s (its worker stopped responding)"
+        )
+        return self._commands.fail(task_id, attempt, "timeout", message)
+
+    async def _on_advisory(self, message: Any) -> None:
+        try:
+            advisory = json.loads(message.data)
+            if not str(advisory.get("consumer", "")).startswith("worker-"):
+                return
+            stored = await self._bus.js.get_msg(STREAM, int(advisory["stream_seq"]))
+            event = decode(stored.data or b"")
+        except Exception:
+            log.exception("could not read a max-deliveries advisory")
+            return
+        if not isinstance(event, TaskEvent):
+            return
+        task_id = UUID(event.task_id)
+        attempt = 1 if event.type == "created" else int(event.data.get("attempt", 1))
+        deliveries = advisory.get("deliveries")
+
+        def fail() -> object:
+            task = self._commands.get(SYSTEM, task_id)
+            if task.attempt != attempt or task.status not in ("pending", "running"):
+                return None
+            return self._commands.fail(
+                task_id,
+                attempt,
+                "delivery_exhausted",
+                f"no worker could finish attempt {attempt}: its message was delivered "
+                f"{deliveries} times without being settled",
+            )
+
+        if await self._settle(fail):
+            log.warning("failed %s: its message ran out of deliveries", task_id)
+
+    async def _settle(self, command: Callable[[], object]) -> bool:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, command) is not None
+        except (RuleViolation, TaskNotFound):
+            return False  # already settled

@@ -1,0 +1,97 @@
+"""Workers (and their watchdog) running in the test's event loop against a running stack."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+from uuid import UUID
+
+from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands
+from agenttasks.bus.connection import connect
+from agenttasks.domain.task import Task
+from agenttasks.domain.updates import KINDS
+from agenttasks.workers.agents import agents_for
+from agenttasks.workers.fetch import Fetcher
+from agenttasks.workers.llm import LanguageModel
+from agenttasks.workers.runtime import Worker, WorkerOptions
+from agenttasks.workers.watchdog import Watchdog
+from tests.integration.stack import Stack
+from tests.waiting import wait_until
+
+ANN = Actor("ann")
+
+
+@asynccontextmanager
+async def running_worker(
+    stack: Stack,
+    *,
+    options: WorkerOptions | None = None,
+    llm: LanguageModel | None = None,
+    allowed_hosts: Iterable[str] = ("127.0.0.1",),
+    engine: str = "auto",
+    watchdog_every: float = 0.2,
+) -> AsyncIterator[Worker]:
+    """A worker with short leases (tests wait for redeliveries) and a watchdog."""
+    options = options or WorkerOptions(ack_wait=2.0)
+    bus = await connect(stack.nats.url_for("worker"), f"test-worker-{options.worker_id}")
+    fetcher = Fetcher(allowed_hosts)
+    executor = ThreadPoolExecutor(16)
+    commands = TaskCommands(stack.store)
+    worker = Worker(
+        commands,
+        bus,
+        agents_for(engine),
+        llm=llm,
+        fetcher=fetcher,
+        options=options,
+        executor=executor,
+    )
+    watchdog = Watchdog(commands, bus, stack.database_url, executor, every=watchdog_every)
+    stop = asyncio.Event()
+    running = asyncio.gather(worker.run(stop), watchdog.run(stop))
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await running
+        await fetcher.aclose()
+        await bus.close()
+        executor.shutdown()
+
+
+def with_options(**changes: Any) -> WorkerOptions:
+    return replace(WorkerOptions(ack_wait=2.0), **changes)
+
+
+def create(
+    stack: Stack, task_type: str, config: dict[str, Any], actor: Actor = ANN, **extra: Any
+) -> UUID:
+    commands = TaskCommands(stack.store)
+    return commands.create(
+        actor, NewTask(f"a {task_type} task", task_type, config, **extra)
+    ).task_id
+
+
+def task(stack: Stack, task_id: UUID) -> Task:
+    return TaskCommands(stack.store).get(SYSTEM, task_id)
+
+
+async def finished(stack: Stack, task_id: UUID, within: float = 30.0) -> Task:
+    """Waits until the task is completed, failed or cancelled, and returns it."""
+    await wait_until(
+        lambda: task(stack, task_id).status in ("completed", "failed", "cancelled"), within
+    )
+    return task(stack, task_id)
+
+
+def kinds(stack: Stack, task_id: UUID) -> list[str]:
+    """The task's event kinds in order: created, started, progress, ..."""
+    return [KINDS[type(e.event)] for e in TaskCommands(stack.store).history(SYSTEM, task_id)]
+
+
+def events(stack: Stack, task_id: UUID) -> list[Any]:
+    return [e.event for e in TaskCommands(stack.store).history(SYSTEM, task_id)]

@@ -1,0 +1,27 @@
+"""Backoff: grows exponentially, is jittered, is capped, honours Retry-After."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agenttasks.workers.retry_policy import Backoff
+
+
+@given(st.integers(0, 30))
+def test_the_delay_lies_between_half_and_all_of_the_nominal_delay(retries: int) -> None:
+    backoff = Backoff(base=1.0, cap=300.0)
+    nominal = min(300.0, 2.0**retries)
+    assert nominal / 2 <= backoff.delay(retries) <= nominal
+
+
+def test_delays_are_jittered_so_simultaneous_failures_spread_out() -> None:
+    backoff = Backoff(base=1.0)
+    assert len({backoff.delay(5) for _ in range(50)}) > 10
+
+
+@given(st.integers(0, 10), st.floats(0, 1000))
+def test_a_retry_after_is_honoured_up_to_the_cap(retries: int, retry_after: float) -> None:
+    backoff = Backoff(base=1.0, cap=300.0)
+    assert backoff.delay(retries, retry_after) >= min(retry_after, 300.0)
+    assert backoff.delay(retries, retry_after) <= 300.0
