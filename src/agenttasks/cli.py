@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--per-user-limit", type=positive, help="running tasks per user, at most")
     worker.add_argument(
+        "--ack-wait",
+        type=positive,
+        default=30,
+        help="seconds without a heartbeat before a task is given to another worker (default 30)",
+    )
+    worker.add_argument(
         "--engine",
         choices=["auto", "offline", "instant"],
         default="auto",
@@ -170,17 +176,20 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return runners[command]()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from agenttasks import bootstrap
     from agenttasks.workers.runtime import WorkerOptions
 
     options = WorkerOptions(
-        concurrency=args.concurrency, prefetch=args.prefetch, per_user_limit=args.per_user_limit
+        concurrency=args.concurrency,
+        prefetch=args.prefetch,
+        per_user_limit=args.per_user_limit,
+        ack_wait=float(args.ack_wait),
     )
     if args.types:
         options = replace(options, types=args.types)
     return bootstrap.run_worker(settings, options, engine=args.engine)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

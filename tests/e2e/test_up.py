@@ -79,6 +79,15 @@ def test_up_serves_the_api_and_a_second_up_finds_every_task_again(tmp_path: Path
         assert created.status_code == 201, created.text
         task_id = created.json()["id"]
         assert httpx.get(f"{url}/ready").json()["ready"] is True
+        # The worker `up` started runs it, on the offline engine (no OpenAI key here).
+        deadline = time.monotonic() + 60
+        while (
+            task := httpx.get(f"{url}/api/v1/utils/ai-tasks/{task_id}/", headers=headers).json()
+        )["status"] != "completed":
+            assert time.monotonic() < deadline, task
+            time.sleep(0.1)
+        assert task["result_data"]["engine"] == "offline"
+        assert task["result_data"]["summary"] == "Hi."
 
         bob = cli(home, "token", "bob").stdout.strip()
         bobs = httpx.get(
@@ -112,6 +121,7 @@ def test_the_cli_says_plainly_what_is_wrong(tmp_path: Path) -> None:
         "no JWT secret": cli(tmp_path, "token", "alice"),
         "no database": cli(tmp_path, "audit", "not-a-uuid"),
         "must be between 1 and 65535": cli(tmp_path, "up", "--port", "99999"),
+        "unknown task type(s) poems": cli(tmp_path, "worker", "--types", "summary,poems"),
     }
     for message, outcome in outcomes.items():
         assert outcome.returncode == 2, outcome.stderr

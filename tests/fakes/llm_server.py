@@ -1,0 +1,157 @@
+"""An OpenAI-compatible chat completions server on loopback: streaming, usage, and scripted
+failures (429 with Retry-After, 500, slow streams) for tests of the LLM path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from tests.fakes.http import LoopbackServer, Request, Response
+
+MODEL = "fake-gpt"
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str | None = None  # None: an answer derived from the prompt
+    chunk_delay: float = 0.0
+    words_per_chunk: int = 1
+    usage: bool = True
+
+
+@dataclass(frozen=True)
+class Status:
+    code: int
+    retry_after: float | None = None
+
+
+def reply(text: str | None = None, *, chunk_delay: float = 0.0, words_per_chunk: int = 1) -> Reply:
+    return Reply(text, chunk_delay, words_per_chunk)
+
+
+def slow(seconds_per_chunk: float = 0.2, text: str | None = None) -> Reply:
+    return Reply(text or " ".join(["slow"] * 500), seconds_per_chunk)
+
+
+def status(code: int, retry_after: float | None = None) -> Status:
+    return Status(code, retry_after)
+
+
+class FakeLlm:
+    """The server's state: scripted behaviours (first in, first out; default: reply)."""
+
+    def __init__(self) -> None:
+        self.server = LoopbackServer(self._handle)
+        self._script: deque[Reply | Status] = deque()
+        self.completions: list[dict] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.server.base_url}/v1"
+
+    @property
+    def open_streams(self) -> int:
+        return self.server.open_streams
+
+    @property
+    def streams_cut_by_client(self) -> int:
+        return self.server.streams_cut_by_client
+
+    def script(self, *behaviours: Reply | Status) -> None:
+        self._script.extend(behaviours)
+
+    async def _handle(self, request: Request) -> Response:
+        if request.path.endswith("/models"):
+            return _json(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+        if not request.path.endswith("/chat/completions") or request.method != "POST":
+            return _json(404, {"error": {"message": "not found"}})
+        if request.headers.get("authorization", "") != "Bearer test-key":
+            return _json(
+                401, {"error": {"message": "Incorrect API key", "type": "invalid_request_error"}}
+            )
+        body = request.json()
+        self.completions.append(body)
+        behaviour = self._script.popleft() if self._script else Reply()
+        if isinstance(behaviour, Status):
+            headers = (
+                {"Retry-After": f"{behaviour.retry_after:g}"}
+                if behaviour.retry_after is not None
+                else {}
+            )
+            return _json(
+                behaviour.code, {"error": {"message": f"scripted {behaviour.code}"}}, headers
+            )
+        prompt = body["messages"][-1]["content"]
+        text = behaviour.text if behaviour.text is not None else _answer(prompt)
+        if not body.get("stream"):
+            return _json(200, _completion(text, prompt))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return Response(
+            200,
+            {"Content-Type": "text/event-stream"},
+            stream=_sse(text, prompt, behaviour, include_usage and behaviour.usage),
+        )
+
+
+def _answer(prompt: str) -> str:
+    words = [w.strip(".,:;") for w in prompt.split() if len(w) > 3][:12]
+    return "# Model answer\n\nThe model read: " + " ".join(words) + ". That is all it says."
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+async def _sse(
+    text: str, prompt: str, behaviour: Reply, include_usage: bool
+) -> AsyncIterator[bytes]:
+    words = text.split(" ")
+    created = int(time.time())
+    for start in range(0, len(words), behaviour.words_per_chunk):
+        piece = " ".join(words[start : start + behaviour.words_per_chunk])
+        if start:
+            piece = " " + piece
+        chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+                 "model": MODEL, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}  # fmt: skip
+        yield f"data: {json.dumps(chunk)}\n\n".encode()
+        if behaviour.chunk_delay:
+            await asyncio.sleep(behaviour.chunk_delay)
+    end = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": MODEL,
+           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}  # fmt: skip
+    yield f"data: {json.dumps(end)}\n\n".encode()
+    if include_usage:
+        usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": MODEL,
+                 "choices": [], "usage": _usage(prompt, text)}  # fmt: skip
+        yield f"data: {json.dumps(usage)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+def _usage(prompt: str, text: str) -> dict[str, int]:
+    prompt_tokens, completion_tokens = _tokens(prompt), _tokens(text)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+
+
+def _completion(text: str, prompt: str) -> dict:
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": _usage(prompt, text)}  # fmt: skip
+
+
+def _json(code: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        code, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body).encode()
+    )
+
+
+@asynccontextmanager
+async def serve_llm() -> AsyncIterator[FakeLlm]:
+    """A fake OpenAI-compatible API on a free loopback port; the key it accepts is `test-key`."""
+    fake = FakeLlm()
+    async with fake.server:
+        yield fake
