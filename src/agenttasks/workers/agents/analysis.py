@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 from agenttasks.workers.agents.common import ask_model, engine_fields
-from agenttasks.workers.analysis import analyse
+from agenttasks.workers.analysis import DataError, analyse
 from agenttasks.workers.context import AgentContext
+from agenttasks.workers.errors import AgentError
 
 SYSTEM = (
     "You explain statistics to a non-specialist in a short paragraph. Use only the figures "
@@ -19,7 +20,11 @@ SYSTEM = (
 async def run(ctx: AgentContext) -> dict[str, Any]:
     config = ctx.config
     await ctx.progress(10, "Computing statistics")
-    figures = await asyncio.to_thread(analyse, config["data"], config["analysis_type"])
+    try:
+        figures = await asyncio.to_thread(analyse, config["data"], config["analysis_type"])
+    except DataError as error:
+        # The schema admits the shape; only the analysis sees that nothing in it is numeric.
+        raise AgentError("invalid_input", str(error)) from None
     result: dict[str, Any] = {**figures}
     if ctx.llm is not None:
         await ctx.progress(60, "Writing the narrative")
