@@ -1,30 +1,45 @@
 """Web pages for agents: httpx to fetch, trafilatura to extract, and a guard against SSRF.
 
-Every host is resolved once and every address it resolves to must be public (address_guard),
-unless the host is listed in AGENTTASKS_FETCH_ALLOWED_HOSTS. The request then goes to the
-checked address itself (no second lookup a DNS rebinding could answer differently), with the
-name kept in the Host header and TLS SNI. Redirects are followed by hand, each one checked the
-same way. One deadline covers the whole fetch; the body is read up to a byte cap.
+Every host is resolved once and every address it resolves to must be public (fetch_guard),
+unless the host is listed in AGENTTASKS_FETCH_ALLOWED_HOSTS. The request then goes to a
+checked address itself (no second lookup that DNS rebinding could answer differently), with
+the name kept in the Host header and in TLS SNI and certificate checks. Redirects are followed
+by hand and each new host is judged on its own: allowing a host by name allows that name only,
+so an allowed host cannot redirect a fetch into another non-public address. One deadline
+covers the download (extraction, a thread that cannot be interrupted, runs after it); the body
+is read up to a byte cap. Extraction itself is in fetch_extract.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Iterable
-from configparser import ConfigParser
 from dataclasses import dataclass
-from functools import cache
+from datetime import UTC
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
 
-from agenttasks.workers.address_guard import is_public
+from agenttasks.workers.fetch_extract import Download, extract
+from agenttasks.workers.fetch_guard import (
+    Resolver,
+    allowed_hosts_from_env,
+    normalized_hosts,
+    refused_addresses,
+    system_resolver,
+)
+
+__all__ = ["FetchError", "Fetcher", "Page", "allowed_hosts_from_env", "retry_after_seconds"]
 
 ACCEPTED_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 _REDIRECTS = (301, 302, 303, 307, 308)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -36,17 +51,34 @@ class Page:
 
 
 class FetchError(Exception):
-    """A URL that gave nothing usable; the message names it and says why."""
+    """A URL that gave nothing usable; the message names it and says why in a sentence.
+
+    kind: refused | timeout | too_large | content_type | http_status | network | empty.
+    """
 
     def __init__(
-        self, url: str, kind: str, message: str, *, transient: bool = False,
+        self,
+        url: str,
+        kind: str,
+        reason: str,
+        *,
+        transient: bool = False,
         retry_after: float | None = None,
-    ) -> None:  # fmt: skip
-        super().__init__(f"{url}: {message}")
-        self.url = url
-        self.kind = kind
-        self.transient = transient
-        self.retry_after = retry_after
+        final_url: str | None = None,
+    ) -> None:
+        self.url, self.kind, self.reason = url, kind, reason
+        self.transient, self.retry_after = transient, retry_after
+        self.final_url = final_url or url
+        where = url if self.final_url == url else f"{url} (redirected to {self.final_url})"
+        super().__init__(f"Could not fetch {where}: {reason}.")
+
+
+class _Failed(Exception):
+    """A FetchError before the fetch knows which URL of its redirect trail it belongs to."""
+
+    def __init__(self, kind: str, reason: str, **advice: Any) -> None:
+        super().__init__(kind, reason)
+        self.advice = advice  # transient, retry_after
 
 
 class Fetcher:
@@ -59,102 +91,139 @@ class Fetcher:
         max_bytes: int = 5_000_000,
         timeout: float = 15.0,
         max_redirects: int = 5,
-        user_agent: str = "agenttasks/0.1 (+https://github.com/agenttasks)",
+        user_agent: str = "agenttasks/0.1",
+        resolver: Resolver = system_resolver,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
-        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+        self.allowed_hosts = normalized_hosts(allowed_hosts)
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.max_redirects = max_redirects
+        self._resolve = resolver
         self._client = httpx.AsyncClient(
             trust_env=False,
             follow_redirects=False,
+            verify=verify,
             timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": user_agent, "Accept": "text/html, text/plain;q=0.8"},
+            # Connections are pooled by the address the URL names, which is the vetted IP: a
+            # kept-alive TLS connection could serve another host name on that IP with the first
+            # one's SNI and certificate. So no connection outlives its response.
+            limits=httpx.Limits(max_keepalive_connections=0),
+            headers={
+                "User-Agent": user_agent,
+                "Accept": "text/html, application/xhtml+xml, text/plain;q=0.8",
+            },
         )
 
     async def aclose(self) -> None:
+        """Closes every connection."""
         await self._client.aclose()
 
     async def fetch(self, url: str) -> Page:
         """The page's main text; FetchError when there is nothing usable."""
+        trail = [url]
         try:
-            async with asyncio.timeout(self.timeout):
-                final_url, body, content_type = await self._download(url)
-        except TimeoutError:
-            raise FetchError(
-                url, "timeout", f"no complete answer within {self.timeout:g} s", transient=True
-            ) from None
-        return await asyncio.to_thread(_extract, final_url, body, content_type)
-
-    async def _download(self, url: str) -> tuple[str, bytes, str]:
-        current = url
-        for _ in range(self.max_redirects + 1):
-            parsed = _parse(current)
-            address = await self._vetted_address(parsed)
-            request = self._client.build_request(
-                "GET",
-                parsed.copy_with(host=address),
-                headers={"Host": _host_header(parsed)},
-                extensions={"sni_hostname": parsed.host} if parsed.scheme == "https" else {},
-            )
             try:
-                response = await self._client.send(request, stream=True)
-            except httpx.HTTPError as error:
-                raise FetchError(
-                    current, "network", f"{type(error).__name__}: {error}", transient=True
+                async with asyncio.timeout(self.timeout):
+                    download = await self._download(trail)
+            except TimeoutError:
+                raise _Failed(
+                    "timeout", f"no complete answer came within {self.timeout:g} s", transient=True
                 ) from None
+            title, text = await asyncio.to_thread(extract, download)
+        except _Failed as failed:
+            raise FetchError(url, *failed.args, final_url=trail[-1], **failed.advice) from None
+        if not text:
+            raise FetchError(url, "empty", "it has no readable text", final_url=trail[-1])
+        return Page(url=trail[-1], title=title, text=text, chars=len(text))
+
+    async def _download(self, trail: list[str]) -> Download:
+        for _ in range(self.max_redirects + 1):
+            target = _parse(trail[-1])
+            addresses = await self._vetted_addresses(target)
+            response = await self._open(target, addresses)
             try:
                 if response.status_code in _REDIRECTS and "location" in response.headers:
-                    current = urljoin(current, response.headers["location"])
+                    trail.append(urljoin(trail[-1], response.headers["location"]))
                     continue
-                _check_status(current, response)
-                content_type = (
-                    response.headers.get("content-type", "").split(";")[0].strip().lower()
-                )
+                _check_status(response)
+                content_type = _media_type(response)
                 if content_type not in ACCEPTED_TYPES:
-                    raise FetchError(
-                        current,
-                        "content_type",
-                        f"is {content_type or 'of no stated type'}, not HTML or text",
-                    )
-                return current, await self._read(current, response), content_type
+                    stated = content_type or "of no stated type"
+                    raise _Failed("content_type", f"it is {stated}, not HTML or plain text")
+                body = await self._read(response)
+                return Download(trail[-1], body, content_type, response.charset_encoding)
+            except httpx.HTTPError as error:
+                raise _network_failure(error) from None
             finally:
                 await response.aclose()
-        raise FetchError(url, "too_many_redirects", f"more than {self.max_redirects} redirects")
+        raise _Failed("refused", f"it redirects more than {self.max_redirects} times")
 
-    async def _vetted_address(self, url: httpx.URL) -> str:
-        host = url.host.lower()
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, url.port or (443 if url.scheme == "https" else 80), type=socket.SOCK_STREAM
+    async def _vetted_addresses(self, url: httpx.URL) -> list[str]:
+        """The host's addresses, all of them public unless the host is allowed by name."""
+        host = url.raw_host.decode("ascii").lower()
+        literal = _ip_literal(host)
+        if literal is not None:
+            addresses = [literal]
+        else:
+            addresses = await self._resolved(host, url.port or _DEFAULT_PORTS[url.scheme])
+        if host.rstrip(".") not in self.allowed_hosts and (refused := refused_addresses(addresses)):
+            found = (
+                f"{host} is not a public address"
+                if literal
+                else f"{host} resolves to a non-public address ({', '.join(refused)})"
             )
-        except socket.gaierror as error:
-            raise FetchError(
-                str(url), "network", f"cannot resolve {host}: {error.strerror}", transient=True
-            ) from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        if host not in self.allowed_hosts:
-            refused = [a for a in addresses if not is_public(a)]
-            if refused or not addresses:
-                raise FetchError(
-                    str(url),
-                    "refused",
-                    f"{host} resolves to a non-public address ({', '.join(refused)}); "
-                    "list it in AGENTTASKS_FETCH_ALLOWED_HOSTS to allow it",
-                )
-        return addresses[0]
+            raise _Failed(
+                "refused",
+                f"{found}; only public addresses are fetched unless the host is listed in "
+                "AGENTTASKS_FETCH_ALLOWED_HOSTS",
+            )
+        return addresses
 
-    async def _read(self, url: str, response: httpx.Response) -> bytes:
+    async def _resolved(self, host: str, port: int) -> list[str]:
+        try:
+            addresses = await self._resolve(host, port)
+        except OSError as error:
+            unknown = isinstance(error, socket.gaierror) and error.errno == socket.EAI_NONAME
+            reason = error.strerror or str(error)
+            raise _Failed(
+                "network", f"{host} could not be resolved ({reason})", transient=not unknown
+            ) from None
+        if not addresses:
+            raise _Failed("network", f"{host} could not be resolved (no address)", transient=True)
+        return addresses
+
+    async def _open(self, url: httpx.URL, addresses: list[str]) -> httpx.Response:
+        """The response from the first of the host's vetted addresses that takes a connection."""
+        name = url.raw_host.decode("ascii")
+        host_header = f"[{name}]" if ":" in name else name
+        headers = {"Host": f"{host_header}:{url.port}" if url.port else host_header}
+        extensions = {"sni_hostname": name} if url.scheme == "https" else {}
+        failure: httpx.HTTPError | None = None
+        for address in addresses:
+            request = self._client.build_request(
+                "GET", url.copy_with(host=address), headers=headers, extensions=extensions
+            )
+            try:
+                return await self._client.send(request, stream=True)
+            except httpx.ConnectError as error:
+                failure = error  # this address refused; the host may answer on its next one
+            except httpx.HTTPError as error:
+                raise _network_failure(error) from None
+        assert failure is not None
+        raise _network_failure(failure)
+
+    async def _read(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            raise FetchError(
-                url, "too_large", f"is {int(declared):,} bytes; the limit is {self.max_bytes:,}"
+            raise _Failed(
+                "too_large", f"it is {int(declared):,} bytes, over the limit of {self.max_bytes:,}"
             )
         chunks, size = [], 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > self.max_bytes:
-                raise FetchError(url, "too_large", f"is over the limit of {self.max_bytes:,} bytes")
+                raise _Failed("too_large", f"it is over the limit of {self.max_bytes:,} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -163,66 +232,67 @@ def _parse(url: str) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as error:
-        raise FetchError(url, "invalid_url", f"is not a valid URL ({error})") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise FetchError(url, "invalid_url", "only http and https URLs with a host can be fetched")
+        raise _Failed("refused", f"it is not a valid URL ({error})") from None
+    if parsed.scheme not in ("http", "https"):
+        raise _Failed("refused", "only http and https URLs are fetched")
+    if not parsed.host:
+        raise _Failed("refused", "the URL names no host")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise _Failed("refused", f"{parsed.port} is not a port number")
     return parsed
 
 
-def _host_header(url: httpx.URL) -> str:
-    host = f"[{url.host}]" if ":" in url.host else url.host
-    return f"{host}:{url.port}" if url.port else host
+def _ip_literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
-def _check_status(url: str, response: httpx.Response) -> None:
+def _media_type(response: httpx.Response) -> str:
+    return str(response.headers.get("content-type", "")).split(";")[0].strip().lower()
+
+
+def _check_status(response: httpx.Response) -> None:
     status = response.status_code
     if status < 400:
         return
-    retry_after = _retry_after(response.headers.get("retry-after"))
-    transient = status == 429 or status >= 500
-    raise FetchError(
-        url, "http_status", f"answered HTTP {status}", transient=transient, retry_after=retry_after
-    )
+    answered = f"the server answered HTTP {status} {response.reason_phrase}".rstrip()
+    if status in (429, 503):
+        retry_after = retry_after_seconds(response.headers.get("retry-after"))
+        if retry_after is not None:
+            answered += f" and asked to wait {retry_after:g} s"
+            raise _Failed("http_status", answered, transient=True, retry_after=retry_after)
+    raise _Failed("http_status", answered, transient=status == 429 or status >= 500)
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
+def _network_failure(error: httpx.HTTPError) -> _Failed:
+    detail = str(error) or type(error).__name__
+    if isinstance(error, httpx.TimeoutException):
+        return _Failed("timeout", f"the connection timed out ({detail})", transient=True)
+    if _caused_by(error, ssl.SSLCertVerificationError):  # a retry meets the same certificate
+        return _Failed("network", f"its TLS certificate was not accepted ({detail})")
+    return _Failed("network", f"the connection failed ({detail})", transient=True)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from `now`: delta-seconds or an HTTP date; None if unreadable."""
+    value = (value or "").strip()
     if value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    if when.tzinfo is None:  # "-0000": no zone stated; HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _extract(url: str, body: bytes, content_type: str) -> Page:
-    import trafilatura  # ~0.5 s to import: only workers that fetch pay for it
-
-    if content_type == "text/plain":
-        text = body.decode("utf-8", errors="replace").strip()
-        title = text.splitlines()[0][:200] if text else ""
-    else:
-        document = trafilatura.bare_extraction(
-            body, url=url, include_comments=False, with_metadata=True, config=extraction_config()
-        )
-        text = (getattr(document, "text", None) or "").strip()
-        title = (getattr(document, "title", None) or "").strip()
-    if not text:
-        raise FetchError(url, "empty", "has no text that could be extracted")
-    return Page(url=url, title=title, text=text, chars=len(text))
-
-
-@cache
-def extraction_config() -> ConfigParser:
-    """trafilatura's settings, lowered for short pages (NOTES: else it returns boilerplate)."""
-    from trafilatura.settings import use_config
-
-    config = use_config()
-    config.set("DEFAULT", "MIN_EXTRACTED_SIZE", "50")
-    config.set("DEFAULT", "MIN_OUTPUT_SIZE", "10")
-    config.set("DEFAULT", "EXTRACTION_TIMEOUT", "0")  # its signal-based timeout breaks in threads
-    return config
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
