@@ -108,6 +108,10 @@ class LoopbackServer:
         finally:
             for task in (hung_up, sending):
                 task.cancel()
+            # Wait for the cancelled read to let go of the reader: the next request on this
+            # keep-alive connection reads from it (else "readuntil() called while another
+            # coroutine is already waiting").
+            await asyncio.gather(hung_up, sending, return_exceptions=True)
             self.open_streams -= 1
 
 

@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from tests.fakes.http import LoopbackServer, Request, Response
 
@@ -21,25 +22,52 @@ class Reply:
     text: str | None = None  # None: an answer derived from the prompt
     chunk_delay: float = 0.0
     words_per_chunk: int = 1
-    usage: bool = True
+    usage: bool = True  # False: like servers that never report usage
+    error_after: int | None = None  # chunks sent before an error event ends the stream
+    garbage: bool = False  # a stream whose events are not JSON
 
 
 @dataclass(frozen=True)
 class Status:
     code: int
-    retry_after: float | None = None
+    retry_after: float | str | None = None  # a str is sent as is (an HTTP date)
+    retry_after_ms: float | None = None
 
 
-def reply(text: str | None = None, *, chunk_delay: float = 0.0, words_per_chunk: int = 1) -> Reply:
-    return Reply(text, chunk_delay, words_per_chunk)
+@dataclass(frozen=True)
+class ChatRequest:
+    """One POST /v1/chat/completions as the server received it."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool
+    max_tokens: int | None
+    include_usage: bool
+
+
+def reply(
+    text: str | None = None,
+    *,
+    chunk_delay: float = 0.0,
+    words_per_chunk: int = 1,
+    usage: bool = True,
+    error_after: int | None = None,
+) -> Reply:
+    return Reply(text, chunk_delay, words_per_chunk, usage, error_after)
 
 
 def slow(seconds_per_chunk: float = 0.2, text: str | None = None) -> Reply:
     return Reply(text or " ".join(["slow"] * 500), seconds_per_chunk)
 
 
-def status(code: int, retry_after: float | None = None) -> Status:
-    return Status(code, retry_after)
+def garbage() -> Reply:
+    return Reply("garbage", garbage=True)
+
+
+def status(
+    code: int, retry_after: float | str | None = None, *, retry_after_ms: float | None = None
+) -> Status:
+    return Status(code, retry_after, retry_after_ms)
 
 
 class FakeLlm:
@@ -48,7 +76,8 @@ class FakeLlm:
     def __init__(self) -> None:
         self.server = LoopbackServer(self._handle)
         self._script: deque[Reply | Status] = deque()
-        self.completions: list[dict] = []
+        self.completions: list[dict[str, Any]] = []  # the request bodies, as sent
+        self.requests: list[ChatRequest] = []
 
     @property
     def base_url(self) -> str:
@@ -76,16 +105,10 @@ class FakeLlm:
             )
         body = request.json()
         self.completions.append(body)
+        self.requests.append(_chat_request(body))
         behaviour = self._script.popleft() if self._script else Reply()
         if isinstance(behaviour, Status):
-            headers = (
-                {"Retry-After": f"{behaviour.retry_after:g}"}
-                if behaviour.retry_after is not None
-                else {}
-            )
-            return _json(
-                behaviour.code, {"error": {"message": f"scripted {behaviour.code}"}}, headers
-            )
+            return _status(behaviour)
         prompt = body["messages"][-1]["content"]
         text = behaviour.text if behaviour.text is not None else _answer(prompt)
         if not body.get("stream"):
@@ -96,6 +119,27 @@ class FakeLlm:
             {"Content-Type": "text/event-stream"},
             stream=_sse(text, prompt, behaviour, include_usage and behaviour.usage),
         )
+
+
+def _chat_request(body: dict[str, Any]) -> ChatRequest:
+    return ChatRequest(
+        model=body["model"],
+        messages=body["messages"],
+        stream=bool(body.get("stream")),
+        max_tokens=body.get("max_tokens"),
+        include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+    )
+
+
+def _status(behaviour: Status) -> Response:
+    headers: dict[str, str] = {}
+    if behaviour.retry_after is not None:
+        value = behaviour.retry_after
+        headers["Retry-After"] = value if isinstance(value, str) else f"{value:g}"
+    if behaviour.retry_after_ms is not None:
+        headers["retry-after-ms"] = f"{behaviour.retry_after_ms:g}"
+    error = {"message": f"scripted {behaviour.code}", "type": "scripted", "code": None}
+    return _json(behaviour.code, {"error": error}, headers)
 
 
 def _answer(prompt: str) -> str:
@@ -110,9 +154,16 @@ def _tokens(text: str) -> int:
 async def _sse(
     text: str, prompt: str, behaviour: Reply, include_usage: bool
 ) -> AsyncIterator[bytes]:
+    if behaviour.garbage:
+        yield b"data: this is not json\n\n"
+        return
     words = text.split(" ")
     created = int(time.time())
-    for start in range(0, len(words), behaviour.words_per_chunk):
+    for number, start in enumerate(range(0, len(words), behaviour.words_per_chunk)):
+        if number == behaviour.error_after:
+            error = {"error": {"message": "the model crashed mid-answer", "type": "server_error"}}
+            yield f"data: {json.dumps(error)}\n\n".encode()
+            return
         piece = " ".join(words[start : start + behaviour.words_per_chunk])
         if start:
             piece = " " + piece
@@ -137,13 +188,13 @@ def _usage(prompt: str, text: str) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
 
 
-def _completion(text: str, prompt: str) -> dict:
+def _completion(text: str, prompt: str) -> dict[str, Any]:
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": MODEL,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": _usage(prompt, text)}  # fmt: skip
 
 
-def _json(code: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+def _json(code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(
         code, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body).encode()
     )

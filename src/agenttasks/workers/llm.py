@@ -7,11 +7,24 @@ decides what happens next.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from email.utils import parsedate_to_datetime
+from typing import Literal, Protocol
 
 import openai
+
+from agenttasks.settings import Settings
+
+ErrorKind = Literal[
+    "rate_limited", "server_error", "timeout", "network", "auth", "bad_request", "empty"
+]
+
+# The variables model_from_env reads; Settings validates them, as for every other setting.
+ENV_KEYS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AGENTTASKS_MODEL", "AGENTTASKS_LLM_TIMEOUT")
 
 
 @dataclass(frozen=True)
@@ -23,23 +36,31 @@ class Usage:
 @dataclass(frozen=True)
 class Completion:
     text: str
-    model: str
+    model: str  # as the server named it (it may resolve an alias)
     usage: Usage | None  # None when the server does not report it
+    finish_reason: str | None = None  # "length": cut off at max_tokens
 
 
 class LlmError(Exception):
     """A model call that failed; `transient` ones may succeed when retried."""
 
     def __init__(
-        self, kind: str, message: str, *, transient: bool, retry_after: float | None = None
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        transient: bool,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.kind: ErrorKind = kind
         self.transient = transient
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # seconds the server asked us to wait, if it said
 
 
 class LanguageModel(Protocol):
+    """A chat model that streams its answer; OpenAIModel, or a fake of this interface."""
+
     engine: str
     model: str
 
@@ -71,6 +92,7 @@ class OpenAIModel:
         """The model's answer; each piece of text goes to `on_text` as it streams."""
         pieces: list[str] = []
         usage: Usage | None = None
+        finish_reason: str | None = None
         model = self.model
         try:
             stream = await self._client.chat.completions.create(
@@ -79,70 +101,108 @@ class OpenAIModel:
                     {"role": "system", "content": system},
                     {"role": "user", "content": prompt},
                 ],
-                max_tokens=max_tokens,
+                # Omitted rather than null: some compatible servers reject an explicit null.
+                max_tokens=openai.omit if max_tokens is None else max_tokens,
                 stream=True,
                 stream_options={"include_usage": True},
             )
-            # `async with` closes the HTTP response however this ends, cancellation included.
+            # `async with` closes the HTTP response however this ends, cancellation included,
+            # so the server stops generating (and billing) for an answer nobody reads.
             async with stream:
                 async for chunk in stream:
                     model = chunk.model or model
                     if chunk.usage is not None:
                         usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                     for choice in chunk.choices:
+                        finish_reason = choice.finish_reason or finish_reason
                         delta = choice.delta.content if choice.delta else None
                         if delta:
                             pieces.append(delta)
                             if on_text is not None:
                                 on_text(delta)
-        except openai.APIError as error:
-            raise _as_llm_error(error) from None
-        except (OSError, ValueError) as error:  # the stream broke off, or was not a stream
-            raise LlmError("network", f"the model stream broke: {error}", transient=True) from None
+        except openai.OpenAIError as error:
+            raise as_llm_error(error) from None
+        except json.JSONDecodeError as error:  # an event that is not JSON: not a compatible API
+            raise LlmError(
+                "server_error", f"the model API sent a malformed stream: {error}", transient=True
+            ) from None
         text = "".join(pieces)
         if not text.strip():
             raise LlmError("empty", f"the model {model} returned no text", transient=True)
-        return Completion(text=text, model=model, usage=usage)
+        return Completion(text=text, model=model, usage=usage, finish_reason=finish_reason)
 
     async def aclose(self) -> None:
+        """Closes the HTTP connections the client keeps."""
         await self._client.close()
 
 
-def _as_llm_error(error: openai.APIError) -> LlmError:
+def model_from_settings(settings: Settings) -> LanguageModel | None:
+    """The configured OpenAI-compatible model, or None (no key): then the offline engine works."""
+    if settings.openai_api_key is None:
+        return None
+    return OpenAIModel(
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        model=settings.model,
+        timeout=float(settings.llm_timeout),
+    )
+
+
+def model_from_env(env: Mapping[str, str]) -> LanguageModel | None:
+    """The model the OPENAI_* / AGENTTASKS_MODEL / AGENTTASKS_LLM_TIMEOUT variables describe."""
+    # Only the model's variables: a bad unrelated setting must not hide the model's own.
+    return model_from_settings(Settings.from_env({k: env[k] for k in ENV_KEYS if k in env}))
+
+
+def as_llm_error(error: openai.OpenAIError) -> LlmError:
+    """Any openai exception as an LlmError, with a message a person can read."""
     if isinstance(error, openai.APITimeoutError):
         return LlmError("timeout", "the model did not answer in time", transient=True)
     if isinstance(error, openai.APIConnectionError):
-        return LlmError("network", f"cannot reach the model: {error}", transient=True)
+        return LlmError("network", f"cannot reach the model API: {error}", transient=True)
     if isinstance(error, openai.APIStatusError):
-        status = error.status_code
-        message = f"the model API answered HTTP {status}: {_short(error)}"
-        if status == 429:
-            return LlmError(
-                "rate_limited", message, transient=True, retry_after=_retry_after(error)
-            )
-        if status >= 500:
-            return LlmError(
-                "server_error", message, transient=True, retry_after=_retry_after(error)
-            )
-        if status in (401, 403):
-            return LlmError("auth", message, transient=False)
-        return LlmError("bad_request", message, transient=False)
-    return LlmError("network", f"the model stream broke: {error}", transient=True)
+        return _status_error(error)
+    if isinstance(error, openai.APIError):  # an error event inside the stream
+        return LlmError("server_error", f"the model API failed mid-answer: {error}", transient=True)
+    # Raised before any request (a missing key, an unusable setting): retrying cannot help.
+    return LlmError("bad_request", f"the model client failed: {error}", transient=False)
+
+
+def _status_error(error: openai.APIStatusError) -> LlmError:
+    status = error.status_code
+    message = f"the model API answered HTTP {status}: {str(error.message)[:300]}"
+    if status == 429:
+        return LlmError("rate_limited", message, transient=True, retry_after=_retry_after(error))
+    if status >= 500:
+        return LlmError("server_error", message, transient=True, retry_after=_retry_after(error))
+    if status == 408:
+        return LlmError("timeout", message, transient=True)
+    if status == 409:  # OpenAI's "another request holds a lock": retryable by its own docs
+        return LlmError("server_error", message, transient=True)
+    if status in (401, 403):
+        return LlmError("auth", message, transient=False)
+    return LlmError("bad_request", message, transient=False)
 
 
 def _retry_after(error: openai.APIStatusError) -> float | None:
+    """Seconds from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
     headers = error.response.headers
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
+    if (ms := _number(headers.get("retry-after-ms"))) is not None:
+        return ms / 1000
     value = headers.get("retry-after")
+    if value is None:
+        return None
+    if (seconds := _number(value)) is not None:
+        return seconds
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
         return None
 
 
-def _short(error: openai.APIStatusError) -> str:
-    return str(error.message)[:300]
+def _number(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) and number >= 0 else None
