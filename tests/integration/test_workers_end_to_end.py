@@ -213,6 +213,19 @@ async def test_custom_chain_passes_outputs_from_step_to_step(database_url, nats_
     assert history.count("progress") >= 4
 
 
+async def test_a_custom_analyze_step_without_numbers_fails_saying_why(
+    database_url, nats_server
+) -> None:
+    async with world(database_url, nats_server) as (stack, _, _):
+        steps = [{"action": "analyze", "input": '{"city": ["Oslo", "Bergen"]}'}]
+        task_id = create(stack, "custom", {"steps": steps})
+        done = await finished(stack, task_id)
+        history = kinds(stack, task_id)
+    assert (done.status, done.error_kind) == ("failed", "invalid_input")
+    assert "no numeric values" in done.error_message
+    assert "retried" not in history
+
+
 async def test_a_failed_source_is_an_error_update_and_the_task_goes_on(
     database_url, nats_server
 ) -> None:

@@ -34,6 +34,7 @@ async def running_worker(
     allowed_hosts: Iterable[str] = ("127.0.0.1",),
     engine: str = "auto",
     watchdog_every: float = 0.2,
+    agents: dict[str, Any] | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker with short leases (tests wait for redeliveries) and a watchdog."""
     options = options or WorkerOptions(ack_wait=2.0)
@@ -44,7 +45,7 @@ async def running_worker(
     worker = Worker(
         commands,
         bus,
-        agents_for(engine),
+        {**agents_for(engine), **(agents or {})},
         llm=llm,
         fetcher=fetcher,
         options=options,

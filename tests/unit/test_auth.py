@@ -50,6 +50,8 @@ def test_a_minted_token_speaks_for_its_user_and_role() -> None:
         (encode({"sub": "alice"}), "`exp`"),
         (encode({"exp": later()}), "`sub`"),
         (encode({"sub": "", "exp": later()}), "sub"),
+        (encode({"sub": "al\x00ice", "exp": later()}), "printable"),
+        (encode({"sub": "a" * 201, "exp": later()}), "at most 200"),
         ("not-a-token", "not valid"),
         ("", "not valid"),
     ],

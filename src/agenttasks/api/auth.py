@@ -38,6 +38,9 @@ def mint_token(secret: str, user: str, *, admin: bool = False, ttl: int = 86_400
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+MAX_USER_CHARS = 200
+
+
 def verify_token(secret: str, token: str) -> Actor:
     """The actor a token speaks for; InvalidToken when it is expired, forged or malformed."""
     try:
@@ -53,6 +56,11 @@ def verify_token(secret: str, token: str) -> Actor:
     user, roles = claims.get("sub"), claims.get("roles", [])
     if not isinstance(user, str) or not user:
         raise InvalidToken("the token's `sub` claim must be a non-empty string")
+    if len(user) > MAX_USER_CHARS or not user.isprintable():
+        # The user id is stored in events and read models; Postgres text cannot hold NUL.
+        raise InvalidToken(
+            f"the token's `sub` claim must be printable and at most {MAX_USER_CHARS} characters"
+        )
     return Actor(user, is_admin=isinstance(roles, list) and "admin" in roles)
 
 

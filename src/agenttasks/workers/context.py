@@ -13,13 +13,21 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+import msgspec
+
 from agenttasks.application.tasks import TaskCommands, Written
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.domain.task import Task
+from agenttasks.workers.errors import AgentError
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.llm import LanguageModel, Usage
 
 PARTIAL_EVERY = 0.25  # seconds between partial-result events while text streams
+
+# A result is one event: it travels through one Postgres insert, one NATS message (max_payload
+# 4 MB) and every projector. Inserts of a megabyte or more were measured to stall psycopg's
+# pipeline mode (which the event store uses) on these machines, so results stay well below.
+MAX_RESULT_BYTES = 256 * 1024
 
 
 class AttemptOver(Exception):
@@ -115,7 +123,14 @@ class AgentContext:
         await self._flush()
 
     async def complete(self, result: dict[str, Any], message: str = "") -> Written:
-        """Completes the attempt with its result."""
+        """Completes the attempt with its result; one too large to store fails the attempt."""
+        size = len(msgspec.json.encode(result))
+        if size > MAX_RESULT_BYTES:
+            raise AgentError(
+                "result_too_large",
+                f"the result is {size:,} bytes of JSON; a result may be at most "
+                f"{MAX_RESULT_BYTES:,} bytes",
+            )
         await self.end_stream()
         return await self._write(lambda t: t.complete(self.attempt, result, message))
 

@@ -13,13 +13,17 @@ import re
 from typing import Any
 
 from agenttasks.workers.agents.common import ask_model, engine_fields
-from agenttasks.workers.analysis import analyse
+from agenttasks.workers.analysis import DataError, analyse
 from agenttasks.workers.context import AgentContext
 from agenttasks.workers.errors import AgentError
 from agenttasks.workers.fetch import FetchError
 from agenttasks.workers.offline.drafting import draft
 from agenttasks.workers.offline.passages import Document, key_findings, relevant_passages
 from agenttasks.workers.offline.summarize import summarize
+
+# Later steps get each output whole; the result keeps the start of each, so a chain of fetched
+# pages stays well inside a result's size limit. `final` is kept whole.
+STEP_OUTPUT_KEPT = 4000
 
 _REFERENCE = re.compile(r"\{\{\s*(previous|steps\.(\d+))\s*\}\}")
 SYSTEM = "You carry out one step of a larger task. Answer with the step's output only."
@@ -35,11 +39,17 @@ async def run(ctx: AgentContext) -> dict[str, Any]:
         await ctx.progress(100 * index // len(steps), f"Step {index + 1}/{len(steps)}: {name}")
         output = await _run_step(ctx, step, outputs)
         outputs.append(output)
-        done.append({"name": name, "action": step["action"], "output": output})
+        done.append({"name": name, "action": step["action"], **_kept(output)})
         await ctx.note(
             f"Step {index + 1} done: {name}", {"step": index + 1, "output": output[:2000]}
         )
     return {"steps": done, "final": outputs[-1], **engine_fields(ctx)}
+
+
+def _kept(output: str) -> dict[str, Any]:
+    if len(output) <= STEP_OUTPUT_KEPT:
+        return {"output": output}
+    return {"output": output[:STEP_OUTPUT_KEPT], "truncated": True, "output_chars": len(output)}
 
 
 async def _run_step(ctx: AgentContext, step: dict[str, Any], outputs: list[str]) -> str:
@@ -72,7 +82,10 @@ async def _run_step(ctx: AgentContext, step: dict[str, Any], outputs: list[str])
             return "\n".join(f"- {p.text}" for p in found)
         return "\n".join(f"- {s}" for s in await asyncio.to_thread(key_findings, docs, 5))
     if action == "analyze":
-        figures = await asyncio.to_thread(analyse, _data_of(step, text), "statistical")
+        try:
+            figures = await asyncio.to_thread(analyse, _data_of(step, text), "statistical")
+        except DataError as error:
+            raise AgentError("invalid_input", f"analyze step: {error}") from None
         return json.dumps(figures)
     if action == "generate":
         topic = instruction or text[:200] or "the topic"
