@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
-import httpx
 import pytest
 
 from agenttasks.api.auth import mint_token
@@ -16,6 +14,7 @@ from agenttasks.application.tasks import TaskCommands
 from agenttasks.bus.messages import STREAM
 from agenttasks.servers.nats import EmbeddedNats
 from tests.integration.api_client import SECRET, Api, bearer, running_api
+from tests.integration.live_harness import read_sse, running_live_api
 from tests.waiting import wait_until
 
 BASE = "/api/v1/utils"
@@ -32,23 +31,6 @@ async def new_task(api: Api) -> UUID:
     body = {"title": "streamed", "task_type": "summary", "task_config": {"content": "x"}}
     response = await api.client.post(f"{BASE}/ai-tasks/", json=body, headers=ALICE)
     return UUID(response.json()["id"])
-
-
-async def read_sse(response: httpx.Response, into: list[dict[str, Any]], frames: list[str]) -> None:
-    """Collects each message (id, data) and each raw frame until the server ends the stream."""
-    message: dict[str, Any] = {}
-    async for line in response.aiter_lines():
-        if line.startswith(":"):
-            frames.append(line)
-        elif line.startswith("id: "):
-            message["id"] = int(line[4:])
-        elif line.startswith("event:"):
-            frames.append(line)
-        elif line.startswith("data: "):
-            message["data"] = json.loads(line[6:])
-        elif line == "" and message:
-            into.append(message)
-            message = {}
 
 
 async def test_a_stream_sends_history_then_live_updates_and_ends_with_the_task(api: Api) -> None:
@@ -132,24 +114,46 @@ async def test_the_token_may_come_in_the_query_and_another_users_task_is_404(api
     assert (await api.client.get(f"{BASE}/tasks/{task_id}/stream/")).status_code == 401
 
 
-async def test_an_idle_stream_sends_keep_alive_comments_and_a_dropped_client_frees_its_consumer(
-    api: Api, nats_server: EmbeddedNats
+async def test_an_idle_stream_sends_keep_alive_comments_and_a_dropped_client_frees_its_place(
+    database_url: str, nats_server: EmbeddedNats
 ) -> None:
+    async with running_live_api(database_url, nats_server) as live:
+        # One consumer for the projector and one for this API process's hub, however many
+        # streams are open.
+        await wait_until_async(lambda: stream_consumers(nats_server), 2)
+        task_id = await live.new_task()
+        frames: list[str] = []
+        urls = [f"{BASE}/tasks/{task_id}/stream/", f"{BASE}/tasks/stream/"]
+        async with (
+            live.client.stream("GET", urls[0], headers=ALICE) as one,
+            live.client.stream("GET", urls[1], headers=ALICE) as all_tasks,
+        ):
+            readers = [
+                asyncio.create_task(read_sse(one, [], frames)),
+                asyncio.create_task(read_sse(all_tasks, [], [])),
+            ]
+            await wait_until(lambda: any(f.startswith(": keep-alive") for f in frames), 10)
+            assert live.subscribers() == 2
+            assert await stream_consumers(nats_server) == 2, "no consumer per stream"
+            for reader in readers:
+                reader.cancel()
+        await wait_until(lambda: live.subscribers() == 0, 10)
+        assert live.deps.live is not None
+        assert live.deps.live.hub.index_size() == 0
+
+
+async def stream_consumers(nats_server: EmbeddedNats) -> int:
     from agenttasks.bus.connection import connect
 
-    task_id = await new_task(api)
-    frames: list[str] = []
-    async with api.client.stream(
-        "GET", f"{BASE}/tasks/{task_id}/stream/", headers=ALICE
-    ) as response:
-        reader = asyncio.create_task(read_sse(response, [], frames))
-        await wait_until(lambda: any(f.startswith(": keep-alive") for f in frames), 10)
-        reader.cancel()
     bus = await connect(nats_server.url_for("relay"), "check")
     try:
-        deadline = asyncio.get_running_loop().time() + 15
-        while (await bus.js.stream_info(STREAM)).state.consumer_count > 1:  # projector-tasks
-            assert asyncio.get_running_loop().time() < deadline, "the stream's consumer leaked"
-            await asyncio.sleep(0.1)
+        return (await bus.js.stream_info(STREAM)).state.consumer_count
     finally:
         await bus.close()
+
+
+async def wait_until_async(measure: Any, expected: int, within: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while (value := await measure()) != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"{value} != {expected}"
+        await asyncio.sleep(0.05)

@@ -1,47 +1,52 @@
-"""Server-sent events for one task: its history, then every update live, then the end.
+"""Server-sent events: one task's updates, or all of the user's tasks' updates.
 
 Each update is a plain SSE message (no `event:` name, so `EventSource.onmessage` fires) with
-`id:` the event's position and `data:` the bus payload as JSON. A client resumes with the
-`Last-Event-ID` header (EventSource sends it on reconnect) or `?after=`. After an update that
-finishes the task (completed, failed, cancelled) the stream ends; a task retried later is
+`id:` the event's position (global across tasks) and `data:` the bus payload as JSON. A client
+resumes with the `Last-Event-ID` header (EventSource sends it on reconnect) or `?after=`.
+
+One task: its history (or what follows the resume point), then live; after an update that
+finishes the task (completed, failed, cancelled) the stream ends, and a task retried later is
 followed by connecting again with Last-Event-ID.
+
+All tasks: what follows the resume point, then live, for ever; without a resume point it starts
+live. An admin's stream carries every user's tasks, as an admin's task list does.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from litestar import get
+from litestar.exceptions import ServiceUnavailableException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from agenttasks.api.deps import CurrentActor, Deps, TaskId
+from agenttasks.api.deps import ApiDeps, CurrentActor, Deps, TaskId
+from agenttasks.api.live import LiveUpdates
+from agenttasks.api.sse import EventStream
 from agenttasks.application.tasks import TaskNotFound
-from agenttasks.bus.live import Lagging, task_events
-from agenttasks.bus.messages import TaskEvent, encode
+from agenttasks.bus.messages import TaskEvent
 from agenttasks.domain.rules import FINISHED
 
 LastEventId = Annotated[
     str | None, HeaderParameter(name="Last-Event-ID", pattern=r"^[0-9]{1,18}$", required=False)
 ]
 After = Annotated[int | None, QueryParameter(ge=0)]
+SSE_RESPONSES = {
+    200: ResponseSpec(
+        data_container=TaskEvent,
+        media_type="text/event-stream",
+        description="Server-sent events; each message's `data:` is one TaskEvent as JSON",
+        generate_examples=False,
+    )
+}
 
 
 @get(
     "/api/v1/utils/tasks/{task_id:uuid}/stream/",
     tags=["live"],
     media_type="text/event-stream",
-    responses={
-        200: ResponseSpec(
-            data_container=TaskEvent,
-            media_type="text/event-stream",
-            description="Server-sent events; each message's `data:` is one TaskEvent as JSON",
-            generate_examples=False,
-        )
-    },
+    responses=SSE_RESPONSES,
 )
 async def task_stream(
     task_id: TaskId,
@@ -49,28 +54,44 @@ async def task_stream(
     deps: Deps,
     last_event_id: LastEventId = None,
     after: After = None,
-) -> ServerSentEvent:
-    """Streams the task's updates (history, then live) as server-sent events."""
-    if deps.bus is None or await deps.queries.get(actor, task_id) is None:
+) -> EventStream:
+    """Streams one task's updates (history, then live) as server-sent events."""
+    live = _live(deps)
+    if await deps.queries.get(actor, task_id) is None:
         raise TaskNotFound(task_id)
-    start = int(last_event_id) if last_event_id is not None else (after or 0)
-    return ServerSentEvent(_messages(deps, str(task_id), start))
+    start = _resume_point(last_event_id, after) or 0
+    return EventStream(
+        lambda: live.feed(actor, task_id, start), deps.keepalive_seconds, _finishes_task
+    )
 
 
-async def _messages(deps: Deps, task_id: str, after: int) -> AsyncIterator[ServerSentEventMessage]:
-    assert deps.bus is not None
-    async with task_events(deps.bus, task_id, after) as queue:
-        while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), deps.keepalive_seconds)
-            except TimeoutError:
-                # A comment frame: keeps proxies from closing an idle stream and shows a
-                # vanished client sooner (the write fails), without a message in the browser.
-                yield ServerSentEventMessage(comment="keep-alive", data=None)
-                continue
-            if isinstance(item, Lagging):
-                return
-            event: TaskEvent = item
-            yield ServerSentEventMessage(id=event.position, data=encode(event).decode())
-            if event.status in FINISHED:
-                return
+@get(
+    "/api/v1/utils/tasks/stream/",
+    tags=["live"],
+    media_type="text/event-stream",
+    responses=SSE_RESPONSES,
+)
+async def all_tasks_stream(
+    actor: CurrentActor,
+    deps: Deps,
+    last_event_id: LastEventId = None,
+    after: After = None,
+) -> EventStream:
+    """Streams every update of the user's tasks (an admin's: all tasks) as server-sent events."""
+    live = _live(deps)
+    start = _resume_point(last_event_id, after)
+    return EventStream(lambda: live.feed(actor, None, start), deps.keepalive_seconds)
+
+
+def _live(deps: ApiDeps) -> LiveUpdates:
+    if deps.live is None:
+        raise ServiceUnavailableException("live updates are not available (no NATS connection)")
+    return deps.live
+
+
+def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
+    return int(last_event_id) if last_event_id is not None else after
+
+
+def _finishes_task(event: TaskEvent) -> bool:
+    return event.status in FINISHED

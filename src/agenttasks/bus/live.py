@@ -1,55 +1,88 @@
-"""One task's events from the stream: what already happened, then what happens next.
+"""A connection's updates: what it missed (read from a history source), then live from the hub.
 
-An ordered JetStream consumer filtered to the task's subjects delivers the stored history and
-then live events through one channel, in stream order, so there is no gap and no repeat at the
-switch from history to live. Every API replica can serve every stream: nothing comes from
-process memory.
+Positions decide what is new. A feed registers with the hub *before* it reads history, and
+passes an update on only if its position is beyond the last one it passed on. An event
+committed before the history read is in that read; one committed after it is published after
+the registration, so the hub hands it over. Nothing is lost or repeated at the switch from
+history to live. A subscriber that fell behind is recovered the same way: the hub drops its
+buffer, and the feed reads from the history source again from its last position.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections import deque
+from collections.abc import Awaitable, Callable
 
-from nats.js.api import DeliverPolicy
+from agenttasks.bus.hub import Subscriber
+from agenttasks.bus.messages import TaskEvent
 
-from agenttasks.bus.connection import Bus
-from agenttasks.bus.messages import STREAM, TaskEvent, decode, task_subject
-
-QUEUE_LIMIT = 10_000  # a client this far behind is cut off rather than allowed to grow memory
+# cursor -> (the subscriber's updates after the cursor, in position order; the cursor to read
+# on from, or None when the page reached the end of what was committed when it was read).
+HistoryReader = Callable[[int], Awaitable[tuple[list[TaskEvent], int | None]]]
 
 
-class Lagging(RuntimeError):
-    """The reader fell too far behind the stream; it should reconnect with Last-Event-ID."""
+class FeedClosed(RuntimeError):
+    """The feed has ended: the server is shutting down, or the connection went away."""
 
 
-@asynccontextmanager
-async def task_events(bus: Bus, task_id: str, after: int = 0) -> AsyncIterator[asyncio.Queue[Any]]:
-    """A queue of the task's events with position > `after` (history first), until closed.
+class Feed:
+    """Updates after position `after`: history first (when `catch_up`), then live; each once."""
 
-    The queue yields TaskEvent objects, or a Lagging instance if the reader fell behind.
-    """
-    queue: asyncio.Queue[Any] = asyncio.Queue()
+    def __init__(
+        self,
+        subscriber: Subscriber,
+        history: HistoryReader | None,
+        after: int,
+        *,
+        catch_up: bool = True,
+    ) -> None:
+        self.subscriber = subscriber
+        self.last = after  # the position of the last update passed on
+        self._history = history
+        self._cursor = after if history is not None and catch_up else None
+        self._pending: deque[TaskEvent] = deque()
 
-    async def deliver(message: Any) -> None:
-        event = decode(message.data)
-        if not isinstance(event, TaskEvent) or event.position <= after:
-            return
-        if queue.qsize() >= QUEUE_LIMIT:
-            queue.put_nowait(Lagging("the client fell too far behind"))
-            return
-        queue.put_nowait(event)
+    async def next(self, idle_seconds: float) -> TaskEvent | None:
+        """The next update; None after `idle_seconds` (or a wake-up) without one.
 
-    subscription = await bus.js.subscribe(
-        task_subject(task_id=task_id),
-        stream=STREAM,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-        cb=deliver,
-    )
-    try:
-        yield queue
-    finally:
-        await subscription.unsubscribe()
+        Raises FeedClosed when the subscriber was closed.
+        """
+        waited = False
+        while True:
+            if self._pending:
+                event = self._pending.popleft()
+                if self._accept(event):
+                    return event
+                continue
+            if self._cursor is not None and self._history is not None:
+                page, self._cursor = await self._history(self._cursor)
+                self._pending.extend(page)
+                continue
+            subscriber = self.subscriber
+            if subscriber.closed:
+                raise FeedClosed("the feed was closed")
+            if subscriber.lagging:
+                self._recover()
+                continue
+            live = subscriber.pop()
+            if live is not None:
+                if self._accept(live):
+                    return live
+                continue
+            if waited:
+                return None
+            await subscriber.wait(idle_seconds)
+            waited = True
+
+    def _accept(self, event: TaskEvent) -> bool:
+        tasks = self.subscriber.tasks
+        if event.position <= self.last or (tasks is not None and event.task_id not in tasks):
+            return False
+        self.last = event.position
+        return True
+
+    def _recover(self) -> None:
+        if self._history is None:
+            raise FeedClosed("the connection fell too far behind; reconnect with Last-Event-ID")
+        self.subscriber.recover()  # buffering again from here; the history covers what went
+        self._cursor = self.last

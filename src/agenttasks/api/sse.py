@@ -1,0 +1,98 @@
+"""A server-sent events response that writes a feed and releases it the moment the client goes.
+
+Litestar's own SSE response iterates a generator: when the client drops while the generator is
+suspended at a `yield`, its cleanup waits for the garbage collector (litestar#3772). Here the
+feed is held by a coroutine (`__call__`) whose `finally` always runs, and a small watcher task
+ends it as soon as the server reports the disconnect, without waiting for a failed write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from litestar import Response
+from litestar.response.base import ASGIResponse
+from litestar.types import Receive, Scope, Send
+
+from agenttasks.bus.hub import Subscriber
+from agenttasks.bus.live import Feed, FeedClosed
+from agenttasks.bus.messages import TaskEvent, encode
+
+KEEP_ALIVE = b": keep-alive\r\n\r\n"
+HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+_END: Any = {"type": "http.response.body", "body": b"", "more_body": False}
+
+FeedOpener = Callable[[], AbstractAsyncContextManager[Feed]]
+Ends = Callable[[TaskEvent], bool]
+
+
+def frame(event: TaskEvent) -> bytes:
+    """One SSE message: `id:` the position, `data:` the payload (no `event:`: onmessage fires)."""
+    return b"id: %d\r\ndata: %s\r\n\r\n" % (event.position, encode(event))
+
+
+class EventStream(Response[bytes]):
+    """Streams a feed as server-sent events, with keep-alive comments while idle."""
+
+    def __init__(self, open_feed: FeedOpener, keepalive: float, ends: Ends | None = None) -> None:
+        super().__init__(content=b"", media_type="text/event-stream", headers=HEADERS)
+        self.open_feed = open_feed
+        self.keepalive = keepalive
+        self.ends = ends
+
+    def to_asgi_response(self, app: Any, request: Any, **_: Any) -> ASGIResponse:
+        """The ASGI response that does the streaming."""
+        return _EventStreamBody(self.open_feed, self.keepalive, self.ends)
+
+
+class _EventStreamBody(ASGIResponse):
+    _should_set_content_length = False
+
+    def __init__(self, open_feed: FeedOpener, keepalive: float, ends: Ends | None) -> None:
+        super().__init__(media_type="text/event-stream", headers=HEADERS)
+        self._open_feed = open_feed
+        self._keepalive = keepalive
+        self._ends = ends
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Registered before the headers go out: a client that has the response is sure to
+        # get every update committed from then on.
+        async with self._open_feed() as feed:
+            await self.start_response(send)
+            watcher = asyncio.create_task(_close_on_disconnect(receive, feed.subscriber))
+            try:
+                await self._pump(feed, send)
+            except FeedClosed:
+                pass
+            except asyncio.CancelledError:
+                # The server is shutting down: end the stream properly, so the client
+                # reconnects at once instead of reporting a broken response.
+                with contextlib.suppress(Exception):
+                    await send(_END)
+                raise
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+        await send(_END)
+
+    async def _pump(self, feed: Feed, send: Send) -> None:
+        while True:
+            event = await feed.next(self._keepalive)
+            # A comment frame keeps proxies from closing an idle stream, and does not reach
+            # the browser as a message.
+            body = KEEP_ALIVE if event is None else frame(event)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            if event is not None and self._ends is not None and self._ends(event):
+                return
+
+
+async def _close_on_disconnect(receive: Receive, subscriber: Subscriber) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    subscriber.close()

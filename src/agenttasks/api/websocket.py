@@ -1,0 +1,181 @@
+"""WebSocket `/ws/tasks/`: the same updates as the SSE streams, with subscriptions per task.
+
+A new connection receives every update of the user's tasks (an admin's: all tasks), live, or
+after `?after=<position>`. The first `{"action": "subscribe", "task_id": ..., "after": N}`
+narrows it to the tasks subscribed to: the task's history after N (all of it without `after`)
+comes first, then `{"type": "subscribed", ...}`, then its live updates. `{"action":
+"unsubscribe", "task_id": ...}` stops one. A bad message, or another user's task, gets
+`{"type": "error", "message": ...}` and the socket stays open.
+
+One task reads the client's messages into a small inbox and wakes the feed; the handler alone
+writes to the socket and changes the subscription, so a subscription's history and its live
+updates cannot interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+
+from agenttasks.api.auth import current_actor
+from agenttasks.api.deps import ApiDeps, Deps
+from agenttasks.api.live import LiveUpdates
+from agenttasks.application.tasks import Actor
+from agenttasks.bus.live import Feed, FeedClosed
+from agenttasks.bus.messages import TaskEvent, encode
+
+INBOX_LIMIT = 32  # client messages waiting; beyond this the reader stops reading (backpressure)
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNAVAILABLE = 1013
+
+
+class Subscribe(msgspec.Struct, tag_field="action", tag="subscribe", forbid_unknown_fields=True):
+    task_id: UUID
+    after: int | None = None
+
+
+class Unsubscribe(
+    msgspec.Struct, tag_field="action", tag="unsubscribe", forbid_unknown_fields=True
+):
+    task_id: UUID
+
+
+_decoder = msgspec.json.Decoder(Subscribe | Unsubscribe)
+_encoder = msgspec.json.Encoder()
+
+
+@websocket("/ws/tasks/")
+async def task_updates_socket(socket: WebSocket[Any, Any, Any], deps: Deps) -> None:
+    """Sends task updates as JSON text messages; takes subscribe/unsubscribe messages."""
+    try:
+        actor = await current_actor(socket)
+        after = _after(socket.query_params.get("after"))
+    except (NotAuthorizedException, ValueError) as error:
+        code = CLOSE_UNAUTHORIZED if isinstance(error, NotAuthorizedException) else 1008
+        await _refuse(socket, code, _detail(error))
+        return
+    if deps.live is None:
+        await _refuse(socket, CLOSE_UNAVAILABLE, "live updates are not available")
+        return
+    async with deps.live.feed(actor, None, after) as feed:
+        # Accepted once registered: a client that is connected gets everything from then on.
+        await socket.accept()
+        session = _Session(socket, deps, deps.live, actor, feed)
+        with contextlib.suppress(WebSocketDisconnect, OSError, FeedClosed):
+            await session.run()
+        server_closed = feed.subscriber.closed  # the hub stopped: the server is going away
+    with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+        await socket.close(code=1001 if server_closed else 1000)
+
+
+class _Session:
+    def __init__(
+        self, socket: WebSocket[Any, Any, Any], deps: ApiDeps, live: LiveUpdates, actor: Actor,
+        feed: Feed,
+    ) -> None:  # fmt: skip
+        self.socket = socket
+        self.deps = deps
+        self.live = live
+        self.actor = actor
+        self.feed = feed
+        self.inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(INBOX_LIMIT)
+        # Per subscribed task: the last position sent, so live copies of history are skipped.
+        self.floors: dict[str, int] = {}
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read())
+        try:
+            while True:
+                while not self.inbox.empty():
+                    message = self.inbox.get_nowait()
+                    if message is None:
+                        return
+                    await self._handle(message)
+                event = await self.feed.next(self.deps.keepalive_seconds)
+                if event is not None and event.position > self.floors.get(event.task_id, 0):
+                    await self._send_event(event)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self.socket.receive()
+                if message["type"] != "websocket.receive":
+                    break
+                await self.inbox.put(message.get("text") or message.get("bytes") or b"")
+                self.feed.subscriber.wake()
+        except (WebSocketDisconnect, OSError):
+            pass
+        await self.inbox.put(None)
+        self.feed.subscriber.wake()
+
+    async def _handle(self, raw: str | bytes) -> None:
+        try:
+            command = _decoder.decode(raw)
+        except msgspec.DecodeError as error:
+            await self._send({"type": "error", "message": f"bad message: {error}"})
+            return
+        task_id = str(command.task_id)
+        if isinstance(command, Unsubscribe):
+            await self._unsubscribe(task_id)
+            return
+        if command.after is not None and command.after < 0:
+            await self._send({"type": "error", "message": "`after` must be >= 0"})
+            return
+        if await self.deps.queries.get(self.actor, command.task_id) is None:
+            await self._send({"type": "error", "message": f"no such task {task_id}"})
+            return
+        self.live.hub.follow(self.feed.subscriber, task_id)
+        after = command.after or 0
+        for event in await self.live.task_history(command.task_id, after):
+            await self._send_event(event)
+            after = event.position
+        self.floors[task_id] = after
+        await self._send({"type": "subscribed", "task_id": task_id, "position": after})
+
+    async def _unsubscribe(self, task_id: str) -> None:
+        subscriber = self.feed.subscriber
+        if subscriber.tasks is None or task_id not in subscriber.tasks:
+            message = f"not subscribed to task {task_id}"
+            if subscriber.tasks is None:
+                message += " (until its first subscribe a connection follows all your tasks)"
+            await self._send({"type": "error", "message": message})
+            return
+        self.live.hub.unfollow(subscriber, task_id)
+        self.floors.pop(task_id, None)
+        await self._send({"type": "unsubscribed", "task_id": task_id})
+
+    async def _send_event(self, event: TaskEvent) -> None:
+        await self.socket.send_text(encode(event).decode())
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self.socket.send_text(_encoder.encode(message).decode())
+
+
+async def _refuse(socket: WebSocket[Any, Any, Any], code: int, message: str) -> None:
+    # Accepted in order to say why: a refused handshake tells a browser nothing.
+    with contextlib.suppress(WebSocketDisconnect, OSError):
+        await socket.accept()
+        await socket.send_text(_encoder.encode({"type": "error", "message": message}).decode())
+        await socket.close(code=code, reason=message[:120])
+
+
+def _after(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise ValueError("`after` must be a position (a non-negative integer)")
+    return int(raw)
+
+
+def _detail(error: Exception) -> str:
+    return str(getattr(error, "detail", "") or error)
