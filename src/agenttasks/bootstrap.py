@@ -24,9 +24,11 @@ from agenttasks import runtime_file
 from agenttasks.api.app import create_app
 from agenttasks.api.auth import mint_token
 from agenttasks.api.deps import ApiDeps
+from agenttasks.api.live import LiveUpdates
 from agenttasks.application.publishing import mapper_for
 from agenttasks.application.store import EventStore, close, open_event_store
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
+from agenttasks.application.templates import TemplateCommands, TemplateNotFound
 from agenttasks.bus.connection import connect
 from agenttasks.bus.publisher import last_published
 from agenttasks.domain.rules import TASK_TYPES
@@ -34,8 +36,13 @@ from agenttasks.projections.base import Projection, ensure_tables
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.replay import replay as replay_projection
 from agenttasks.projections.runner import ProjectionRunner
+from agenttasks.projections.statistics import statistics_projection
+from agenttasks.projections.statistics_queries import StatisticsQueries
 from agenttasks.projections.task_queries import TaskQueries
 from agenttasks.projections.tasks import task_projection
+from agenttasks.projections.template_queries import TemplateQueries
+from agenttasks.projections.template_usage import template_usage_projection
+from agenttasks.projections.templates import template_projection
 from agenttasks.relay import Relay
 from agenttasks.servers.secrets import load_secrets
 from agenttasks.settings import Settings, SettingsError
@@ -50,7 +57,12 @@ log = logging.getLogger(__name__)
 
 def projections() -> dict[str, Projection]:
     """Every read model, by name."""
-    return {"tasks": task_projection()}
+    return {
+        "tasks": task_projection(),
+        "templates": template_projection(),
+        "template_usage": template_usage_projection(),
+        "statistics": statistics_projection(),
+    }
 
 
 def resolve(settings: Settings) -> Settings:
@@ -118,6 +130,9 @@ def run_api(settings: Settings) -> int:
         access_log=False,
         loop="uvloop",
         http="httptools",
+        # Live streams never end by themselves: on SIGTERM give them this long, then cancel
+        # them (clients reconnect with Last-Event-ID, to another replica if there is one).
+        timeout_graceful_shutdown=5,
     )
     return 0
 
@@ -130,11 +145,15 @@ def build_api_deps(settings: Settings) -> ApiDeps:
     store = open_event_store(settings.eventsourcing_env())
     pool = AsyncConnectionPool(database_url, min_size=2, max_size=16, open=False)
     watcher = ProjectionWatcher(database_url)
+    commands = TaskCommands(store)
     deps = ApiDeps(
-        commands=TaskCommands(store),
+        commands=commands,
         queries=TaskQueries(pool),
         watcher=watcher,
         jwt_secret=settings.jwt_secret,
+        templates=TemplateCommands(store, commands),
+        template_queries=TemplateQueries(pool),
+        statistics=StatisticsQueries(pool),
     )
     deps.ready_checks = readiness_checks(settings, store, pool, watcher)
 
@@ -143,8 +162,12 @@ def build_api_deps(settings: Settings) -> ApiDeps:
         await pool.open()
         await watcher.start()
         deps.bus = await connect(settings.nats_url_for("api"), "agenttasks-api")
+        deps.live = LiveUpdates(store)
+        await deps.live.start(deps.bus)
 
     async def stop() -> None:
+        if deps.live is not None:
+            await deps.live.stop()
         if deps.bus is not None:
             await deps.bus.close()
         await watcher.stop()
@@ -324,7 +347,7 @@ def replay(settings: Settings, name: str, *, verify: bool) -> int:
 
 
 def audit(settings: Settings, task_id: str) -> int:
-    """Prints a task's event history from the event store."""
+    """Prints a task's (or a template's) event history from the event store."""
     settings = resolve(settings)
     require_database(settings)
     try:
@@ -332,15 +355,21 @@ def audit(settings: Settings, task_id: str) -> int:
     except ValueError:
         raise SettingsError(f"{task_id!r} is not a task id (a UUID)") from None
     from agenttasks.application.publishing import event_fields
+    from agenttasks.domain.template import TEMPLATE_KINDS
     from agenttasks.domain.updates import KINDS
 
     with event_store(settings) as store:
+        commands = TaskCommands(store)
         try:
-            history = TaskCommands(store).history(SYSTEM, parsed)
+            history = commands.history(SYSTEM, parsed)
         except TaskNotFound:
-            raise SettingsError(f"no task {task_id}") from None
+            try:  # a template's history is an audit trail too
+                history = TemplateCommands(store, commands).history(SYSTEM, parsed)
+            except TemplateNotFound:
+                raise SettingsError(f"no task or template {task_id}") from None
+    kinds = {**KINDS, **TEMPLATE_KINDS}
     for item in history:
-        kind = KINDS.get(type(item.event), type(item.event).__qualname__)
+        kind = kinds.get(type(item.event), type(item.event).__qualname__)
         stamp = item.timestamp.isoformat()
         fields = event_fields(item.event)
         version = item.event.originator_version

@@ -12,8 +12,12 @@ from agenttasks.api.auth import current_actor
 from agenttasks.api.deps import ApiDeps
 from agenttasks.api.errors import EXCEPTION_HANDLERS
 from agenttasks.api.health import health, ready
-from agenttasks.api.streams import task_stream
+from agenttasks.api.statistics import task_statistics
+from agenttasks.api.streams import all_tasks_stream, task_stream
 from agenttasks.api.tasks import TaskController, validate_task_config
+from agenttasks.api.templates import EXCEPTION_HANDLERS as TEMPLATE_EXCEPTION_HANDLERS
+from agenttasks.api.templates import TemplateController
+from agenttasks.api.websocket import task_updates_socket
 
 
 def create_app(deps: ApiDeps) -> Litestar:
@@ -35,7 +39,11 @@ def create_app(deps: ApiDeps) -> Litestar:
         route_handlers=[
             TaskController,
             validate_task_config,
+            TemplateController,
+            task_statistics,
             task_stream,
+            all_tasks_stream,
+            task_updates_socket,
             health,
             ready,
             *deps.extra_route_handlers,
@@ -44,7 +52,7 @@ def create_app(deps: ApiDeps) -> Litestar:
             "deps": Provide(provide_deps),
             "actor": Provide(current_actor),
         },
-        exception_handlers=dict(EXCEPTION_HANDLERS),
+        exception_handlers={**EXCEPTION_HANDLERS, **TEMPLATE_EXCEPTION_HANDLERS},
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         state=State({"jwt_secret": deps.jwt_secret}),

@@ -12,10 +12,14 @@ from uuid import UUID
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from agenttasks.api.live import LiveUpdates
 from agenttasks.application.tasks import Actor, TaskCommands
+from agenttasks.application.templates import TemplateCommands
 from agenttasks.bus.connection import Bus
 from agenttasks.projections.positions import ProjectionWatcher
+from agenttasks.projections.statistics_queries import StatisticsQueries
 from agenttasks.projections.task_queries import TaskQueries
+from agenttasks.projections.template_queries import TemplateQueries
 
 T = TypeVar("T")
 ReadyCheck = Callable[[], Awaitable[dict[str, Any]]]
@@ -32,6 +36,7 @@ class ApiDeps:
     ready_checks: Mapping[str, ReadyCheck] = field(default_factory=dict)
     read_your_writes_timeout: float = 5.0
     bus: Bus | None = None  # NATS as the `api` user, for live streams
+    live: LiveUpdates | None = None  # the streams' feeds (one hub per process)
     keepalive_seconds: float = 15.0
     # eventsourcing is synchronous: commands run here, and enough threads at once let the
     # group committer put many of them in one transaction.
@@ -39,6 +44,9 @@ class ApiDeps:
         default_factory=lambda: ThreadPoolExecutor(32, thread_name_prefix="command")
     )
     extra_route_handlers: list[Any] = field(default_factory=list)
+    templates: TemplateCommands | None = None
+    template_queries: TemplateQueries | None = None
+    statistics: StatisticsQueries | None = None
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 

@@ -167,11 +167,17 @@ class TaskController(Controller):
 
 @post("/api/v1/utils/validate-task-config/", status_code=HTTP_200_OK, tags=["tasks"])
 async def validate_task_config(
-    data: JSONBody[ValidateConfigRequest], actor: CurrentActor
+    data: JSONBody[ValidateConfigRequest], actor: CurrentActor, deps: Deps
 ) -> ValidateConfigResponse:
-    """Checks a task config against its type's rules without creating anything."""
+    """Checks a task config against its type's rules (and a template's), creating nothing."""
     try:
-        normalized_config(data.task_type, data.task_config)
+        if data.template_id is not None and deps.templates is not None:
+            templates = deps.templates
+            await deps.run(
+                templates.task_config, actor, data.template_id, data.task_type, data.task_config
+            )
+        else:
+            normalized_config(data.task_type, data.task_config)
     except ConfigError as error:
         return ValidateConfigResponse(valid=False, errors=error.errors)
     return ValidateConfigResponse(valid=True, errors=[])

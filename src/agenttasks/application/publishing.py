@@ -17,8 +17,9 @@ from eventsourcing.domain import DomainEventProtocol
 
 from agenttasks.application.store import EventStore
 from agenttasks.application.task_configs import contains_nul
-from agenttasks.bus.messages import BusEvent, TaskEvent
+from agenttasks.bus.messages import BusEvent, TaskEvent, TemplateEvent
 from agenttasks.domain.task import Task
+from agenttasks.domain.template import TEMPLATE_KINDS, Template
 from agenttasks.domain.updates import KINDS, describe
 
 _ENVELOPE_FIELDS = frozenset(
@@ -34,6 +35,8 @@ class TaskFacts:
     task_type: str
     priority: str
 
+
+_encoder = msgspec.json.Encoder()
 
 FactsLoader = Callable[[UUID], TaskFacts]
 ExtraMapper = Callable[[DomainEventProtocol[Any], int], BusEvent | None]
@@ -95,7 +98,12 @@ def event_fields(event: DomainEventProtocol[Any]) -> dict[str, Any]:
     """
     fields = {k: v for k, v in vars(event).items() if k not in _ENVELOPE_FIELDS}
     builtins: dict[str, Any] = msgspec.to_builtins(fields)
-    return without_nul(builtins) if contains_nul(builtins) else builtins
+    # JSON escapes NUL as \u0000: one C-speed encode rules out nearly every event before
+    # the exact (and slow) walk over the values.
+    if b"\\u0000" in _encoder.encode(builtins) and contains_nul(builtins):
+        cleaned: dict[str, Any] = without_nul(builtins)
+        return cleaned
+    return builtins
 
 
 def without_nul(value: Any) -> Any:
@@ -109,11 +117,55 @@ def without_nul(value: Any) -> Any:
     return value
 
 
+class TemplateEventMapper:
+    """Maps template events to TemplateEvent payloads (the `extra` of a BusEventMapper)."""
+
+    def __init__(self, load_owner: Callable[[UUID], str], cache_size: int = 10_000) -> None:
+        self._load_owner = load_owner
+        self._owners: OrderedDict[UUID, str] = OrderedDict()
+        self._cache_size = cache_size
+
+    def __call__(self, event: Any, position: int) -> BusEvent | None:
+        kind = TEMPLATE_KINDS.get(type(event))
+        if kind is None:
+            return None
+        return TemplateEvent(
+            position=position,
+            template_id=str(event.originator_id),
+            type=kind,
+            version=event.originator_version,
+            timestamp=event.timestamp,
+            user=self._owner_of(event),
+            data=event_fields(event),
+        )
+
+    def _owner_of(self, event: Any) -> str:
+        template_id = event.originator_id
+        if isinstance(event, Template.Created):
+            owner: str = event.owner
+        elif (cached := self._owners.get(template_id)) is not None:
+            self._owners.move_to_end(template_id)
+            return cached
+        else:
+            owner = self._load_owner(template_id)
+        self._owners[template_id] = owner
+        if len(self._owners) > self._cache_size:
+            self._owners.popitem(last=False)
+        return owner
+
+
 def mapper_for(store: EventStore, extra: ExtraMapper | None = None) -> BusEventMapper:
-    """A mapper that looks up each task's facts in its first stored event when needed."""
+    """A mapper that looks up each task's facts in its first stored event when needed.
+
+    Template events are mapped too (by `extra`, default a TemplateEventMapper on `store`).
+    """
 
     def load(task_id: UUID) -> TaskFacts:
         task: Task = store.repository.get(task_id, version=1)
         return TaskFacts(task.created_by, task.task_type, task.priority)
 
-    return BusEventMapper(load, extra)
+    def load_owner(template_id: UUID) -> str:
+        template: Template = store.repository.get(template_id, version=1)
+        return template.owner
+
+    return BusEventMapper(load, extra if extra is not None else TemplateEventMapper(load_owner))

@@ -34,6 +34,9 @@ class Tables(dict[str, str]):
 
 
 Handler = Callable[[Cursor[Any], Tables, Any], None]
+# Applies a run of events at once (e.g. folding each task's events into one row write); must
+# leave exactly the tables that applying the same events one by one leaves.
+BatchHandler = Callable[[Cursor[Any], Tables, list[BusEvent]], None]
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Projection:
     ddl: Mapping[str, list[str]]  # logical table -> statements; "{t}" is the physical name
     task_handlers: dict[str, Handler] = field(default_factory=dict)  # kind -> handler
     template_handlers: dict[str, Handler] = field(default_factory=dict)
+    batch_handler: BatchHandler | None = None
 
     def live_tables(self) -> Tables:
         """The tables queries read and the live runner writes."""
@@ -67,6 +71,19 @@ class Projection:
         handler = handlers.get(event.type)
         if handler is not None:
             handler(cursor, tables, event)
+
+    def handles(self, event: BusEvent) -> bool:
+        """Whether `event` changes this read model at all."""
+        handlers = self.task_handlers if isinstance(event, TaskEvent) else self.template_handlers
+        return event.type in handlers
+
+    def apply_many(self, cursor: Cursor[Any], tables: Tables, events: list[BusEvent]) -> None:
+        """Applies events in order: through the batch handler if there is one, else one by one."""
+        if self.batch_handler is not None:
+            self.batch_handler(cursor, tables, events)
+            return
+        for event in events:
+            self.apply(cursor, tables, event)
 
 
 DDL_LOCK = 0x61677474_64646C  # concurrent CREATE ... IF NOT EXISTS can still collide: serialise

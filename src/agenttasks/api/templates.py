@@ -1,0 +1,239 @@
+"""The template resource: thin handlers, one command or one query each."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from msgspec import Meta
+
+from agenttasks.api.deps import ApiDeps, CurrentActor, Deps
+from agenttasks.api.errors import problem
+from agenttasks.api.schemas import Body, Priority, TaskType
+from agenttasks.api.tasks import IdempotencyKey, PageNumber, PageSize
+from agenttasks.api.views import page_links, view_after_write
+from agenttasks.application.tasks import MAX_TITLE_CHARS, Actor
+from agenttasks.application.templates import (
+    NotTemplateOwner,
+    TaskFromTemplate,
+    TemplateCommands,
+    TemplateDraft,
+    TemplateNotFound,
+    TemplateWritten,
+)
+from agenttasks.domain.template import MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, Template
+from agenttasks.projections.task_queries import TaskView
+from agenttasks.projections.template_queries import (
+    TemplateFilter,
+    TemplateQueries,
+    TemplateView,
+    UsageView,
+)
+
+log = logging.getLogger(__name__)
+
+TemplateId = FromPath[UUID]
+Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_CHARS)]
+Description = Annotated[str, Meta(max_length=MAX_DESCRIPTION_CHARS)]
+
+
+class TemplateCreate(Body):
+    """POST /ai-task-templates/."""
+
+    name: Name
+    task_type: TaskType
+    description: Description = ""
+    default_config: dict[str, Any] = {}
+    config_schema: dict[str, Any] = {}
+    shared: bool = False
+
+
+class TemplateUpdate(Body):
+    """PUT /ai-task-templates/{id}/: the fields to change; omitted (or null) ones are kept."""
+
+    name: Name | None = None
+    task_type: TaskType | None = None
+    description: Description | None = None
+    default_config: dict[str, Any] | None = None
+    config_schema: dict[str, Any] | None = None
+    shared: bool | None = None
+
+
+class TaskFromTemplateCreate(Body):
+    """POST /ai-task-templates/{id}/create_task/ (the body is optional)."""
+
+    task_config: dict[str, Any] = {}  # overrides, deep-merged into the template's defaults
+    title: Annotated[str, Meta(min_length=1, max_length=MAX_TITLE_CHARS)] | None = None
+    priority: Priority = "normal"
+    max_retries: Annotated[int, Meta(ge=0, le=10)] = 3
+    timeout_seconds: Annotated[int, Meta(ge=1, le=86_400)] = 7200
+
+
+class TemplatePage(msgspec.Struct):
+    """One page of templates."""
+
+    count: int
+    next: str | None
+    previous: str | None
+    results: list[TemplateView]
+
+
+class TemplateController(Controller):
+    """/api/v1/utils/ai-task-templates/: reusable task definitions, and tasks made from them."""
+
+    path = "/api/v1/utils/ai-task-templates"
+    tags = ["templates"]
+
+    @post("/", status_code=HTTP_201_CREATED)
+    async def create(
+        self, data: JSONBody[TemplateCreate], actor: CurrentActor, deps: Deps
+    ) -> TemplateView:
+        """Creates a template; its config_schema and default_config are checked first."""
+        draft = TemplateDraft(**msgspec.structs.asdict(data))
+        written = await deps.run(_commands(deps).create, actor, draft)
+        return await _view_after_write(deps, actor, written)
+
+    @get("/")
+    async def list_templates(
+        self,
+        request: Request[Any, Any, Any],
+        actor: CurrentActor,
+        deps: Deps,
+        task_type: FromQuery[TaskType | None] = None,
+        search: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        mine: FromQuery[bool] = False,
+        archived: FromQuery[bool] = False,
+        ordering: FromQuery[str] = "-created_at",
+        page: PageNumber = 1,
+        page_size: PageSize = 20,
+    ) -> TemplatePage:
+        """The templates the actor may use: their own and shared ones (an admin's: all)."""
+        found = TemplateFilter(task_type=task_type, search=search, mine=mine, archived=archived)
+        count, results = await _queries(deps).page(
+            actor, found, ordering, (page - 1) * page_size, page_size
+        )
+        previous, following = page_links(request, count, page, page_size)
+        return TemplatePage(count=count, next=following, previous=previous, results=results)
+
+    @get("/popular/")
+    async def popular(
+        self,
+        actor: CurrentActor,
+        deps: Deps,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
+    ) -> list[TemplateView]:
+        """The most used templates the actor may use, most used first."""
+        return await _queries(deps).popular(actor, limit)
+
+    @get("/{template_id:uuid}/")
+    async def retrieve(
+        self, template_id: TemplateId, actor: CurrentActor, deps: Deps
+    ) -> TemplateView:
+        """One template, with its usage figures."""
+        view = await _queries(deps).get(actor, template_id)
+        if view is None:
+            raise TemplateNotFound(template_id)
+        return view
+
+    @put("/{template_id:uuid}/")
+    async def revise(
+        self,
+        template_id: TemplateId,
+        data: JSONBody[TemplateUpdate],
+        actor: CurrentActor,
+        deps: Deps,
+    ) -> TemplateView:
+        """Stores a new version with the given fields (a PUT that changes nothing adds none)."""
+        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
+        written = await deps.run(_commands(deps).revise, actor, template_id, changes)
+        return await _view_after_write(deps, actor, written)
+
+    @delete("/{template_id:uuid}/", status_code=HTTP_204_NO_CONTENT)
+    async def archive(self, template_id: TemplateId, actor: CurrentActor, deps: Deps) -> None:
+        """Archives the template: it keeps its history and tasks, and makes no new tasks."""
+        written = await deps.run(_commands(deps).archive, actor, template_id)
+        await _view_after_write(deps, actor, written)
+
+    @post("/{template_id:uuid}/create_task/", status_code=HTTP_201_CREATED)
+    async def create_task(
+        self,
+        template_id: TemplateId,
+        actor: CurrentActor,
+        deps: Deps,
+        data: JSONBody[TaskFromTemplateCreate | None] = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[TaskView]:
+        """Creates a task from the template's defaults merged with the given overrides."""
+        body = data or TaskFromTemplateCreate()
+        request = TaskFromTemplate(**msgspec.structs.asdict(body))
+        written = await deps.run(
+            _commands(deps).create_task, actor, template_id, request, idempotency_key
+        )
+        view = await view_after_write(deps, actor, written)
+        return Response(view, status_code=HTTP_201_CREATED if written.created else HTTP_200_OK)
+
+
+async def _view_after_write(deps: ApiDeps, actor: Actor, written: TemplateWritten) -> TemplateView:
+    """The template after this write, once the read model shows it (read your writes)."""
+    caught_up = True
+    if written.position is not None:
+        caught_up = await deps.watcher.wait(
+            "templates", written.position, deps.read_your_writes_timeout
+        )
+    view = await _queries(deps).get(actor, written.template_id) if caught_up else None
+    if view is None:
+        log.warning("template read model behind; answering from events")
+        return view_from_aggregate(written.template)
+    return view
+
+
+def view_from_aggregate(template: Template) -> TemplateView:
+    """A template's view built from the aggregate (usage figures unknown: zero)."""
+    return TemplateView(
+        id=template.id,
+        version=template.revision,
+        archived=template.archived,
+        owner=template.owner,
+        created_at=template.created_at,
+        updated_at=template.updated_at,
+        usage=UsageView(
+            usage_count=0,
+            last_used_at=None,
+            completed=0,
+            failed=0,
+            cancelled=0,
+            success_rate=None,
+            average_duration_seconds=None,
+        ),
+        **template.definition(),
+    )
+
+
+def _commands(deps: ApiDeps) -> TemplateCommands:
+    assert deps.templates is not None, "the composition root did not provide template commands"
+    return deps.templates
+
+
+def _queries(deps: ApiDeps) -> TemplateQueries:
+    assert deps.template_queries is not None, "the composition root did not provide queries"
+    return deps.template_queries
+
+
+def _not_found(_: Request[Any, Any, Any], error: TemplateNotFound) -> Response[dict[str, Any]]:
+    return problem(404, "no such template")
+
+
+def _forbidden(_: Request[Any, Any, Any], error: PermissionError) -> Response[dict[str, Any]]:
+    return problem(403, str(error))
+
+
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
+    TemplateNotFound: _not_found,
+    NotTemplateOwner: _forbidden,
+    PermissionError: _forbidden,
+}

@@ -1,0 +1,169 @@
+"""Queries over the statistics read model: exact figures computed from per-task rows.
+
+Durations are those of completed tasks: from the start of the attempt that completed to its
+completion. Percentiles are `percentile_cont` (linear interpolation), exact at query time.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from agenttasks.application.tasks import Actor
+from agenttasks.domain.rules import PRIORITIES, STATUSES, TASK_TYPES
+
+
+class DurationStats(msgspec.Struct, kw_only=True):
+    """Run time of completed tasks, in seconds."""
+
+    count: int
+    average_seconds: float | None
+    p50_seconds: float | None
+    p95_seconds: float | None
+
+
+class DayCount(msgspec.Struct, kw_only=True):
+    """Tasks created on one UTC day."""
+
+    date: date
+    count: int
+
+
+class TokenStats(msgspec.Struct, kw_only=True):
+    """Tokens recorded by completed tasks (result_data.usage)."""
+
+    tasks_with_usage: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class StatisticsView(msgspec.Struct, kw_only=True):
+    """The figures of GET /task-statistics/."""
+
+    scope: str  # "mine" or "all"
+    since: datetime | None
+    total: int
+    by_status: dict[str, int]
+    by_type: dict[str, int]
+    by_priority: dict[str, int]
+    success_rate: float | None  # completed / (completed + failed + cancelled); None if none ended
+    duration: DurationStats
+    tasks_per_day: list[DayCount]
+    tokens: TokenStats
+
+
+_GROUPS = (("status", STATUSES), ("task_type", TASK_TYPES), ("priority", PRIORITIES))
+
+
+class StatisticsQueries:
+    """Reads the `task_statistics` table."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def statistics(
+        self, actor: Actor, *, everyone: bool, since: datetime | None
+    ) -> StatisticsView:
+        """The actor's figures (everyone's if `everyone`, which only admins may ask for)."""
+        if everyone and not actor.is_admin:
+            raise PermissionError("only admins may see everyone's statistics (scope=all)")
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        if not everyone:
+            conditions.append(sql.SQL("created_by = %s"))
+            params.append(actor.user_id)
+        if since is not None:
+            conditions.append(sql.SQL("created_at >= %s"))
+            params.append(since)
+        where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
+        async with self.pool.connection() as connection, connection.transaction():
+            # One snapshot for every figure, so they agree with each other.
+            await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return await _figures(connection, where, params, everyone, since)
+
+
+async def _figures(
+    connection: AsyncConnection[Any],
+    where: sql.Composable,
+    params: list[Any],
+    everyone: bool,
+    since: datetime | None,
+) -> StatisticsView:
+    cursor = connection.cursor(row_factory=dict_row)
+    groups: dict[str, dict[str, int]] = {}
+    for column, names in _GROUPS:
+        await cursor.execute(
+            sql.SQL(
+                "SELECT {c} AS k, count(*) AS n FROM task_statistics WHERE {w} GROUP BY {c}"
+            ).format(c=sql.Identifier(column), w=where),
+            params,
+        )
+        counts = {str(row["k"]): int(row["n"]) for row in await cursor.fetchall()}
+        groups[column] = {name: counts.get(name, 0) for name in names} | counts
+    await cursor.execute(
+        sql.SQL(
+            "SELECT count(d) AS n, avg(d) AS average,"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50,"
+            " percentile_cont(0.95) WITHIN GROUP (ORDER BY d) AS p95"
+            " FROM (SELECT extract(epoch FROM finished_at - started_at)::float8 AS d"
+            " FROM task_statistics WHERE {} AND status = 'completed'"
+            " AND started_at IS NOT NULL) durations"
+        ).format(where),
+        params,
+    )
+    d = await cursor.fetchone()
+    assert d is not None
+    await cursor.execute(
+        sql.SQL(
+            "SELECT (created_at AT TIME ZONE 'UTC')::date AS date, count(*) AS count"
+            " FROM task_statistics WHERE {} GROUP BY 1 ORDER BY 1"
+        ).format(where),
+        params,
+    )
+    days = [DayCount(date=row["date"], count=int(row["count"])) for row in await cursor.fetchall()]
+    await cursor.execute(
+        sql.SQL(
+            "SELECT count(*) FILTER (WHERE prompt_tokens IS NOT NULL"
+            " OR completion_tokens IS NOT NULL) AS n,"
+            " coalesce(sum(prompt_tokens), 0) AS prompt,"
+            " coalesce(sum(completion_tokens), 0) AS completion"
+            " FROM task_statistics WHERE {}"
+        ).format(where),
+        params,
+    )
+    tokens = await cursor.fetchone()
+    assert tokens is not None
+    by_status = groups["status"]
+    ended = by_status["completed"] + by_status["failed"] + by_status["cancelled"]
+    return StatisticsView(
+        scope="all" if everyone else "mine",
+        since=since,
+        total=sum(by_status.values()),
+        by_status=by_status,
+        by_type=groups["task_type"],
+        by_priority=groups["priority"],
+        success_rate=by_status["completed"] / ended if ended else None,
+        duration=DurationStats(
+            count=int(d["n"]),
+            average_seconds=_float(d["average"]),
+            p50_seconds=_float(d["p50"]),
+            p95_seconds=_float(d["p95"]),
+        ),
+        tasks_per_day=days,
+        tokens=TokenStats(
+            tasks_with_usage=int(tokens["n"]),
+            prompt_tokens=int(tokens["prompt"]),
+            completion_tokens=int(tokens["completion"]),
+            total_tokens=int(tokens["prompt"]) + int(tokens["completion"]),
+        ),
+    )
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,104 @@
+"""The template usage read model: how often each template is used, and how its tasks fare.
+
+`template_usage` has one row per used template (usage_count, last_used_at), kept as counters so
+`popular` is an index scan. `template_usage_tasks` has one row per task made from a template
+(its status and the start and end of its current attempt): success rate and average duration
+per template are computed from those rows at query time, so retries never need undoing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import Cursor, sql
+
+from agenttasks.bus.messages import TaskEvent
+from agenttasks.projections.base import Projection, Tables
+
+DDL = {
+    "template_usage": [
+        """CREATE TABLE IF NOT EXISTS {t} (
+            template_id uuid PRIMARY KEY,
+            usage_count bigint NOT NULL,
+            last_used_at timestamptz NOT NULL,
+            last_position bigint NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS {t_count} ON {t} (usage_count DESC, template_id)",
+    ],
+    "template_usage_tasks": [
+        """CREATE TABLE IF NOT EXISTS {t} (
+            task_id uuid PRIMARY KEY,
+            template_id uuid NOT NULL,
+            template_version integer,
+            status text NOT NULL,
+            started_at timestamptz,
+            finished_at timestamptz,
+            last_position bigint NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS {t_template} ON {t} (template_id, status)",
+    ],
+}
+
+
+def _created(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
+    template_id = e.data.get("template_id")
+    if template_id is None:
+        return
+    cursor.execute(
+        sql.SQL(
+            "INSERT INTO {} (task_id, template_id, template_version, status, last_position)"
+            " VALUES (%s, %s, %s, 'pending', %s) ON CONFLICT (task_id) DO NOTHING"
+        ).format(t.id("template_usage_tasks")),
+        (e.task_id, template_id, e.data.get("template_version"), e.position),
+    )
+    # Positions only grow, so a created event seen again cannot count twice.
+    cursor.execute(
+        sql.SQL(
+            "INSERT INTO {t} AS u (template_id, usage_count, last_used_at, last_position)"
+            " VALUES (%s, 1, %s, %s) ON CONFLICT (template_id) DO UPDATE SET"
+            " usage_count = u.usage_count + 1,"
+            " last_used_at = greatest(u.last_used_at, excluded.last_used_at),"
+            " last_position = excluded.last_position"
+            " WHERE u.last_position < excluded.last_position"
+        ).format(t=t.id("template_usage")),
+        (template_id, e.timestamp, e.position),
+    )
+
+
+def _changes(status: str, started: bool | None, finished: bool) -> Any:
+    """A handler setting the task's status; `started`: True sets, None clears, False keeps."""
+
+    def handler(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
+        values: dict[str, Any] = {
+            "status": status,
+            "finished_at": e.timestamp if finished else None,
+        }
+        if started is not False:
+            values["started_at"] = e.timestamp if started else None
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = %s").format(sql.Identifier(k)) for k in values
+        )
+        cursor.execute(
+            sql.SQL(
+                "UPDATE {} SET {}, last_position = %s WHERE task_id = %s AND last_position < %s"
+            ).format(t.id("template_usage_tasks"), assignments),
+            (*values.values(), e.position, e.task_id, e.position),
+        )
+
+    return handler
+
+
+def template_usage_projection() -> Projection:
+    """The `template_usage` and `template_usage_tasks` read model."""
+    return Projection(
+        name="template_usage",
+        ddl=DDL,
+        task_handlers={
+            "created": _created,
+            "started": _changes("running", started=True, finished=False),
+            "completed": _changes("completed", started=False, finished=True),
+            "failed": _changes("failed", started=False, finished=True),
+            "cancelled": _changes("cancelled", started=False, finished=True),
+            "retried": _changes("pending", started=None, finished=False),
+        },
+    )
