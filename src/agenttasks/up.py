@@ -150,6 +150,7 @@ def _print_banner(api_url: str, jwt_secret: str, reader_url: str | None, home: P
         f"  API:      {api_url}/api/v1/utils/ai-tasks/   (OpenAPI: {api_url}/schema/openapi.json)",
         f"  Token:    {token}",
         "            (user `local`, admin, valid 24h; more: agenttasks token USER)",
+        f"  Browser:  {api_url}/#token={token}   (the dashboard, signed in as `local`)",
     ]
     if reader_url:
         lines.append(f"  NATS:     {reader_url}   (read-only subscriber)")

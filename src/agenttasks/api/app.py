@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from agenttasks.api.auth import current_actor
+from agenttasks.api.dashboard import dashboard
 from agenttasks.api.deps import ApiDeps
 from agenttasks.api.errors import EXCEPTION_HANDLERS
 from agenttasks.api.health import health, ready
@@ -46,6 +47,7 @@ def create_app(deps: ApiDeps) -> Litestar:
             task_updates_socket,
             health,
             ready,
+            dashboard,
             *deps.extra_route_handlers,
         ],
         dependencies={
