@@ -32,7 +32,8 @@ export async function render(ctx, main) {
         data: { labels, datasets: [{ label: label || "tasks", data: values,
                                      backgroundColor: colours || "#2f5fd0", borderColor: "#2f5fd0" }] },
         options: { animation: false, maintainAspectRatio: false,
-                   plugins: { legend: { display: kind === "doughnut" } } },
+                   plugins: { legend: { display: kind === "doughnut" } },
+                   scales: kind === "doughnut" ? {} : { y: { beginAtZero: true, ticks: { precision: 0 } } } },
       }));
     } else {
       box.append(table(labels.map((l, i) => [l, values[i]])));
@@ -76,7 +77,7 @@ export async function render(ctx, main) {
         h("section", {}, h("h2", {}, "By priority"),
           chart("bar", Object.keys(stats.by_priority), Object.values(stats.by_priority))),
         h("section", {}, h("h2", {}, "Tasks per day"),
-          chart("line", stats.tasks_per_day.map((p) => p.date), stats.tasks_per_day.map((p) => p.count)))),
+          chart("bar", stats.tasks_per_day.map((p) => p.date), stats.tasks_per_day.map((p) => p.count)))),
       h("section", {}, h("h2", {}, "Template usage"),
         popular.length
           ? table(popular.map((t) => ({ name: t.name, type: t.task_type, version: t.version,

@@ -1,0 +1,340 @@
+"""The dashboard in a real headless Chromium against a real `agenttasks up`.
+
+One `up` (offline engine) serves the whole module; its fetch allow-list lets custom tasks fetch
+a loopback page that the test holds open until it says so, which makes a task that stays
+running for exactly as long as a test needs. Screenshots of the main pages go to
+tests/e2e/screenshots/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import free_port
+from tests.fakes.websites import ARTICLES, article_html
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+WAIT_MS = 30_000  # Playwright's patience for anything that should happen "soon"
+HOSTILE = "<script>alert(1)</script> Solar notes"
+
+
+class HeldPages:
+    """Loopback pages whose answer waits until the test releases them (`/held/<name>`)."""
+
+    def __init__(self) -> None:
+        self.gates: dict[str, threading.Event] = {}
+        self.requested: dict[str, threading.Event] = {}
+        self.lock = threading.Lock()
+        held = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                name = self.path.rsplit("/", 1)[-1]
+                held.seen(name).set()
+                held.gate(name).wait(60)
+                body = article_html(*ARTICLES["/solar"])
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(ConnectionError):  # a cancelled fetch hung up
+                    self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def gate(self, name: str) -> threading.Event:
+        with self.lock:
+            return self.gates.setdefault(name, threading.Event())
+
+    def seen(self, name: str) -> threading.Event:
+        with self.lock:
+            return self.requested.setdefault(name, threading.Event())
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/held/{name}"
+
+    def release(self, name: str) -> None:
+        self.gate(name).set()
+
+    def __enter__(self) -> HeldPages:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for gate in list(self.gates.values()):
+            gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Service:
+    url: str
+    token: str
+    link: str  # the signed-in dashboard link `up` prints
+    process: subprocess.Popen[bytes]
+    held: HeldPages
+    log: Path
+    killed: list[int] = field(default_factory=list)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def create_task(self, title: str, task_type: str, config: dict[str, object]) -> str:
+        answer = httpx.post(
+            f"{self.url}/api/v1/utils/ai-tasks/",
+            json={"title": title, "task_type": task_type, "task_config": config},
+            headers=self.headers,
+        )
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+    def held_task(self, title: str, name: str) -> str:
+        return self.create_task(
+            title, "custom", {"steps": [{"action": "fetch", "url": self.held.url(name)}]}
+        )
+
+    def api_process(self) -> psutil.Process:
+        children = psutil.Process(self.process.pid).children()
+        return next(c for c in children if c.cmdline()[-1:] == ["api"])
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    home = tmp_path_factory.mktemp("dashboard") / "home"
+    log = home.parent / "up.log"
+    port, nats_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTTASKS_", "OPENAI_"))}
+    env["AGENTTASKS_FETCH_ALLOWED_HOSTS"] = "127.0.0.1"
+    with HeldPages() as held, log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agenttasks.cli", "--data-dir", str(home), "up",
+             "--port", str(port), "--nats-port", str(nats_port)],
+            stdout=output, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        descendants: list[psutil.Process] = []
+        try:
+            deadline = time.monotonic() + 60
+            while "Press Ctrl-C to stop." not in log.read_text():
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            text = log.read_text()
+            token = re.search(r"Token:\s+(\S+)", text)
+            link = re.search(r"Browser:\s+(\S+)", text)
+            assert token and link, text
+            descendants = psutil.Process(process.pid).children(recursive=True)
+            yield Service(f"http://127.0.0.1:{port}", token[1], link[1], process, held, log)
+        finally:
+            # The API may have been restarted by a test: stop whatever `up` runs now.
+            descendants += psutil.Process(process.pid).children(recursive=True)
+            process.send_signal(signal.SIGINT)
+            process.wait(30)
+            _, alive = psutil.wait_procs(set(descendants), timeout=10)
+            for leftover in alive:
+                leftover.kill()
+    assert process.returncode == 0, log.read_text()
+    assert alive == [], f"left running: {alive}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, service: Service) -> Iterator[Page]:
+    """A fresh browser context, signed in through the link `agenttasks up` printed."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    dialogs: list[str] = []
+    errors: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(service.link)
+    expect(page.locator("#tasks")).to_be_visible()
+    expect(page.locator("#connection")).to_have_text("live")
+    try:
+        yield page
+        assert errors == [], errors
+        assert dialogs == [], f"a dialog opened: {dialogs}"
+    finally:
+        context.close()
+
+
+def go(page: Page, service: Service, route: str) -> None:
+    page.goto(f"{service.url}/{route}")
+
+
+def test_a_task_created_through_the_form_completes_live_and_its_title_stays_text(
+    page: Page, service: Service
+) -> None:
+    assert "#token=" not in page.url, "the token is taken out of the address bar"
+    go(page, service, "#/new?type=summary")
+    page.fill("#field-title", HOSTILE)
+    page.fill("#field-content", " ".join(ARTICLES["/solar"][1]))
+    page.fill("#field-max_length", "40")
+    page.click("#create")
+
+    expect(page.locator("#task-title")).to_have_text(HOSTILE)
+    expect(page.locator("#task-header [data-status]")).to_have_text("completed")
+    expect(page.locator("#task-progress")).to_have_text(" 100%")
+    expect(page.locator("#result .markdown").first).to_contain_text("Solar")
+    kinds = page.locator("#timeline .kind").all_text_contents()
+    assert kinds[0] == "created" and kinds[-1] == "completed", kinds
+    page.click("#raw-events summary")
+    expect(page.locator("#events table tbody tr").first).to_be_visible()
+    page.screenshot(path=SCREENSHOTS / "task.png", full_page=True)
+
+    go(page, service, "#/tasks")
+    row = page.locator("#task-rows tr", has_text=HOSTILE)
+    expect(row).to_have_count(1)
+    expect(row.locator("[data-status]")).to_have_text("completed")
+    assert page.locator("main script").count() == 0
+    page.screenshot(path=SCREENSHOTS / "tasks.png", full_page=True)
+
+
+def test_validation_errors_show_beside_the_field_that_caused_them(
+    page: Page, service: Service
+) -> None:
+    go(page, service, "#/new?type=content_generation")
+    page.fill("#field-title", "Too long")
+    page.fill("#field-topic", "Wind")
+    page.fill("#field-length", "999999")
+    page.click("#create")
+    expect(page.locator("#error-length")).to_contain_text("task_config.length")
+    expect(page.locator("#field-length")).to_have_class(re.compile("invalid"))
+    expect(page.locator("#error-topic")).to_have_text("")
+    page.screenshot(path=SCREENSHOTS / "create-errors.png", full_page=True)
+
+
+def test_cancel_and_retry_from_the_task_page_and_the_list(page: Page, service: Service) -> None:
+    go(page, service, "#/new?type=custom")
+    page.fill("#field-title", "Held fetch")
+    page.fill("#field-steps", f'[{{"action": "fetch", "url": "{service.held.url("cancel")}"}}]')
+    page.click("#create")
+    expect(page.locator("#task-header [data-status]")).to_have_text("running")
+    assert service.held.seen("cancel").wait(30), "the worker never fetched the held page"
+    page.click("#cancel")
+    expect(page.locator("#task-header [data-status]")).to_have_text("cancelled")
+    expect(page.locator("#timeline .kind").last).to_have_text("cancelled")
+
+    page.click("#retry")
+    expect(page.locator("#task-header [data-status]")).to_have_text(re.compile("pending|running"))
+    expect(page.locator("#timeline .kind", has_text="retried")).to_have_count(1)
+    task_id = page.url.rsplit("/", 1)[-1]
+
+    go(page, service, "#/tasks")
+    row = page.locator(f'#task-rows tr[data-task-id="{task_id}"]')
+    row.locator("button.cancel").click()
+    expect(row.locator("[data-status]")).to_have_text("cancelled")
+    expect(row.locator("button.retry")).to_be_visible()
+
+
+def test_an_admin_cancels_many_tasks_at_once(page: Page, service: Service) -> None:
+    ids = [service.held_task(f"Bulk {n}", f"bulk-{n}") for n in range(3)]
+    go(page, service, "#/tasks")
+    for task_id in ids:
+        page.locator(f'#task-rows tr[data-task-id="{task_id}"] input.select').check()
+    expect(page.locator("#bulk-count")).to_have_text("3 selected")
+    page.click("#bulk-cancel")
+    expect(page.locator("#list-message")).to_contain_text("cancel: 3 of 3 done")
+    for task_id in ids:
+        row = page.locator(f'#task-rows tr[data-task-id="{task_id}"]')
+        expect(row.locator("[data-status]")).to_have_text("cancelled")
+
+
+def test_templates_statistics_and_a_task_from_a_template(page: Page, service: Service) -> None:
+    go(page, service, "#/templates")
+    page.click("#new-template")
+    page.fill("#template-name", "Short summary")
+    page.select_option("#template-task_type", "summary")
+    page.fill(
+        "#template-default_config", '{"content": "Wind turbines turn moving air into power."}'
+    )
+    page.fill("#template-config_schema", '{"type": "nonsense"}')
+    page.click("#save-template")
+    expect(page.locator("#template-error-config_schema")).not_to_have_text("")
+    page.fill("#template-config_schema", '{"type": "object"}')
+    page.click("#save-template")
+    row = page.locator("#template-rows tr", has_text="Short summary")
+    expect(row).to_have_count(1)
+    page.screenshot(path=SCREENSHOTS / "templates.png", full_page=True)
+
+    row.locator("button.use").click()
+    page.fill("#field-title", "From the template")
+    page.click("#create")
+    expect(page.locator("#task-header [data-status]")).to_have_text("completed")
+    expect(page.locator("#result .markdown").first).to_contain_text("Wind")
+
+    go(page, service, "#/stats")
+    expect(page.locator("#total")).not_to_have_text("0")
+    expect(page.locator("#stats-body canvas").first).to_be_visible()
+    expect(page.locator("#stats-body")).to_contain_text("Short summary")
+    page.screenshot(path=SCREENSHOTS / "statistics.png", full_page=True)
+
+
+def test_the_page_says_it_reconnects_when_the_api_restarts_and_then_catches_up(
+    page: Page, service: Service
+) -> None:
+    task_id = service.held_task("Survives a restart", "restart")
+    go(page, service, f"#/task/{task_id}")
+    expect(page.locator("#task-header [data-status]")).to_have_text("running")
+    assert service.held.seen("restart").wait(30)
+
+    service.api_process().kill()  # `up` restarts it, as it would after a crash
+    expect(page.locator("#connection")).to_have_text(re.compile("reconnecting"))
+    page.screenshot(path=SCREENSHOTS / "reconnecting.png")
+    service.held.release("restart")  # the task finishes while the page may be cut off
+
+    expect(page.locator("#connection")).to_have_text("live")
+    expect(page.locator("#task-header [data-status]")).to_have_text("completed")
+    positions = [
+        int(p)
+        for p in page.locator("#timeline li").evaluate_all("l => l.map(e => e.dataset.position)")
+    ]
+    assert positions == sorted(set(positions)), positions  # every update once, in order
+    kinds = page.locator("#timeline .kind").all_text_contents()
+    assert kinds.count("completed") == 1 and kinds.count("created") == 1, kinds
+
+    go(page, service, "#/tasks")
+    row = page.locator(f'#task-rows tr[data-task-id="{task_id}"]')
+    expect(row.locator("[data-status]")).to_have_text("completed")
