@@ -151,7 +151,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             text = log.read_text()
             token = re.search(r"Token:\s+(\S+)", text)
             link = re.search(r"Browser:\s+(\S+)", text)
-            assert token and link, text
+            assert token, text
+            assert link, text
             descendants = psutil.Process(process.pid).children(recursive=True)
             yield Service(f"http://127.0.0.1:{port}", token[1], link[1], process, held, log)
         finally:
@@ -219,7 +220,8 @@ def test_a_task_created_through_the_form_completes_live_and_its_title_stays_text
     expect(page.locator("#task-progress")).to_have_text(" 100%")
     expect(page.locator("#result .markdown").first).to_contain_text("Solar")
     kinds = page.locator("#timeline .kind").all_text_contents()
-    assert kinds[0] == "created" and kinds[-1] == "completed", kinds
+    assert kinds[0] == "created", kinds
+    assert kinds[-1] == "completed", kinds
     page.click("#raw-events summary")
     expect(page.locator("#events table tbody tr").first).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "task.png", full_page=True)
@@ -333,7 +335,8 @@ def test_the_page_says_it_reconnects_when_the_api_restarts_and_then_catches_up(
     ]
     assert positions == sorted(set(positions)), positions  # every update once, in order
     kinds = page.locator("#timeline .kind").all_text_contents()
-    assert kinds.count("completed") == 1 and kinds.count("created") == 1, kinds
+    assert kinds.count("created") == 1, kinds
+    assert kinds.count("completed") == 1, kinds
 
     go(page, service, "#/tasks")
     row = page.locator(f'#task-rows tr[data-task-id="{task_id}"]')
