@@ -67,3 +67,31 @@ def test_concurrent_writers_leave_a_log_without_holes_in_commit_order(store: Eve
     positions = [e.position for e in read_log(store)]
     assert len(positions) == 160
     assert positions == sorted(positions)
+
+
+def test_processes_opening_a_new_store_at_once_do_not_collide_on_its_tables(
+    database_url: str,
+) -> None:
+    # API replicas and `up`'s children construct the store together on a fresh database; the
+    # library's CREATE ... IF NOT EXISTS statements alone fail with "tuple concurrently updated".
+    env = Settings(database_url=database_url).eventsourcing_env()
+    opened: list[EventStore] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            opened.append(open_event_store(env))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in opened:
+        close(store)
+    assert errors == []
+    assert len(opened) == 8

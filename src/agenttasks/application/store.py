@@ -13,11 +13,16 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent
 
 APPLICATION_NAME = "agenttasks"
+# The library creates its tables and functions when the application is constructed; processes
+# starting together (API replicas, `up`'s children) collide on that DDL ("tuple concurrently
+# updated") even with IF NOT EXISTS, so construction takes this advisory lock first.
+STORE_DDL_LOCK = 0x61677474_73746F72  # "agttstor"
 
 
 class EventStore(Application[UUID]):
@@ -29,7 +34,24 @@ class EventStore(Application[UUID]):
 def open_event_store(env: Mapping[str, str] | None = None) -> EventStore:
     """An EventStore configured by `env` (eventsourcing keys); in memory when `env` is None."""
     settings = {"PERSISTENCE_MODULE": "eventsourcing.popo"} if env is None else dict(env)
-    return EventStore(env=settings)
+    if settings.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
+        return EventStore(env=settings)
+    with psycopg.connect(**_conninfo(settings), autocommit=True) as connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (STORE_DDL_LOCK,))
+        try:
+            return EventStore(env=settings)
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (STORE_DDL_LOCK,))
+
+
+def _conninfo(settings: Mapping[str, str]) -> dict[str, str]:
+    return {
+        "dbname": settings["POSTGRES_DBNAME"],
+        "host": settings["POSTGRES_HOST"],
+        "port": settings["POSTGRES_PORT"],
+        "user": settings["POSTGRES_USER"],
+        "password": settings.get("POSTGRES_PASSWORD", ""),
+    }
 
 
 @dataclass(frozen=True)
