@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent
@@ -36,7 +37,7 @@ def open_event_store(env: Mapping[str, str] | None = None) -> EventStore:
     settings = {"PERSISTENCE_MODULE": "eventsourcing.popo"} if env is None else dict(env)
     if settings.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
         return EventStore(env=settings)
-    with psycopg.connect(**_conninfo(settings), autocommit=True) as connection:
+    with psycopg.connect(_conninfo(settings), autocommit=True) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (STORE_DDL_LOCK,))
         try:
             return EventStore(env=settings)
@@ -44,14 +45,14 @@ def open_event_store(env: Mapping[str, str] | None = None) -> EventStore:
             connection.execute("SELECT pg_advisory_unlock(%s)", (STORE_DDL_LOCK,))
 
 
-def _conninfo(settings: Mapping[str, str]) -> dict[str, str]:
-    return {
-        "dbname": settings["POSTGRES_DBNAME"],
-        "host": settings["POSTGRES_HOST"],
-        "port": settings["POSTGRES_PORT"],
-        "user": settings["POSTGRES_USER"],
-        "password": settings.get("POSTGRES_PASSWORD", ""),
-    }
+def _conninfo(settings: Mapping[str, str]) -> str:
+    return make_conninfo(
+        dbname=settings["POSTGRES_DBNAME"],
+        host=settings["POSTGRES_HOST"],
+        port=settings["POSTGRES_PORT"],
+        user=settings["POSTGRES_USER"],
+        password=settings.get("POSTGRES_PASSWORD", ""),
+    )
 
 
 @dataclass(frozen=True)
