@@ -14,10 +14,10 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent
+from psycopg.conninfo import make_conninfo
 
 APPLICATION_NAME = "agenttasks"
 # The library creates its tables and functions when the application is constructed; processes
