@@ -48,7 +48,7 @@ from agenttasks.servers.secrets import load_secrets
 from agenttasks.settings import Settings, SettingsError
 from agenttasks.workers.agents import agents_for
 from agenttasks.workers.fetch import Fetcher
-from agenttasks.workers.llm import LanguageModel, OpenAIModel
+from agenttasks.workers.llm import LanguageModel, model_from_settings
 from agenttasks.workers.runtime import Worker, WorkerOptions
 from agenttasks.workers.watchdog import Watchdog
 
@@ -300,15 +300,10 @@ def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto")
 
 def language_model(settings: Settings) -> LanguageModel | None:
     """The configured OpenAI-compatible model, or None: then the offline engine does the work."""
-    if settings.openai_api_key is None:
+    model = model_from_settings(settings)
+    if model is None:
         log.info("no OPENAI_API_KEY: tasks run on the offline engine")
-        return None
-    return OpenAIModel(
-        api_key=settings.openai_api_key,
-        base_url=settings.openai_base_url,
-        model=settings.model,
-        timeout=float(settings.llm_timeout),
-    )
+    return model
 
 
 # Tools -------------------------------------------------------------------------------------
