@@ -123,6 +123,14 @@ class Service:
             title, "custom", {"steps": [{"action": "fetch", "url": self.held.url(name)}]}
         )
 
+    def wait_for_usage(self, template_id: str | None) -> None:
+        """Until the template-usage read model counts a task made from the template."""
+        deadline = time.monotonic() + 30
+        url = f"{self.url}/api/v1/utils/ai-task-templates/{template_id}/"
+        while httpx.get(url, headers=self.headers).json()["usage"]["usage_count"] < 1:
+            assert time.monotonic() < deadline, "the template's usage was never counted"
+            time.sleep(0.1)
+
     def api_process(self) -> psutil.Process:
         children = psutil.Process(self.process.pid).children()
         return next(c for c in children if c.cmdline()[-1:] == ["api"])
@@ -233,6 +241,44 @@ def test_a_task_created_through_the_form_completes_live_and_its_title_stays_text
     assert page.locator("main script").count() == 0
     page.screenshot(path=SCREENSHOTS / "tasks.png", full_page=True)
 
+    page.fill("#filter-search", "no such title")
+    page.click("#filters-submit")
+    expect(page.locator("#task-rows")).to_have_text("No tasks match.")
+    page.fill("#filter-search", "solar NOTES")
+    page.click("#filters-submit")
+    expect(page.locator("#task-rows tr", has_text=HOSTILE)).to_have_count(1)
+    page.select_option("#filter-status", "failed")
+    expect(page.locator("#task-rows")).to_have_text("No tasks match.")
+
+
+def test_markdown_in_a_result_is_rendered_without_its_markup_running(
+    page: Page, service: Service
+) -> None:
+    go(page, service, "#/new?type=content_generation")
+    page.fill("#field-title", "Sanitised")
+    page.fill("#field-topic", '<img src=x onerror="alert(2)"> Wind <b>power</b>')
+    page.fill("#field-length", "60")
+    page.click("#create")
+    expect(page.locator("#task-header [data-status]")).to_have_text("completed")
+    markdown = page.locator("#result .markdown").first
+    expect(markdown).to_contain_text("Wind")
+    assert page.locator("#result [onerror]").count() == 0
+    assert page.locator("#result script").count() == 0
+
+
+def test_the_client_module_joins_partial_results_and_drops_repeats(page: Page) -> None:
+    joined = page.evaluate(
+        """async () => {
+            const { PartialText } = await import("/dashboard/client.js");
+            const text = new PartialText();
+            const piece = (offset, t) => ({ data: { partial: { offset, text: t } } });
+            for (const p of [piece(0, "Hel"), piece(3, "lo "), piece(0, "Hel"), piece(3, "lo "),
+                             piece(6, "world"), { data: {} }]) text.add(p);
+            return text.text;
+        }"""
+    )
+    assert joined == "Hello world"
+
 
 def test_validation_errors_show_beside_the_field_that_caused_them(
     page: Page, service: Service
@@ -301,11 +347,26 @@ def test_templates_statistics_and_a_task_from_a_template(page: Page, service: Se
     expect(row).to_have_count(1)
     page.screenshot(path=SCREENSHOTS / "templates.png", full_page=True)
 
+    template_id = row.get_attribute("data-template-id")
+    row.locator("button.revise").click()
+    page.fill("#template-description", "Revised once")
+    page.click("#save-template")
+    expect(row).to_contain_text("Revised once")
+    expect(row.locator("td").nth(2)).to_have_text("2")
+
     row.locator("button.use").click()
     page.fill("#field-title", "From the template")
     page.click("#create")
     expect(page.locator("#task-header [data-status]")).to_have_text("completed")
     expect(page.locator("#result .markdown").first).to_contain_text("Wind")
+
+    service.wait_for_usage(template_id)
+
+    go(page, service, "#/templates")
+    row.locator("button.archive").click()
+    expect(row).to_have_count(0)
+    page.check("#show-archived")
+    expect(row).to_contain_text("(archived)")
 
     go(page, service, "#/stats")
     expect(page.locator("#total")).not_to_have_text("0")

@@ -3,6 +3,7 @@
  * template usage; charts by Chart.js (vendored, loaded by index.html as `window.Chart`).
  */
 
+import { FINISHED } from "../client.js";
 import { h, replace, table } from "../dom.js";
 
 const STATUS_COLOURS = { pending: "#e0b43a", running: "#2f5fd0", completed: "#2e9a55",
@@ -50,7 +51,10 @@ export async function render(ctx, main) {
       const query = {};
       if (scope.checked) query.scope = "all";
       if (since.value) query.since = since.value;
-      [stats, popular] = await Promise.all([ctx.api.statistics(query), ctx.api.popularTemplates(20)]);
+      // Usage of every visible template, archived ones too (popular/ leaves those out).
+      const usage = ctx.api.listTemplates({ ordering: "-usage", archived: "true", page_size: 20 });
+      [stats, popular] = await Promise.all([ctx.api.statistics(query), usage]);
+      popular = popular.results.filter((t) => t.usage && t.usage.usage_count > 0);
     } catch (failure) {
       error.textContent = failure.message;
       return;
@@ -80,7 +84,7 @@ export async function render(ctx, main) {
           chart("bar", stats.tasks_per_day.map((p) => p.date), stats.tasks_per_day.map((p) => p.count)))),
       h("section", {}, h("h2", {}, "Template usage"),
         popular.length
-          ? table(popular.map((t) => ({ name: t.name, type: t.task_type, version: t.version,
+          ? table(popular.map((t) => ({ name: t.archived ? `${t.name} (archived)` : t.name, type: t.task_type, version: t.version,
               used: t.usage.usage_count, "success rate": t.usage.success_rate,
               "average duration (s)": t.usage.average_duration_seconds,
               "last used": t.usage.last_used_at })),
@@ -89,9 +93,19 @@ export async function render(ctx, main) {
   }
 
   await load();
-  const reload = () => load();
+  // Figures change when tasks are created or finish; a burst of them reloads once.
+  let timer = null;
+  const reload = () => {
+    clearTimeout(timer);
+    timer = setTimeout(load, 1000);
+  };
+  const unsubscribe = ctx.onUpdate((update) => {
+    if (update.type === "created" || FINISHED.has(update.status)) reload();
+  });
   ctx.onReconnect.add(reload);
   return () => {
+    unsubscribe();
+    clearTimeout(timer);
     ctx.onReconnect.delete(reload);
     for (const c of charts.splice(0)) c.destroy();
   };

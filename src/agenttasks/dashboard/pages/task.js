@@ -102,10 +102,22 @@ export async function render(ctx, main, taskId) {
     if (update.type === "failed") task.error_message = update.message;
     showTask();
     if (FINISHED.has(update.status)) {
-      // The read model has the finished task's times and result: show them as stored.
-      ctx.api.getTask(task.id).then((fresh) => { task = fresh; showTask(); }).catch(() => {});
+      refreshFinished(update.status, 10);
       if (eventsSection.open) loadEvents();
     }
+  }
+
+  /** Shows the finished task as stored (times, result) once the read model has caught up. */
+  function refreshFinished(status, tries) {
+    ctx.api.getTask(task.id).then((fresh) => {
+      if (fresh.status === status) {
+        task = fresh;
+        showTask();
+      } else if (tries > 1 && task.status === status) {
+        // The stream is ahead of the read model, which follows within moments.
+        setTimeout(() => refreshFinished(status, tries - 1), 300);
+      }
+    }).catch(() => {});
   }
 
   let follower = null;

@@ -18,6 +18,7 @@ export async function render(ctx, main, query) {
   filters.page = Number(filters.page) || 1;
   filters.page_size = Number(filters.page_size) || 20;
   const rows = new Map(); // task id -> {task, row}
+  const latest = new Map(); // task id -> its latest live update
   const selected = new Set();
 
   const go = (changes) => {
@@ -41,7 +42,7 @@ export async function render(ctx, main, query) {
     select("task_type", TYPES, "Type"),
     select("priority", PRIORITIES, "Priority"),
     h("div", {}, h("label", { for: "filter-search" }, "Search"), search),
-    h("button", { type: "submit" }, "Search"));
+    h("button", { type: "submit", id: "filters-submit" }, "Search"));
 
   const message = h("div", { class: "error", id: "list-message" });
   const body = h("tbody", { id: "task-rows" });
@@ -140,6 +141,7 @@ export async function render(ctx, main, query) {
   /** Shows a task's new status and progress (from an answer or a live update). */
   function patch(change) {
     const id = change.id || change.task_id;
+    if (change.task_id) latest.set(id, change);
     const entry = rows.get(id);
     if (!entry) return false;
     entry.task = { ...entry.task, status: change.status, progress: change.progress };
@@ -155,7 +157,11 @@ export async function render(ctx, main, query) {
     const page = await ctx.api.listTasks(query);
     rows.clear();
     replace(body);
-    for (const task of page.results) {
+    for (const listed of page.results) {
+      // The read model may lag the stream by a moment: a newer live update wins.
+      const live = latest.get(listed.id);
+      const task = live && new Date(live.timestamp) > new Date(listed.updated_at)
+        ? { ...listed, status: live.status, progress: live.progress } : listed;
       const entry = rowFor(task);
       rows.set(task.id, entry);
       body.append(entry.row);
