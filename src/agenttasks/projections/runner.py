@@ -100,20 +100,25 @@ class ProjectionRunner:
         deliveries: list[Delivery],
         position: int,
     ) -> int:
-        # Pipeline mode sends the batch's statements without waiting for each reply.
+        # The batch goes to the projection at once: a batch handler folds it into a few
+        # statements (the statistics model), others apply event by event. Pipeline mode sends
+        # those statements without waiting for each reply.
         name = self.projection.name
+        events = []
         applied = position
-        with connection.pipeline():
-            for delivery in deliveries:
-                try:
-                    event = decode(delivery.data)
-                except msgspec.DecodeError:
-                    log.error("projector %s: skipping an undecodable message", name)
-                    continue
-                if event.position <= applied:
-                    continue  # already applied: a redelivery, or a replay got here first
-                self.projection.apply(cursor, tables, event)
-                applied = event.position
+        for delivery in deliveries:
+            try:
+                event = decode(delivery.data)
+            except msgspec.DecodeError:
+                log.error("projector %s: skipping an undecodable message", name)
+                continue
+            if event.position <= applied:
+                continue  # already applied: a redelivery, or a replay got here first
+            events.append(event)
+            applied = event.position
+        if events:
+            with connection.pipeline():
+                self.projection.apply_many(cursor, tables, events)
         return applied
 
 
