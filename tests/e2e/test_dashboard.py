@@ -131,6 +131,9 @@ class Service:
             assert time.monotonic() < deadline, "the template's usage was never counted"
             time.sleep(0.1)
 
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text().splitlines()[-lines:])
+
     def api_process(self) -> psutil.Process:
         children = psutil.Process(self.process.pid).children()
         return next(c for c in children if c.cmdline()[-1:] == ["api"])
@@ -388,8 +391,11 @@ def test_the_page_says_it_reconnects_when_the_api_restarts_and_then_catches_up(
     page.screenshot(path=SCREENSHOTS / "reconnecting.png")
     service.held.release("restart")  # the task finishes while the page may be cut off
 
-    expect(page.locator("#connection")).to_have_text("live")
-    expect(page.locator("#task-header [data-status]")).to_have_text("completed")
+    try:
+        expect(page.locator("#connection")).to_have_text("live")
+        expect(page.locator("#task-header [data-status]")).to_have_text("completed")
+    except AssertionError as error:  # what `up` and its API said while this happened
+        raise AssertionError(f"{error}\n--- up.log (end) ---\n{service.log_tail()}") from None
     positions = [
         int(p)
         for p in page.locator("#timeline li").evaluate_all("l => l.map(e => e.dataset.position)")
