@@ -30,7 +30,8 @@ SECURITY_HEADERS = {
 async def dashboard_index() -> Response[bytes]:
     """The dashboard's single page."""
     body = (DASHBOARD_DIR / "index.html").read_bytes()
-    return Response(body, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+    # Litestar appends the charset itself.
+    return Response(body, media_type="text/html", headers=SECURITY_HEADERS)
 
 
 dashboard = Router(

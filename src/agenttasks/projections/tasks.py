@@ -86,7 +86,8 @@ def _update_task(table: str, columns: tuple[str, ...]) -> str:
     assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in columns)
     return (
         sql.SQL(
-            "UPDATE {} SET {}, version = %s, last_position = %s WHERE id = %s AND last_position < %s"
+            "UPDATE {} SET {}, version = %s, last_position = %s"
+            " WHERE id = %s AND last_position < %s"
         )
         .format(sql.Identifier(table), assignments)
         .as_string(None)
