@@ -137,16 +137,19 @@ def role_of(process: psutil.Process) -> str:
 
 def cpu_seconds(roots: list[int]) -> dict[str, float]:
     """CPU seconds used so far by the given processes and all their descendants, by role."""
-    used: dict[str, float] = {}
+    processes: dict[int, psutil.Process] = {}
     for root in roots:
         top = psutil.Process(root)
         for process in [top, *top.children(recursive=True)]:
-            try:
-                times = process.cpu_times()
-            except psutil.Error:
-                continue
-            role = role_of(process)
-            used[role] = used.get(role, 0.0) + times.user + times.system
+            processes.setdefault(process.pid, process)  # the trees overlap: count each once
+    used: dict[str, float] = {}
+    for process in processes.values():
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        role = role_of(process)
+        used[role] = used.get(role, 0.0) + times.user + times.system
     return used
 
 
