@@ -320,7 +320,7 @@ def test_cancel_and_retry_from_the_task_page_and_the_list(page: Page, service: S
     expect(row.locator("button.retry")).to_be_visible()
 
 
-def test_an_admin_cancels_many_tasks_at_once(page: Page, service: Service) -> None:
+def test_an_admin_cancels_and_retries_many_tasks_at_once(page: Page, service: Service) -> None:
     ids = [service.held_task(f"Bulk {n}", f"bulk-{n}") for n in range(3)]
     go(page, service, "#/tasks")
     for task_id in ids:
@@ -331,6 +331,11 @@ def test_an_admin_cancels_many_tasks_at_once(page: Page, service: Service) -> No
     for task_id in ids:
         row = page.locator(f'#task-rows tr[data-task-id="{task_id}"]')
         expect(row.locator("[data-status]")).to_have_text("cancelled")
+    page.click("#bulk-retry")  # the same three are still selected
+    expect(page.locator("#list-message")).to_contain_text("retry: 3 of 3 done")
+    for task_id in ids:
+        row = page.locator(f'#task-rows tr[data-task-id="{task_id}"]')
+        expect(row.locator("[data-status]")).to_have_text(re.compile("pending|running"))
 
 
 def test_templates_statistics_and_a_task_from_a_template(page: Page, service: Service) -> None:
