@@ -8,6 +8,7 @@ per template are computed from those rows at query time, so retries never need u
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from psycopg import Cursor, sql
@@ -75,17 +76,24 @@ def _changes(status: str, started: bool | None, finished: bool) -> Any:
         }
         if started is not False:
             values["started_at"] = e.timestamp if started else None
-        assignments = sql.SQL(", ").join(
-            sql.SQL("{} = %s").format(sql.Identifier(k)) for k in values
-        )
         cursor.execute(
-            sql.SQL(
-                "UPDATE {} SET {}, last_position = %s WHERE task_id = %s AND last_position < %s"
-            ).format(t.id("template_usage_tasks"), assignments),
+            _update_task(t["template_usage_tasks"], tuple(values)),
             (*values.values(), e.position, e.task_id, e.position),
         )
 
     return handler
+
+
+@lru_cache(maxsize=64)
+def _update_task(table: str, columns: tuple[str, ...]) -> str:
+    # Composed once per table and column set: every task event of every task comes through
+    # here (most tasks have no template, and the UPDATE then matches nothing).
+    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in columns)
+    return (
+        sql.SQL("UPDATE {} SET {}, last_position = %s WHERE task_id = %s AND last_position < %s")
+        .format(sql.Identifier(table), assignments)
+        .as_string(None)
+    )
 
 
 def template_usage_projection() -> Projection:
