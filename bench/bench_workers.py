@@ -18,12 +18,16 @@ Figures:
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -74,24 +78,57 @@ def start_workers(
     ]
 
 
-def latency(commands: TaskCommands, count: int) -> list[float]:
+class BusClock:
+    """When each task's `created` event reached a NATS subscriber (wall clock), by task id."""
+
+    def __init__(self, reader_url: str) -> None:
+        self.seen: dict[str, float] = {}
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._listen(reader_url),))
+        self._thread.daemon = True
+        self._thread.start()
+        self._ready.wait(10)
+
+    async def _listen(self, url: str) -> None:
+        import nats
+
+        connection = await nats.connect(url)
+
+        async def seen(message: nats.aio.msg.Msg) -> None:
+            self.seen[json.loads(message.data)["task_id"]] = time.time()
+
+        await connection.subscribe("agenttasks.events.task.*.*.*.created", cb=seen)
+        await connection.flush()
+        self._ready.set()
+        await asyncio.Event().wait()  # listens until the process ends (a daemon thread)
+
+
+def latency(
+    commands: TaskCommands, count: int, clock: BusClock
+) -> tuple[list[float], list[float], list[float]]:
     ids = []
     for _ in range(count):
         ids.append(commands.create(Actor("bench"), NewTask("latency", "summary", CONFIG)).task_id)
         time.sleep(0.02)
     deadline = time.monotonic() + 60
-    latencies = []
+    latencies, to_bus, from_bus = [], [], []
     for task_id in ids:
         while True:
             history = [e.event for e in commands.history(SYSTEM, task_id)]
             started = [e for e in history if isinstance(e, Task.Started)]
             if started:
-                latencies.append((started[0].timestamp - history[0].timestamp).total_seconds())
+                created_at: datetime = history[0].timestamp
+                started_at: datetime = started[0].timestamp
+                latencies.append((started_at - created_at).total_seconds())
+                on_bus = clock.seen.get(str(task_id))
+                if on_bus is not None:
+                    to_bus.append(on_bus - created_at.timestamp())
+                    from_bus.append(started_at.timestamp() - on_bus)
                 break
             if time.monotonic() > deadline:
                 raise SystemExit("tasks did not start within 60 s: are the workers running?")
             time.sleep(0.05)
-    return latencies
+    return latencies, to_bus, from_bus
 
 
 def throughput(
@@ -171,11 +208,22 @@ def main() -> None:
         print(
             f"machine: {os.cpu_count()} cores; {args.workers} worker process(es), concurrency {args.concurrency}, instant engine"
         )
-        samples = latency(commands, args.latency_samples)
+        clock = BusClock(runtime["nats_role_urls"]["reader"])
+        samples, to_bus, from_bus = latency(commands, args.latency_samples, clock)
         print(
             f"created -> started, idle workers ({len(samples)} tasks): p50 {percentile(samples, 0.5) * 1000:.2f} ms,"
             f" p99 {percentile(samples, 0.99) * 1000:.2f} ms, max {max(samples) * 1000:.2f} ms"
         )
+        # Split at the moment a subscriber saw the created event on NATS (same machine clock).
+        for label, part in (
+            ("created -> seen on NATS", to_bus),
+            ("seen on NATS -> started", from_bus),
+        ):
+            if part:
+                print(
+                    f"  {label}: p50 {percentile(part, 0.5) * 1000:.2f} ms,"
+                    f" p99 {percentile(part, 0.99) * 1000:.2f} ms"
+                )
         # Embedded Postgres daemonises (pg_ctl): its postmaster is not a child of `up`.
         postmaster = int((home / "postgres" / "postmaster.pid").read_text().split()[0])
         roots = [up.pid, postmaster, *(w.pid for w in workers), os.getpid()]

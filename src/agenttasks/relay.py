@@ -108,7 +108,7 @@ class Relay:
     ) -> None:
         # Any notification, or a second's silence (then poll anyway): both cost nothing when idle.
         async for _ in lock.notifies(timeout=POLL_SECONDS, stop_after=1):
-            break
+            return  # the session is alive: it just delivered a notification
         await lock.execute("SELECT 1")  # notices a dead session, so leadership ends with it
 
 

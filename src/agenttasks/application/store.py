@@ -79,6 +79,8 @@ def read_log(store: EventStore, after: int = 0, batch: int = 1000) -> Iterator[P
             return
         for notification in notifications:
             yield PositionedEvent(notification.id, store.mapper.to_domain_event(notification))
+        if len(notifications) < batch:
+            return  # a short page is the end: asking again would only cost a round trip
         after = notifications[-1].id
 
 
