@@ -8,6 +8,7 @@ tests/e2e/screenshots/ for a person to look at.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -27,6 +28,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import free_port
+from tests.fakes.llm_server import FakeLlm, reply, serve_llm
 from tests.fakes.websites import ARTICLES, article_html
 
 pytestmark = pytest.mark.e2e
@@ -38,6 +40,7 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 WAIT_MS = 30_000  # Playwright's patience for anything that should happen "soon"
+expect.set_options(timeout=WAIT_MS)  # assertions too (theirs is 5 s): a loaded CI machine is slow
 HOSTILE = "<script>alert(1)</script> Solar notes"
 
 
@@ -139,14 +142,15 @@ class Service:
         return next(c for c in children if c.cmdline()[-1:] == ["api"])
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    home = tmp_path_factory.mktemp("dashboard") / "home"
-    log = home.parent / "up.log"
+@contextlib.contextmanager
+def running_up(home: Path, held: HeldPages, **settings: str) -> Iterator[Service]:
+    """`agenttasks up` in `home` with the given settings; stopped, with all it ran, at the end."""
+    log = home.parent / f"{home.name}-up.log"
     port, nats_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTTASKS_", "OPENAI_"))}
     env["AGENTTASKS_FETCH_ALLOWED_HOSTS"] = "127.0.0.1"
-    with HeldPages() as held, log.open("w") as output:
+    env.update(settings)
+    with log.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "agenttasks.cli", "--data-dir", str(home), "up",
              "--port", str(port), "--nats-port", str(nats_port)],
@@ -179,6 +183,56 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 @pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One `up` on the offline engine for the module."""
+    with HeldPages() as held, running_up(tmp_path_factory.mktemp("dashboard") / "home", held) as up:
+        yield up
+
+
+@contextlib.contextmanager
+def fake_llm_in_a_thread() -> Iterator[FakeLlm]:
+    """The loopback OpenAI-compatible server, on its own event loop (these tests are sync)."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    served: list[FakeLlm] = []
+    ready = threading.Event()
+
+    async def serve() -> None:
+        async with serve_llm() as fake:
+            served.append(fake)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the fake model server did not start"
+    try:
+        yield served[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def model_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, FakeLlm]]:
+    """A second `up` whose worker asks the fake model (engine `openai`), for streamed text."""
+    home = tmp_path_factory.mktemp("dashboard-model") / "home"
+    with (
+        fake_llm_in_a_thread() as fake,
+        HeldPages() as held,
+        running_up(
+            home,
+            held,
+            OPENAI_API_KEY="test-key",
+            OPENAI_BASE_URL=fake.base_url,
+            AGENTTASKS_MODEL="fake-gpt",
+        ) as up,
+    ):
+        yield up, fake
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -191,8 +245,8 @@ def browser() -> Iterator[Browser]:
             chromium.close()
 
 
-@pytest.fixture
-def page(browser: Browser, service: Service) -> Iterator[Page]:
+@contextlib.contextmanager
+def signed_in(browser: Browser, service: Service) -> Iterator[Page]:
     """A fresh browser context, signed in through the link `agenttasks up` printed."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(WAIT_MS)
@@ -210,6 +264,12 @@ def page(browser: Browser, service: Service) -> Iterator[Page]:
         assert dialogs == [], f"a dialog opened: {dialogs}"
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser: Browser, service: Service) -> Iterator[Page]:
+    with signed_in(browser, service) as page:
+        yield page
 
 
 def go(page: Page, service: Service, route: str) -> None:
@@ -274,7 +334,7 @@ def test_the_client_module_joins_partial_results_and_drops_repeats(page: Page) -
         """async () => {
             const { PartialText } = await import("/dashboard/client.js");
             const text = new PartialText();
-            const piece = (offset, t) => ({ data: { partial: { offset, text: t } } });
+            const piece = (offset, t) => ({ data: { data: { partial: { offset, text: t } } } });
             for (const p of [piece(0, "Hel"), piece(3, "lo "), piece(0, "Hel"), piece(3, "lo "),
                              piece(6, "world"), { data: {} }]) text.add(p);
             return text.text;
@@ -413,3 +473,26 @@ def test_the_page_says_it_reconnects_when_the_api_restarts_and_then_catches_up(
     go(page, service, "#/tasks")
     row = page.locator(f'#task-rows tr[data-task-id="{task_id}"]')
     expect(row.locator("[data-status]")).to_have_text("completed")
+
+
+def test_a_models_answer_grows_on_the_task_page_while_it_streams(
+    browser: Browser, model_service: tuple[Service, FakeLlm]
+) -> None:
+    service, fake = model_service
+    words = [f"word{n}" for n in range(80)]
+    fake.script(reply(" ".join(words), chunk_delay=0.1))  # about 8 s of streaming
+    with signed_in(browser, service) as page:
+        task_id = service.create_task(
+            "Streamed", "summary", {"content": "Text.", "max_length": 200}
+        )
+        go(page, service, f"#/task/{task_id}")
+        partial = page.locator("#partial")
+        expect(partial).to_contain_text("word3")
+        early = partial.text_content() or ""
+        expect(page.locator("#task-header [data-status]")).to_have_text("completed")
+        streamed = partial.text_content() or ""
+        result = page.locator("#result").text_content() or ""
+    assert "word79" not in early, "the page saw the text only once it was complete"
+    assert streamed.split() == words  # the pieces joined by offset: every word once, in order
+    assert "word79" in result
+    assert "Engine: openai (fake-gpt)" in result

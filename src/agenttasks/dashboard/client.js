@@ -216,7 +216,10 @@ export class PartialText {
   }
   /** Applies one update; true when it added text. Pieces arrive in order; a new attempt restarts. */
   add(update) {
-    const partial = update && update.data && update.data.partial;
+    // An update's `data` holds the stored event's fields; a `result` event's own field is
+    // also called `data`, so the piece is at update.data.data.partial.
+    const fields = update && update.data;
+    const partial = fields && fields.data && fields.data.partial;
     if (!partial || typeof partial.text !== "string") return false;
     if (partial.offset === 0) this.text = "";
     if (partial.offset !== this.text.length) {
