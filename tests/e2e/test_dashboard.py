@@ -106,6 +106,7 @@ class Service:
     process: subprocess.Popen[bytes]
     held: HeldPages
     log: Path
+    home: Path
     killed: list[int] = field(default_factory=list)
 
     @property
@@ -133,6 +134,12 @@ class Service:
         while httpx.get(url, headers=self.headers).json()["usage"]["usage_count"] < 1:
             assert time.monotonic() < deadline, "the template's usage was never counted"
             time.sleep(0.1)
+
+    def mint(self, user: str, ttl: int) -> str:
+        """A token from `agenttasks token`, run against this `up`'s data directory."""
+        command = [sys.executable, "-m", "agenttasks.cli", "--data-dir", str(self.home),
+                   "token", user, "--ttl", str(ttl)]  # fmt: skip
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text().splitlines()[-lines:])
@@ -169,7 +176,7 @@ def running_up(home: Path, held: HeldPages, **settings: str) -> Iterator[Service
             assert token, text
             assert link, text
             descendants = psutil.Process(process.pid).children(recursive=True)
-            yield Service(f"http://127.0.0.1:{port}", token[1], link[1], process, held, log)
+            yield Service(f"http://127.0.0.1:{port}", token[1], link[1], process, held, log, home)
         finally:
             # The API may have been restarted by a test: stop whatever `up` runs now.
             descendants += psutil.Process(process.pid).children(recursive=True)
@@ -473,6 +480,21 @@ def test_the_page_says_it_reconnects_when_the_api_restarts_and_then_catches_up(
     go(page, service, "#/tasks")
     row = page.locator(f'#task-rows tr[data-task-id="{task_id}"]')
     expect(row.locator("[data-status]")).to_have_text("completed")
+
+
+def test_a_token_that_expires_while_the_page_is_open_signs_out_saying_why(
+    browser: Browser, service: Service
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{service.url}/#token={service.mint('bob', ttl=8)}")
+        expect(page.locator("#tasks")).to_be_visible()
+        expect(page.locator("#connection")).to_have_text("live")
+        expect(page.locator("#signin-error")).to_contain_text("Your token has expired")
+        expect(page.locator("#connection")).to_have_text("")  # its streams were closed
+    finally:
+        context.close()
 
 
 def test_a_models_answer_grows_on_the_task_page_while_it_streams(

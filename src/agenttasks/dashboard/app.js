@@ -24,6 +24,9 @@ const api = new AgentTasksClient({ token: takeTokenFromLink() || localStorage.ge
 const listeners = new Set();
 const streamStates = new Map();
 let liveFollower = null;
+let expiryTimer = null;
+const EXPIRED = "Your token has expired: sign in with a new one (`agenttasks token USER`).";
+const LONGEST_TIMER_MS = 2 ** 31 - 1; // setTimeout's limit (about 24.8 days)
 
 const ctx = {
   api,
@@ -45,14 +48,19 @@ const ctx = {
   signIn(token) {
     localStorage.setItem(TOKEN_KEY, token);
     api.token = token;
+    ctx.signedOutBecause = "";
     startSession();
-    navigate("#/tasks");
+    if (api.token) navigate("#/tasks");
   },
-  signOut() {
+  /** Why the user was last signed out (shown on the sign-in page), or "". */
+  signedOutBecause: "",
+  signOut(reason = "") {
     localStorage.removeItem(TOKEN_KEY);
     api.token = null;
+    clearTimeout(expiryTimer);
     stopLive();
     ctx.user = null;
+    ctx.signedOutBecause = reason;
     replace(who);
     navigate("#/signin");
   },
@@ -82,6 +90,17 @@ function claimsOf(token) {
 
 function startSession() {
   const claims = claimsOf(api.token);
+  // The server refuses an expired token, but an EventSource cannot see why it was refused and
+  // would retry for ever: sign out when the token runs out instead.
+  clearTimeout(expiryTimer);
+  if (claims && typeof claims.exp === "number") {
+    const left = claims.exp * 1000 - Date.now();
+    if (left <= 0) {
+      ctx.signOut(EXPIRED);
+      return;
+    }
+    if (left < LONGEST_TIMER_MS) expiryTimer = setTimeout(() => ctx.signOut(EXPIRED), left);
+  }
   ctx.user = claims
     ? { id: claims.sub, admin: Array.isArray(claims.roles) && claims.roles.includes("admin") }
     : { id: "?", admin: false };

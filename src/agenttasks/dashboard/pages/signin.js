@@ -4,7 +4,7 @@ import { h } from "../dom.js";
 
 export function render(ctx, main) {
   const input = h("textarea", { id: "token", rows: "4", placeholder: "eyJhbGciOi..." });
-  const error = h("div", { class: "error", id: "signin-error" });
+  const error = h("div", { class: "error", id: "signin-error" }, ctx.signedOutBecause || "");
   const submit = async (event) => {
     event.preventDefault();
     const token = input.value.trim();

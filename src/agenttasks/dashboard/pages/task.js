@@ -96,7 +96,8 @@ export async function render(ctx, main, taskId) {
     task = { ...task, status: update.status, progress: update.progress };
     if (update.type === "started") task.attempt = update.data.attempt ?? task.attempt;
     if (update.type === "completed") {
-      task.result_data = update.data;
+      // `data` holds the event's fields: the result is its `result_data`.
+      task.result_data = update.data.result_data;
       task.completed_at = update.timestamp;
     }
     if (update.type === "failed") task.error_message = update.message;
