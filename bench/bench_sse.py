@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psycopg
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,7 +202,14 @@ def run(args: argparse.Namespace) -> None:
             )
             task_ids.append(written.task_id)
             owner[written.task_id] = user
-        time.sleep(1.0)  # let the projector show the tasks (per-task streams check visibility)
+        # Per-task streams check that the task is visible: wait until the read model shows all.
+        with psycopg.connect(database_url) as connection:
+            deadline = time.monotonic() + 30
+            query = "SELECT count(*) FROM tasks"
+            while connection.execute(query).fetchone()[0] < len(task_ids):  # type: ignore[index]
+                if time.monotonic() > deadline:
+                    raise SystemExit("the projector did not show the created tasks within 30 s")
+                time.sleep(0.05)
 
         tokens = {user: mint_token(SECRET, user, ttl=3600) for user in users}
         plan: list[tuple[str, str]] = []
@@ -223,7 +232,7 @@ def run(args: argparse.Namespace) -> None:
         )  # fmt: skip
         if warm.returncode:
             raise SystemExit(warm.stderr)
-        time.sleep(1.0)
+        time.sleep(1.0)  # settle (freed warm-up buffers) before the idle memory baseline
         api_process = psutil.Process(api.pid)
         idle_rss = api_process.memory_info().rss
 
@@ -235,7 +244,7 @@ def run(args: argparse.Namespace) -> None:
         line = generator.stdout.readline() if generator.stdout else ""
         if line.strip() != "connected":
             raise SystemExit(f"the load generator failed: {line}")
-        time.sleep(2.0)
+        time.sleep(2.0)  # settle after the connection burst before reading memory
         connected_rss = api_process.memory_info().rss
         cpu_before = sum(api_process.cpu_times()[:2])
 
