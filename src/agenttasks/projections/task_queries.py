@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from agenttasks.application.tasks import Actor
+from agenttasks.projections.ordering import order_by
 
 
 class TaskView(msgspec.Struct, kw_only=True):
@@ -80,15 +81,12 @@ _UPDATE_COLUMNS = sql.SQL(
 )
 
 
+_ORDER_COLUMNS = {name: sql.Identifier(column) for name, column in ORDERINGS.items()}
+
+
 def ordering_clause(ordering: str) -> sql.Composed:
     """`created_at`, `-priority`, ... as SQL; ValueError naming the allowed values otherwise."""
-    descending = ordering.startswith("-")
-    column = ORDERINGS.get(ordering.removeprefix("-"))
-    if column is None:
-        allowed = ", ".join(f"{name}, -{name}" for name in ORDERINGS)
-        raise ValueError(f"ordering must be one of: {allowed}")
-    direction = sql.SQL("DESC" if descending else "ASC")
-    return sql.SQL("{} {}, id {}").format(sql.Identifier(column), direction, direction)
+    return order_by(ordering, _ORDER_COLUMNS, sql.SQL("id"))
 
 
 class TaskQueries:

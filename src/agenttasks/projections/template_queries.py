@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from agenttasks.application.tasks import Actor
+from agenttasks.projections.ordering import order_by
 
 
 class UsageView(msgspec.Struct, kw_only=True):
@@ -77,15 +78,12 @@ _SELECT = sql.SQL(
 )
 
 
+_ORDER_COLUMNS = {name: sql.SQL(expression) for name, expression in ORDERINGS.items()}
+
+
 def ordering_clause(ordering: str) -> sql.Composed:
     """`-created_at`, `usage`, ... as SQL; ValueError naming the allowed values otherwise."""
-    descending = ordering.startswith("-")
-    column = ORDERINGS.get(ordering.removeprefix("-"))
-    if column is None:
-        allowed = ", ".join(f"{name}, -{name}" for name in ORDERINGS)
-        raise ValueError(f"ordering must be one of: {allowed}")
-    direction = sql.SQL("DESC" if descending else "ASC")
-    return sql.SQL("{} {}, t.id {}").format(sql.SQL(column), direction, direction)
+    return order_by(ordering, _ORDER_COLUMNS, sql.SQL("t.id"))
 
 
 class TemplateQueries:
