@@ -15,6 +15,7 @@ import uvicorn
 from agenttasks.api.app import create_app
 from agenttasks.api.auth import mint_token
 from agenttasks.bootstrap import build_api_deps
+from agenttasks.projections.base import Projection
 from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.secrets import ROLES
 from agenttasks.settings import Settings
@@ -76,8 +77,11 @@ async def running_api(database_url: str, nats: EmbeddedNats) -> AsyncIterator[Ap
 
 
 @contextmanager
-def api_in_thread(database_url: str, nats: EmbeddedNats) -> Iterator[str]:
-    """The stack and the API on their own event loop in a thread; yields the API's URL.
+def api_in_thread(
+    database_url: str, nats: EmbeddedNats, projections: tuple[Projection, ...] | None = None
+) -> Iterator[str]:
+    """The stack (with `projections`, default: tasks) and the API on their own event loop in
+    a thread; yields the API's URL.
 
     For synchronous tests (hypothesis runs each example outside any event loop of ours).
     """
@@ -87,7 +91,7 @@ def api_in_thread(database_url: str, nats: EmbeddedNats) -> Iterator[str]:
     async def serve() -> None:
         try:
             async with (
-                running_stack(database_url, nats),
+                running_stack(database_url, nats, projections=projections),
                 serving(settings_for(database_url, nats)) as url,
             ):
                 ready.put(url)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import queue
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agenttasks.servers.nats import EmbeddedNats
-from tests.integration.api_client import bearer, serving, settings_for
-from tests.integration.stack import running_stack
+from tests.integration.api_client import api_in_thread, bearer
 from tests.integration.test_api_fuzz import assert_client_error, json_values
 from tests.integration.test_statistics import all_projections
 
@@ -57,32 +53,11 @@ template_like = st.fixed_dictionaries(
 @pytest.fixture
 def api(database_url: str, nats_server: EmbeddedNats) -> Iterator[httpx.Client]:
     """The API with every projector, on its own event loop in a thread (hypothesis is sync)."""
-    ready: queue.Queue[str | BaseException] = queue.Queue()
-    stop = threading.Event()
-
-    async def serve() -> None:
-        try:
-            async with (
-                running_stack(database_url, nats_server, projections=all_projections()),
-                serving(settings_for(database_url, nats_server)) as url,
-            ):
-                ready.put(url)
-                await asyncio.to_thread(stop.wait)
-        except BaseException as error:
-            ready.put(error)
-            raise
-
-    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
-    thread.start()
-    outcome = ready.get(timeout=60)
-    if isinstance(outcome, BaseException):
-        raise outcome
-    try:
-        with httpx.Client(base_url=outcome, timeout=30) as client:
-            yield client
-    finally:
-        stop.set()
-        thread.join(30)
+    with (
+        api_in_thread(database_url, nats_server, all_projections()) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        yield client
 
 
 @FUZZ
