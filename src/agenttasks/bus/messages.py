@@ -6,6 +6,7 @@ by adding optional fields.
 Subjects:
     agenttasks.events.task.<task_type>.<priority>.<task_id>.<kind>
     agenttasks.events.template.<template_id>.<kind>
+    agenttasks.events.skipped.<position>
 """
 
 from __future__ import annotations
@@ -50,7 +51,15 @@ class TemplateEvent(msgspec.Struct, tag_field="stream", tag="template", kw_only=
     data: dict[str, Any]
 
 
-BusEvent = TaskEvent | TemplateEvent
+class SkippedEvent(msgspec.Struct, tag_field="stream", tag="skipped", kw_only=True):
+    """In place of a stored event the relay could not decode: that position will not come."""
+
+    position: int
+    originator_id: str | None  # the task's or template's id, when the store knows it
+    reason: str  # our text (exception type names), never the stored content
+
+
+BusEvent = TaskEvent | TemplateEvent | SkippedEvent
 
 _decoder = msgspec.json.Decoder(BusEvent)
 _encoder = msgspec.json.Encoder()
@@ -73,7 +82,9 @@ def subject_of(event: BusEvent) -> str:
         return (
             f"{SUBJECT_ROOT}.task.{event.task_type}.{event.priority}.{event.task_id}.{event.type}"
         )
-    return f"{SUBJECT_ROOT}.template.{event.template_id}.{event.type}"
+    if isinstance(event, TemplateEvent):
+        return f"{SUBJECT_ROOT}.template.{event.template_id}.{event.type}"
+    return f"{SUBJECT_ROOT}.skipped.{event.position}"
 
 
 def message_id(event: BusEvent) -> str:
