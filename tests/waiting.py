@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 
@@ -13,3 +14,11 @@ async def wait_until(condition: Callable[[], bool], within: float = 20.0) -> Non
     while not condition():
         assert loop.time() < deadline, f"condition not met within {within}s"
         await asyncio.sleep(0.005)
+
+
+def block_until(condition: Callable[[], bool], within: float = 20.0) -> None:
+    """`wait_until` for threads and synchronous tests: polls, and fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not met within {within}s"
+        time.sleep(0.002)

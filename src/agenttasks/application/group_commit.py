@@ -4,8 +4,9 @@ eventsourcing appends one transaction at a time under a table lock (that is what
 notification log gap-safe for the relay), so one `save()` per command caps throughput near the
 commit rate of a single client. Here the first waiting caller becomes the leader and saves what
 everyone queued so far in one `save()`; the others wait for their share of the recordings.
-If the combined save conflicts (two commands raced on one aggregate), each request is saved on
-its own so only the loser sees the IntegrityError and retries with a fresh load.
+If the combined save fails (two commands raced on one aggregate, or one command holds a value
+the store refuses), each request is saved on its own, so only the command at fault sees the
+error (the loser of a race retries with a fresh load).
 """
 
 from __future__ import annotations
@@ -78,9 +79,15 @@ class GroupCommitter:
         except IntegrityError:
             for request in batch:
                 self._save_alone(request)
-        except Exception as error:  # e.g. the database is down: every waiter hears of it
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0].error, batch[0].done = error, True
+                return
+            # One request's events may be what failed (a value the store refuses): each is
+            # tried alone, so nobody else's command fails with it. When the database is down,
+            # each hears of that instead.
             for request in batch:
-                request.error, request.done = error, True
+                self._save_alone(request)
 
     def _save_together(self, batch: list[_Request]) -> None:
         recordings = self.store.save(*[e for r in batch for e in r.events])

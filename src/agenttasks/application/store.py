@@ -16,8 +16,11 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import StoredEvent, Transcoder
 from psycopg.conninfo import make_conninfo
+
+from agenttasks.application.transcoding import SafeJSONTranscoder
+from agenttasks.application.undecodable import decoded
 
 APPLICATION_NAME = "agenttasks"
 # The library creates its tables and functions when the application is constructed; processes
@@ -30,6 +33,12 @@ class EventStore(Application[UUID]):
     """agenttasks' event-sourced application: aggregates are saved here and only here."""
 
     name = APPLICATION_NAME
+
+    def construct_transcoder(self) -> Transcoder:
+        """Our JSON transcoder: user JSON of any shape reads back as written (transcoding.py)."""
+        transcoder = SafeJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
 
 def open_event_store(env: Mapping[str, str] | None = None) -> EventStore:
@@ -70,7 +79,7 @@ class PositionedEvent:
 
 
 def read_log(store: EventStore, after: int = 0, batch: int = 1000) -> Iterator[PositionedEvent]:
-    """Every stored event after position `after`, in order, decoded; stops at the current end."""
+    """Every stored event after `after`, in order, decoded (or Undecodable); stops at the end."""
     while True:
         notifications = store.recorder.select_notifications(
             start=after, limit=batch, inclusive_of_start=False
@@ -78,14 +87,15 @@ def read_log(store: EventStore, after: int = 0, batch: int = 1000) -> Iterator[P
         if not notifications:
             return
         for notification in notifications:
-            yield PositionedEvent(notification.id, store.mapper.to_domain_event(notification))
+            # An event that cannot be decoded comes as an Undecodable marker, not an exception.
+            yield PositionedEvent(notification.id, decoded(store.mapper, notification))
         if len(notifications) < batch:
             return  # a short page is the end: asking again would only cost a round trip
         after = notifications[-1].id
 
 
 def history(store: EventStore, aggregate_id: UUID) -> list[PositionedEvent]:
-    """One aggregate's events in order, each with its position in the log."""
+    """One aggregate's events in order with their positions (Undecodable where one fails)."""
     recorder: Any = store.recorder
     if hasattr(recorder, "datastore"):  # Postgres: the positions are columns of the events table
         with recorder.datastore.transaction(commit=False) as cursor:
@@ -99,8 +109,11 @@ def history(store: EventStore, aggregate_id: UUID) -> list[PositionedEvent]:
         return [
             PositionedEvent(
                 row["notification_id"],
-                store.mapper.to_domain_event(
-                    StoredEvent(aggregate_id, row["originator_version"], row["topic"], row["state"])
+                decoded(
+                    store.mapper,
+                    StoredEvent(
+                        aggregate_id, row["originator_version"], row["topic"], row["state"]
+                    ),
                 ),
             )
             for row in rows
