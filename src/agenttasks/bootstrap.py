@@ -20,12 +20,13 @@ from uuid import UUID
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from agenttasks import runtime_file
+from agenttasks import quarantine, relay_status, runtime_file
 from agenttasks.api.app import create_app
 from agenttasks.api.auth import mint_token
 from agenttasks.api.deps import ApiDeps
 from agenttasks.api.live import LiveUpdates
 from agenttasks.application.publishing import mapper_for
+from agenttasks.application.schema_document import SchemaLimits
 from agenttasks.application.store import EventStore, close, open_event_store
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
 from agenttasks.application.templates import TemplateCommands, TemplateNotFound
@@ -48,6 +49,7 @@ from agenttasks.servers.secrets import load_secrets
 from agenttasks.settings import Settings, SettingsError
 from agenttasks.workers.agents import agents_for
 from agenttasks.workers.fetch import Fetcher
+from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel, model_from_settings
 from agenttasks.workers.runtime import Worker, WorkerOptions
 from agenttasks.workers.watchdog import Watchdog
@@ -137,6 +139,18 @@ def run_api(settings: Settings) -> int:
     return 0
 
 
+def schema_limits(settings: Settings) -> SchemaLimits:
+    """The caps on template JSON Schemas, from the settings."""
+    return SchemaLimits(
+        max_bytes=settings.schema_max_bytes,
+        max_depth=settings.schema_max_depth,
+        max_subschemas=settings.schema_max_subschemas,
+        max_pattern_chars=settings.schema_max_pattern_chars,
+        max_validation_steps=settings.schema_max_validation_steps,
+        max_validation_depth=settings.schema_max_validation_depth,
+    )
+
+
 def build_api_deps(settings: Settings) -> ApiDeps:
     """The API's dependencies, with their start and stop hooks."""
     database_url = require_database(settings)
@@ -151,7 +165,8 @@ def build_api_deps(settings: Settings) -> ApiDeps:
         queries=TaskQueries(pool),
         watcher=watcher,
         jwt_secret=settings.jwt_secret,
-        templates=TemplateCommands(store, commands),
+        cors_origins=settings.cors_origins,
+        templates=TemplateCommands(store, commands, schema_limits(settings)),
         template_queries=TemplateQueries(pool),
         statistics=StatisticsQueries(pool),
     )
@@ -162,7 +177,11 @@ def build_api_deps(settings: Settings) -> ApiDeps:
         await pool.open()
         await watcher.start()
         deps.bus = await connect(settings.nats_url_for("api"), "agenttasks-api")
-        deps.live = LiveUpdates(store)
+        deps.live = LiveUpdates(
+            store,
+            max_streams_per_user=settings.max_streams_per_user,
+            max_catch_up_events=settings.max_catch_up_events,
+        )
         await deps.live.start(deps.bus)
 
     async def stop() -> None:
@@ -188,6 +207,8 @@ def ensure_read_models(database_url: str) -> None:
         connection.cursor() as cursor,
     ):
         ensure_tables(cursor, chosen, [p.live_tables() for p in chosen])
+        quarantine.ensure_table(cursor)  # /ready reads these before any relay may have run
+        relay_status.ensure_table(cursor)
 
 
 def readiness_checks(
@@ -207,7 +228,23 @@ def readiness_checks(
         finally:
             await bus.close()
         newest = await asyncio.to_thread(store.recorder.max_notification_id) or 0
-        return {"ok": True, "published": published, "relay_lag": max(0, newest - published)}
+        async with pool.connection() as connection:
+            heartbeat = await relay_status.last_beat(connection)
+        return relay_status.relay_health(
+            stored=newest,
+            published=published,
+            heartbeat=heartbeat,
+            stall_seconds=settings.relay_stall_seconds,
+        )
+
+    async def quarantined() -> dict[str, Any]:
+        # A report, not a failure: the pipeline goes on around a quarantined event, and
+        # failing every replica's /ready over one event would take the whole service out.
+        async with pool.connection() as connection:
+            found = await connection.execute(quarantine.SUMMARY_SQL)
+            count, newest, seen = (await found.fetchone()) or (0, None, None)
+        newest_seen = None if seen is None else seen.isoformat()
+        return {"ok": True, "count": count, "newest_position": newest, "newest_seen": newest_seen}
 
     async def lag() -> dict[str, Any]:
         newest = await asyncio.to_thread(store.recorder.max_notification_id) or 0
@@ -217,7 +254,12 @@ def readiness_checks(
             result[f"{name}_lag"] = behind
         return result
 
-    return {"postgres": postgres, "nats": nats_and_relay, "projections": lag}
+    return {
+        "postgres": postgres,
+        "nats": nats_and_relay,
+        "projections": lag,
+        "quarantine": quarantined,
+    }
 
 
 def run_relay(settings: Settings) -> int:
@@ -272,7 +314,12 @@ def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto")
             settings.nats_url_for("worker"), f"agenttasks-worker-{options.worker_id}"
         )
         llm = language_model(settings) if engine == "auto" else None
-        fetcher = Fetcher(settings.fetch_allowed_hosts)
+        fetcher = Fetcher(
+            settings.fetch_allowed_hosts,
+            max_bytes=settings.fetch_max_bytes,
+            extract_timeout=float(settings.extract_timeout),
+            extract_processes=settings.extract_processes,
+        )
         executor = ThreadPoolExecutor(32, thread_name_prefix="worker-store")
         with event_store(settings) as store:
             commands = TaskCommands(store)
@@ -284,6 +331,7 @@ def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto")
                 fetcher=fetcher,
                 options=options,
                 executor=executor,
+                limits=Limits.from_settings(settings),
             )
             watchdog = Watchdog(commands, bus, database_url, executor)
             try:

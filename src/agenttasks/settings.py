@@ -32,12 +32,35 @@ class Settings:
     nats_port: int = 4222
     # Role -> NATS URL with that role's credentials, for servers that require them.
     nats_role_urls: Mapping[str, str] = field(default_factory=dict)
+    # /ready fails when events wait and the relay has not made progress for this long.
+    relay_stall_seconds: int = 30
+    # Browser-facing API (docs/api.md, "Auth"): origins besides the service's own whose pages
+    # may use the cookie or a query token; caps on live streams, per API process.
+    cors_origins: frozenset[str] = frozenset()
+    max_streams_per_user: int = 20
+    max_catch_up_events: int = 10_000  # history one stream catch-up may replay
     # Workers. With no OpenAI key the built-in offline engine does the work.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None  # any OpenAI-compatible server (Ollama, vLLM, ...)
     model: str = "gpt-4o-mini"
     llm_timeout: int = 120
     fetch_allowed_hosts: frozenset[str] = frozenset()  # hosts exempt from the SSRF guard
+    # What one task can multiply (docs/workers.md, "Caps"): a task over one fails, the worker not.
+    fetch_max_bytes: int = 5_000_000  # one page's body
+    extract_timeout: int = 10  # seconds of extraction per page, in a child process
+    extract_processes: int = 2  # child processes extracting pages, per worker process
+    max_tokens: int = 4096  # the ceiling of every model call's max_tokens
+    max_prompt_chars: int = 200_000  # system + user text of one model call
+    max_step_text_chars: int = 200_000  # what one chain step works on, references filled in
+    max_chain_text_chars: int = 2_000_000  # the same, summed over a chain's steps
+    max_step_output_chars: int = 200_000  # a step's output handed on to later steps
+    # Template JSON Schemas (docs/templates.md, "Limits"): the document, and validating against it.
+    schema_max_bytes: int = 64 * 1024
+    schema_max_depth: int = 32  # nesting of objects and arrays in the schema
+    schema_max_subschemas: int = 500  # JSON objects in the schema
+    schema_max_pattern_chars: int = 1000  # one pattern or patternProperties key
+    schema_max_validation_steps: int = 50_000  # weighted keyword applications per validation
+    schema_max_validation_depth: int = 100  # nested keyword applications (through $ref too)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +81,16 @@ class Settings:
             values["host"] = host
         values["port"] = _int(env, "AGENTTASKS_PORT", base.port, 1, 65535)
         values["nats_port"] = _int(env, "AGENTTASKS_NATS_PORT", base.nats_port, 1, 65535)
+        values["relay_stall_seconds"] = _int(
+            env, "AGENTTASKS_RELAY_STALL_SECONDS", base.relay_stall_seconds, 1, 3600
+        )
+        values["cors_origins"] = _origins(env.get("AGENTTASKS_CORS_ORIGINS", ""))
+        values["max_streams_per_user"] = _int(
+            env, "AGENTTASKS_MAX_STREAMS_PER_USER", base.max_streams_per_user, 1, 10_000
+        )
+        values["max_catch_up_events"] = _int(
+            env, "AGENTTASKS_MAX_CATCH_UP_EVENTS", base.max_catch_up_events, 100, 1_000_000
+        )
         if key := env.get("OPENAI_API_KEY", "").strip():
             values["openai_api_key"] = key
         if base_url := env.get("OPENAI_BASE_URL", "").strip():
@@ -71,6 +104,10 @@ class Settings:
         values["fetch_allowed_hosts"] = frozenset(
             h.strip().lower() for h in hosts.split(",") if h.strip()
         )
+        for key, name, low, high in _WORKER_CAPS:
+            values[key] = _int(env, name, getattr(base, key), low, high)
+        for key, name, low, high in _SCHEMA_CAPS:
+            values[key] = _int(env, name, getattr(base, key), low, high)
         settings = cls(**values)
         if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
             raise SettingsError("AGENTTASKS_JWT_SECRET must be at least 32 bytes long")
@@ -106,6 +143,48 @@ class Settings:
             "POSTGRES_MAX_OVERFLOW": "8",
             "CREATE_TABLE": "y",
         }
+
+
+# (field, variable, lowest, highest) of the caps on what a task can multiply.
+_WORKER_CAPS = (
+    ("fetch_max_bytes", "AGENTTASKS_FETCH_MAX_BYTES", 1_000, 50_000_000),
+    ("extract_timeout", "AGENTTASKS_EXTRACT_TIMEOUT", 1, 300),
+    ("extract_processes", "AGENTTASKS_EXTRACT_PROCESSES", 1, 32),
+    ("max_tokens", "AGENTTASKS_MAX_TOKENS", 16, 128_000),
+    ("max_prompt_chars", "AGENTTASKS_MAX_PROMPT_CHARS", 1_000, 2_000_000),
+    ("max_step_text_chars", "AGENTTASKS_MAX_STEP_TEXT_CHARS", 1_000, 10_000_000),
+    ("max_chain_text_chars", "AGENTTASKS_MAX_CHAIN_TEXT_CHARS", 1_000, 100_000_000),
+    ("max_step_output_chars", "AGENTTASKS_MAX_STEP_OUTPUT_CHARS", 1_000, 10_000_000),
+)
+
+
+def _origins(raw: str) -> frozenset[str]:
+    origins = set()
+    for item in raw.split(","):
+        origin = item.strip().lower().rstrip("/")
+        if not origin:
+            continue
+        scheme, sep, netloc = origin.partition("://")
+        # A browser's Origin is scheme://host[:port], nothing more: anything else never matches.
+        if scheme not in ("http", "https") or not sep or not netloc or "/" in netloc:
+            raise SettingsError(
+                f"AGENTTASKS_CORS_ORIGINS must list origins like https://app.example.com, "
+                f"not {item.strip()!r}"
+            )
+        origins.add(origin)
+    return frozenset(origins)
+
+
+# (field, variable, lowest, highest) of the caps on template schemas. The depth caps stay well
+# under Python's recursion limit (jsonschema recurses several frames per level).
+_SCHEMA_CAPS = (
+    ("schema_max_bytes", "AGENTTASKS_SCHEMA_MAX_BYTES", 1_024, 1_048_576),
+    ("schema_max_depth", "AGENTTASKS_SCHEMA_MAX_DEPTH", 2, 64),
+    ("schema_max_subschemas", "AGENTTASKS_SCHEMA_MAX_SUBSCHEMAS", 1, 5_000),
+    ("schema_max_pattern_chars", "AGENTTASKS_SCHEMA_MAX_PATTERN_CHARS", 1, 10_000),
+    ("schema_max_validation_steps", "AGENTTASKS_SCHEMA_MAX_VALIDATION_STEPS", 100, 10_000_000),
+    ("schema_max_validation_depth", "AGENTTASKS_SCHEMA_MAX_VALIDATION_DEPTH", 10, 150),
+)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -5,18 +5,31 @@ A template's `config_schema` must be a valid JSON Schema (draft 2020-12) and its
 (task_configs.py), except that fields the type requires may be left to each task: a research
 template can leave `topic` open. A task made from a template gets the defaults deep-merged with
 its overrides, and that merged config must pass both the schema and the type's rules.
+
+Schemas are hostile input: schema_document.py checks the document (refs only inside itself,
+RE2 patterns, size, depth), schema_keywords.py bounds the work of validating, and every
+message comes from schema_messages.py, never from the library.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError
+from jsonschema.exceptions import SchemaError
 
+from agenttasks.application.schema_document import DocumentRefused, SchemaLimits, check_document
+from agenttasks.application.schema_keywords import (
+    Budget,
+    ValidationTooComplex,
+    bounded_validator,
+    done_spending,
+    spending,
+)
+from agenttasks.application.schema_messages import describe, path_text
 from agenttasks.application.task_configs import (
     MAX_CONFIG_BYTES,
     ConfigError,
@@ -24,8 +37,10 @@ from agenttasks.application.task_configs import (
     parse_config,
 )
 
-MAX_SCHEMA_BYTES = 64 * 1024
+log = logging.getLogger(__name__)
+
 MAX_ERRORS = 20
+DEFAULT_LIMITS = SchemaLimits()
 _MISSING_TOP_LEVEL = re.compile(r"^Object missing required field `[^`]+`$")
 
 
@@ -40,44 +55,73 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def check_definition(task_type: str, default_config: Any, config_schema: Any) -> None:
+def check_definition(
+    task_type: str,
+    default_config: Any,
+    config_schema: Any,
+    limits: SchemaLimits = DEFAULT_LIMITS,
+) -> None:
     """Raises ConfigError naming each field at fault unless the template's config is sound."""
-    validator = schema_validator(config_schema)
+    validator = schema_validator(config_schema, limits)
     if not isinstance(default_config, dict):
         raise ConfigError(["default_config must be a JSON object"])
     _check_size("default_config", default_config, MAX_CONFIG_BYTES)
-    errors = schema_errors(validator, default_config, "default_config")
+    errors = schema_errors(validator, default_config, "default_config", limits)
     errors += _type_errors_of_defaults(task_type, default_config)
     if errors:
         raise ConfigError(errors)
 
 
-def schema_validator(config_schema: Any) -> Draft202012Validator:
-    """A validator for `config_schema`; ConfigError when it is not a valid JSON Schema."""
+def schema_validator(config_schema: Any, limits: SchemaLimits = DEFAULT_LIMITS) -> Any:
+    """A bounded validator for `config_schema`; ConfigError when the schema is refused."""
     if not isinstance(config_schema, dict):
         raise ConfigError(["config_schema must be a JSON object (a JSON Schema)"])
-    _check_size("config_schema", config_schema, MAX_SCHEMA_BYTES)
+    _check_size("config_schema", config_schema, limits.max_bytes)
+    try:
+        check_document(config_schema, limits, "config_schema")
+    except DocumentRefused as error:
+        raise ConfigError([str(error)]) from None
     try:
         Draft202012Validator.check_schema(config_schema)
     except SchemaError as error:
-        where = _path("config_schema", error.absolute_path)
+        where = path_text("config_schema", error.absolute_path)
         message = f"config_schema is not a valid JSON Schema (draft 2020-12): `{where}`"
-        raise ConfigError([f"{message}: {error.message}"]) from None
-    return Draft202012Validator(config_schema)
+        raise ConfigError([f"{message}: {'; '.join(describe(error))}"]) from None
+    except RecursionError:
+        raise ConfigError(["config_schema nests too deeply to check"]) from None
+    return bounded_validator(config_schema)
 
 
-def schema_errors(validator: Draft202012Validator, config: Any, name: str) -> list[str]:
-    """Every way `config` breaks the schema, each naming the field (`name.a.b[0]`)."""
+def schema_errors(
+    validator: Any, config: Any, name: str, limits: SchemaLimits = DEFAULT_LIMITS
+) -> list[str]:
+    """Every way `config` breaks the schema, each naming the field (`name.a.b[0]`) and rule."""
+    token = spending(Budget(limits.max_validation_steps, limits.max_validation_depth))
     try:
-        found: Iterable[ValidationError] = sorted(
-            validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]
-        )
-        return [
-            f"`{_path(name, error.absolute_path)}`: {error.message}"
-            for error in list(found)[:MAX_ERRORS]
-        ]
-    except Exception as error:  # e.g. a $ref nothing can resolve: the schema's fault, not a crash
-        return [f"config_schema cannot be applied: {type(error).__name__}: {error}"]
+        found = list(validator.iter_errors(config))
+    except ValidationTooComplex as error:
+        return [_too_complex(name, error.args[0], limits)]
+    except RecursionError:
+        return [_too_complex(name, "depth", limits)]
+    except Exception as error:  # e.g. a ref jsonschema cannot follow: the schema's fault
+        log.info("config_schema cannot be applied: %s", type(error).__name__)
+        return ["config_schema cannot be applied to this config"]
+    finally:
+        done_spending(token)
+    found.sort(key=lambda e: [str(p) for p in e.absolute_path])
+    messages: dict[str, None] = {}  # ordered, without repeats (`required` names each field)
+    for failure in found:
+        for text in describe(failure):
+            messages[f"`{path_text(name, failure.absolute_path)}`: {text}"] = None
+    return list(messages)[:MAX_ERRORS]
+
+
+def _too_complex(name: str, reason: str, limits: SchemaLimits) -> str:
+    why = {
+        "steps": f"it takes more than {limits.max_validation_steps} steps",
+        "depth": f"it nests more than {limits.max_validation_depth} levels deep",
+    }.get(reason, "it uses a rule that cannot be checked here")
+    return f"config_schema is too complex to validate `{name}`: {why}"
 
 
 def merged_config(
@@ -85,12 +129,15 @@ def merged_config(
     default_config: dict[str, Any],
     config_schema: dict[str, Any],
     overrides: Any,
+    limits: SchemaLimits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """The defaults merged with `overrides`, checked against the schema and the type's rules."""
     if not isinstance(overrides, dict):
         raise ConfigError(["task_config must be a JSON object"])
     merged = deep_merge(default_config, overrides)
-    errors = schema_errors(schema_validator(config_schema), merged, "task_config")
+    _check_size("task_config", merged, MAX_CONFIG_BYTES)
+    validator = schema_validator(config_schema, limits)
+    errors = schema_errors(validator, merged, "task_config", limits)
     try:
         parse_config(task_type, merged)
     except ConfigError as error:
@@ -134,10 +181,3 @@ def _check_size(name: str, value: dict[str, Any], limit: int) -> None:
         raise ConfigError([f"{name} is {size} bytes; the limit is {limit}"])
     if contains_nul(value):
         raise ConfigError([f"{name} must not contain NUL characters (\\u0000)"])
-
-
-def _path(name: str, path: Iterable[Any]) -> str:
-    text = name
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text

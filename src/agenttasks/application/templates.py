@@ -15,10 +15,15 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from agenttasks.application.schema_document import SchemaLimits
 from agenttasks.application.store import EventStore, PositionedEvent, history
 from agenttasks.application.task_configs import ConfigError
 from agenttasks.application.tasks import Actor, ConcurrencyError, NewTask, TaskCommands, Written
-from agenttasks.application.template_configs import check_definition, merged_config
+from agenttasks.application.template_configs import (
+    DEFAULT_LIMITS,
+    check_definition,
+    merged_config,
+)
 from agenttasks.domain.rules import TASK_TYPES, check
 from agenttasks.domain.template import (
     DEFINITION_FIELDS,
@@ -73,14 +78,17 @@ class TemplateWritten:
 class TemplateCommands:
     """The write side of templates, on behalf of users; tasks are created through TaskCommands."""
 
-    def __init__(self, store: EventStore, tasks: TaskCommands) -> None:
+    def __init__(
+        self, store: EventStore, tasks: TaskCommands, limits: SchemaLimits = DEFAULT_LIMITS
+    ) -> None:
         self.store = store
         self.tasks = tasks
+        self.limits = limits  # caps on config schemas and on validating against them
 
     def create(self, actor: Actor, draft: TemplateDraft) -> TemplateWritten:
         """Creates a template owned by the actor (its schema and defaults checked first)."""
         definition = {name: getattr(draft, name) for name in DEFINITION_FIELDS}
-        _check_fields(definition)
+        _check_fields(definition, self.limits)
         template = Template.create(owner=actor.user_id, **definition)
         recordings = self.store.save(template)
         return TemplateWritten(template.id, recordings[-1].notification.id, template)
@@ -107,7 +115,7 @@ class TemplateCommands:
         for _ in range(_CONFLICT_RETRIES):
             template = self._owned(actor, template_id)
             check(not template.archived, "an archived template cannot be revised")
-            _check_fields({**template.definition(), **changes})
+            _check_fields({**template.definition(), **changes}, self.limits)
             if not template.revise(actor.user_id, **changes):
                 return TemplateWritten(template_id, None, template)
             try:
@@ -141,7 +149,11 @@ class TemplateCommands:
                 [f"task_type: the template makes {template.task_type!r} tasks, not {task_type!r}"]
             )
         return merged_config(
-            template.task_type, template.default_config, template.config_schema, overrides
+            template.task_type,
+            template.default_config,
+            template.config_schema,
+            overrides,
+            self.limits,
         )
 
     def create_task(
@@ -155,7 +167,11 @@ class TemplateCommands:
         template = self.get(actor, template_id)
         check(not template.archived, "the template is archived; it makes no new tasks")
         config = merged_config(
-            template.task_type, template.default_config, template.config_schema, request.task_config
+            template.task_type,
+            template.default_config,
+            template.config_schema,
+            request.task_config,
+            self.limits,
         )
         new = NewTask(
             title=request.title if request.title is not None else template.name,
@@ -180,7 +196,7 @@ def _may_see(actor: Actor, template: Template) -> bool:
     return actor.is_admin or template.shared or template.owner == actor.user_id
 
 
-def _check_fields(definition: Mapping[str, Any]) -> None:
+def _check_fields(definition: Mapping[str, Any], limits: SchemaLimits) -> None:
     """Bad input becomes a ValueError (400) naming the field, before the aggregate sees it."""
     unknown = sorted(set(definition) - set(DEFINITION_FIELDS))
     if unknown:
@@ -201,5 +217,8 @@ def _check_fields(definition: Mapping[str, Any]) -> None:
     if not isinstance(definition["shared"], bool):
         raise ValueError("shared must be true or false")
     check_definition(
-        definition["task_type"], definition["default_config"], definition["config_schema"]
+        definition["task_type"],
+        definition["default_config"],
+        definition["config_schema"],
+        limits,
     )
