@@ -66,7 +66,7 @@ def describe_field(field: dataclasses.Field[Any]) -> str:
     if field.default is not dataclasses.MISSING:
         return f"{field.type} = {field.default!r}"
     if field.default_factory is not dataclasses.MISSING:
-        return f"{field.type} = {field.default_factory.__name__}()"
+        return f"{field.type} = {getattr(field.default_factory, '__name__', 'factory')}()"
     return str(field.type)
 
 

@@ -52,14 +52,15 @@ CURRENT: dict[str, Any] = {
     "Task.Progressed.v1.half": Task.Progressed(
         **_task(3), attempt=1, progress=50, message="Fetched 1 of 2 sources"
     ),
-    "Task.ResultRecorded.v1.streamed": Task.ResultRecorded(
+    "Task.ResultRecorded.v2.streamed": Task.ResultRecorded(
         **_task(4),
         attempt=1,
-        data={"partial": {"offset": 0, "text": "The week in "}},
+        data={"partial": {"offset": 12, "text": "brief: ✓"}},
         message="Partial result",
         progress=50,
+        partial={"offset": 12, "text": "brief: ✓"},
     ),
-    "Task.ResultRecorded.v1.plain": Task.ResultRecorded(
+    "Task.ResultRecorded.v2.plain": Task.ResultRecorded(
         **_task(5), attempt=1, data={"rows": 10}, message="Parsed the CSV", progress=60
     ),
     "Task.Noted.v1.error": Task.Noted(
@@ -128,4 +129,22 @@ CURRENT: dict[str, Any] = {
 }
 
 # Fixture name of an older class version -> the fields it must decode to today (upcast).
-UPCAST: dict[str, dict[str, Any]] = {}
+UPCAST: dict[str, dict[str, Any]] = {
+    # v1 -> v2: the streamed piece is lifted out of `data` into `partial`; `data` stays as is.
+    "Task.ResultRecorded.v1.streamed": {
+        **_task(4),
+        "attempt": 1,
+        "data": {"partial": {"offset": 0, "text": "The week in "}},
+        "message": "Partial result",
+        "progress": 50,
+        "partial": {"offset": 0, "text": "The week in "},
+    },
+    "Task.ResultRecorded.v1.plain": {
+        **_task(5),
+        "attempt": 1,
+        "data": {"rows": 10},
+        "message": "Parsed the CSV",
+        "progress": 60,
+        "partial": None,
+    },
+}

@@ -42,7 +42,9 @@ def write_json(path: Any, value: Any) -> None:
 
 def update_snapshot() -> None:
     events = current_events()
-    old = load_snapshot() if SNAPSHOT_PATH.exists() else {"version": 0, "events": {}}
+    old: dict[str, Any] = (
+        load_snapshot() if SNAPSHOT_PATH.exists() else {"version": 0, "digest": "", "events": {}}
+    )
     if old["events"] == events:
         print(f"snapshot unchanged: version {old['version']} ({old['digest']})")
         return

@@ -57,10 +57,19 @@ class Task(Aggregate):
     class ResultRecorded(Aggregate.Event):
         """A partial result while the agent streams (e.g. the text so far)."""
 
+        class_version = 2
+
         attempt: int
         data: dict[str, Any]
         message: str
         progress: int
+        # v2: the streamed piece `{offset, text}` also stands here, flat, so that readers need
+        # not know it nests in `data` (where it stays, for the payloads' existing readers).
+        partial: dict[str, Any] | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["partial"] = streamed_piece(state["data"])
 
     class Completed(Aggregate.Event):
         attempt: int
@@ -214,6 +223,7 @@ class Task(Aggregate):
             data=data,
             message=message or "Partial result",
             progress=self.progress,
+            partial=streamed_piece(data),
         )
 
     def complete(self, attempt: int, result_data: dict[str, Any], message: str = "") -> None:
@@ -299,6 +309,12 @@ class Task(Aggregate):
     @property
     def updated_at(self) -> datetime:
         return self.modified_on
+
+
+def streamed_piece(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The piece of streamed text a result carries (`data.partial`), or None."""
+    piece = data.get("partial")
+    return dict(piece) if isinstance(piece, dict) else None
 
 
 class StaleAttempt(RuleViolation):
