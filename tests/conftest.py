@@ -5,7 +5,9 @@ their positions). Everything started here is stopped here, by its PID."""
 from __future__ import annotations
 
 import itertools
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +18,20 @@ from agenttasks.servers.postgres import EmbeddedPostgres, create_database, start
 from agenttasks.servers.secrets import ROLES
 
 _database_numbers = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest's default base temp directory is shared by every run on the machine, and each run
+    # deletes the older ones: two suites running at once (two developers, or a developer and a
+    # benchmark) would delete each other's Postgres data. Each run gets its own instead.
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="agenttasks-pytest-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    basetemp = config.option.basetemp
+    if basetemp and Path(basetemp).name.startswith("agenttasks-pytest-"):
+        shutil.rmtree(basetemp, ignore_errors=True)
 
 
 def free_port() -> int:
