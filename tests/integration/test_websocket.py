@@ -156,7 +156,9 @@ async def test_the_token_may_come_in_a_cookie_and_after_resumes_all_tasks(live: 
     live.commands.start(task_id, 1, "w1")
     cookie = {"Cookie": f"agenttasks_token={mint_token(SECRET, 'alice')}"}
     url = f"ws://127.0.0.1:{live.port}/ws/tasks/?after=0"
-    async with connect(url, additional_headers=cookie) as socket:
+    # A browser sends the cookie with the page's Origin; the service's own is allowed.
+    origin = f"http://127.0.0.1:{live.port}"
+    async with connect(url, additional_headers=cookie, origin=origin) as socket:
         expected = live.positions_of(task_id)
         received = await updates_until(socket, lambda m: len(m) >= len(expected))
     assert [m["position"] for m in received] == expected

@@ -69,15 +69,14 @@ def test_the_roles_claim_must_contain_admin_to_make_an_admin() -> None:
 
 
 def test_the_token_is_found_in_the_header_then_the_query_then_the_cookie() -> None:
-    assert (
-        token_from({"authorization": "Bearer h"}, {"token": "q"}, {"agenttasks_token": "c"}) == "h"
-    )
-    assert token_from({}, {"token": "q"}, {"agenttasks_token": "c"}) == "q"
-    assert token_from({}, {}, {"agenttasks_token": "c"}) == "c"
+    cookies = {"agenttasks_token": "c"}
+    assert token_from({"authorization": "Bearer h"}, "q", cookies) == ("h", "header")
+    assert token_from({}, "q", cookies) == ("q", "query")
+    assert token_from({}, None, cookies) == ("c", "cookie")
     with pytest.raises(InvalidToken, match="authentication required"):
-        token_from({}, {}, {})
+        token_from({}, None, {})
     with pytest.raises(InvalidToken, match="Bearer"):
-        token_from({"authorization": "Basic abc"}, {}, {})
+        token_from({"authorization": "Basic abc"}, None, {})
 
 
 def test_a_short_secret_cannot_mint_tokens() -> None:

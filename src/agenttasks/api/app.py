@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from agenttasks.api.auth import current_actor
+from agenttasks.api.browser import hide_query_token, require_json_body
 from agenttasks.api.dashboard import dashboard
 from agenttasks.api.deps import ApiDeps
 from agenttasks.api.errors import EXCEPTION_HANDLERS
@@ -55,9 +56,11 @@ def create_app(deps: ApiDeps) -> Litestar:
             "actor": Provide(current_actor),
         },
         exception_handlers={**EXCEPTION_HANDLERS, **TEMPLATE_EXCEPTION_HANDLERS},
+        middleware=[hide_query_token],
+        guards=[require_json_body],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
-        state=State({"jwt_secret": deps.jwt_secret}),
+        state=State({"jwt_secret": deps.jwt_secret, "cors_origins": deps.cors_origins}),
         openapi_config=OpenAPIConfig(
             title="agenttasks",
             version="0.1.0",

@@ -3,17 +3,23 @@
 A token is taken from the `Authorization: Bearer` header, or, for browsers' EventSource and
 WebSocket (which cannot send headers), from a `token` query parameter or an `agenttasks_token`
 cookie. Only HS256 is accepted, so `alg: none` and algorithm-confusion tokens fail verification.
+
+A browser attaches the cookie to requests any page makes, so the cookie is honoured only where
+it cannot change anything (GET, HEAD, the WebSocket handshake) and only from an allowed page;
+a query token changes something only with a JSON body from an allowed page (api/browser.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
 
 import jwt
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
+from agenttasks.api.browser import from_allowed_page, is_json, is_state_changing, query_token
 from agenttasks.application.tasks import Actor
 
 ALGORITHM = "HS256"
@@ -64,24 +70,65 @@ def verify_token(secret: str, token: str) -> Actor:
     return Actor(user, is_admin=isinstance(roles, list) and "admin" in roles)
 
 
+class Credential(NamedTuple):
+    """A token and where the request carried it."""
+
+    token: str
+    source: Literal["header", "query", "cookie"]
+
+
 def token_from(
-    headers: Mapping[str, str], query: Mapping[str, str], cookies: Mapping[str, str]
-) -> str:
+    headers: Mapping[str, str], query: str | None, cookies: Mapping[str, str]
+) -> Credential:
     """The token a request carries, wherever it is; InvalidToken when there is none."""
     header = headers.get("authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("the Authorization header must be `Bearer <token>`")
-        return token.strip()
-    found = query.get("token") or cookies.get(COOKIE)
-    if not found:
-        raise InvalidToken("authentication required: send `Authorization: Bearer <token>`")
-    return found
+        return Credential(token.strip(), "header")
+    if query:
+        return Credential(query, "query")
+    if cookie := cookies.get(COOKIE):
+        return Credential(cookie, "cookie")
+    raise InvalidToken("authentication required: send `Authorization: Bearer <token>`")
+
+
+def check_browser_rules(
+    connection: ASGIConnection[Any, Any, Any, Any], source: str, origins: frozenset[str]
+) -> None:
+    """Refuses a cookie or query token where another site's page could have made us use it."""
+    changes = is_state_changing(connection)
+    if source == "cookie":
+        if changes:
+            raise InvalidToken(
+                "the session cookie is accepted only on GET requests and the WebSocket "
+                "handshake: send `Authorization: Bearer <token>`"
+            )
+        if not from_allowed_page(connection, origins):
+            raise PermissionDeniedException(
+                "the session cookie is accepted only from this service's own pages or an "
+                "allowed origin (AGENTTASKS_CORS_ORIGINS): send `Authorization: Bearer <token>`"
+            )
+    elif source == "query" and changes and not _json_from_allowed_page(connection, origins):
+        raise InvalidToken(
+            "a token in the query string changes something only with a JSON body from an "
+            "allowed page: send `Authorization: Bearer <token>`"
+        )
+
+
+def _json_from_allowed_page(
+    connection: ASGIConnection[Any, Any, Any, Any], origins: frozenset[str]
+) -> bool:
+    # No page can make a browser add a header to another site's request; a query token must
+    # come with what a cross-site form cannot send: a JSON body, from an allowed Origin.
+    content_type = connection.headers.get("content-type", "")
+    return is_json(content_type) and from_allowed_page(connection, origins)
 
 
 async def current_actor(request: ASGIConnection) -> Actor:  # type: ignore[type-arg]
     """Litestar dependency: the authenticated actor of this request."""
     secret: str = request.app.state.jwt_secret
-    token = token_from(request.headers, request.query_params, request.cookies)
-    return verify_token(secret, token)
+    credential = token_from(request.headers, query_token(request), request.cookies)
+    check_browser_rules(request, credential.source, request.app.state.cors_origins)
+    return verify_token(secret, credential.token)

@@ -33,6 +33,7 @@ class ApiDeps:
     queries: TaskQueries
     watcher: ProjectionWatcher
     jwt_secret: str
+    cors_origins: frozenset[str] = frozenset()  # pages besides ours that may use the cookie
     ready_checks: Mapping[str, ReadyCheck] = field(default_factory=dict)
     read_your_writes_timeout: float = 5.0
     bus: Bus | None = None  # NATS as the `api` user, for live streams

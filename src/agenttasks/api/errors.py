@@ -14,6 +14,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from agenttasks.api.stream_slots import TooManyStreams
 from agenttasks.application.task_configs import ConfigError
 from agenttasks.application.tasks import ConcurrencyError, TaskNotFound
 from agenttasks.domain.rules import RuleViolation
@@ -75,6 +76,10 @@ def _http(_: Request[Any, Any, Any], error: HTTPException) -> Response[dict[str,
     return problem(error.status_code, str(error.detail))
 
 
+def _too_many_streams(_: Request[Any, Any, Any], error: TooManyStreams) -> Response[dict[str, Any]]:
+    return problem(429, str(error))
+
+
 def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "an unexpected error occurred; it was logged")
@@ -97,6 +102,7 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     TaskNotFound: _not_found,
     ConfigError: _config_error,
     ConcurrencyError: _concurrency,
+    TooManyStreams: _too_many_streams,
     ValidationException: _validation,
     HTTPException: _http,
     ValueError: _value_error,

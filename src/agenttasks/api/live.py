@@ -4,6 +4,10 @@ History comes from the event store, not from a read model or NATS: it is written
 relay publishes, so a read made after registering with the hub covers everything the hub
 missed (bus/live.py explains the switch). Payloads go through the relay's own mapper, so a
 replayed update is byte for byte what the live one would have been.
+
+A catch-up reads only its own selection through indexes (application/user_log.py), in pages,
+up to the newest position when it began; one that would replay more than
+`max_catch_up_events` is not read at all: the client is told to resync from the query API.
 """
 
 from __future__ import annotations
@@ -16,33 +20,44 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from uuid import UUID
 
+from agenttasks.api.stream_slots import StreamSlots
 from agenttasks.application.publishing import mapper_for
-from agenttasks.application.store import EventStore, history
+from agenttasks.application.store import EventStore, PositionedEvent
 from agenttasks.application.tasks import Actor
+from agenttasks.application.user_log import PAGE, Selection, UserLog
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.hub import Hub, Subscriber
-from agenttasks.bus.live import Feed, HistoryReader
+from agenttasks.bus.live import Feed, HistoryReader, HistoryTooLong
 from agenttasks.bus.messages import TaskEvent
-from agenttasks.domain.task import Task
 
 T = TypeVar("T")
-PAGE = 1_000  # notifications read from the log at a time when catching up a user's stream
-_TASK_TOPIC = f"{Task.__module__}:{Task.__qualname__}."
 
 
 class LiveUpdates:
     """Opens feeds of task updates for the streams; one hub per API process."""
 
-    def __init__(self, store: EventStore, hub: Hub | None = None, threads: int = 4) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        hub: Hub | None = None,
+        threads: int = 4,
+        *,
+        max_streams_per_user: int = 20,
+        max_catch_up_events: int = 10_000,
+    ) -> None:
         self.store = store
         self.hub = hub or Hub()
+        self.log = UserLog(store)
+        self.slots = StreamSlots(max_streams_per_user)
+        self.max_catch_up_events = max_catch_up_events
         self._mapper = mapper_for(store)
         self._mapper_lock = threading.Lock()  # the mapper's facts cache is not thread-safe
         # History reads get their own threads, so a reconnect storm cannot starve commands.
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="live-history")
 
     async def start(self, bus: Bus) -> None:
-        """Starts the hub on `bus`."""
+        """Creates the owner index if needed and starts the hub on `bus`."""
+        await self._run(self.log.ensure_tables)
         await self.hub.start(bus)
 
     async def stop(self) -> None:
@@ -57,55 +72,57 @@ class LiveUpdates:
         """One task's updates (or all the actor's tasks') after `after`.
 
         Without `after`, what is committed from now on. Admins' all-tasks feeds carry every
-        task. The caller checks that the task is visible.
+        task. The caller checks that the task is visible. A catch-up longer than
+        `max_catch_up_events` makes the feed raise HistoryTooLong once, then go on live.
         """
         user = None if actor.is_admin else actor.user_id
         subscriber = self.hub.subscribe(user, None if task_id is None else [str(task_id)])
         try:
             # Registered first: anything committed after this read reaches the subscriber.
-            start = after if after is not None else await self._run(self._newest)
+            start = after if after is not None else await self._run(self.log.newest)
             yield Feed(subscriber, self.reader_for(subscriber), start, catch_up=after is not None)
         finally:
             self.hub.unsubscribe(subscriber)
 
     def reader_for(self, subscriber: Subscriber) -> HistoryReader:
         """Reads what `subscriber` wants from the event store, for its current selection."""
+        upper: list[int] = []  # the catch-up under way reads up to here
 
         async def read(after: int) -> tuple[list[TaskEvent], int | None]:
-            if subscriber.tasks is None:
-                return await self._run(self._log_page, subscriber.user, after)
-            events: list[TaskEvent] = []
-            for task_id in list(subscriber.tasks):
-                events += await self.task_history(UUID(task_id), after)
-            events.sort(key=lambda event: event.position)
-            return events, None
+            tasks = subscriber.tasks
+            selection = Selection(
+                subscriber.user, None if tasks is None else [UUID(t) for t in tasks]
+            )
+            if not upper:
+                upper.append(await self._run(self._bounded_upper, selection, after))
+            items, more = await self._run(self.log.page, selection, after, upper[0], PAGE)
+            if more is None:
+                upper.clear()  # this catch-up is over; the next one (a lagging feed) starts anew
+            return self._map_all(items), more
 
         return read
 
     async def task_history(self, task_id: UUID, after: int) -> list[TaskEvent]:
-        """The task's updates with position > `after`, from the event store."""
-        return await self._run(self._task_history, task_id, after)
+        """The task's updates with position > `after`; HistoryTooLong beyond the cap."""
+        selection = Selection(tasks=[task_id])
+        upper = await self._run(self._bounded_upper, selection, after)
+        events: list[TaskEvent] = []
+        more: int | None = after
+        while more is not None:
+            items, more = await self._run(self.log.page, selection, more, upper, PAGE)
+            events += self._map_all(items)
+        return events
 
-    def _newest(self) -> int:
-        return self.store.recorder.max_notification_id() or 0
+    def _bounded_upper(self, selection: Selection, after: int) -> int:
+        # Read after the hub registration: what lies beyond it reaches the subscriber live.
+        upper = self.log.newest()
+        limit = self.max_catch_up_events
+        if self.log.count(selection, after, upper, limit + 1) > limit:
+            raise HistoryTooLong(upper)
+        return upper
 
-    def _task_history(self, task_id: UUID, after: int) -> list[TaskEvent]:
-        items = [item for item in history(self.store, task_id) if item.position > after]
+    def _map_all(self, items: list[PositionedEvent]) -> list[TaskEvent]:
         return [e for item in items if (e := self._map(item.event, item.position)) is not None]
-
-    def _log_page(self, user: str | None, after: int) -> tuple[list[TaskEvent], int | None]:
-        notifications = self.store.recorder.select_notifications(
-            start=after, limit=PAGE, inclusive_of_start=False
-        )
-        events = []
-        for notification in notifications:
-            if not notification.topic.startswith(_TASK_TOPIC):
-                continue
-            event = self._map(self.store.mapper.to_domain_event(notification), notification.id)
-            if event is not None and (user is None or event.user == user):
-                events.append(event)
-        more = len(notifications) == PAGE
-        return events, (notifications[-1].id if more else None)
 
     def _map(self, event: Any, position: int) -> TaskEvent | None:
         with self._mapper_lock:

@@ -15,6 +15,7 @@ from agenttasks.projections.task_queries import TaskView
 TaskType = Literal["summary", "research", "content_generation", "data_analysis", "custom"]
 Priority = Literal["low", "normal", "high", "urgent"]
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+MAX_POSITION = 10**18 - 1  # positions are bigints; a larger one is a client's mistake
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

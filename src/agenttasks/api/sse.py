@@ -3,7 +3,8 @@
 Litestar's own SSE response iterates a generator: when the client drops while the generator is
 suspended at a `yield`, its cleanup waits for the garbage collector (litestar#3772). Here the
 feed is held by a coroutine (`__call__`) whose `finally` always runs, and a small watcher task
-ends it as soon as the server reports the disconnect, without waiting for a failed write.
+ends it as soon as the server reports the disconnect, without waiting for a failed write. The
+same `finally` frees the stream's slot (api/stream_slots.py), whatever ended the stream.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import msgspec
 from litestar import Response
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send
 
+from agenttasks.api.stream_slots import Slot
 from agenttasks.bus.hub import Subscriber
-from agenttasks.bus.live import Feed, FeedClosed
+from agenttasks.bus.live import Feed, FeedClosed, HistoryTooLong
 from agenttasks.bus.messages import TaskEvent, encode
 
 KEEP_ALIVE = b": keep-alive\r\n\r\n"
@@ -36,30 +39,58 @@ def frame(event: TaskEvent) -> bytes:
     return b"id: %d\r\ndata: %s\r\n\r\n" % (event.position, encode(event))
 
 
+def resync_frame(position: int) -> bytes:
+    """A `resync` message: history up to `position` was skipped; updates go on after it.
+
+    Named, so `onmessage` handlers of TaskEvents never see it; its `id:` makes EventSource
+    resume after it.
+    """
+    body = msgspec.json.encode(
+        {
+            "type": "resync",
+            "position": position,
+            "detail": "too much history to replay: read the current state from the query API",
+        }
+    )
+    return b"id: %d\r\nevent: resync\r\ndata: %s\r\n\r\n" % (position, body)
+
+
 class EventStream(Response[bytes]):
     """Streams a feed as server-sent events, with keep-alive comments while idle."""
 
-    def __init__(self, open_feed: FeedOpener, keepalive: float, ends: Ends | None = None) -> None:
+    def __init__(
+        self, open_feed: FeedOpener, keepalive: float, ends: Ends | None, slot: Slot
+    ) -> None:
         super().__init__(content=b"", media_type="text/event-stream", headers=HEADERS)
         self.open_feed = open_feed
         self.keepalive = keepalive
         self.ends = ends
+        self.slot = slot
 
     def to_asgi_response(self, app: Any, request: Any, **_: Any) -> ASGIResponse:
         """The ASGI response that does the streaming."""
-        return _EventStreamBody(self.open_feed, self.keepalive, self.ends)
+        return _EventStreamBody(self.open_feed, self.keepalive, self.ends, self.slot)
 
 
 class _EventStreamBody(ASGIResponse):
     _should_set_content_length = False
 
-    def __init__(self, open_feed: FeedOpener, keepalive: float, ends: Ends | None) -> None:
+    def __init__(
+        self, open_feed: FeedOpener, keepalive: float, ends: Ends | None, slot: Slot
+    ) -> None:
         super().__init__(media_type="text/event-stream", headers=HEADERS)
         self._open_feed = open_feed
         self._keepalive = keepalive
         self._ends = ends
+        self._slot = slot
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._stream(receive, send)
+        finally:
+            self._slot.release()
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
         # Registered before the headers go out: a client that has the response is sure to
         # get every update committed from then on.
         async with self._open_feed() as feed:
@@ -83,7 +114,14 @@ class _EventStreamBody(ASGIResponse):
 
     async def _pump(self, feed: Feed, send: Send) -> None:
         while True:
-            event = await feed.next(self._keepalive)
+            try:
+                event = await feed.next(self._keepalive)
+            except HistoryTooLong as skipped:
+                await send(
+                    {"type": "http.response.body", "body": resync_frame(skipped.position),
+                     "more_body": True}
+                )  # fmt: skip
+                continue
             # A comment frame keeps proxies from closing an idle stream, and does not reach
             # the browser as a message.
             body = KEEP_ALIVE if event is None else frame(event)

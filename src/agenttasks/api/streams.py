@@ -10,6 +10,10 @@ followed by connecting again with Last-Event-ID.
 
 All tasks: what follows the resume point, then live, for ever; without a resume point it starts
 live. An admin's stream carries every user's tasks, as an admin's task list does.
+
+A user holds at most `max_streams_per_user` streams open per API process (429 beyond), and a
+resume point further back than `max_catch_up_events` updates gets a `resync` message instead
+of the history (docs/api.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from litestar.params import HeaderParameter, QueryParameter
 
 from agenttasks.api.deps import ApiDeps, CurrentActor, Deps, TaskId
 from agenttasks.api.live import LiveUpdates
+from agenttasks.api.schemas import MAX_POSITION
 from agenttasks.api.sse import EventStream
 from agenttasks.application.tasks import TaskNotFound
 from agenttasks.bus.messages import TaskEvent
@@ -31,7 +36,7 @@ from agenttasks.domain.rules import FINISHED
 LastEventId = Annotated[
     str | None, HeaderParameter(name="Last-Event-ID", pattern=r"^[0-9]{1,18}$", required=False)
 ]
-After = Annotated[int | None, QueryParameter(ge=0)]
+After = Annotated[int | None, QueryParameter(ge=0, le=MAX_POSITION)]
 SSE_RESPONSES = {
     200: ResponseSpec(
         data_container=TaskEvent,
@@ -60,8 +65,9 @@ async def task_stream(
     if await deps.queries.get(actor, task_id) is None:
         raise TaskNotFound(task_id)
     start = _resume_point(last_event_id, after) or 0
+    slot = live.slots.acquire(actor.user_id)
     return EventStream(
-        lambda: live.feed(actor, task_id, start), deps.keepalive_seconds, _finishes_task
+        lambda: live.feed(actor, task_id, start), deps.keepalive_seconds, _finishes_task, slot
     )
 
 
@@ -80,7 +86,8 @@ async def all_tasks_stream(
     """Streams every update of the user's tasks (an admin's: all tasks) as server-sent events."""
     live = _live(deps)
     start = _resume_point(last_event_id, after)
-    return EventStream(lambda: live.feed(actor, None, start), deps.keepalive_seconds)
+    slot = live.slots.acquire(actor.user_id)
+    return EventStream(lambda: live.feed(actor, None, start), deps.keepalive_seconds, None, slot)
 
 
 def _live(deps: ApiDeps) -> LiveUpdates:

@@ -10,6 +10,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from agenttasks.api.deps import CurrentActor, Deps, TaskId
 from agenttasks.api.schemas import (
+    MAX_POSITION,
     CancelRequest,
     EventView,
     Priority,
@@ -27,7 +28,9 @@ from agenttasks.application.tasks import NewTask, TaskNotFound
 from agenttasks.domain.updates import KINDS
 from agenttasks.projections.task_queries import TaskFilter, TaskView, UpdateView
 
-PageNumber = Annotated[int, QueryParameter(ge=1)]
+# Bounded so that (page - 1) * page_size stays a sane OFFSET: beyond it is a 400, never a 500.
+MAX_PAGE = 100_000
+PageNumber = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)]
 PageSize = Annotated[int, QueryParameter(ge=1, le=100)]
 IdempotencyKey = Annotated[
     str | None,
@@ -141,7 +144,7 @@ class TaskController(Controller):
         task_id: TaskId,
         actor: CurrentActor,
         deps: Deps,
-        after: Annotated[int, QueryParameter(ge=0)] = 0,
+        after: Annotated[int, QueryParameter(ge=0, le=MAX_POSITION)] = 0,
     ) -> list[UpdateView]:
         """The task's update history, oldest first (after a position, if given)."""
         updates = await deps.queries.updates(actor, task_id, after)

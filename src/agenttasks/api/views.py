@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from litestar import Request
 
@@ -63,10 +64,13 @@ def view_of(task: Task) -> TaskView:
 def page_links(
     request: Request[Any, Any, Any], count: int, page: int, page_size: int
 ) -> tuple[str | None, str | None]:
-    """(previous, next) absolute URLs with the same query, or None at either end."""
+    """(previous, next) absolute URLs with the same query, or None at either end.
+
+    A `token` is never copied: a link is pasted, bookmarked and logged.
+    """
 
     def link(number: int) -> str:
-        query = dict(request.query_params)
+        query = {k: v for k, v in request.query_params.items() if k.lower() != "token"}
         query.update(page=str(number), page_size=str(page_size))
         return str(request.url.with_replacements(query=_encode(query)))
 
@@ -76,6 +80,4 @@ def page_links(
 
 
 def _encode(query: dict[str, str]) -> str:
-    from urllib.parse import urlencode
-
     return urlencode(query)

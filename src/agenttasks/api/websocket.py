@@ -10,6 +10,11 @@ comes first, then `{"type": "subscribed", ...}`, then its live updates. `{"actio
 One task reads the client's messages into a small inbox and wakes the feed; the handler alone
 writes to the socket and changes the subscription, so a subscription's history and its live
 updates cannot interleave.
+
+A handshake from a foreign Origin is refused (403) before anything else. A socket counts as
+one of the user's open streams (closed with 4429 beyond the cap). History longer than the
+catch-up cap is replaced by `{"type": "resync", "position": N, ...}` (with `task_id` for a
+subscription): read the current state from the query API; updates go on after N.
 """
 
 from __future__ import annotations
@@ -21,18 +26,24 @@ from uuid import UUID
 
 import msgspec
 from litestar import WebSocket, websocket
-from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.exceptions import HTTPException, WebSocketDisconnect
 
 from agenttasks.api.auth import current_actor
+from agenttasks.api.browser import origin_allowed
 from agenttasks.api.deps import ApiDeps, Deps
 from agenttasks.api.live import LiveUpdates
+from agenttasks.api.schemas import MAX_POSITION
+from agenttasks.api.stream_slots import TooManyStreams
 from agenttasks.application.tasks import Actor
-from agenttasks.bus.live import Feed, FeedClosed
+from agenttasks.bus.live import Feed, FeedClosed, HistoryTooLong
 from agenttasks.bus.messages import TaskEvent, encode
 
 INBOX_LIMIT = 32  # client messages waiting; beyond this the reader stops reading (backpressure)
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429
 CLOSE_UNAVAILABLE = 1013
+RESYNC = "too much history to replay: read the current state from the query API"
 
 
 class Subscribe(msgspec.Struct, tag_field="action", tag="subscribe", forbid_unknown_fields=True):
@@ -53,23 +64,38 @@ _encoder = msgspec.json.Encoder()
 @websocket("/ws/tasks/")
 async def task_updates_socket(socket: WebSocket[Any, Any, Any], deps: Deps) -> None:
     """Sends task updates as JSON text messages; takes subscribe/unsubscribe messages."""
+    if origin_allowed(socket, deps.cors_origins) is False:
+        # Refused at the handshake: another site's page learns nothing, not even why.
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+            await socket.close(code=CLOSE_FORBIDDEN)
+        return
     try:
         actor = await current_actor(socket)
         after = _after(socket.query_params.get("after"))
-    except (NotAuthorizedException, ValueError) as error:
-        code = CLOSE_UNAUTHORIZED if isinstance(error, NotAuthorizedException) else 1008
+    except (HTTPException, ValueError) as error:
+        code = 1008
+        if isinstance(error, HTTPException):
+            code = CLOSE_FORBIDDEN if error.status_code == 403 else CLOSE_UNAUTHORIZED
         await _refuse(socket, code, _detail(error))
         return
     if deps.live is None:
         await _refuse(socket, CLOSE_UNAVAILABLE, "live updates are not available")
         return
-    async with deps.live.feed(actor, None, after) as feed:
-        # Accepted once registered: a client that is connected gets everything from then on.
-        await socket.accept()
-        session = _Session(socket, deps, deps.live, actor, feed)
-        with contextlib.suppress(WebSocketDisconnect, OSError, FeedClosed):
-            await session.run()
-        server_closed = feed.subscriber.closed  # the hub stopped: the server is going away
+    try:
+        slot = deps.live.slots.acquire(actor.user_id)
+    except TooManyStreams as error:
+        await _refuse(socket, CLOSE_TOO_MANY, str(error))
+        return
+    try:
+        async with deps.live.feed(actor, None, after) as feed:
+            # Accepted once registered: a client that is connected gets everything from then on.
+            await socket.accept()
+            session = _Session(socket, deps, deps.live, actor, feed)
+            with contextlib.suppress(WebSocketDisconnect, OSError, FeedClosed):
+                await session.run()
+            server_closed = feed.subscriber.closed  # the hub stopped: the server is going away
+    finally:
+        slot.release()
     with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
         await socket.close(code=1001 if server_closed else 1000)
 
@@ -97,7 +123,13 @@ class _Session:
                     if message is None:
                         return
                     await self._handle(message)
-                event = await self.feed.next(self.deps.keepalive_seconds)
+                try:
+                    event = await self.feed.next(self.deps.keepalive_seconds)
+                except HistoryTooLong as skipped:
+                    await self._send(
+                        {"type": "resync", "position": skipped.position, "detail": RESYNC}
+                    )
+                    continue
                 if event is not None and event.position > self.floors.get(event.task_id, 0):
                     await self._send_event(event)
         finally:
@@ -128,15 +160,24 @@ class _Session:
         if isinstance(command, Unsubscribe):
             await self._unsubscribe(task_id)
             return
-        if command.after is not None and command.after < 0:
-            await self._send({"type": "error", "message": "`after` must be >= 0"})
+        if command.after is not None and not 0 <= command.after <= MAX_POSITION:
+            await self._send(
+                {"type": "error", "message": f"`after` must be between 0 and {MAX_POSITION}"}
+            )
             return
         if await self.deps.queries.get(self.actor, command.task_id) is None:
             await self._send({"type": "error", "message": f"no such task {task_id}"})
             return
         self.live.hub.follow(self.feed.subscriber, task_id)
         after = command.after or 0
-        for event in await self.live.task_history(command.task_id, after):
+        try:
+            history = await self.live.task_history(command.task_id, after)
+        except HistoryTooLong as skipped:
+            history, after = [], skipped.position
+            await self._send(
+                {"type": "resync", "task_id": task_id, "position": after, "detail": RESYNC}
+            )
+        for event in history:
             await self._send_event(event)
             after = event.position
         self.floors[task_id] = after

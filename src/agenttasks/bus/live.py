@@ -25,6 +25,18 @@ class FeedClosed(RuntimeError):
     """The feed has ended: the server is shutting down, or the connection went away."""
 
 
+class HistoryTooLong(Exception):
+    """More history than one catch-up may replay: the client should resync from the query API.
+
+    Raised by a history reader; the feed then goes on live after `position`, and the caller
+    tells its client what was skipped.
+    """
+
+    def __init__(self, position: int) -> None:
+        super().__init__(f"too much history to replay; live from position {position}")
+        self.position = position
+
+
 class Feed:
     """Updates after position `after`: history first (when `catch_up`), then live; each once."""
 
@@ -55,7 +67,12 @@ class Feed:
                     return event
                 continue
             if self._cursor is not None and self._history is not None:
-                page, self._cursor = await self._history(self._cursor)
+                try:
+                    page, self._cursor = await self._history(self._cursor)
+                except HistoryTooLong as skipped:
+                    self._cursor = None
+                    self.last = max(self.last, skipped.position)
+                    raise
                 self._pending.extend(page)
                 continue
             subscriber = self.subscriber
