@@ -35,8 +35,10 @@ from agenttasks.bus.publisher import last_published
 from agenttasks.domain.rules import TASK_TYPES
 from agenttasks.projections.base import Projection, ensure_tables
 from agenttasks.projections.positions import ProjectionWatcher
+from agenttasks.projections.projector import Projector
 from agenttasks.projections.replay import replay as replay_projection
 from agenttasks.projections.runner import ProjectionRunner
+from agenttasks.projections.selfcheck import HEALTH_DDL, HEALTH_SQL, SelfCheck, summarise
 from agenttasks.projections.statistics import statistics_projection
 from agenttasks.projections.statistics_queries import StatisticsQueries
 from agenttasks.projections.task_queries import TaskQueries
@@ -209,6 +211,7 @@ def ensure_read_models(database_url: str) -> None:
         ensure_tables(cursor, chosen, [p.live_tables() for p in chosen])
         quarantine.ensure_table(cursor)  # /ready reads these before any relay may have run
         relay_status.ensure_table(cursor)
+        cursor.execute(HEALTH_DDL)
 
 
 def readiness_checks(
@@ -246,6 +249,13 @@ def readiness_checks(
         newest_seen = None if seen is None else seen.isoformat()
         return {"ok": True, "count": count, "newest_position": newest, "newest_seen": newest_seen}
 
+    async def read_model_health() -> dict[str, Any]:
+        # What the projectors' self-checks found (projections/selfcheck.py): stalled, or rows
+        # missing against the store.
+        async with pool.connection() as connection:
+            found = await connection.execute(HEALTH_SQL)
+            return summarise(await found.fetchall())
+
     async def lag() -> dict[str, Any]:
         newest = await asyncio.to_thread(store.recorder.max_notification_id) or 0
         result: dict[str, Any] = {"ok": True, "stored": newest}
@@ -259,6 +269,7 @@ def readiness_checks(
         "nats": nats_and_relay,
         "projections": lag,
         "quarantine": quarantined,
+        "read_models": read_model_health,
     }
 
 
@@ -291,8 +302,18 @@ def run_projectors(settings: Settings, names: list[str]) -> int:
     async def main(stop: asyncio.Event) -> None:
         bus = await connect(settings.nats_url_for("projector"), "agenttasks-projector")
         try:
-            runners = [ProjectionRunner(p, database_url, bus) for p in chosen]
-            await asyncio.gather(*(runner.run(stop) for runner in runners))
+            with event_store(settings) as store:
+                # One in-order reader feeds every read model of this process.
+                runners = [ProjectionRunner(p, database_url, bus) for p in chosen]
+                check = SelfCheck(
+                    runners,
+                    bus,
+                    database_url,
+                    store.recorder.events_table_name,  # type: ignore[attr-defined]
+                    every=settings.projection_check_seconds,
+                    count_every=settings.projection_count_seconds,
+                )
+                await asyncio.gather(Projector(runners, bus).run(stop), check.run(stop))
         finally:
             await bus.close()
 

@@ -34,6 +34,10 @@ class Settings:
     nats_role_urls: Mapping[str, str] = field(default_factory=dict)
     # /ready fails when events wait and the relay has not made progress for this long.
     relay_stall_seconds: int = 30
+    # Each projector's self-check (projections/selfcheck.py): progress every this many seconds,
+    # row counts against the store (a scan of the store's events) at this lower rate.
+    projection_check_seconds: int = 10
+    projection_count_seconds: int = 300
     # Browser-facing API (docs/api.md, "Auth"): origins besides the service's own whose pages
     # may use the cookie or a query token; caps on live streams, per API process.
     cors_origins: frozenset[str] = frozenset()
@@ -81,6 +85,12 @@ class Settings:
             values["host"] = host
         values["port"] = _int(env, "AGENTTASKS_PORT", base.port, 1, 65535)
         values["nats_port"] = _int(env, "AGENTTASKS_NATS_PORT", base.nats_port, 1, 65535)
+        values["projection_check_seconds"] = _int(
+            env, "AGENTTASKS_PROJECTION_CHECK_SECONDS", base.projection_check_seconds, 1, 3600
+        )
+        values["projection_count_seconds"] = _int(
+            env, "AGENTTASKS_PROJECTION_COUNT_SECONDS", base.projection_count_seconds, 5, 86400
+        )
         values["relay_stall_seconds"] = _int(
             env, "AGENTTASKS_RELAY_STALL_SECONDS", base.relay_stall_seconds, 1, 3600
         )

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from uuid import UUID
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
 
 import psycopg
 
+from agenttasks import quarantine
 from agenttasks.application.publishing import mapper_for
 from agenttasks.application.tasks import Actor, NewTask, TaskCommands
-from agenttasks.bus.connection import connect
-from agenttasks.bus.messages import STREAM
+from agenttasks.bus.messages import SkippedEvent, TaskEvent, encode
+from agenttasks.projections.base import set_position
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.replay import replay
+from agenttasks.projections.runner import ProjectionRunner
+from agenttasks.projections.selfcheck import SelfCheck, summarise
 from agenttasks.projections.tasks import task_projection
 from agenttasks.servers.nats import EmbeddedNats
 from tests.integration.stack import Stack, running_stack
+from tests.waiting import wait_until
 
 ALICE = Actor("alice")
 TABLES = "SELECT * FROM tasks ORDER BY id", "SELECT * FROM task_updates ORDER BY position"
@@ -80,7 +87,7 @@ async def test_the_projector_builds_tasks_and_their_update_history(
         ]
 
 
-async def test_a_redelivered_stream_changes_nothing(
+async def test_a_stream_read_again_from_the_start_changes_nothing(
     database_url: str, nats_server: EmbeddedNats
 ) -> None:
     async with running_stack(database_url, nats_server) as stack:
@@ -89,25 +96,19 @@ async def test_a_redelivered_stream_changes_nothing(
             lifecycle(commands, outcome, outcome)
         await stack.projected()
         before = snapshot(stack)
+        last = stack.runners["tasks"].sequence
         await stack.stop_projectors()
 
-        # Deleting the durable consumer makes JetStream deliver every event again.
-        bus = await connect(nats_server.url_for("projector"), "test")
-        await bus.js.delete_consumer(STREAM, "projector-tasks")
-        await bus.close()
-        runner = await stack.start_projector(task_projection())
-        info_bus = await connect(nats_server.url_for("projector"), "test")
-        deadline = asyncio.get_running_loop().time() + 20
-        while True:  # every event redelivered, applied (or skipped) and acked
-            info = await info_bus.js.consumer_info(STREAM, "projector-tasks")
-            if info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq:
-                break
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)  # polling the server: there is no local event to await
-        await info_bus.close()
-        assert info.delivered.stream_seq == stack.store.recorder.max_notification_id()
-        assert runner.position == stack.store.recorder.max_notification_id()
-        assert snapshot(stack) == before
+        # A tracking row that forgot its sequence (as before sequences were kept) and one
+        # that starts the stream again: every event comes again and changes nothing.
+        for sequence in ("NULL", "0"):
+            with psycopg.connect(database_url, autocommit=True) as connection:
+                connection.execute(f"UPDATE projection_tracking SET sequence = {sequence}")
+            runner = await stack.start_projector(task_projection())
+            await wait_until(lambda: runner.sequence == last)  # noqa: B023
+            await stack.stop_projectors()
+            assert runner.position == stack.store.recorder.max_notification_id()
+            assert snapshot(stack) == before
 
 
 async def test_a_replay_from_the_event_store_equals_the_live_read_model(
@@ -199,3 +200,149 @@ async def test_a_writer_can_wait_for_its_own_write_to_be_projected(
             assert not await watcher.wait("tasks", written.position + 1000, timeout=0.2)
         finally:
             await watcher.stop()
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What the runner reads of a stream message."""
+
+    data: bytes
+    sequence: int
+    delivered: int = 1
+
+
+def created(position: int, task_id: str | None = None) -> bytes:
+    data = {
+        "title": f"task at {position}", "task_type": "summary", "task_config": {},
+        "priority": "high", "max_retries": 3, "timeout_seconds": 60,
+    }  # fmt: skip
+    return encode(
+        TaskEvent(
+            position=position,
+            task_id=task_id or str(uuid4()),
+            type="created",
+            version=1,
+            timestamp=datetime.now(UTC),
+            user="alice",
+            task_type="summary",
+            priority="high",
+            update_type="status",
+            status="pending",
+            progress=0,
+            message="",
+            data=data,
+        )
+    )
+
+
+def prepared_runner(database_url: str) -> tuple[ProjectionRunner, psycopg.Connection[Any]]:
+    runner = ProjectionRunner(task_projection(), database_url)
+    connection = psycopg.connect(database_url)
+    runner.prepare(connection)
+    return runner, connection
+
+
+def task_count(database_url: str) -> int:
+    with psycopg.connect(database_url) as connection:
+        return int(connection.execute("SELECT count(*) FROM tasks").fetchone()[0])  # type: ignore[index]
+
+
+async def test_messages_after_missing_ones_wait_until_the_missing_ones_come(
+    database_url: str,
+) -> None:
+    runner, connection = prepared_runner(database_url)
+    with connection:
+        runner.apply_batch(connection, [Delivered(created(10), 1)])  # type: ignore[list-item]
+        # Sequences 2 and 3 were fetched by a projector that died before its commit.
+        later = [Delivered(created(10 + s), s) for s in (4, 5)]
+        runner.apply_batch(connection, later)  # type: ignore[arg-type]
+        assert (runner.sequence, runner.position, runner.missing) == (1, 10, (2, 3))
+        assert task_count(database_url) == 1
+        again = [Delivered(created(10 + s), s) for s in (2, 3, 4, 5)]
+        runner.apply_batch(connection, again)  # type: ignore[arg-type]
+        assert (runner.sequence, runner.position, runner.missing) == (5, 15, None)
+        assert task_count(database_url) == 5
+        runner.apply_batch(connection, again)  # type: ignore[arg-type]
+        assert task_count(database_url) == 5, "a repeat changes nothing"
+
+
+async def test_a_jump_a_replay_already_covered_is_passed_over(database_url: str) -> None:
+    runner, connection = prepared_runner(database_url)
+    with connection:
+        with connection.transaction(), connection.cursor() as cursor:
+            set_position(cursor, "tasks", 50, 0)  # a replay applied the store up to 50
+        runner.apply_batch(connection, [Delivered(created(40), 7), Delivered(created(60), 8)])  # type: ignore[list-item]
+        assert (runner.sequence, runner.position, runner.missing) == (8, 60, None)
+        assert task_count(database_url) == 1, "only the event beyond the replay is applied"
+
+
+async def test_a_skipped_marker_and_a_poison_event_advance_the_tracking_without_rows(
+    database_url: str,
+) -> None:
+    runner, connection = prepared_runner(database_url)
+    marker = encode(
+        SkippedEvent(position=2, originator_id=None, reason="MapperDeserialisationError")
+    )
+    batch = [
+        Delivered(created(1), 1),
+        Delivered(marker, 2),
+        Delivered(created(3, task_id="not-a-uuid"), 3),  # Postgres refuses it: a data error
+        Delivered(b"{not json", 4),
+        Delivered(created(5), 5),
+    ]
+    with connection:
+        runner.apply_batch(connection, batch)  # type: ignore[arg-type]
+        assert (runner.sequence, runner.position) == (5, 5)
+        assert task_count(database_url) == 2
+        with connection.cursor() as cursor:
+            entries = quarantine.pending(cursor, consumer="projector-tasks")
+    assert [(e.position, e.originator_id) for e in entries] == [(-4, None), (3, "not-a-uuid")]
+
+
+async def test_standby_projectors_of_one_read_model_lose_and_repeat_nothing(
+    database_url: str, nats_server: EmbeddedNats
+) -> None:
+    async with running_stack(database_url, nats_server) as stack:
+        await stack.start_projector(task_projection())  # a second replica of "tasks"
+        commands = TaskCommands(stack.store)
+        for i in range(40):
+            lifecycle(commands, f"task {i}", "completed")
+        newest = stack.store.recorder.max_notification_id()
+        await wait_until(
+            lambda: stack.rows("SELECT position FROM projection_tracking") == [(newest,)]
+        )
+        assert stack.rows("SELECT count(*) FROM tasks WHERE status = 'completed'") == [(40,)]
+        report = replay(
+            task_projection(), stack.store, mapper_for(stack.store), database_url, verify=True
+        )
+        assert report.differences == []
+
+
+async def test_the_self_check_reports_a_stall_and_missing_rows(
+    database_url: str, nats_server: EmbeddedNats
+) -> None:
+    async with running_stack(database_url, nats_server) as stack:
+        commands = TaskCommands(stack.store)
+        lost = lifecycle(commands, "lost", "completed")
+        await stack.projected()
+        runner = stack.runners["tasks"]
+        events = stack.store.recorder.events_table_name  # type: ignore[attr-defined]
+        check = SelfCheck([runner], stack.relay.bus, database_url, events, every=1, count_every=0)
+        [healthy] = await check.check()
+        assert (healthy.stalled, healthy.problem, healthy.row_count) == (False, None, 1)
+
+        await stack.stop_projectors()  # the read model stops while events keep coming
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            connection.execute("DELETE FROM tasks WHERE id = %s", (lost,))
+        lifecycle(commands, "unseen", "pending")
+        await wait_until(
+            lambda: stack.relay.published_position == stack.store.recorder.max_notification_id()
+        )
+        await check.check()
+        [stalled] = await check.check()
+    assert stalled.stalled
+    assert stalled.pending == 1
+    assert stalled.problem is not None
+    assert "stalled: 1 published events not applied" in stalled.problem
+    assert "tasks holds 0 rows but the store has 1 creating events" in stalled.problem
+    assert summarise([("tasks", True, 1, 0, 1, stalled.problem, 0.5)])["ok"] is False

@@ -46,6 +46,7 @@ class Delivered:
     """What the runner reads of a JetStream delivery."""
 
     data: bytes
+    sequence: int  # the stream sequence: the relay publishes every event, in order
     delivered: int = 1
 
 
@@ -119,7 +120,11 @@ def apply_incrementally(
             if use_runner:
                 # A redelivered earlier batch rides along: it must change nothing.
                 again = events[max(0, start - size) : start] if size % 3 == 0 else []
-                runner.apply_batch(connection, [Delivered(encode(e)) for e in again + batch])  # type: ignore[misc]
+                first = start - len(again)
+                deliveries = [
+                    Delivered(encode(e), first + n + 1) for n, e in enumerate(again + batch)
+                ]
+                runner.apply_batch(connection, deliveries)  # type: ignore[arg-type]
             else:
                 with connection.transaction(), connection.cursor() as cursor:
                     tracked_position(cursor, projection.name, lock=True)

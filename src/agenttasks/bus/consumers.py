@@ -1,12 +1,21 @@
-"""Durable pull consumers on the event stream, for processes that must see every event.
+"""Consumers on the event stream: durable pull consumers, and an in-order reader.
 
-The consumer's config is declared with `add_consumer` every time (NOTES: `pull_subscribe` on an
-existing durable silently ignores a new config), then bound to. Callers get `Delivery` objects
-and never touch nats-py themselves.
+`PullConsumer` (workers): a durable shared by every process that binds to the same name; its
+config is declared with `add_consumer` every time (NOTES: `pull_subscribe` on an existing
+durable silently ignores a new config). Redelivery comes after the ack wait, out of order.
+
+`StreamReader` (projectors): the stream in sequence order from a given sequence, for a caller
+that keeps its own cursor. Callers get `Delivery` objects and never touch nats-py themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
 from dataclasses import dataclass
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -14,6 +23,8 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from agenttasks.bus.messages import ALL_SUBJECTS, STREAM
+
+log = logging.getLogger(__name__)
 
 
 class StreamMissing(RuntimeError):
@@ -27,6 +38,7 @@ class Delivery:
     data: bytes
     delivered: int  # how many times it has been delivered, this one included
     _message: object
+    sequence: int = 0  # its stream sequence: dense, one per published event
 
     async def ack(self) -> None:
         """Done with it: never deliver it again."""
@@ -84,8 +96,107 @@ class PullConsumer:
             messages = await self._subscription.fetch(batch, timeout=wait)  # type: ignore[attr-defined]
         except TimeoutError:  # nats-py raises its own subclass, or asyncio's, when nothing came
             return []
-        return [Delivery(m.data, m.metadata.num_delivered, m) for m in messages]
+        return [
+            Delivery(m.data, m.metadata.num_delivered, m, m.metadata.sequence.stream)
+            for m in messages
+        ]
 
     async def close(self) -> None:
         """Stops fetching (the durable consumer and its position stay on the server)."""
         await self._subscription.unsubscribe()  # type: ignore[attr-defined]
+
+
+READER_IDLE_SECONDS = 30.0  # a reader's consumer outlives its process (kill -9) this long
+
+
+class StreamReader:
+    """Every message of the stream in sequence order, from a sequence the caller chooses.
+
+    An ephemeral pull consumer of this process alone (never shared, so no other process takes
+    messages from it) with no acks: the caller's own cursor (a tracking row) decides where to
+    start, so nothing here can move past a message the caller has not stored. Stream sequences
+    are dense (the relay publishes in order, each event once), so a message that does not
+    follow the previous one means deliveries were lost (a reconnect): the batch ends before it
+    and the consumer is recreated at the missing sequence. Only the first message after a seek
+    may jump: then the stream itself lacks the messages in between, and the caller decides.
+    """
+
+    def __init__(self, js: JetStreamContext, prefix: str) -> None:
+        self._js = js
+        self._prefix = prefix
+        self._name: str | None = None
+        self._subscription: object = None
+        self.next_sequence = 1  # the sequence the next message should have
+        self._just_sought = False
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, prefix: str, sequence: int) -> StreamReader:
+        """A reader positioned at `sequence`; StreamMissing until the relay made the stream."""
+        reader = cls(js, prefix)
+        await reader.seek(sequence)
+        return reader
+
+    async def seek(self, sequence: int) -> None:
+        """Repositions the reader: the next message fetched is the one at `sequence` (or after)."""
+        await self._drop()
+        name = f"{self._prefix}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        config = ConsumerConfig(
+            name=name,
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, sequence),
+            inactive_threshold=READER_IDLE_SECONDS,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        try:
+            await self._js.add_consumer(STREAM, config)
+        except NotFoundError:
+            raise StreamMissing(f"stream {STREAM} does not exist yet") from None
+        self._name = name
+        self._subscription = await self._js.pull_subscribe_bind(consumer=name, stream=STREAM)
+        self.next_sequence = max(1, sequence)
+        self._just_sought = True
+
+    async def fetch(self, batch: int, wait: float) -> list[Delivery]:
+        """Up to `batch` consecutive messages from `next_sequence`, waiting at most `wait` s."""
+        try:
+            messages = await self._subscription.fetch(batch, timeout=wait)  # type: ignore[attr-defined]
+        except TimeoutError:
+            return []
+        except Exception as error:  # the consumer is gone (idle, server restart): recreate it
+            log.warning("stream reader %s: %s; recreating it", self._name, error)
+            await asyncio.sleep(0.2)
+            await self.seek(self.next_sequence)
+            return []
+        deliveries: list[Delivery] = []
+        for message in messages:
+            sequence = message.metadata.sequence.stream
+            if sequence != self.next_sequence and not (self._just_sought and not deliveries):
+                log.warning(
+                    "stream reader %s: got sequence %s, expected %s; re-reading from there",
+                    self._name, sequence, self.next_sequence,
+                )  # fmt: skip
+                await self.seek(self.next_sequence)
+                break
+            self._just_sought = False
+            deliveries.append(
+                Delivery(message.data, message.metadata.num_delivered, message, sequence)
+            )
+            self.next_sequence = sequence + 1
+        return deliveries
+
+    async def close(self) -> None:
+        """Deletes the consumer (it would expire by itself after READER_IDLE_SECONDS)."""
+        await self._drop()
+
+    async def _drop(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()  # type: ignore[attr-defined]
+            self._subscription = None
+        if self._name is not None:
+            with contextlib.suppress(Exception):  # gone already, or the connection is down
+                await self._js.delete_consumer(STREAM, self._name)
+            self._name = None

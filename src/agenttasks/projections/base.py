@@ -2,7 +2,9 @@
 
 Handlers write through the table names they are given (`Tables`), so the live runner writes
 into the live tables and a replay into fresh ones, with the same code. Positions are tracked
-per projection in `projection_tracking`, in the same transaction as the rows.
+per projection in `projection_tracking`, in the same transaction as the rows: the store position
+(notification id) applied up to, and the stream sequence of the last message applied (NULL on
+rows written before sequences were tracked; the runner finds it again).
 """
 
 from __future__ import annotations
@@ -10,18 +12,19 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import Cursor, sql
 
-from agenttasks.bus.messages import BusEvent, TaskEvent
+from agenttasks.bus.messages import BusEvent, SkippedEvent, TaskEvent
 
-TRACKING_DDL = """
-CREATE TABLE IF NOT EXISTS projection_tracking (
-    name text PRIMARY KEY,
-    position bigint NOT NULL
+TRACKING_DDL = (
+    """CREATE TABLE IF NOT EXISTS projection_tracking (
+        name text PRIMARY KEY,
+        position bigint NOT NULL
+    )""",
+    "ALTER TABLE projection_tracking ADD COLUMN IF NOT EXISTS sequence bigint",
 )
-"""
 NOTIFY_CHANNEL = "agenttasks_projected"
 
 
@@ -67,6 +70,8 @@ class Projection:
 
     def apply(self, cursor: Cursor[Any], tables: Tables, event: BusEvent) -> None:
         """Applies one event (events of kinds it does not handle change nothing)."""
+        if isinstance(event, SkippedEvent):
+            return  # a stored event nobody could read: no rows
         handlers = self.task_handlers if isinstance(event, TaskEvent) else self.template_handlers
         handler = handlers.get(event.type)
         if handler is not None:
@@ -74,6 +79,8 @@ class Projection:
 
     def handles(self, event: BusEvent) -> bool:
         """Whether `event` changes this read model at all."""
+        if isinstance(event, SkippedEvent):
+            return False
         handlers = self.task_handlers if isinstance(event, TaskEvent) else self.template_handlers
         return event.type in handlers
 
@@ -92,24 +99,55 @@ DDL_LOCK = 0x61677474_64646C  # concurrent CREATE ... IF NOT EXISTS can still co
 def ensure_tables(cursor: Cursor[Any], projections: list[Projection], tables: list[Tables]) -> None:
     """Creates the tracking table and the given tables if needed, one creator at a time."""
     cursor.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
-    cursor.execute(TRACKING_DDL)
+    for statement in TRACKING_DDL:
+        cursor.execute(statement)
     for projection, physical in zip(projections, tables, strict=True):
         projection.create(cursor, physical)
 
 
-def tracked_position(cursor: Cursor[Any], name: str, *, lock: bool = False) -> int:
-    """The position projection `name` has applied up to (0 if none), optionally locking it."""
+class Tracking(NamedTuple):
+    """How far a projection got: store position, and stream sequence (None: not known yet)."""
+
+    position: int
+    sequence: int | None
+
+
+def tracking(cursor: Cursor[Any], name: str, *, lock: bool = False) -> Tracking:
+    """Projection `name`'s tracking row (created at 0, 0 if missing), optionally locked."""
     cursor.execute(
-        "INSERT INTO projection_tracking (name, position) VALUES (%s, 0) ON CONFLICT DO NOTHING",
+        "INSERT INTO projection_tracking (name, position, sequence) VALUES (%s, 0, 0)"
+        " ON CONFLICT DO NOTHING",
         (name,),
     )
-    query = "SELECT position FROM projection_tracking WHERE name = %s"
+    query = "SELECT position, sequence FROM projection_tracking WHERE name = %s"
     cursor.execute(query + (" FOR UPDATE" if lock else ""), (name,))
     row = cursor.fetchone()
-    return int(row[0]) if row else 0
+    if row is None:
+        return Tracking(0, 0)
+    return Tracking(int(row[0]), None if row[1] is None else int(row[1]))
 
 
-def set_position(cursor: Cursor[Any], name: str, position: int) -> None:
-    """Records that projection `name` has applied everything up to `position`, and says so."""
-    cursor.execute("UPDATE projection_tracking SET position = %s WHERE name = %s", (position, name))
+def tracked_position(cursor: Cursor[Any], name: str, *, lock: bool = False) -> int:
+    """The position projection `name` has applied up to (0 if none), optionally locking it."""
+    return tracking(cursor, name, lock=lock).position
+
+
+def set_position(
+    cursor: Cursor[Any], name: str, position: int, sequence: int | None = None
+) -> None:
+    """Records that projection `name` has applied everything up to `position`, and says so.
+
+    `sequence` (the stream sequence of the last message applied) is left as it is when None:
+    a replay knows store positions only, and the runner then passes over the messages the
+    replay covered (their positions are at or below the tracked one).
+    """
+    if sequence is None:
+        cursor.execute(
+            "UPDATE projection_tracking SET position = %s WHERE name = %s", (position, name)
+        )
+    else:
+        cursor.execute(
+            "UPDATE projection_tracking SET position = %s, sequence = %s WHERE name = %s",
+            (position, sequence, name),
+        )
     cursor.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, f"{name}:{position}"))

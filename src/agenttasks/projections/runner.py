@@ -1,8 +1,13 @@
-"""The live projector: consumes the event stream and applies each batch in one transaction.
+"""One projection's live side: applies a batch of stream messages, and its tracking, at once.
 
-The tracking row is locked for the batch, events at or below the tracked position are skipped
-(a redelivery changes nothing), and messages are acked only after the commit: at-least-once
-delivery, exactly-once effect. A replay's table switch takes the same lock.
+The tracking row holds the store position applied up to and the stream sequence of the last
+message applied, and is locked for the batch (standby replicas and a replay's switch take the
+same lock). A batch is applied from exactly the message after the tracked sequence: messages
+at or below it are skipped (a standby or a repeat got there first), and the stream sequence is
+dense, so a message further on means the ones in between are missing. Those are never
+skipped: the batch stops there, the tracking stays, and the projector reads again from the
+tracked sequence. A crash anywhere loses nothing: rows and tracking commit together, and the
+next run starts after what was committed. `projector.py` feeds batches to runners.
 """
 
 from __future__ import annotations
@@ -14,113 +19,168 @@ from typing import Any
 import msgspec
 import psycopg
 
+from agenttasks import quarantine
 from agenttasks.bus.connection import Bus
-from agenttasks.bus.consumers import Delivery, PullConsumer, StreamMissing
-from agenttasks.bus.messages import decode
+from agenttasks.bus.consumers import Delivery
+from agenttasks.bus.messages import BusEvent, SkippedEvent, decode
 from agenttasks.projections.base import (
     Projection,
     Tables,
     ensure_tables,
     set_position,
-    tracked_position,
+    tracking,
 )
 
 log = logging.getLogger(__name__)
 
-BATCH = 500
+# A lost connection (or a deadlock, a cancel) is retried with the whole batch; anything else
+# while applying is the event's data, and only that event is set aside.
+CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+class _Position(msgspec.Struct):
+    position: int = 0
 
 
 class ProjectionRunner:
     """Keeps one projection's live tables up to date from the stream."""
 
-    def __init__(self, projection: Projection, database_url: str, bus: Bus) -> None:
+    def __init__(self, projection: Projection, database_url: str, bus: Bus | None = None) -> None:
         self.projection = projection
         self.database_url = database_url
         self.bus = bus
         self.position = 0
+        self.sequence: int | None = 0  # None: a tracking row from before sequences were kept
+        self.missing: tuple[int, int] | None = None  # stream sequences the stream lacks
+        self.connection: psycopg.Connection[Any] | None = None
+
+    @property
+    def consumer(self) -> str:
+        """This projection's name as a consumer (in quarantine entries and logs)."""
+        return f"projector-{self.projection.name}"
 
     def prepare(self, connection: psycopg.Connection[Any]) -> None:
-        """Creates the tracking table and the projection's live tables."""
+        """Creates the tracking table and the live tables; reads the tracking row."""
         with connection.transaction(), connection.cursor() as cursor:
             ensure_tables(cursor, [self.projection], [self.projection.live_tables()])
-            self.position = tracked_position(cursor, self.projection.name)
+            quarantine.ensure_table(cursor)
+            tracked = tracking(cursor, self.projection.name)
+        self.position, self.sequence = tracked
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Projects until `stop` is set, reconnecting to Postgres when it goes away."""
-        consumer = await self._bind(stop)
-        if consumer is None:
-            return
-        try:
-            while not stop.is_set():
-                try:
-                    with await asyncio.to_thread(_connect, self.database_url) as connection:
-                        await asyncio.to_thread(self.prepare, connection)
-                        await self._consume(consumer, connection, stop)
-                except psycopg.OperationalError as error:
-                    log.warning("projector %s: %s; reconnecting", self.projection.name, error)
-                    await asyncio.sleep(0.5)
-        finally:
-            await consumer.close()
+        """Projects until `stop` is set (a projector of this one projection)."""
+        from agenttasks.projections.projector import Projector
 
-    async def _bind(self, stop: asyncio.Event) -> PullConsumer | None:
-        while not stop.is_set():
-            try:
-                return await PullConsumer.bind(self.bus.js, f"projector-{self.projection.name}")
-            except StreamMissing:
-                await asyncio.sleep(0.2)  # the relay creates the stream when it starts leading
-        return None
-
-    async def _consume(
-        self, consumer: PullConsumer, connection: psycopg.Connection[Any], stop: asyncio.Event
-    ) -> None:
-        while not stop.is_set():
-            deliveries = await consumer.fetch(BATCH, wait=1.0)
-            if not deliveries:
-                continue
-            await asyncio.to_thread(self.apply_batch, connection, deliveries)
-            for delivery in deliveries:
-                await delivery.ack()
+        assert self.bus is not None, "a runner needs the bus to run"
+        await Projector([self], self.bus).run(stop)
 
     def apply_batch(self, connection: psycopg.Connection[Any], deliveries: list[Delivery]) -> None:
-        """Applies new events of a batch, and the tracking position, in one transaction."""
+        """Applies the batch's messages that follow the tracked sequence, in one transaction."""
         name = self.projection.name
-        tables = self.projection.live_tables()
         with connection.transaction(), connection.cursor() as cursor:
-            position = tracked_position(cursor, name, lock=True)
-            applied = self._apply_new(connection, cursor, tables, deliveries, position)
-            if applied > position:
-                set_position(cursor, name, applied)
-        self.position = applied
+            tracked = tracking(cursor, name, lock=True)
+            # A row from before sequences were tracked: the projector located one for it.
+            sequence = tracked.sequence if tracked.sequence is not None else self.sequence or 0
+            position = tracked.position
+            events: list[BusEvent] = []
+            for delivery in deliveries:
+                if delivery.sequence <= sequence:
+                    continue  # applied already (by a standby, or read twice after a seek)
+                event = self._decode(connection, cursor, delivery)
+                if delivery.sequence != sequence + 1 and not _covered(event, position):
+                    self._missing(sequence + 1, delivery.sequence - 1)
+                    break
+                self.missing = None
+                sequence = delivery.sequence
+                if event is None:
+                    continue  # undecodable: quarantined, its sequence passed
+                if isinstance(event, SkippedEvent) or event.position <= position:
+                    # A marker for a stored event nobody can read, or an event a replay has
+                    # applied already: its position counts as applied, no rows change.
+                    position = max(position, event.position)
+                    continue
+                events.append(event)
+                position = event.position
+            if events:
+                self._apply(connection, cursor, self.projection.live_tables(), events)
+            if (position, sequence) != tracked:
+                set_position(cursor, name, position, sequence)
+        self.position, self.sequence = position, sequence
 
-    def _apply_new(
+    def _decode(
+        self, connection: psycopg.Connection[Any], cursor: psycopg.Cursor[Any], delivery: Delivery
+    ) -> BusEvent | None:
+        try:
+            return decode(delivery.data)
+        except msgspec.DecodeError:
+            try:
+                position = msgspec.json.decode(delivery.data, type=_Position).position
+            except msgspec.DecodeError:
+                position = 0
+            log.error(
+                "%s: undecodable message at stream sequence %s", self.consumer, delivery.sequence
+            )
+            with connection.transaction():
+                quarantine.record(
+                    cursor,
+                    consumer=self.consumer,
+                    position=position or -delivery.sequence,  # negative: a stream sequence
+                    originator_id=None,
+                    error=f"undecodable message at stream sequence {delivery.sequence}",
+                )
+            return None
+
+    def _missing(self, first: int, last: int) -> None:
+        if self.missing != (first, last):
+            log.error(
+                "%s: the stream lacks sequences %s..%s; the read model waits there until "
+                "`agenttasks replay %s` covers them",
+                self.consumer, first, last, self.projection.name,
+            )  # fmt: skip
+        self.missing = (first, last)
+
+    def _apply(
         self,
         connection: psycopg.Connection[Any],
         cursor: psycopg.Cursor[Any],
         tables: Tables,
-        deliveries: list[Delivery],
-        position: int,
-    ) -> int:
+        events: list[BusEvent],
+    ) -> None:
         # The batch goes to the projection at once: a batch handler folds it into a few
         # statements (the statistics model), others apply event by event. Pipeline mode sends
-        # those statements without waiting for each reply.
-        name = self.projection.name
-        events = []
-        applied = position
-        for delivery in deliveries:
-            try:
-                event = decode(delivery.data)
-            except msgspec.DecodeError:
-                log.error("projector %s: skipping an undecodable message", name)
-                continue
-            if event.position <= applied:
-                continue  # already applied: a redelivery, or a replay got here first
-            events.append(event)
-            applied = event.position
-        if events:
-            with connection.pipeline():
+        # those statements without waiting for each reply. If an event's data breaks the
+        # batch, the events go again one by one, each in its own savepoint, and the ones that
+        # fail are quarantined: the read model goes on instead of crash-looping on them.
+        try:
+            with connection.transaction(), connection.pipeline():
                 self.projection.apply_many(cursor, tables, events)
-        return applied
+            return
+        except CONNECTION_ERRORS:
+            raise
+        except Exception:
+            log.warning("%s: a batch failed; applying its events one by one", self.consumer)
+        for event in events:
+            try:
+                with connection.transaction():
+                    self.projection.apply_many(cursor, tables, [event])
+            except CONNECTION_ERRORS:
+                raise
+            except Exception as error:
+                log.error("%s: event %s quarantined", self.consumer, event.position)
+                with connection.transaction():
+                    quarantine.record(
+                        cursor,
+                        consumer=self.consumer,
+                        position=event.position,
+                        originator_id=_originator(event),
+                        error=quarantine.describe(error),
+                    )
 
 
-def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
-    return psycopg.connect(url)
+def _covered(event: BusEvent | None, position: int) -> bool:
+    """Whether everything before `event` is applied already (a replay went past the gap)."""
+    return event is not None and event.position <= position
+
+
+def _originator(event: BusEvent) -> str | None:
+    return getattr(event, "task_id", None) or getattr(event, "template_id", None)

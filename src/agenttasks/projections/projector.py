@@ -1,0 +1,152 @@
+"""The live projector: one in-order stream reader feeding every projection of the process.
+
+The reader starts after the lowest tracked sequence of its runners and hands each batch to
+all of them at once (each applies it in its own transaction, on its own connection, skipping
+what it has). After each batch, if the reader is not where the slowest runner needs it (a
+runner stopped at missing messages, lost its connection, or a standby moved its tracking
+ahead), the reader seeks there. So whatever dies when, every projection resumes from exactly
+the message after its tracking, and no message is passed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import msgspec
+import psycopg
+from nats.js.errors import NotFoundError
+
+from agenttasks.bus.connection import Bus
+from agenttasks.bus.consumers import Delivery, StreamMissing, StreamReader
+from agenttasks.bus.messages import STREAM
+from agenttasks.projections.runner import CONNECTION_ERRORS, ProjectionRunner
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+RETRY_SECONDS = 0.5
+
+
+class _Position(msgspec.Struct):
+    position: int = 0
+
+
+class Projector:
+    """Runs the given projection runners from one stream reader until stopped."""
+
+    def __init__(self, runners: list[ProjectionRunner], bus: Bus, *, batch: int = BATCH) -> None:
+        self.runners = runners
+        self.bus = bus
+        self.batch = batch
+        self.reader: StreamReader | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Projects until `stop` is set, reconnecting to Postgres and NATS when they go away."""
+        try:
+            while not stop.is_set():
+                try:
+                    await self._connect_all(stop)
+                    if self.reader is None:
+                        self.reader = await StreamReader.open(
+                            self.bus.js, "projector", self._wanted()
+                        )
+                    await self._step()
+                except StreamMissing:
+                    await asyncio.sleep(0.2)  # the relay creates the stream when it first leads
+        finally:
+            if self.reader is not None:
+                await self.reader.close()
+            for runner in self.runners:
+                _close(runner)
+
+    def _wanted(self) -> int:
+        return min(runner.sequence or 0 for runner in self.runners) + 1
+
+    async def _step(self) -> None:
+        reader = self.reader
+        assert reader is not None
+        deliveries = await reader.fetch(self.batch, wait=1.0)
+        before = [runner.sequence for runner in self.runners]
+        if deliveries:
+            await asyncio.gather(*(self._apply(runner, deliveries) for runner in self.runners))
+        wanted = self._wanted()
+        if wanted != reader.next_sequence:
+            if before == [runner.sequence for runner in self.runners]:
+                await asyncio.sleep(RETRY_SECONDS)  # stuck (missing messages, no database)
+            await reader.seek(wanted)
+
+    async def _apply(self, runner: ProjectionRunner, deliveries: list[Delivery]) -> None:
+        connection = runner.connection
+        if connection is None:
+            return
+        try:
+            await asyncio.to_thread(runner.apply_batch, connection, deliveries)
+        except CONNECTION_ERRORS as error:
+            log.warning("%s: %s; reconnecting", runner.consumer, error)
+            _close(runner)
+
+    async def _connect_all(self, stop: asyncio.Event) -> None:
+        for runner in self.runners:
+            while runner.connection is None and not stop.is_set():
+                try:
+                    connection = await asyncio.to_thread(_connect, runner.database_url)
+                    runner.connection = connection
+                    await asyncio.to_thread(runner.prepare, connection)
+                except CONNECTION_ERRORS as error:
+                    log.warning("%s: %s; reconnecting", runner.consumer, error)
+                    _close(runner)
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                if runner.sequence is None:
+                    runner.sequence = await locate(self.bus, runner.position)
+                    log.info(
+                        "%s: tracking from before stream sequences: position %s is at %s",
+                        runner.consumer, runner.position, runner.sequence,
+                    )  # fmt: skip
+
+
+async def locate(bus: Bus, position: int) -> int:
+    """The last stream sequence whose event is at or below store `position` (0: none).
+
+    Binary search over the stream (its positions grow with its sequence): for a tracking row
+    kept before sequences were, so the runner need not read the whole stream again. Every
+    message at or below the answer was applied (its position is at most the tracked one).
+    """
+    if position <= 0:
+        return 0
+    try:
+        info = await bus.js.stream_info(STREAM)
+    except NotFoundError:
+        return 0
+    low, high = info.state.first_seq - 1, info.state.last_seq  # answer in [low, high]
+    probe = await StreamReader.open(bus.js, "projector-locate", max(1, low))
+    try:
+        while low < high:
+            middle = (low + high + 1) // 2
+            await probe.seek(middle)
+            found = await probe.fetch(1, wait=2.0)
+            if not found:
+                high = middle - 1
+                continue
+            at = msgspec.json.decode(found[0].data, type=_Position).position
+            if at <= position:
+                low = found[0].sequence  # may be past `middle` only across missing messages
+            else:
+                high = middle - 1
+        return low
+    finally:
+        await probe.close()
+
+
+def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    return psycopg.connect(url)
+
+
+def _close(runner: ProjectionRunner) -> None:
+    if runner.connection is not None:
+        with contextlib.suppress(psycopg.Error):
+            runner.connection.close()
+        runner.connection = None
