@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+import httpx
 import psycopg
 
 from agenttasks import quarantine
@@ -22,6 +23,7 @@ from agenttasks.projections.runner import ProjectionRunner
 from agenttasks.projections.selfcheck import SelfCheck, summarise
 from agenttasks.projections.tasks import task_projection
 from agenttasks.servers.nats import EmbeddedNats
+from tests.integration.api_client import serving, settings_for
 from tests.integration.stack import Stack, running_stack
 from tests.waiting import wait_until
 
@@ -346,3 +348,32 @@ async def test_the_self_check_reports_a_stall_and_missing_rows(
     assert "stalled: 1 published events not applied" in stalled.problem
     assert "tasks holds 0 rows but the store has 1 creating events" in stalled.problem
     assert summarise([("tasks", True, 1, 0, 1, stalled.problem, 0.5)])["ok"] is False
+
+
+async def test_ready_fails_while_a_read_model_misses_rows(
+    database_url: str, nats_server: EmbeddedNats
+) -> None:
+    async with (
+        running_stack(database_url, nats_server) as stack,
+        serving(settings_for(database_url, nats_server)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        lost = lifecycle(TaskCommands(stack.store), "lost", "pending")
+        await stack.projected()
+        events = stack.store.recorder.events_table_name  # type: ignore[attr-defined]
+        check = SelfCheck(
+            [stack.runners["tasks"]], stack.relay.bus, database_url, events, every=1, count_every=0
+        )
+        await check.check()
+        healthy = await client.get("/ready")
+        assert healthy.status_code == 200, healthy.text
+        assert healthy.json()["checks"]["read_models"]["tasks"]["rows"] == 1
+
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            connection.execute("DELETE FROM tasks WHERE id = %s", (lost,))
+        await check.check()
+        broken = await client.get("/ready")
+    assert broken.status_code == 503
+    entry = broken.json()["checks"]["read_models"]["tasks"]
+    assert (entry["rows"], entry["expected_rows"]) == (0, 1)
+    assert "events were lost" in entry["problem"]
