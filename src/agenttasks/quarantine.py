@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 # Concurrent CREATE ... IF NOT EXISTS can still collide on the catalog: one creator at a time.
 DDL_LOCK = 0x61677471_7561726E  # "agtquarn"
 
+SUMMARY_SQL = (
+    f"SELECT count(*) AS n, max(position) AS newest, max(last_seen) AS seen "  # noqa: S608
+    f"FROM {TABLE} WHERE resolved_at IS NULL"
+)
 _COLUMNS = "consumer, position, originator_id, error, first_seen, last_seen, attempts, resolved_at"
 
 
@@ -131,10 +135,7 @@ def pending(
 
 def summary(cursor: Cursor[Any]) -> Summary:
     """How many entries are unresolved, and the newest one's position and time."""
-    cursor.execute(
-        f"SELECT count(*) AS n, max(position) AS newest, max(last_seen) AS seen FROM {TABLE} "  # noqa: S608
-        "WHERE resolved_at IS NULL"
-    )
+    cursor.execute(SUMMARY_SQL)
     count, newest_position, newest_seen = _values(cursor.fetchone())
     return Summary(int(count or 0), newest_position, newest_seen)
 

@@ -5,6 +5,11 @@ takes over when the first one's session ends. The relay keeps no cursor of its o
 after the stream's last message, so what it believes was published can never disagree with
 what the stream holds. It wakes on the NOTIFY that every eventsourcing append sends, and also
 polls once a second in case a notification was missed (e.g. across a reconnect).
+
+An event it cannot decode or map is never a reason to stop: it is quarantined (quarantine.py)
+and a SkippedEvent marker is published in its place, so the stream stays dense and every
+consumer can tell that position will not come. After each step that went through, the relay
+beats in Postgres (relay_status.py), which is how /ready tells a working relay from a stuck one.
 """
 
 from __future__ import annotations
@@ -12,13 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import psycopg
+from eventsourcing.persistence import PersistenceError
 
+from agenttasks import quarantine, relay_status
 from agenttasks.application.publishing import BusEventMapper, mapper_for
-from agenttasks.application.store import EventStore, read_log
+from agenttasks.application.store import EventStore, PositionedEvent, read_log
+from agenttasks.application.undecodable import Undecodable
 from agenttasks.bus.connection import Bus, ensure_stream
-from agenttasks.bus.messages import BusEvent
+from agenttasks.bus.messages import BusEvent, SkippedEvent
 from agenttasks.bus.publisher import PublishFailed, last_published, publish_in_order
 
 log = logging.getLogger(__name__)
@@ -26,6 +35,10 @@ log = logging.getLogger(__name__)
 LOCK_KEY = 0x61677474_72656C79 & 0x7FFFFFFFFFFFFFFF  # "agttrely": one relay per database
 BATCH = 1000
 POLL_SECONDS = 1.0
+HEARTBEAT_SECONDS = 1.0  # at most one heartbeat write a second, however busy
+CONSUMER = "relay"  # its name in the quarantine table
+# Failures of the store itself, not of one event: retried as a whole, never quarantined.
+TRANSIENT = (psycopg.Error, OSError, PersistenceError)
 
 
 class Relay:
@@ -40,6 +53,8 @@ class Relay:
         self.mapper = mapper or mapper_for(store)
         self.published_position = 0
         self.is_leader = False
+        self.skipped = 0  # events quarantined and replaced by a marker, since start
+        self._last_beat = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publishes until `stop` is set, surviving restarts of Postgres and NATS."""
@@ -51,7 +66,7 @@ class Relay:
                 ) as lock:
                     if await self._lead(lock, stop):
                         backoff = 0.1
-            except (psycopg.Error, OSError, PublishFailed, TimeoutError) as error:
+            except (*TRANSIENT, PublishFailed, TimeoutError) as error:
                 log.warning("relay: %s; retrying in %.1fs", error, backoff)
             finally:
                 self.is_leader = False
@@ -75,9 +90,11 @@ class Relay:
         channel = getattr(self.store.recorder, "channel_name", None)
         if channel:
             await lock.execute(f'LISTEN "{channel}"')
+        await asyncio.to_thread(self._ensure_tables)
         await ensure_stream(self.bus.js)
         position, sequence = await last_published(self.bus.js)
         self.published_position = position
+        self._last_beat = 0.0
         while not stop.is_set():
             events, read_up_to = await asyncio.to_thread(self._next_batch, position)
             if events:
@@ -85,10 +102,23 @@ class Relay:
                 self.published_position = events[-1].position
             if read_up_to > position:
                 position = read_up_to
+                await self._beat(lock)
                 continue
             self.published_position = position
+            await self._beat(lock)
             await self._wait_for_news(lock, stop)
         return True
+
+    def _ensure_tables(self) -> None:
+        with psycopg.connect(self.database_url) as connection, connection.cursor() as cursor:
+            quarantine.ensure_table(cursor)
+            relay_status.ensure_table(cursor)
+
+    async def _beat(self, lock: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        now = time.monotonic()
+        if now - self._last_beat >= HEARTBEAT_SECONDS:
+            await relay_status.beat(lock, self.published_position)
+            self._last_beat = now
 
     def _next_batch(self, after: int) -> tuple[list[BusEvent], int]:
         """Up to BATCH payloads after `after`, and the last position read (skipped ones too)."""
@@ -96,12 +126,40 @@ class Relay:
         read_up_to = after
         for item in read_log(self.store, after, batch=BATCH):
             read_up_to = item.position
-            event = self.mapper.map(item.event, item.position)
+            event = self._payload(item)
             if event is not None:
                 batch.append(event)
             if read_up_to - after >= BATCH or len(batch) >= BATCH:
                 break
         return batch, read_up_to
+
+    def _payload(self, item: PositionedEvent) -> BusEvent | None:
+        """The event's payload; a SkippedEvent (and a quarantine entry) if it is poison."""
+        if isinstance(item.event, Undecodable):
+            return self._skip(item, f"undecodable: {item.event.error}")
+        try:
+            return self.mapper.map(item.event, item.position)
+        except TRANSIENT:
+            raise
+        except Exception as error:  # e.g. its task's first event does not decode
+            return self._skip(item, f"unmappable: {quarantine.describe(error)}")
+
+    def _skip(self, item: PositionedEvent, reason: str) -> SkippedEvent:
+        originator = str(item.event.originator_id)
+        # Recorded before the marker is published: a marker never goes out unaccounted for.
+        with psycopg.connect(self.database_url) as connection, connection.cursor() as cursor:
+            quarantine.record(
+                cursor,
+                consumer=CONSUMER,
+                position=item.position,
+                originator_id=originator,
+                error=reason,
+            )
+        self.skipped += 1
+        log.error(
+            "relay: event %d of %s quarantined and skipped (%s)", item.position, originator, reason
+        )
+        return SkippedEvent(position=item.position, originator_id=originator, reason=reason)
 
     async def _wait_for_news(
         self, lock: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event
