@@ -1,0 +1,168 @@
+"""The hostile-input suite's shared pieces: an API on real servers whose every secret is a known
+canary, a capture of every log record the process emits, and a detector for those secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+from uuid import uuid4
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from agenttasks.bootstrap import projections
+from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.postgres import EmbeddedPostgres, create_database
+from agenttasks.settings import Settings
+from tests.conftest import free_port
+from tests.integration.api_client import SECRET, serving, settings_for
+from tests.integration.stack import running_stack
+
+CANARY_OPENAI_KEY = "sk-canary-openai-7d1f3b2a9c8e4f60a5b4"
+# Embedded Postgres trusts its socket, so a password in the URL is never checked but travels
+# everywhere the URL does (settings, the eventsourcing environment, the pools).
+CANARY_DB_PASSWORD = "pg-canary-password-51c2e9d8"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What must never reach a client or a log line, by name."""
+
+    values: dict[str, str]
+
+    def found_in(self, text: str) -> list[str]:
+        """The names of the secrets `text` holds, raw, JSON-escaped or URL-quoted."""
+        found = []
+        for name, value in self.values.items():
+            forms = {value, json.dumps(value)[1:-1], quote(value, safe="")}
+            if any(form in text for form in forms):
+                found.append(name)
+        return found
+
+
+def is_problem(headers: dict[str, str], body: str, status: int) -> bool:
+    """Whether a response is an RFC 9457 problem document for `status`."""
+    if not headers.get("content-type", "").startswith("application/problem+json"):
+        return False
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    return (
+        isinstance(document, dict)
+        and document.get("status") == status
+        and isinstance(document.get("title"), str)
+        and isinstance(document.get("detail"), str)
+    )
+
+
+class LogCapture(logging.Handler):
+    """Keeps every record, from every thread (the API and the stack run in their own)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def lines(self) -> list[str]:
+        """Each record as a log file would hold it, traceback and stack included."""
+        return [self._formatter.format(record) for record in self.records]
+
+
+@contextmanager
+def capturing_logs() -> Iterator[LogCapture]:
+    """Every log record at DEBUG and above while the block runs."""
+    root = logging.getLogger()
+    capture = LogCapture()
+    level = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(level)
+
+
+@dataclass
+class CanaryApi:
+    """A running API (all read models projected) and the secrets it was configured with."""
+
+    url: str
+    secrets: Secrets
+    logs: LogCapture
+    database_url: str
+    nats: EmbeddedNats
+
+
+@contextmanager
+def _serving_in_thread(settings: Settings, database_url: str, nats: EmbeddedNats) -> Iterator[str]:
+    # api_in_thread builds its own Settings; this one needs the canary-laden ones.
+    ready: queue.Queue[str | BaseException] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        try:
+            async with (
+                running_stack(database_url, nats, projections=tuple(projections().values())),
+                serving(settings) as url,
+            ):
+                ready.put(url)
+                await asyncio.to_thread(stop.wait)
+        except BaseException as error:
+            ready.put(error)
+            raise
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    outcome = ready.get(timeout=60)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    try:
+        yield outcome
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+@contextmanager
+def canary_api(
+    postgres: EmbeddedPostgres, nats_dir: Path, nats_passwords: dict[str, str]
+) -> Iterator[CanaryApi]:
+    """Real Postgres, NATS, relay, every projector and the API, with canary secrets; every log
+    record from start to stop is captured."""
+    plain = create_database(postgres.url, f"security_{uuid4().hex[:12]}")
+    database_url = make_conninfo(plain, password=CANARY_DB_PASSWORD)
+    assert conninfo_to_dict(database_url)["password"] == CANARY_DB_PASSWORD
+    nats = start_nats(nats_dir, port=free_port(), passwords=nats_passwords)
+    settings = settings_for(database_url, nats).with_(openai_api_key=CANARY_OPENAI_KEY)
+    secrets = Secrets(
+        {
+            "JWT secret": SECRET,
+            "database URL": database_url,
+            "database password": CANARY_DB_PASSWORD,
+            "OpenAI key": CANARY_OPENAI_KEY,
+            **{f"NATS password of {role}": value for role, value in nats_passwords.items()},
+        }
+    )
+    api = CanaryApi("", secrets, LogCapture(), database_url, nats)
+    try:
+        with pytest.MonkeyPatch.context() as env, capturing_logs() as api.logs:
+            # As an operator sets it: any code that dumps the environment would show it.
+            env.setenv("OPENAI_API_KEY", CANARY_OPENAI_KEY)
+            with _serving_in_thread(settings, database_url, nats) as api.url:
+                yield api
+    finally:
+        nats.stop()
+        api.nats.stop()  # a test may have restarted it
