@@ -73,6 +73,30 @@ LATIN1_PAGE = (
     "cr\xe8me br\xfbl\xe9e aussi. Voil\xe0 pourquoi on y revient.</p></body></html>"
 ).encode("latin-1")
 
+# Hostile pages. An article, then `<title>` 12,000 times and never closed: a regex that
+# rescans from every `<title` takes seconds (quadratic); a linear search takes microseconds.
+HOSTILE_TITLE_PAGE = (
+    b"<html><body><article>"
+    + b"".join(
+        f"<p>Paragraph {i}: wind turbines turn the kinetic energy of moving air into "
+        f"electricity with a rotor.</p>".encode()
+        for i in range(8)
+    )
+    + b"</article>"
+    + b"<title>" * 12_000
+)
+# About 150,000 characters of readable text: a chain that references it 100 times asks for 15 MB.
+BIG_ARTICLE_PAGE = (
+    b"<html><head><title>Everything about the grid</title></head><body><article>"
+    + b"".join(
+        f"<p>Fact {i}: the grid balances supply and demand every second of every day.</p>".encode()
+        for i in range(2_000)
+    )
+    + b"</article></body></html>"
+)
+# 2 MB of paragraphs, under the page size cap: seconds of trafilatura, holding the GIL.
+SLOW_TO_EXTRACT_PAGE = b"<html><body>" + b"<p>word word word</p>" * 100_000 + b"</body></html>"
+
 
 @dataclass
 class Site:
@@ -145,6 +169,9 @@ def _routes(site: Site, path: str) -> Response:
         "/huge-declared": _html(b"<p>" + b"y" * 200_000 + b"</p>"),
         "/slow": Response(200, {"Content-Type": "text/html"}, stream=_slowly(100, 0.2)),
         "/empty": _html(b"<html><body><nav>Home</nav></body></html>"),
+        "/hostile-title": _html(HOSTILE_TITLE_PAGE),
+        "/big-article": _html(BIG_ARTICLE_PAGE),
+        "/slow-to-extract": _html(SLOW_TO_EXTRACT_PAGE),
     }
     if path == "/unavailable":  # Retry-After as an HTTP date, two minutes from now
         when = email.utils.formatdate(time.time() + 120, usegmt=True)

@@ -25,7 +25,7 @@ async def failure_of(base_url: str, *, key: str = "test-key", seconds: float = 1
     model = model_for(base_url, key, seconds)
     try:
         with pytest.raises(LlmError) as caught:
-            await model.complete("s", "p")
+            await model.complete("s", "p", max_tokens=100)
     finally:
         await model.aclose()
     return caught.value
@@ -36,7 +36,9 @@ async def test_a_streamed_answer_arrives_in_order_with_its_usage() -> None:
         fake.script(reply("one two three four five"))
         model = model_for(fake.base_url)
         pieces: list[str] = []
-        completion = await model.complete("system", "the prompt", on_text=pieces.append)
+        completion = await model.complete(
+            "system", "the prompt", max_tokens=100, on_text=pieces.append
+        )
         await model.aclose()
     assert completion.text == "one two three four five"
     assert pieces == ["one", " two", " three", " four", " five"]
@@ -49,7 +51,7 @@ async def test_a_streamed_answer_arrives_in_order_with_its_usage() -> None:
         {"role": "system", "content": "system"},
         {"role": "user", "content": "the prompt"},
     ]
-    assert "max_tokens" not in fake.completions[0]  # omitted, not null, when the caller sets none
+    assert fake.completions[0]["max_tokens"] == 100
 
 
 async def test_max_tokens_reaches_the_server() -> None:
@@ -64,7 +66,7 @@ async def test_usage_is_none_when_the_server_does_not_report_it() -> None:
     async with serve_llm() as fake:
         fake.script(reply("an answer without usage", usage=False))
         model = model_for(fake.base_url)
-        completion = await model.complete("s", "p")
+        completion = await model.complete("s", "p", max_tokens=100)
         await model.aclose()
     assert completion.text == "an answer without usage"
     assert completion.usage is None
@@ -129,7 +131,7 @@ async def test_an_error_event_mid_stream_is_a_transient_server_error() -> None:
         model = model_for(fake.base_url)
         pieces: list[str] = []
         with pytest.raises(LlmError) as caught:
-            await model.complete("s", "p", on_text=pieces.append)
+            await model.complete("s", "p", max_tokens=100, on_text=pieces.append)
         await model.aclose()
     assert pieces == ["one", " two"]
     assert (caught.value.kind, caught.value.transient) == ("server_error", True)
@@ -155,7 +157,7 @@ async def test_cancelling_a_call_closes_its_stream_on_the_server() -> None:
         fake.script(slow(seconds_per_chunk=0.05))
         model = model_for(fake.base_url)
         pieces: list[str] = []
-        call = asyncio.create_task(model.complete("s", "p", on_text=pieces.append))
+        call = asyncio.create_task(model.complete("s", "p", max_tokens=100, on_text=pieces.append))
         await wait_until(lambda: len(pieces) >= 3)
         assert fake.open_streams == 1
         call.cancel()
@@ -187,10 +189,10 @@ async def test_the_model_from_the_environment_talks_to_the_configured_server() -
         model = model_from_env(env)  # an unrelated bad setting does not stop the model
         assert model is not None
         assert (model.engine, model.model) == ("openai", "fake-gpt")
-        completion = await model.complete("s", "offshore wind turbines")
+        completion = await model.complete("s", "offshore wind turbines", max_tokens=100)
         fake.script(slow(seconds_per_chunk=5))
         with pytest.raises(LlmError) as caught:  # the 1 s timeout from the environment
-            await model.complete("s", "p")
+            await model.complete("s", "p", max_tokens=100)
         await model.aclose()
     assert "offshore" in completion.text
     assert fake.requests[0].model == "fake-gpt"

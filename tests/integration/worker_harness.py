@@ -16,6 +16,7 @@ from agenttasks.domain.task import Task
 from agenttasks.domain.updates import KINDS
 from agenttasks.workers.agents import agents_for
 from agenttasks.workers.fetch import Fetcher
+from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel
 from agenttasks.workers.runtime import Worker, WorkerOptions
 from agenttasks.workers.watchdog import Watchdog
@@ -35,11 +36,13 @@ async def running_worker(
     engine: str = "auto",
     watchdog_every: float = 0.2,
     agents: dict[str, Any] | None = None,
+    limits: Limits | None = None,
+    fetcher: Fetcher | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker with short leases (tests wait for redeliveries) and a watchdog."""
     options = options or WorkerOptions(ack_wait=2.0)
     bus = await connect(stack.nats.url_for("worker"), f"test-worker-{options.worker_id}")
-    fetcher = Fetcher(allowed_hosts)
+    fetcher = fetcher or Fetcher(allowed_hosts)
     executor = ThreadPoolExecutor(16)
     commands = TaskCommands(stack.store)
     worker = Worker(
@@ -50,6 +53,7 @@ async def running_worker(
         fetcher=fetcher,
         options=options,
         executor=executor,
+        limits=limits,
     )
     watchdog = Watchdog(commands, bus, stack.database_url, executor, every=watchdog_every)
     stop = asyncio.Event()

@@ -6,6 +6,7 @@ error names the field that caused it, so the API can put the message beside the 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -19,6 +20,11 @@ MAX_KEYWORDS = 30
 MAX_SERIES = 50
 MAX_POINTS = 100_000
 MAX_TEXT_CHARS = 200_000
+MAX_REFERENCES = 100  # `{{previous}}` / `{{steps.N}}` in one chain: each may copy a whole page
+MAX_TOKENS_ASKED = 128_000  # a config's max_tokens; the worker caps it at AGENTTASKS_MAX_TOKENS
+
+# How a custom step names an earlier step's output (the worker fills them in, workers/agents).
+STEP_REFERENCE = re.compile(r"\{\{\s*(previous|steps\.(\d+))\s*\}\}")
 
 Url = Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://\S+$")]
 ShortText = Annotated[str, Meta(min_length=1, max_length=500)]
@@ -28,6 +34,9 @@ Words = Annotated[int, Meta(ge=10, le=20_000)]
 
 class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of every task configuration: unknown fields are an error, not silently dropped."""
+
+    # Fewer output tokens per model call than the type's default; never more than the cap.
+    max_tokens: Annotated[int, Meta(ge=1, le=MAX_TOKENS_ASKED)] | None = None
 
 
 class SummaryConfig(Config):
@@ -110,6 +119,24 @@ Step = Annotated[str, Meta(min_length=1, max_length=10_000)] | ActionStep
 class CustomConfig(Config):
     steps: Annotated[list[Step], Meta(min_length=1, max_length=MAX_STEPS)]
 
+    def __post_init__(self) -> None:
+        references = 0
+        for number, step in enumerate(self.steps, 1):
+            texts = [step] if isinstance(step, str) else [step.input or "", step.instruction or ""]
+            for text in texts:
+                for found in STEP_REFERENCE.finditer(text):
+                    references += 1
+                    if found.group(2) is not None and not 1 <= int(found.group(2)) < number:
+                        raise ValueError(
+                            f"task_config.steps[{number - 1}]: {found.group(0)} does not name "
+                            f"a step before step {number}"
+                        )
+        if references > MAX_REFERENCES:
+            raise ValueError(
+                f"task_config.steps use {references} references to earlier steps; "
+                f"a chain may use at most {MAX_REFERENCES}"
+            )
+
 
 TaskType = Literal["summary", "research", "content_generation", "data_analysis", "custom"]
 
@@ -152,6 +179,8 @@ def normalized_config(task_type: str, task_config: Any) -> dict[str, Any]:
     """The configuration as stored: validated, with every default filled in."""
     parsed = parse_config(task_type, task_config)
     result: dict[str, Any] = msgspec.to_builtins(parsed)
+    if result.get("max_tokens") is None:  # stored configs stay as they were before the field
+        result.pop("max_tokens", None)
     return result
 
 

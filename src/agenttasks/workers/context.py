@@ -16,10 +16,13 @@ from typing import Any
 import msgspec
 
 from agenttasks.application.tasks import TaskCommands, Written
+from agenttasks.application.transcoding import UnstorableValue
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.domain.task import Task
+from agenttasks.settings import Settings
 from agenttasks.workers.errors import AgentError
 from agenttasks.workers.fetch import Fetcher
+from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel, Usage
 
 PARTIAL_EVERY = 0.25  # seconds between partial-result events while text streams
@@ -45,6 +48,7 @@ class AgentContext:
         *,
         llm: LanguageModel | None,
         fetcher: Fetcher,
+        limits: Limits | None = None,
         partial_every: float = PARTIAL_EVERY,
     ) -> None:
         self.task_id = task.id
@@ -55,6 +59,7 @@ class AgentContext:
         self.config: dict[str, Any] = task.task_config
         self.llm = llm
         self.fetcher = fetcher
+        self.limits = limits or Limits.from_settings(Settings())
         self._known: Task | None = task
         self._commands = commands
         self._executor = executor
@@ -166,5 +171,8 @@ class AgentContext:
                 )
             except RuleViolation as refused:
                 raise AttemptOver(str(refused)) from None
+            except UnstorableValue as refused:  # e.g. a model's JSON nested 500 levels deep
+                message = f"the agent's output cannot be stored: {refused}"
+                raise AgentError("invalid_output", message) from None
             self._known = written.task
             return written

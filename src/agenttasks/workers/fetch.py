@@ -6,8 +6,9 @@ checked address itself (no second lookup that DNS rebinding could answer differe
 the name kept in the Host header and in TLS SNI and certificate checks. Redirects are followed
 by hand and each new host is judged on its own: allowing a host by name allows that name only,
 so an allowed host cannot redirect a fetch into another non-public address. One deadline
-covers the download (extraction, a thread that cannot be interrupted, runs after it); the body
-is read up to a byte cap. Extraction itself is in fetch_extract.
+covers the download; the body is read up to a byte cap. Extraction (fetch_extract) runs after
+it in a child process with a deadline of its own (extract_pool), so no page can stall the
+worker's event loop and its heartbeats.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from urllib.parse import urljoin
 
 import httpx
 
-from agenttasks.workers.fetch_extract import Download, extract
+from agenttasks.workers.extract_pool import ExtractionError, ExtractionPool
+from agenttasks.workers.fetch_extract import Download
 from agenttasks.workers.fetch_guard import (
     Resolver,
     allowed_hosts_from_env,
@@ -53,7 +55,8 @@ class Page:
 class FetchError(Exception):
     """A URL that gave nothing usable; the message names it and says why in a sentence.
 
-    kind: refused | timeout | too_large | content_type | http_status | network | empty.
+    kind: refused | timeout | too_large | content_type | http_status | network | empty |
+    extraction_timeout | extraction_failed.
     """
 
     def __init__(
@@ -94,8 +97,11 @@ class Fetcher:
         user_agent: str = "agenttasks/0.1",
         resolver: Resolver = system_resolver,
         verify: ssl.SSLContext | bool = True,
+        extract_timeout: float = 10.0,
+        extract_processes: int = 2,
     ) -> None:
         self.allowed_hosts = normalized_hosts(allowed_hosts)
+        self.extraction = ExtractionPool(extract_processes, extract_timeout)
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.max_redirects = max_redirects
@@ -116,8 +122,9 @@ class Fetcher:
         )
 
     async def aclose(self) -> None:
-        """Closes every connection."""
+        """Closes every connection and stops the extraction processes."""
         await self._client.aclose()
+        await self.extraction.aclose()
 
     async def fetch(self, url: str) -> Page:
         """The page's main text; FetchError when there is nothing usable."""
@@ -130,7 +137,10 @@ class Fetcher:
                 raise _Failed(
                     "timeout", f"no complete answer came within {self.timeout:g} s", transient=True
                 ) from None
-            title, text = await asyncio.to_thread(extract, download)
+            try:
+                title, text = await self.extraction.extract(download)
+            except ExtractionError as error:
+                raise _Failed(error.kind, error.reason) from None
         except _Failed as failed:
             raise FetchError(url, *failed.args, final_url=trail[-1], **failed.advice) from None
         if not text:

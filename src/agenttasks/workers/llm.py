@@ -65,7 +65,7 @@ class LanguageModel(Protocol):
     model: str
 
     async def complete(
-        self, system: str, prompt: str, *, max_tokens: int | None = None,
+        self, system: str, prompt: str, *, max_tokens: int,
         on_text: Callable[[str], None] | None = None,
     ) -> Completion: ...  # fmt: skip
 
@@ -86,10 +86,10 @@ class OpenAIModel:
         )
 
     async def complete(
-        self, system: str, prompt: str, *, max_tokens: int | None = None,
+        self, system: str, prompt: str, *, max_tokens: int,
         on_text: Callable[[str], None] | None = None,
     ) -> Completion:  # fmt: skip
-        """The model's answer; each piece of text goes to `on_text` as it streams."""
+        """The model's answer, at most `max_tokens` long; each piece goes to `on_text`."""
         pieces: list[str] = []
         usage: Usage | None = None
         finish_reason: str | None = None
@@ -101,8 +101,8 @@ class OpenAIModel:
                     {"role": "system", "content": system},
                     {"role": "user", "content": prompt},
                 ],
-                # Omitted rather than null: some compatible servers reject an explicit null.
-                max_tokens=openai.omit if max_tokens is None else max_tokens,
+                # Always sent: without it one call's output, and its cost, has no bound.
+                max_tokens=max_tokens,
                 stream=True,
                 stream_options={"include_usage": True},
             )

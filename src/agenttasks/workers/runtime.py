@@ -36,6 +36,7 @@ from agenttasks.workers.context import AgentContext, AttemptOver
 from agenttasks.workers.errors import AgentError, as_agent_error
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.intake import NotAJob, job_from
+from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel
 from agenttasks.workers.retry_policy import Backoff
 
@@ -80,6 +81,7 @@ class Worker:
         fetcher: Fetcher,
         options: WorkerOptions | None = None,
         executor: Executor | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.options = options or WorkerOptions()
         self._commands = commands
@@ -87,6 +89,7 @@ class Worker:
         self._agents = agents
         self._llm = llm
         self._fetcher = fetcher
+        self._limits = limits
         self._executor = executor or ThreadPoolExecutor(32, thread_name_prefix="worker-store")
         self._backlog = Backlog(self.options.per_user_limit)
         self._running: dict[tuple[UUID, int], _Running] = {}
@@ -225,7 +228,12 @@ class Worker:
         task = started.task
         assert task is not None
         ctx = AgentContext(
-            task, self._commands, self._executor, llm=self._llm, fetcher=self._fetcher
+            task,
+            self._commands,
+            self._executor,
+            llm=self._llm,
+            fetcher=self._fetcher,
+            limits=self._limits,
         )
         try:
             await self._run_agent(job, ctx, task.timeout_seconds, task.started_at)

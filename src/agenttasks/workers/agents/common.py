@@ -65,13 +65,22 @@ async def ask_model(
     system: str,
     prompt: str,
     *,
-    max_tokens: int | None = None,
+    max_tokens: int,
     stream: bool = True,
 ) -> str:
-    """The model's answer, streamed into partial results; its token usage added to the task's."""
+    """The model's answer, streamed into partial results; its token usage added to the task's.
+
+    `max_tokens` is the agent's default for the call; the task config's `max_tokens` replaces
+    it, and AGENTTASKS_MAX_TOKENS caps both, so no call's output (and cost) is unbounded.
+    """
     assert ctx.llm is not None
+    ctx.limits.check_prompt(system, prompt)
+    asked = ctx.config.get("max_tokens")
     completion = await ctx.llm.complete(
-        system, prompt, max_tokens=max_tokens, on_text=ctx.stream_text if stream else None
+        system,
+        prompt,
+        max_tokens=ctx.limits.tokens_for(max_tokens, asked if isinstance(asked, int) else None),
+        on_text=ctx.stream_text if stream else None,
     )
     await ctx.end_stream()
     ctx.add_usage(completion.usage)

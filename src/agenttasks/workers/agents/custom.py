@@ -3,6 +3,10 @@
 A step is a text instruction (a prompt on the previous output) or an object naming an action.
 `input` defaults to the previous step's output; `{{previous}}` and `{{steps.N}}` (1-based) in
 `input` or `instruction` are replaced by earlier outputs.
+
+A chain can multiply text (a 5 MB page referenced 1,000 times is 5 GB), so what is substituted
+into one step, into the whole chain, and what one step hands on are capped (workers/limits.py);
+the count stops the moment a cap is passed, before the text is built.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import json
 import re
 from typing import Any
 
+from agenttasks.application.task_configs import STEP_REFERENCE
 from agenttasks.workers.agents.common import ask_model, engine_fields
 from agenttasks.workers.analysis import DataError, analyse
 from agenttasks.workers.context import AgentContext
 from agenttasks.workers.errors import AgentError
 from agenttasks.workers.fetch import FetchError
+from agenttasks.workers.limits import Limits, too_large
 from agenttasks.workers.offline.drafting import draft
 from agenttasks.workers.offline.passages import Document, key_findings, relevant_passages
 from agenttasks.workers.offline.summarize import summarize
@@ -24,20 +30,55 @@ from agenttasks.workers.offline.summarize import summarize
 # Later steps get each output whole; the result keeps the start of each, so a chain of fetched
 # pages stays well inside a result's size limit. `final` is kept whole.
 STEP_OUTPUT_KEPT = 4000
+STEP_TOKENS = 1500  # max_tokens of one step's model call unless the task config asks for fewer
 
-_REFERENCE = re.compile(r"\{\{\s*(previous|steps\.(\d+))\s*\}\}")
 SYSTEM = "You carry out one step of a larger task. Answer with the step's output only."
+
+
+class _Substituted:
+    """Counts the earlier outputs one step takes in, against the step's and the chain's caps."""
+
+    def __init__(self, limits: Limits, step: int, chain_so_far: int) -> None:
+        self.limits, self.step = limits, step
+        self.chars, self.chain = 0, chain_so_far
+
+    def take(self, text: str) -> str:
+        self.chars += len(text)
+        self.chain += len(text)
+        if self.chars > self.limits.max_step_text_chars:
+            raise too_large(
+                f"the text substituted into step {self.step} ({self.chars:,} characters so far)",
+                self.limits.max_step_text_chars,
+                "MAX_STEP_TEXT_CHARS",
+            )
+        if self.chain > self.limits.max_chain_text_chars:
+            raise too_large(
+                f"the text substituted into the chain by step {self.step} "
+                f"({self.chain:,} characters so far)",
+                self.limits.max_chain_text_chars,
+                "MAX_CHAIN_TEXT_CHARS",
+            )
+        return text
 
 
 async def run(ctx: AgentContext) -> dict[str, Any]:
     steps: list[Any] = ctx.config["steps"]
     outputs: list[str] = []
     done: list[dict[str, Any]] = []
+    chain = 0  # characters substituted into the chain so far
     for index, raw in enumerate(steps):
         step = {"action": "prompt", "instruction": raw} if isinstance(raw, str) else dict(raw)
         name = step.get("name") or f"{index + 1}. {step['action']}"
         await ctx.progress(100 * index // len(steps), f"Step {index + 1}/{len(steps)}: {name}")
-        output = await _run_step(ctx, step, outputs)
+        taken = _Substituted(ctx.limits, index + 1, chain)
+        output = await _run_step(ctx, step, outputs, taken)
+        chain = taken.chain
+        if len(output) > ctx.limits.max_step_output_chars:
+            raise too_large(
+                f"the output of step {index + 1} ({len(output):,} characters)",
+                ctx.limits.max_step_output_chars,
+                "MAX_STEP_OUTPUT_CHARS",
+            )
         outputs.append(output)
         done.append({"name": name, "action": step["action"], **_kept(output)})
         await ctx.note(
@@ -52,11 +93,16 @@ def _kept(output: str) -> dict[str, Any]:
     return {"output": output[:STEP_OUTPUT_KEPT], "truncated": True, "output_chars": len(output)}
 
 
-async def _run_step(ctx: AgentContext, step: dict[str, Any], outputs: list[str]) -> str:
+async def _run_step(
+    ctx: AgentContext, step: dict[str, Any], outputs: list[str], taken: _Substituted
+) -> str:
     action = step["action"]
-    instruction = _fill(step.get("instruction") or "", outputs)
+    instruction = _fill(step.get("instruction") or "", outputs, taken)
     given = step.get("input")
-    text = _fill(given, outputs) if given is not None else (outputs[-1] if outputs else "")
+    if given is not None:
+        text = _fill(given, outputs, taken)
+    else:
+        text = taken.take(outputs[-1] if outputs else "")
     if action == "fetch":
         if not step.get("url"):
             raise AgentError("invalid_input", "a fetch step needs `url`")
@@ -70,12 +116,14 @@ async def _run_step(ctx: AgentContext, step: dict[str, Any], outputs: list[str])
     if action == "summarize":
         words = int(step.get("max_length") or 150)
         if ctx.llm is not None:
-            return await ask_model(ctx, SYSTEM, f"Summarise in at most {words} words:\n\n{text}")
+            prompt = f"Summarise in at most {words} words:\n\n{text}"
+            return await ask_model(ctx, SYSTEM, prompt, max_tokens=words * 2 + 50)
         return await asyncio.to_thread(summarize, text, words)
     if action == "extract":
         if ctx.llm is not None:
             what = instruction or "the key facts"
-            return await ask_model(ctx, SYSTEM, f"Extract {what} from:\n\n{text}")
+            prompt = f"Extract {what} from:\n\n{text}"
+            return await ask_model(ctx, SYSTEM, prompt, max_tokens=STEP_TOKENS)
         docs = [Document("input", text)]
         if instruction:
             found = await asyncio.to_thread(relevant_passages, instruction, docs, 5)
@@ -90,7 +138,8 @@ async def _run_step(ctx: AgentContext, step: dict[str, Any], outputs: list[str])
     if action == "generate":
         topic = instruction or text[:200] or "the topic"
         if ctx.llm is not None:
-            return await ask_model(ctx, SYSTEM, f"Write about: {topic}\n\nContext:\n{text}")
+            prompt = f"Write about: {topic}\n\nContext:\n{text}"
+            return await ask_model(ctx, SYSTEM, prompt, max_tokens=STEP_TOKENS)
         written = await asyncio.to_thread(draft, topic, "article", 300, "informative", [])
         return written.content
     return await _prompt(ctx, instruction, text)
@@ -98,7 +147,8 @@ async def _run_step(ctx: AgentContext, step: dict[str, Any], outputs: list[str])
 
 async def _prompt(ctx: AgentContext, instruction: str, text: str) -> str:
     if ctx.llm is not None:
-        return await ask_model(ctx, SYSTEM, f"{instruction}\n\n{text}".strip())
+        prompt = f"{instruction}\n\n{text}".strip()
+        return await ask_model(ctx, SYSTEM, prompt, max_tokens=STEP_TOKENS)
     # No model: say so, and do the honest part an extractive engine can do.
     if not text:
         return f"[offline engine: no language model is configured to carry out: {instruction}]"
@@ -108,18 +158,20 @@ async def _prompt(ctx: AgentContext, instruction: str, text: str) -> str:
     return f"{note}\n{passages}"
 
 
-def _fill(template: str, outputs: list[str]) -> str:
+def _fill(template: str, outputs: list[str], taken: _Substituted) -> str:
     def replace(match: re.Match[str]) -> str:
         if match.group(1) == "previous":
-            return outputs[-1] if outputs else ""
+            return taken.take(outputs[-1] if outputs else "")
         number = int(match.group(2))
         if not 1 <= number <= len(outputs):
             raise AgentError(
                 "invalid_input", f"{{{{steps.{number}}}}} refers to a step not yet run"
             )
-        return outputs[number - 1]
+        return taken.take(outputs[number - 1])
 
-    return _REFERENCE.sub(replace, template)
+    # re.sub joins the pieces only after the last replacement: a cap raised inside `replace`
+    # stops the chain before the oversized text exists.
+    return STEP_REFERENCE.sub(replace, template)
 
 
 def _data_of(step: dict[str, Any], text: str) -> Any:

@@ -19,6 +19,7 @@ SYSTEM = (
     "If the passages do not answer the question, say so plainly."
 )
 PASSAGES_PER_QUESTION = 4
+ANSWER_TOKENS = 800  # max_tokens of one answer unless the task config asks for fewer
 
 
 async def run(ctx: AgentContext) -> dict[str, Any]:
@@ -35,7 +36,8 @@ async def run(ctx: AgentContext) -> dict[str, Any]:
             relevant_passages, question, sources.documents, PASSAGES_PER_QUESTION
         )
         if ctx.llm is not None and passages:
-            answer = await ask_model(ctx, SYSTEM, _prompt(topic, question, passages))
+            prompt = _prompt(topic, question, passages)
+            answer = await ask_model(ctx, SYSTEM, prompt, max_tokens=ANSWER_TOKENS)
         else:
             answer = await asyncio.to_thread(answer_from_passages, question, passages)
         cited = list(dict.fromkeys(p.source for p in passages))
