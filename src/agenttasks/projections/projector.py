@@ -53,6 +53,7 @@ class Projector:
                         self.reader = await StreamReader.open(
                             self.bus.js, "projector", self._wanted()
                         )
+                        await self._forget_durables()
                     await self._step()
                 except StreamMissing:
                     await asyncio.sleep(0.2)  # the relay creates the stream when it first leads
@@ -61,6 +62,13 @@ class Projector:
                 await self.reader.close()
             for runner in self.runners:
                 _close(runner)
+
+    async def _forget_durables(self) -> None:
+        # Before stream sequences were tracked, each read model had a durable consumer; the
+        # tracking rows are the cursor now, and a durable left behind only holds server state.
+        for runner in self.runners:
+            with contextlib.suppress(Exception):  # best effort: none there, or NATS is away
+                await self.bus.js.delete_consumer(STREAM, runner.consumer)
 
     def _wanted(self) -> int:
         return min(runner.sequence or 0 for runner in self.runners) + 1
