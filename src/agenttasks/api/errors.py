@@ -90,9 +90,11 @@ def _describe(detail: Any) -> str:
         return str(detail)
     message = str(detail.get("message", "invalid value"))
     key = detail.get("key")
-    source = detail.get("source")
+    source = getattr(detail.get("source"), "value", detail.get("source"))  # a ParamType enum
     if not key:
         return message
+    if source == "header":
+        key = str(key).replace("_", "-")  # the header's name, not the handler's argument
     where = f"`{key}`" if source in (None, "body") else f"{source} parameter `{key}`"
     return f"{where}: {message}"
 
