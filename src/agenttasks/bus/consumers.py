@@ -31,6 +31,10 @@ class StreamMissing(RuntimeError):
     """The event stream does not exist yet (the relay creates it when it first leads)."""
 
 
+class BusUnavailable(RuntimeError):
+    """NATS could not be asked (disconnected, timed out); try again later."""
+
+
 @dataclass
 class Delivery:
     """One delivered message: its payload, and how to settle it."""
@@ -152,15 +156,19 @@ class StreamReader:
         )
         try:
             await self._js.add_consumer(STREAM, config)
+            self._name = name
+            self._subscription = await self._js.pull_subscribe_bind(consumer=name, stream=STREAM)
         except NotFoundError:
             raise StreamMissing(f"stream {STREAM} does not exist yet") from None
-        self._name = name
-        self._subscription = await self._js.pull_subscribe_bind(consumer=name, stream=STREAM)
+        except Exception as error:  # disconnected, timed out: the caller tries again later
+            raise BusUnavailable(f"cannot create a stream reader: {error!r}") from error
         self.next_sequence = max(1, sequence)
         self._just_sought = True
 
     async def fetch(self, batch: int, wait: float) -> list[Delivery]:
         """Up to `batch` consecutive messages from `next_sequence`, waiting at most `wait` s."""
+        if self._subscription is None:  # a seek failed (NATS was away): try it again
+            await self.seek(self.next_sequence)
         try:
             messages = await self._subscription.fetch(batch, timeout=wait)  # type: ignore[attr-defined]
         except TimeoutError:
@@ -200,3 +208,20 @@ class StreamReader:
             with contextlib.suppress(Exception):  # gone already, or the connection is down
                 await self._js.delete_consumer(STREAM, self._name)
             self._name = None
+
+
+async def stream_bounds(js: JetStreamContext) -> tuple[int, int]:
+    """(first, last) sequence held by the event stream; (1, 0) when it does not exist yet."""
+    try:
+        info = await js.stream_info(STREAM)
+    except NotFoundError:
+        return 1, 0
+    except Exception as error:
+        raise BusUnavailable(f"cannot read the stream's state: {error!r}") from error
+    return info.state.first_seq, info.state.last_seq
+
+
+async def delete_consumer(js: JetStreamContext, name: str) -> None:
+    """Deletes consumer `name` of the event stream if it exists (best effort)."""
+    with contextlib.suppress(Exception):  # none there, or NATS is away: nothing to do now
+        await js.delete_consumer(STREAM, name)

@@ -17,11 +17,16 @@ from typing import Any
 
 import msgspec
 import psycopg
-from nats.js.errors import NotFoundError
 
 from agenttasks.bus.connection import Bus
-from agenttasks.bus.consumers import Delivery, StreamMissing, StreamReader
-from agenttasks.bus.messages import STREAM
+from agenttasks.bus.consumers import (
+    BusUnavailable,
+    Delivery,
+    StreamMissing,
+    StreamReader,
+    delete_consumer,
+    stream_bounds,
+)
 from agenttasks.projections.runner import CONNECTION_ERRORS, ProjectionRunner
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,9 @@ class Projector:
                     await self._step()
                 except StreamMissing:
                     await asyncio.sleep(0.2)  # the relay creates the stream when it first leads
+                except BusUnavailable as error:
+                    log.warning("projector: %s; retrying", error)
+                    await asyncio.sleep(RETRY_SECONDS)
         finally:
             if self.reader is not None:
                 await self.reader.close()
@@ -67,8 +75,7 @@ class Projector:
         # Before stream sequences were tracked, each read model had a durable consumer; the
         # tracking rows are the cursor now, and a durable left behind only holds server state.
         for runner in self.runners:
-            with contextlib.suppress(Exception):  # best effort: none there, or NATS is away
-                await self.bus.js.delete_consumer(STREAM, runner.consumer)
+            await delete_consumer(self.bus.js, runner.consumer)
 
     def _wanted(self) -> int:
         return min(runner.sequence or 0 for runner in self.runners) + 1
@@ -125,11 +132,10 @@ async def locate(bus: Bus, position: int) -> int:
     """
     if position <= 0:
         return 0
-    try:
-        info = await bus.js.stream_info(STREAM)
-    except NotFoundError:
+    first, last = await stream_bounds(bus.js)
+    if last == 0:
         return 0
-    low, high = info.state.first_seq - 1, info.state.last_seq  # answer in [low, high]
+    low, high = first - 1, last  # the answer is in [low, high]
     probe = await StreamReader.open(bus.js, "projector-locate", max(1, low))
     try:
         while low < high:

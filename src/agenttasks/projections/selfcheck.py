@@ -20,11 +20,10 @@ from typing import Any
 
 import psycopg
 from eventsourcing.utils import get_topic
-from nats.js.errors import NotFoundError
 from psycopg import sql
 
 from agenttasks.bus.connection import Bus
-from agenttasks.bus.messages import STREAM
+from agenttasks.bus.consumers import BusUnavailable, stream_bounds
 from agenttasks.domain.task import Task
 from agenttasks.domain.template import Template
 from agenttasks.projections.runner import ProjectionRunner
@@ -102,15 +101,12 @@ class SelfCheck:
                 pass
             try:
                 await self.check()
-            except (psycopg.Error, OSError, TimeoutError) as error:
+            except (psycopg.Error, OSError, TimeoutError, BusUnavailable) as error:
                 log.warning("read model self-check failed: %s", error)
 
     async def check(self) -> list[Health]:
         """One check of every runner (with row counts when they are due); records the result."""
-        try:
-            last_sequence = (await self.bus.js.stream_info(STREAM)).state.last_seq
-        except NotFoundError:
-            last_sequence = 0
+        _, last_sequence = await stream_bounds(self.bus.js)
         now = self._clock()
         count = self._counted_at is None or now - self._counted_at >= self.count_every
         results = await asyncio.to_thread(self._check, last_sequence, count)
