@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from uuid import uuid4
 
@@ -12,7 +13,7 @@ from agenttasks.application.publishing import mapper_for
 from agenttasks.application.store import open_event_store, read_log
 from agenttasks.application.task_configs import ConfigError
 from agenttasks.application.tasks import Actor, TaskCommands, TaskNotFound
-from agenttasks.application.template_configs import deep_merge
+from agenttasks.application.template_configs import deep_merge, schema_errors, schema_validator
 from agenttasks.application.templates import (
     NotTemplateOwner,
     TaskFromTemplate,
@@ -20,9 +21,11 @@ from agenttasks.application.templates import (
     TemplateDraft,
     TemplateNotFound,
 )
+from agenttasks.bootstrap import schema_limits
 from agenttasks.bus.messages import TaskEvent, TemplateEvent
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.domain.template import Template
+from agenttasks.settings import Settings, SettingsError
 
 ALICE, BOB, ADMIN = Actor("alice"), Actor("bob"), Actor("root", is_admin=True)
 TOPIC_SCHEMA: dict[str, Any] = {
@@ -297,3 +300,74 @@ def test_the_domain_refuses_what_the_application_would_never_send() -> None:
         template.archive("alice")
     with pytest.raises(RuleViolation, match="unknown task_type"):
         Template.create(name="x", task_type="poetry", owner="alice")
+
+
+def test_the_schema_caps_come_from_the_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "AGENTTASKS_SCHEMA_MAX_DEPTH": "3",
+            "AGENTTASKS_SCHEMA_MAX_SUBSCHEMAS": "4",
+            "AGENTTASKS_SCHEMA_MAX_PATTERN_CHARS": "5",
+            "AGENTTASKS_SCHEMA_MAX_VALIDATION_STEPS": "100",
+        }
+    )
+    store = open_event_store()
+    commands = TemplateCommands(store, TaskCommands(store), schema_limits(settings))
+    draft = TemplateDraft("Capped", "content_generation", default_config={"topic": "abc"})
+
+    def refused(schema: dict[str, Any]) -> list[str]:
+        return errors_of(lambda: commands.create(ALICE, replace(draft, config_schema=schema)))
+
+    assert refused({"properties": {"topic": {"not": {}}}}) == [
+        "`config_schema.properties.topic.not`: nests deeper than 3 levels"
+    ]
+    assert refused({"properties": {"a": {}, "b": {}, "c": {}, "d": {}}}) == [
+        "`config_schema`: has more than 4 objects"
+    ]
+    assert refused({"properties": {"topic": {"pattern": "abcdef"}}}) == [
+        "`config_schema.properties.topic.pattern`: a pattern may have at most 5 chars"
+    ]
+    assert refused({"enum": list(range(200))}) == [
+        "config_schema is too complex to validate `default_config`: it takes more than 100 steps"
+    ]
+    with pytest.raises(SettingsError, match="AGENTTASKS_SCHEMA_MAX_VALIDATION_DEPTH"):
+        Settings.from_env({"AGENTTASKS_SCHEMA_MAX_VALIDATION_DEPTH": "5000"})
+
+
+def test_unique_items_follows_json_equality(commands: TemplateCommands) -> None:
+    schema = {"properties": {"urls": {"uniqueItems": True}}}
+    errors = errors_of(
+        lambda: commands.create(
+            ALICE,
+            TemplateDraft(
+                "Unique",
+                "summary",
+                default_config={"content": "x", "urls": [{"a": 1}, {"a": 1.0}]},
+                config_schema=schema,
+            ),
+        )
+    )
+    assert errors[0] == "`default_config.urls`: [{'a': 1}, {'a': 1.0}] has non-unique elements"
+    distinct = TemplateDraft(
+        "Distinct",
+        "custom",
+        default_config={"steps": ["a"]},
+        config_schema={"properties": {"extra": {"uniqueItems": True}}, "type": "object"},
+    )
+    assert commands.create(ALICE, distinct).position is not None
+    validator = schema_validator({"uniqueItems": True})
+    assert schema_errors(validator, [True, 1, False, 0, None, "1", [1], {"1": 1}], "x") == []
+
+
+def test_every_missing_required_field_is_named_once(commands: TemplateCommands) -> None:
+    errors = errors_of(
+        lambda: commands.revise(
+            ALICE,
+            commands.create(ALICE, blog_post()).template_id,
+            {"config_schema": {"required": ["a", "b", "topic"]}},
+        )
+    )
+    assert errors == [
+        "`default_config`: 'a' is a required property",
+        "`default_config`: 'b' is a required property",
+    ]
