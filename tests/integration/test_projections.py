@@ -25,6 +25,7 @@ from agenttasks.projections.tasks import task_projection
 from agenttasks.servers.nats import EmbeddedNats
 from tests.integration.api_client import serving, settings_for
 from tests.integration.stack import Stack, running_stack
+from tests.security.test_poison_events import store_poison
 from tests.waiting import wait_until
 
 ALICE = Actor("alice")
@@ -376,3 +377,18 @@ async def test_ready_fails_while_a_read_model_misses_rows(
     entry = broken.json()["checks"]["read_models"]["tasks"]
     assert (entry["rows"], entry["expected_rows"]) == (0, 1)
     assert "events were lost" in entry["problem"]
+
+
+async def test_live_and_replayed_read_models_agree_around_a_poison_event(
+    database_url: str, nats_server: EmbeddedNats
+) -> None:
+    async with running_stack(database_url, nats_server) as stack:
+        poisoned, _ = store_poison(database_url)
+        done = lifecycle(TaskCommands(stack.store), "after", "completed")
+        await stack.projected()
+        assert stack.rows("SELECT id FROM tasks") == [(done,)]
+        report = replay(
+            task_projection(), stack.store, mapper_for(stack.store), database_url, verify=True
+        )
+    assert report.differences == []
+    assert poisoned != done

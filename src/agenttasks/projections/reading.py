@@ -10,7 +10,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from eventsourcing.persistence import Notification
+import psycopg
+from eventsourcing.persistence import Notification, PersistenceError
 from eventsourcing.utils import resolve_topic
 
 from agenttasks.application.publishing import BusEventMapper
@@ -65,15 +66,27 @@ class PayloadReader:
         for notification in notifications:
             topic = notification.topic
             if (wanted := self._concerns.get(topic)) is None:
-                wanted = self._concerns[topic] = concerns(self.projection, resolve_topic(topic))
+                wanted = self._concerns[topic] = self._concerned(topic)
             if wanted:
                 # A poison event reads as a marker that maps to nothing: no rows, as the live
                 # runner does with the relay's SkippedEvent in its place.
                 event = decoded(self.store.mapper, notification)
-                payload = self.mapper.map(event, notification.id)
+                try:
+                    payload = self.mapper.map(event, notification.id)
+                except (psycopg.Error, OSError, PersistenceError):
+                    raise  # the database, not the event: the replay fails and can be rerun
+                except Exception:  # unmappable (the relay published a SkippedEvent for it)
+                    payload = None
                 if payload is not None:
                     events.append(payload)
         return events
+
+    def _concerned(self, topic: str) -> bool:
+        try:
+            event_class = resolve_topic(topic)
+        except Exception:  # a topic no module defines: the decoder's marker says so
+            return True
+        return concerns(self.projection, event_class)
 
 
 def concerns(projection: Projection, event_class: Any) -> bool:
