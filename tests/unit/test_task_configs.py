@@ -123,3 +123,22 @@ def test_a_nul_character_anywhere_in_a_config_is_refused() -> None:
     with pytest.raises(ConfigError, match="NUL"):
         normalized_config("research", {"topic": "tides", "questions": ["why\x00"]})
     assert normalized_config("summary", {"content": "a literal \\u0000 is fine"})
+
+
+@pytest.mark.parametrize("task_type", list(CONFIG_TYPES))
+def test_max_tokens_is_kept_when_asked_and_absent_otherwise(task_type: str) -> None:
+    config = {
+        "summary": {"content": "x"},
+        "research": {"topic": "tides"},
+        "content_generation": {"topic": "tides"},
+        "data_analysis": {"data": {"a": [1, 2]}},
+        "custom": {"steps": ["x"]},
+    }[task_type]
+    assert "max_tokens" not in normalized_config(task_type, config)  # stored as before
+    assert normalized_config(task_type, {**config, "max_tokens": 64})["max_tokens"] == 64
+
+
+def test_a_chain_may_use_a_hundred_references_to_earlier_steps_and_no_more() -> None:
+    assert normalized_config("custom", {"steps": ["x", "{{previous}}" * 100]})
+    with pytest.raises(ConfigError, match="at most 100"):
+        normalized_config("custom", {"steps": ["x", "{{previous}}" * 101]})
