@@ -124,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="print a task's event history")
     audit.add_argument("task_id")
+
+    held = commands.add_parser("quarantine", help="events a consumer could not decode or apply")
+    actions = held.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="print the quarantined events (exit 1 if any)")
+    listing.add_argument("--all", action="store_true", help="resolved entries too")
+    retry = actions.add_parser(
+        "retry", help="re-decode them and rebuild the read models that missed them"
+    )
+    retry.add_argument("positions", nargs="*", type=positive, help="default: every entry")
     return parser
 
 
@@ -171,9 +180,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         "project": lambda: bootstrap.run_projectors(settings, args.names),
         "replay": lambda: bootstrap.replay(settings, args.name, verify=args.verify),
         "audit": lambda: bootstrap.audit(settings, args.task_id),
+        "quarantine": lambda: _quarantine(args, settings),
         "worker": lambda: _worker(args, settings),
     }
     return runners[command]()
+
+
+def _quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from agenttasks import quarantine_command
+
+    if args.action == "list":
+        return quarantine_command.list_entries(settings, include_resolved=args.all)
+    return quarantine_command.retry(settings, args.positions)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -30,6 +31,7 @@ from agenttasks.application.store import (
 from agenttasks.application.tasks import Actor, NewTask, TaskCommands
 from agenttasks.application.undecodable import Undecodable
 from agenttasks.bus.messages import SkippedEvent, TaskEvent, decode
+from agenttasks.cli import main
 from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.settings import Settings
 from tests.integration.api_client import Api, bearer, running_api, serving, settings_for
@@ -212,3 +214,40 @@ async def ready_until(client: httpx.AsyncClient, status: int, within: float = 20
         assert loop.time() < deadline, response.text
         await asyncio.sleep(0.05)
     return response.json()
+
+
+async def test_quarantine_list_shows_the_poison_and_retry_takes_it_up_after_the_fix(
+    api: Api,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    database_url = api.stack.database_url
+    monkeypatch.setenv("AGENTTASKS_HOME", str(tmp_path))
+    monkeypatch.setenv("AGENTTASKS_DATABASE_URL", database_url)
+    poisoned, position = store_poison(database_url)
+    await wait_until(lambda: api.stack.relay.skipped == 1)
+    capsys.readouterr()
+
+    assert await asyncio.to_thread(main, ["quarantine", "list"]) == 1
+    listed = capsys.readouterr().out
+    assert f"{position}  relay" in listed
+    assert str(poisoned) in listed
+    assert "MapperDeserialisationError" in listed
+
+    # Before the fix a retry changes nothing but the count of attempts.
+    assert await asyncio.to_thread(main, ["quarantine", "retry"]) == 1
+    assert f"{position} (relay): still fails: undecodable" in capsys.readouterr().out
+    [entry] = quarantined(database_url)
+    assert entry.attempts == 2
+    assert entry.resolved_at is None
+
+    repair_poison(database_url, poisoned)
+    assert await asyncio.to_thread(main, ["quarantine", "retry", str(position)]) == 0
+    assert f"{position} (relay): resolved" in capsys.readouterr().out
+    [entry] = quarantined(database_url)
+    assert entry.resolved_at is not None
+    # The rebuilt read model has the task the live projector never saw.
+    assert api.stack.rows(f"SELECT created_by FROM tasks WHERE id = '{poisoned}'") == [("mallory",)]
+    assert await asyncio.to_thread(main, ["quarantine", "list"]) == 0
+    assert "the quarantine is empty" in capsys.readouterr().out
