@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from agenttasks.application.store import EventStore, close, open_event_store, read_log
@@ -193,3 +195,56 @@ async def test_of_two_relays_only_one_publishes_and_the_standby_takes_over(
             )
             assert standby.relay.is_leader
     assert [e.position for e in await stream_contents(nats_server)] == stored_positions(store)
+
+
+async def test_a_poison_event_and_the_events_that_need_it_are_skipped_with_markers_in_order(
+    store: EventStore, database_url: str, nats_server: EmbeddedNats
+) -> None:
+    from agenttasks import quarantine
+    from agenttasks.bus.messages import SkippedEvent
+    from tests.security.test_poison_events import store_poison
+
+    poisoned, position = store_poison(database_url)
+    create_tasks(store, 1)  # created and started: decodable, and mappable
+    healthy = next(item.event.originator_id for item in read_log(store) if item.position > position)
+    with psycopg.connect(database_url) as connection:
+        # A decodable event of the poisoned task: mapping it needs the task's first event.
+        connection.execute(
+            "INSERT INTO agenttasks_events (originator_id, originator_version, topic, state) "
+            "SELECT %s, 2, topic, state FROM agenttasks_events "
+            "WHERE originator_id = %s AND originator_version = 2",
+            (poisoned, healthy),
+        )
+    create_tasks(store, 1, "after-")
+    expected = stored_positions(store)
+    async with running_relay(store, database_url, nats_server) as relay:
+        await wait_until(lambda: relay.published_position >= expected[-1])
+        assert relay.is_leader
+        assert relay.skipped == 2
+    published = await stream_payloads(nats_server)
+    assert [event.position for event in published] == expected  # dense: nobody waits
+    skipped = [event for event in published if isinstance(event, SkippedEvent)]
+    assert [(e.position, e.originator_id) for e in skipped] == [
+        (position, str(poisoned)),
+        (expected[3], str(poisoned)),
+    ]
+    assert skipped[0].reason.startswith("undecodable: ")
+    assert skipped[1].reason.startswith("unmappable: ")
+    with psycopg.connect(database_url) as connection, connection.cursor() as cursor:
+        entries = quarantine.pending(cursor)
+    assert [(e.consumer, e.position) for e in entries] == [
+        ("relay", position),
+        ("relay", expected[3]),
+    ]
+
+
+async def stream_payloads(nats: EmbeddedNats) -> list[Any]:
+    bus: Bus = await connect(nats.url_for("relay"), "test-reader")
+    try:
+        info = await bus.js.stream_info(STREAM)
+        messages = [await bus.js.get_msg(STREAM, seq=s) for s in range(1, info.state.last_seq + 1)]
+    finally:
+        await bus.close()
+    payloads = [decode(message.data or b"") for message in messages]
+    assert [m.subject for m in messages] == [subject_of(p) for p in payloads]
+    return payloads
