@@ -24,7 +24,8 @@ from agenttasks.application.schema_keywords import (
     spending,
 )
 from agenttasks.application.schema_messages import short
-from agenttasks.application.template_configs import schema_errors
+from agenttasks.application.task_configs import ConfigError
+from agenttasks.application.template_configs import check_definition, merged_config, schema_errors
 from agenttasks.servers.nats import EmbeddedNats
 from tests.integration.api_client import SECRET, Api, bearer, serving, settings_for
 from tests.integration.stack import running_stack
@@ -284,3 +285,27 @@ def test_validation_outside_a_budget_is_refused() -> None:
         assert list(validator.iter_errors({})) == []
     finally:
         done_spending(token)
+
+
+def test_a_schema_or_config_nested_thousands_deep_is_refused_not_a_crash() -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(5_000):
+        deep = {"not": deep}
+    with pytest.raises(ConfigError) as schema:
+        check_definition("custom", {"steps": ["a"]}, deep)
+    assert schema.value.errors == ["config_schema nests too deeply"]
+    nested: list[Any] = []
+    for _ in range(5_000):
+        nested = [nested]
+    recursive = {"additionalProperties": {"$ref": "#"}, "items": {"$ref": "#"}}
+    with pytest.raises(ConfigError) as too_deep:
+        merged_config("custom", {"steps": ["a"]}, recursive, {"extra": nested[0][0]})
+    assert too_deep.value.errors == ["task_config nests too deeply"]
+    shallower: list[Any] = []
+    for _ in range(300):
+        shallower = [shallower]
+    with pytest.raises(ConfigError) as bounded:
+        merged_config("custom", {"steps": ["a"]}, recursive, {"extra": shallower})
+    assert bounded.value.errors[0] == (
+        "config_schema is too complex to validate `task_config`: it nests more than 100 levels deep"
+    )

@@ -76,5 +76,5 @@ _TEMPLATES = {
     "not": "{instance} must not be valid under the `not` schema",
     "anyOf": "{instance} is not valid under any of the `anyOf` schemas",
     "oneOf": "{instance} is not valid under exactly one of the `oneOf` schemas",
-    "None": "{instance} is not allowed here",
+    "None": "{instance} is not allowed here (the schema says false)",
 }

@@ -176,7 +176,10 @@ def _left_to_each_task(task_type: str, default_config: dict[str, Any], message: 
 
 
 def _check_size(name: str, value: dict[str, Any], limit: int) -> None:
-    size = len(msgspec.json.encode(value))
+    try:
+        size = len(msgspec.json.encode(value))
+    except RecursionError:  # nested thousands deep: no schema or config needs that
+        raise ConfigError([f"{name} nests too deeply"]) from None
     if size > limit:
         raise ConfigError([f"{name} is {size} bytes; the limit is {limit}"])
     if contains_nul(value):
