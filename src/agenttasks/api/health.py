@@ -22,7 +22,7 @@ async def health() -> Health:
 
 @get("/ready", tags=["health"])
 async def ready(deps: Deps) -> Response[Readiness]:
-    """Postgres and NATS reachable, relay and projector lag: 200 when all are fine, else 503."""
+    """Postgres, NATS, relay progress, projector lag, quarantine: 200 when all fine, else 503."""
     results: dict[str, dict[str, Any]] = {}
     for name, check in deps.ready_checks.items():
         try:
