@@ -180,6 +180,11 @@ export class AgentTasksClient {
           stop("ended");
         }
       };
+      source.addEventListener("resync", (message) => {
+        // More history than the server replays (docs/api.md, "Resync"): what came before is
+        // in the query API, which a page reloads when the stream opens; go on after it.
+        lastId = Number(message.lastEventId);
+      });
       source.onerror = () => {
         if (closed) return;
         // Reconnect ourselves, with ?after=, rather than leave it to EventSource: it gives up
