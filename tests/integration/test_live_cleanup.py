@@ -73,6 +73,7 @@ async def resources(live: LiveApi, nats_server: EmbeddedNats) -> dict[str, int]:
     finally:
         await bus.close()
     return {
+        "open stream slots": live.deps.live.slots.total,
         "hub subscribers": live.deps.live.hub.subscriber_count,
         "hub index entries": live.deps.live.hub.index_size(),
         "api NATS subscriptions": len(live.deps.bus.nc._subs),
@@ -98,6 +99,8 @@ async def test_a_thousand_abrupt_disconnects_leave_no_subscriber_consumer_task_o
 ) -> None:
     async with running_live_api(database_url, nats_server, keepalive=60) as live:
         alice = mint_token(SECRET, "alice")
+        assert live.deps.live is not None
+        live.deps.live.slots.limit = CLIENTS  # one user holds them all: lift the per-user cap
         task_id = await live.new_task("alice")
         live.commands.start(task_id, 1, "w1")
         await live.stack.projected()
