@@ -118,9 +118,12 @@ class UserLog:
 
     def _extend_owners(self, upper: int) -> None:
         with self._recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"SELECT position FROM {OWNERS_CURSOR}")  # noqa: S608
+            if int(cursor.fetchone()["position"]) >= upper:
+                return  # the usual case: indexed already, no lock, no write
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
             cursor.execute(f"SELECT position FROM {OWNERS_CURSOR}")  # noqa: S608
-            done = int(cursor.fetchone()["position"])
+            done = start = int(cursor.fetchone()["position"])  # another reader may have gone on
             while done < upper:
                 cursor.execute(
                     f"SELECT {_COLUMNS} FROM {self._events} e "  # noqa: S608
@@ -142,10 +145,11 @@ class UserLog:
                         owners,
                     )
                 done = rows[-1]["notification_id"] if len(rows) == PAGE else upper
-            cursor.execute(
-                f"UPDATE {OWNERS_CURSOR} SET position = GREATEST(position, %s)",  # noqa: S608
-                (done,),
-            )
+            if done > start:
+                cursor.execute(
+                    f"UPDATE {OWNERS_CURSOR} SET position = GREATEST(position, %s)",  # noqa: S608
+                    (done,),
+                )
 
     def _decode(self, row: dict[str, Any]) -> PositionedEvent | None:
         stored = StoredEvent(
