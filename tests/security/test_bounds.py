@@ -185,7 +185,6 @@ async def test_a_catch_up_counts_only_the_users_own_events_and_beyond_the_cap_sa
     live.deps.live.max_catch_up_events = 10
     mine = await busy_task(live, "alice", 2)
     await busy_task(live, "bob", 30)  # bob's history alone is over the cap
-    newest = live.stack.store.recorder.max_notification_id()
 
     # Alice's history is short: all of it comes, bob's long one does not get in the way.
     async with live.client.stream(
@@ -196,7 +195,17 @@ async def test_a_catch_up_counts_only_the_users_own_events_and_beyond_the_cap_sa
     assert [f["id"] for f in frames] == live.positions_of(mine)
     assert all("event" not in f for f in frames)
 
+    # A task created after that catch-up is in the next one: the owner index keeps up.
+    newer = await busy_task(live, "alice", 1)
+    async with live.client.stream(
+        "GET", f"{BASE}/tasks/stream/?after=0", headers=bearer("alice")
+    ) as response:
+        lines = response.aiter_lines()
+        frames = await read_frames(lines, len(live.positions_of(mine, newer)))
+    assert [f["id"] for f in frames] == live.positions_of(mine, newer)
+
     # Bob's is not replayed: a resync at the newest position, then live updates after it.
+    newest = live.stack.store.recorder.max_notification_id()
     async with live.client.stream(
         "GET", f"{BASE}/tasks/stream/?after=0", headers=bearer("bob")
     ) as response:
