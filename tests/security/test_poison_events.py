@@ -169,6 +169,21 @@ async def test_history_readers_mark_the_poison_instead_of_raising(api: Api) -> N
         assert "deserializ" not in response.text  # none of the library's own words
 
 
+async def test_commands_on_a_poisoned_task_answer_409_in_our_words(api: Api) -> None:
+    poisoned, _ = store_poison(api.stack.database_url)
+    admin = bearer("root", admin=True)
+    for method, path in (
+        ("GET", f"{BASE}/ai-tasks/{poisoned}/"),
+        ("POST", f"{BASE}/ai-tasks/{poisoned}/cancel/"),
+        ("POST", f"{BASE}/ai-tasks/{poisoned}/retry/"),
+    ):
+        response = await api.client.request(method, path, headers=admin)
+        assert response.status_code in (404, 409), (method, path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "_type_" not in response.text, response.text
+        assert "deserialis" not in response.text.lower(), response.text
+
+
 async def test_an_admins_catch_up_stream_skips_the_poison(api: Api) -> None:
     _, position = store_poison(api.stack.database_url)
     body = {"title": "after", "task_type": "summary", "task_config": {"content": "x"}}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from eventsourcing.domain import EventSourcingError
+from eventsourcing.persistence import MapperDeserialisationError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -58,8 +60,34 @@ def _config_error(_: Request[Any, Any, Any], error: ConfigError) -> Response[dic
     return problem(400, "; ".join(error.errors), errors=error.errors)
 
 
-def _value_error(_: Request[Any, Any, Any], error: ValueError) -> Response[dict[str, Any]]:
-    return problem(400, str(error))
+def _value_error(request: Request[Any, Any, Any], error: ValueError) -> Response[dict[str, Any]]:
+    if _raised_by_us(error):
+        return problem(400, str(error))
+    # A library's message may quote whatever it was given (stored content, a fetched document,
+    # a value from another user): it is logged, and the client hears only that it was refused.
+    log.warning("refused %s %s: %s", request.method, request.url.path, type(error).__name__)
+    return problem(400, "the request could not be processed as given")
+
+
+def _unreadable_history(
+    request: Request[Any, Any, Any], error: EventSourcingError
+) -> Response[dict[str, Any]]:
+    log.error("unreadable stored event on %s %s", request.method, request.url.path)
+    return problem(
+        409,
+        "this item's stored history cannot be read; it was set aside for an operator "
+        "(`agenttasks quarantine list`)",
+    )
+
+
+def _raised_by_us(error: BaseException) -> bool:
+    """Whether the innermost frame that raised `error` is agenttasks' code (our own message)."""
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return str(traceback.tb_frame.f_globals.get("__name__", "")).startswith("agenttasks.")
 
 
 def _concurrency(_: Request[Any, Any, Any], error: ConcurrencyError) -> Response[dict[str, Any]]:
@@ -107,6 +135,7 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     TooManyStreams: _too_many_streams,
     ValidationException: _validation,
     HTTPException: _http,
+    MapperDeserialisationError: _unreadable_history,
     ValueError: _value_error,
     Exception: _unexpected,
 }
