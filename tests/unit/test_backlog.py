@@ -81,3 +81,25 @@ def test_a_removed_job_never_starts_and_a_newer_offer_replaces_an_older_one() ->
     assert backlog.add(newer, now=100.0) is kept
     assert drain(backlog) == [newer]
     assert len(backlog) == 0
+
+
+def test_an_older_offer_arriving_after_a_newer_one_is_set_aside_not_kept() -> None:
+    # A redelivered `created` (attempt 1) arriving while attempt 2's `retried` waits out its
+    # backoff used to replace it: attempt 2's message was acked and the task stayed pending.
+    backlog = Backlog()
+    retried = job(position=7, ready_at=150.0)
+    retried.attempt = 2
+    assert backlog.add(retried, now=100.0) is None
+    created = Job(retried.task_id, 1, "summary", "normal", "ann", 3, delivery=None)  # type: ignore[arg-type]
+    assert backlog.add(created, now=100.0) is created
+    assert drain(backlog) == []  # attempt 2 still waits for its backoff
+    assert backlog.take(Counter(), now=151.0) is retried
+
+
+def test_a_newer_offer_replaces_the_older_one() -> None:
+    backlog = Backlog()
+    created = job(position=3)
+    backlog.add(created, now=100.0)
+    retried = Job(created.task_id, 2, "summary", "normal", "ann", 7, delivery=None)  # type: ignore[arg-type]
+    assert backlog.add(retried, now=100.0) is created
+    assert drain(backlog) == [retried]

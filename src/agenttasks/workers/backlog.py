@@ -60,7 +60,16 @@ class Backlog:
         return task_id in self._by_task
 
     def add(self, job: Job, now: float) -> Job | None:
-        """Queues `job`; returns a job it replaces (an older message of the same task), if any."""
+        """Queues `job` unless a newer offer of its task is held; returns the offer set aside.
+
+        Two messages may offer one task (its `created`, and the `retried` of a later attempt
+        waiting out its backoff), and a redelivery can bring the older one back after the newer:
+        the higher attempt is kept, and the caller settles whichever job comes back.
+        """
+        held = self._by_task.get(job.task_id)
+        if held is not None and (held.attempt, held.position) > (job.attempt, job.position):
+            job.dropped = True
+            return job
         replaced = self._by_task.pop(job.task_id, None)
         if replaced is not None:
             replaced.dropped = True

@@ -168,7 +168,7 @@ class Worker:
                     await delivery.ack()
                     continue
                 if (replaced := self._backlog.add(job, now)) is not None:
-                    await replaced.delivery.ack()  # an older offer for the same task
+                    await replaced.delivery.ack()  # an older offer of the same task
             if deliveries:
                 self._wake.set()
 
