@@ -2,7 +2,7 @@
 
 History comes from the event store, not from a read model or NATS: it is written before the
 relay publishes, so a read made after registering with the hub covers everything the hub
-missed (bus/live.py explains the switch). Payloads go through the relay's own mapper, so a
+missed (live/feed.py explains the switch). Payloads go through the relay's own mapper, so a
 replayed update is byte for byte what the live one would have been.
 
 A catch-up reads only its own selection through indexes (application/user_log.py), in pages,
@@ -27,8 +27,8 @@ from agenttasks.application.tasks import Actor
 from agenttasks.application.user_log import PAGE, Selection, UserLog
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.hub import Hub, Subscriber
-from agenttasks.bus.live import Feed, HistoryReader, HistoryTooLong
 from agenttasks.bus.messages import TaskEvent
+from agenttasks.live.feed import Feed, HistoryReader, HistoryTooLong
 
 T = TypeVar("T")
 

@@ -35,8 +35,8 @@ from agenttasks.api.live import LiveUpdates
 from agenttasks.api.schemas import MAX_POSITION
 from agenttasks.api.stream_slots import TooManyStreams
 from agenttasks.application.tasks import Actor
-from agenttasks.bus.live import Feed, FeedClosed, HistoryTooLong
 from agenttasks.bus.messages import TaskEvent, encode
+from agenttasks.live.feed import Feed, FeedClosed, HistoryTooLong
 
 INBOX_LIMIT = 32  # client messages waiting; beyond this the reader stops reading (backpressure)
 CLOSE_UNAUTHORIZED = 4401
