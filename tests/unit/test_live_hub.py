@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agenttasks.bus.hub import Hub, Subscriber
 from agenttasks.bus.messages import TaskEvent
 from agenttasks.live.feed import Feed, FeedClosed, HistoryReader
+from agenttasks.live.hub import Hub, Subscriber
 
 
 def event(position: int, task_id: str = "t1", user: str = "alice") -> TaskEvent:

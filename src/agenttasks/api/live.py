@@ -26,9 +26,9 @@ from agenttasks.application.store import EventStore, PositionedEvent
 from agenttasks.application.tasks import Actor
 from agenttasks.application.user_log import PAGE, Selection, UserLog
 from agenttasks.bus.connection import Bus
-from agenttasks.bus.hub import Hub, Subscriber
 from agenttasks.bus.messages import TaskEvent
 from agenttasks.live.feed import Feed, HistoryReader, HistoryTooLong
+from agenttasks.live.hub import Hub, Subscriber
 
 T = TypeVar("T")
 

@@ -21,9 +21,9 @@ from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send
 
 from agenttasks.api.stream_slots import Slot
-from agenttasks.bus.hub import Subscriber
 from agenttasks.bus.messages import TaskEvent, encode
 from agenttasks.live.feed import Feed, FeedClosed, HistoryTooLong
+from agenttasks.live.hub import Subscriber
 
 KEEP_ALIVE = b": keep-alive\r\n\r\n"
 HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from agenttasks.bus.hub import Subscriber
 from agenttasks.bus.messages import TaskEvent
+from agenttasks.live.hub import Subscriber
 
 # cursor -> (the subscriber's updates after the cursor, in position order; the cursor to read
 # on from, or None when the page reached the end of what was committed when it was read).
