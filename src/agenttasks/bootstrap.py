@@ -31,8 +31,9 @@ from agenttasks.application.store import EventStore, close, open_event_store
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
 from agenttasks.application.templates import TemplateCommands, TemplateNotFound
 from agenttasks.bus.connection import connect
-from agenttasks.bus.publisher import last_published
+from agenttasks.bus.live_events import LiveTaskEvents
 from agenttasks.domain.rules import TASK_TYPES
+from agenttasks.live.hub import Hub
 from agenttasks.projections.base import Projection, ensure_tables
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.projector import Projector
@@ -181,10 +182,11 @@ def build_api_deps(settings: Settings) -> ApiDeps:
         deps.bus = await connect(settings.nats_url_for("api"), "agenttasks-api")
         deps.live = LiveUpdates(
             store,
+            Hub(LiveTaskEvents(deps.bus)),
             max_streams_per_user=settings.max_streams_per_user,
             max_catch_up_events=settings.max_catch_up_events,
         )
-        await deps.live.start(deps.bus)
+        await deps.live.start()
 
     async def stop() -> None:
         if deps.live is not None:
@@ -227,7 +229,7 @@ def readiness_checks(
     async def nats_and_relay() -> dict[str, Any]:
         bus = await connect(settings.nats_url_for("api"), "agenttasks-ready", connect_timeout=1.0)
         try:
-            published, _ = await last_published(bus.js)
+            published, _ = await bus.last_published()
         finally:
             await bus.close()
         newest = await asyncio.to_thread(store.recorder.max_notification_id) or 0

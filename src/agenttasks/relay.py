@@ -26,9 +26,9 @@ from agenttasks import quarantine, relay_status
 from agenttasks.application.publishing import BusEventMapper, mapper_for
 from agenttasks.application.store import EventStore, PositionedEvent, read_log
 from agenttasks.application.undecodable import Undecodable
-from agenttasks.bus.connection import Bus, ensure_stream
+from agenttasks.bus.connection import Bus
 from agenttasks.bus.messages import BusEvent, SkippedEvent
-from agenttasks.bus.publisher import PublishFailed, last_published, publish_in_order
+from agenttasks.bus.publisher import PublishFailed
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,14 @@ class Relay:
         if channel:
             await lock.execute(f'LISTEN "{channel}"')
         await asyncio.to_thread(self._ensure_tables)
-        await ensure_stream(self.bus.js)
-        position, sequence = await last_published(self.bus.js)
+        await self.bus.ensure_stream()
+        position, sequence = await self.bus.last_published()
         self.published_position = position
         self._last_beat = 0.0
         while not stop.is_set():
             events, read_up_to = await asyncio.to_thread(self._next_batch, position)
             if events:
-                sequence = await publish_in_order(self.bus.js, events, sequence)
+                sequence = await self.bus.publish_in_order(events, sequence)
                 self.published_position = events[-1].position
             if read_up_to > position:
                 position = read_up_to

@@ -1,4 +1,8 @@
-"""Connecting to NATS and declaring the event stream. The bus package is the only user of nats-py.
+"""Connecting to NATS, and `Bus`: the few operations the rest of the service needs from it.
+
+The bus package is the only user of nats-py: the relay, the workers and the watchdog call the
+methods of `Bus` (publish in order, bind a pull consumer, subscribe to a core subject, read one
+stored message) and get bytes and `Delivery` objects back, never a nats-py type.
 
 nats-py reports permission violations and connection trouble only to `error_cb` (a refused
 publish otherwise looks like a plain timeout), so every connection made here logs them.
@@ -7,15 +11,20 @@ publish otherwise looks like a plain timeout), so every connection made here log
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as _NatsSubscription
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from agenttasks.bus.messages import ALL_SUBJECTS, STREAM
+from agenttasks.bus import publisher
+from agenttasks.bus.consumers import PullConsumer, StreamReader, delete_consumer, stream_bounds
+from agenttasks.bus.messages import ALL_SUBJECTS, STREAM, BusEvent
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,74 @@ class Bus:
         """Closes the connection without waiting out drain timeouts."""
         if not self.nc.is_closed:
             await self.nc.close()
+
+    async def ensure_stream(self, replicas: int = 1) -> None:
+        """Creates the event stream, or brings an existing one's config up to date."""
+        await ensure_stream(self.js, replicas)
+
+    async def last_published(self) -> tuple[int, int]:
+        """(position of the last event in the stream, its stream sequence); (0, 0) when empty."""
+        return await publisher.last_published(self.js)
+
+    async def publish_in_order(self, events: Sequence[BusEvent], after_sequence: int) -> int:
+        """Publishes `events` after stream message `after_sequence`; returns the new last one."""
+        return await publisher.publish_in_order(self.js, events, after_sequence)
+
+    async def pull_consumer(
+        self,
+        name: str,
+        *,
+        subjects: list[str] | None = None,
+        ack_wait: float = 30.0,
+        max_deliver: int = -1,
+        max_ack_pending: int = 1000,
+    ) -> PullConsumer:
+        """Declares (or updates) durable consumer `name` and binds to it (StreamMissing: none)."""
+        return await PullConsumer.bind(
+            self.js,
+            name,
+            subjects=subjects,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=max_ack_pending,
+        )
+
+    async def subscribe(
+        self, subject: str, handler: Callable[[bytes], Awaitable[None]]
+    ) -> Subscription:
+        """Calls `handler` with each core message's payload on `subject` (wildcards allowed)."""
+
+        async def callback(message: Msg) -> None:  # nats-py requires an async callback
+            await handler(message.data)
+
+        return Subscription(await self.nc.subscribe(subject, cb=callback))
+
+    async def stream_bounds(self) -> tuple[int, int]:
+        """(first, last) sequence held by the event stream; (1, 0) when it does not exist yet."""
+        return await stream_bounds(self.js)
+
+    async def open_reader(self, prefix: str, sequence: int) -> StreamReader:
+        """An in-order reader of the stream from `sequence` (StreamMissing: no stream yet)."""
+        return await StreamReader.open(self.js, prefix, sequence)
+
+    async def delete_consumer(self, name: str) -> None:
+        """Deletes consumer `name` of the event stream if it exists (best effort)."""
+        await delete_consumer(self.js, name)
+
+    async def stored(self, sequence: int) -> bytes:
+        """The payload of the event stream's message `sequence`."""
+        return (await self.js.get_msg(STREAM, seq=sequence)).data or b""
+
+
+class Subscription:
+    """A core NATS subscription; `close` ends it."""
+
+    def __init__(self, subscription: _NatsSubscription) -> None:
+        self._subscription = subscription
+
+    async def close(self) -> None:
+        """Stops delivering messages to the handler."""
+        await self._subscription.unsubscribe()
 
 
 async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> Bus:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from nats.js.client import JetStreamContext
-
+from agenttasks.bus.connection import Bus
 from agenttasks.bus.consumers import PullConsumer, StreamMissing
 from agenttasks.bus.messages import task_subject
 from agenttasks.workers.backlog import PRIORITY_ORDER
@@ -19,7 +18,7 @@ def consumer_name(task_type: str, priority: str) -> str:
 
 
 async def bind_all(
-    js: JetStreamContext,
+    bus: Bus,
     types: tuple[str, ...],
     *,
     ack_wait: float,
@@ -36,8 +35,7 @@ async def bind_all(
             ]
             while True:
                 try:
-                    consumer = await PullConsumer.bind(
-                        js,
+                    consumer = await bus.pull_consumer(
                         consumer_name(task_type, priority),
                         subjects=subjects,
                         ack_wait=ack_wait,

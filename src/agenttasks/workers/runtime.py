@@ -108,14 +108,14 @@ class Worker:
         """Works until `stop` is set, then hands back what it holds and returns."""
         options = self.options
         consumers = await bind_all(
-            self._bus.js,
+            self._bus,
             options.types,
             ack_wait=options.ack_wait,
             max_deliver=options.max_deliver,
             max_ack_pending=max(options.prefetch, options.concurrency) * 4,
         )
-        cancellations = await self._bus.nc.subscribe(
-            task_subject(kind="cancelled"), cb=self._on_cancelled
+        cancellations = await self._bus.subscribe(
+            task_subject(kind="cancelled"), self._on_cancelled
         )
         loops = [asyncio.create_task(self._fetch_loop(c, len(consumers))) for _, c in consumers]
         loops += [
@@ -136,7 +136,7 @@ class Worker:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._hand_back()
-            await cancellations.unsubscribe()
+            await cancellations.close()
             for _, consumer in consumers:
                 with contextlib.suppress(Exception):
                     await consumer.close()
@@ -334,9 +334,9 @@ class Worker:
 
     # Cancellation, heartbeats, shutdown.
 
-    async def _on_cancelled(self, message: Any) -> None:
+    async def _on_cancelled(self, data: bytes) -> None:
         try:
-            event = decode(message.data)
+            event = decode(data)
         except Exception:
             return
         if not isinstance(event, TaskEvent):

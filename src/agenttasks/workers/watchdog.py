@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from functools import partial
-from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -57,7 +56,7 @@ class Watchdog:
         self._every = every
 
     async def run(self, stop: asyncio.Event) -> None:
-        subscription = await self._bus.nc.subscribe(ADVISORY, cb=self._on_advisory)
+        subscription = await self._bus.subscribe(ADVISORY, self._on_advisory)
         try:
             while not stop.is_set():
                 try:
@@ -67,7 +66,7 @@ class Watchdog:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._every)
         finally:
-            await subscription.unsubscribe()
+            await subscription.close()
 
     async def fail_overdue(self) -> int:
         """Fails every attempt running past its timeout (plus grace); returns how many."""
@@ -90,13 +89,12 @@ class Watchdog:
         )
         return self._commands.fail(task_id, attempt, "timeout", message)
 
-    async def _on_advisory(self, message: Any) -> None:
+    async def _on_advisory(self, data: bytes) -> None:
         try:
-            advisory = json.loads(message.data)
+            advisory = json.loads(data)
             if not str(advisory.get("consumer", "")).startswith("worker-"):
                 return
-            stored = await self._bus.js.get_msg(STREAM, int(advisory["stream_seq"]))
-            event = decode(stored.data or b"")
+            event = decode(await self._bus.stored(int(advisory["stream_seq"])))
         except Exception:
             log.exception("could not read a max-deliveries advisory")
             return

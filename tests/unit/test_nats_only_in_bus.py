@@ -1,0 +1,69 @@
+"""NATS stays behind bus/: no other module imports nats-py or reaches into a Bus's connection."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import agenttasks
+
+SOURCE = Path(agenttasks.__file__).resolve().parent
+BUS = SOURCE / "bus"
+# Reach into Bus.nc / Bus.js still, through bus/consumers.py functions; Bus has the methods
+# (stream_bounds, open_reader, delete_consumer) to call instead. Remove an entry when it moves.
+NOT_YET_MOVED = {"projections/projector.py", "projections/selfcheck.py"}
+# The hub's NATS consumer is moving to bus/ in the live-updates workstream (issue 13, item 4).
+IMPORTS_NOT_YET_MOVED = {"live/hub.py"}
+
+
+def _modules_outside_bus() -> list[Path]:
+    return [p for p in sorted(SOURCE.rglob("*.py")) if BUS not in p.parents]
+
+
+def _nats_imports(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "nats"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found += [node.module] if node.module.split(".")[0] == "nats" else []
+    return found
+
+
+def _connection_uses(tree: ast.AST) -> list[int]:
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in ("nc", "js")
+    ]
+
+
+def test_the_walk_sees_the_workers_relay_and_watchdog() -> None:
+    names = {str(p.relative_to(SOURCE)) for p in _modules_outside_bus()}
+    assert {"relay.py", "workers/runtime.py", "workers/watchdog.py"} <= names
+
+
+def test_no_module_outside_bus_imports_nats() -> None:
+    offenders = {
+        name: imports
+        for path in _modules_outside_bus()
+        if (name := str(path.relative_to(SOURCE))) not in IMPORTS_NOT_YET_MOVED
+        and (imports := _nats_imports(ast.parse(path.read_text(), str(path))))
+    }
+    assert offenders == {}
+
+
+def test_no_module_outside_bus_touches_the_nats_connection() -> None:
+    offenders = {
+        name: lines
+        for path in _modules_outside_bus()
+        if (name := str(path.relative_to(SOURCE))) not in NOT_YET_MOVED
+        and (lines := _connection_uses(ast.parse(path.read_text(), str(path))))
+    }
+    assert offenders == {}
+
+
+def test_the_detectors_find_what_they_look_for() -> None:
+    tree = ast.parse("import nats\nfrom nats.js import api\nasync def f(bus):\n    bus.js.x()\n")
+    assert _nats_imports(tree) == ["nats", "nats.js"]
+    assert _connection_uses(tree) == [4]
