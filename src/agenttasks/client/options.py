@@ -1,0 +1,52 @@
+"""The client's limits: timeouts, the size of one stream message, how long to keep reconnecting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from agenttasks.client.errors import ApiError
+from agenttasks.client.sse import StreamError
+
+
+class RetryableStatus(Exception):
+    """A stream answered 502/503/504: the API is restarting or a proxy lost it; try again."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Options:
+    """Limits of one client; the defaults suit a service on the same network."""
+
+    timeout: float = 30.0  # seconds for a query or a command
+    # Seconds a stream may stay silent: the API sends a keep-alive every 15 s, so a silent
+    # connection is a dead one, and follow reconnects.
+    stream_timeout: float = 45.0
+    max_message_bytes: int = 16 * 1024 * 1024  # one SSE message (a task's result is in one)
+    max_reconnects: int = 8  # in a row without an update; then follow raises the last error
+    max_backoff: float = 5.0  # seconds between reconnects, at most
+
+    def __post_init__(self) -> None:
+        if not (self.timeout > 0 and self.stream_timeout > 0 and self.max_backoff >= 0):
+            raise ValueError("timeouts must be positive and max_backoff not negative")
+        if self.max_message_bytes < 1024 or self.max_reconnects < 0:
+            raise ValueError("max_message_bytes must be at least 1024, max_reconnects >= 0")
+
+    @property
+    def stream_timeouts(self) -> httpx.Timeout:
+        """Connect like a query, then wait `stream_timeout` for each chunk."""
+        return httpx.Timeout(self.timeout, read=self.stream_timeout)
+
+    def check_reconnect(self, failures: int, error: BaseException | None) -> int:
+        """`failures` if one more reconnect is allowed; else raises what ended the last try."""
+        if failures <= self.max_reconnects:
+            return failures
+        if isinstance(error, RetryableStatus):
+            raise error.error
+        if error is not None:
+            raise error
+        raise StreamError("the task's stream keeps ending without an update")
