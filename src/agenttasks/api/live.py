@@ -25,7 +25,6 @@ from agenttasks.application.publishing import mapper_for
 from agenttasks.application.store import EventStore, PositionedEvent
 from agenttasks.application.tasks import Actor
 from agenttasks.application.user_log import PAGE, Selection, UserLog
-from agenttasks.bus.connection import Bus
 from agenttasks.bus.messages import TaskEvent
 from agenttasks.live.feed import Feed, HistoryReader, HistoryTooLong
 from agenttasks.live.hub import Hub, Subscriber
@@ -39,14 +38,14 @@ class LiveUpdates:
     def __init__(
         self,
         store: EventStore,
-        hub: Hub | None = None,
+        hub: Hub,
         threads: int = 4,
         *,
         max_streams_per_user: int = 20,
         max_catch_up_events: int = 10_000,
     ) -> None:
         self.store = store
-        self.hub = hub or Hub()
+        self.hub = hub
         self.log = UserLog(store)
         self.slots = StreamSlots(max_streams_per_user)
         self.max_catch_up_events = max_catch_up_events
@@ -55,10 +54,10 @@ class LiveUpdates:
         # History reads get their own threads, so a reconnect storm cannot starve commands.
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="live-history")
 
-    async def start(self, bus: Bus) -> None:
-        """Creates the owner index if needed and starts the hub on `bus`."""
+    async def start(self) -> None:
+        """Creates the owner index if needed and starts the hub."""
         await self._run(self.log.ensure_tables)
-        await self.hub.start(bus)
+        await self.hub.start()
 
     async def stop(self) -> None:
         """Stops the hub (open streams end) and the history threads."""

@@ -1,35 +1,39 @@
-"""One subscription per API process on every task event, fanned out in memory to connections.
+"""The in-memory fan-out of task events to the connections of one API process.
 
-A thousand browsers must not mean a thousand JetStream consumers: the hub holds one ordered
-consumer on `agenttasks.events.task.>` and hands each event to the subscribers that want it,
-found through indexes by task and by user, so an event costs work only for its own watchers.
-Each subscriber has a bounded buffer; one that overflows is marked lagging (its feed re-reads
-what it missed from the event store) instead of growing memory.
-
-The ordered consumer starts after the stream's last message and tracks stream sequences, so a
-reset (after a reconnect or a missed heartbeat) neither skips nor repeats an event here.
+Events come from one source per process (bus/live_events.py: one NATS subscription, so a
+thousand browsers do not mean a thousand JetStream consumers). The hub hands each event to the
+subscribers that want it, found through indexes by task and by user, so an event costs work
+only for its own watchers. Each subscriber has a bounded buffer; one that overflows is marked
+lagging (its feed re-reads what it missed from the event store) instead of growing memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from collections import deque
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
-import msgspec
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
-
-from agenttasks.bus.connection import Bus
-from agenttasks.bus.messages import STREAM, TaskEvent, decode, task_subject
-
-log = logging.getLogger(__name__)
+from agenttasks.bus.messages import TaskEvent
 
 BUFFER_LIMIT = 1_000  # updates a connection may have waiting before it counts as lagging
-RETRY_SECONDS = 0.5
+
+
+class EventSource(Protocol):
+    """Where the hub's events come from: each task event published after `start`, once."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether events flow (a source may wait for its stream to exist)."""
+        ...
+
+    async def start(self, deliver: Callable[[TaskEvent], None]) -> None:
+        """Begins calling `deliver` with each new event, in order."""
+        ...
+
+    async def stop(self) -> None:
+        """Stops delivering."""
+        ...
 
 
 class Subscriber:
@@ -96,18 +100,19 @@ class Subscriber:
 
 
 class Hub:
-    """Fans out every task event this process receives to the subscribers that want it."""
+    """Fans out every task event this process receives to the subscribers that want it.
 
-    def __init__(self, limit: int = BUFFER_LIMIT) -> None:
+    Without a source, events arrive only through `publish` (unit tests).
+    """
+
+    def __init__(self, source: EventSource | None = None, limit: int = BUFFER_LIMIT) -> None:
         self.limit = limit
         self.position = 0  # the last event's position seen live
+        self._source = source
         self._everything: set[Subscriber] = set()
         self._by_user: dict[str, set[Subscriber]] = {}
         self._by_task: dict[str, set[Subscriber]] = {}
         self._subscribers: set[Subscriber] = set()
-        self._sequence = 0  # the last stream sequence handed out: resets never repeat one
-        self._subscription: Any = None
-        self._starter: asyncio.Task[None] | None = None
 
     @property
     def subscriber_count(self) -> int:
@@ -120,64 +125,20 @@ class Hub:
 
     @property
     def ready(self) -> bool:
-        """Whether the hub's subscription exists (it waits for the stream if there is none)."""
-        return self._subscription is not None
+        """Whether the source delivers events (it may wait for the stream to exist)."""
+        return self._source is None or self._source.ready
 
-    async def start(self, bus: Bus) -> None:
-        """Subscribes to every task event published from now on (waits for the stream)."""
-        try:
-            last = (await bus.js.stream_info(STREAM)).state.last_seq
-        except NotFoundError:
-            # The relay creates the stream; until it does nothing can have been published, so
-            # everything it will hold is news.
-            self._starter = asyncio.create_task(self._subscribe_when_ready(bus))
-        else:
-            await self._subscribe(bus, last)
-
-    async def _subscribe_when_ready(self, bus: Bus) -> None:
-        while True:
-            await asyncio.sleep(RETRY_SECONDS)
-            with contextlib.suppress(NotFoundError):
-                await self._subscribe(bus, 0)
-                return
-
-    async def _subscribe(self, bus: Bus, last: int) -> None:
-        self._sequence = last
-        self._subscription = await bus.js.subscribe(
-            task_subject(),
-            stream=STREAM,
-            ordered_consumer=True,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last + 1
-            ),
-            cb=self._receive,
-        )
+    async def start(self) -> None:
+        """Starts receiving every task event published from now on."""
+        if self._source is not None:
+            await self._source.start(self.publish)
 
     async def stop(self) -> None:
-        """Unsubscribes and closes every subscriber (their streams end)."""
-        if self._starter is not None:
-            self._starter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._starter
-        if self._subscription is not None:
-            with contextlib.suppress(Exception):  # the connection may be gone already
-                await self._subscription.unsubscribe()
-            self._subscription = None
+        """Stops the source and closes every subscriber (their streams end)."""
+        if self._source is not None:
+            await self._source.stop()
         for subscriber in list(self._subscribers):
             self.unsubscribe(subscriber)
-
-    async def _receive(self, message: Any) -> None:
-        sequence = message.metadata.sequence.stream
-        if sequence <= self._sequence:
-            return
-        self._sequence = sequence
-        try:
-            event = decode(message.data)
-        except msgspec.DecodeError:
-            log.warning("hub: undecodable message at stream sequence %s skipped", sequence)
-            return
-        if isinstance(event, TaskEvent):
-            self.publish(event)
 
     def publish(self, event: TaskEvent) -> None:
         """Hands `event` to every subscriber that wants it."""

@@ -1,0 +1,99 @@
+"""The NATS side of the live hub: one ordered consumer on every task event from now on.
+
+A thousand browsers must not mean a thousand JetStream consumers: each API process holds this
+one subscription and hands every task event to the in-memory hub (live/hub.py), which finds
+the connections that want it.
+
+The ordered consumer starts after the stream's last message and tracks stream sequences, so a
+reset (after a reconnect or a missed heartbeat) neither skips nor repeats an event here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from agenttasks.bus.connection import Bus
+from agenttasks.bus.messages import STREAM, TaskEvent, decode, task_subject
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 0.5
+
+
+class LiveTaskEvents:
+    """Delivers each task event published after `start` once, in stream order."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._deliver: Callable[[TaskEvent], None] | None = None
+        self._sequence = 0  # the last stream sequence handed out: resets never repeat one
+        self._subscription: Any = None
+        self._starter: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the subscription exists (it waits for the stream if there is none)."""
+        return self._subscription is not None
+
+    async def start(self, deliver: Callable[[TaskEvent], None]) -> None:
+        """Subscribes; `deliver` gets every task event published from now on."""
+        self._deliver = deliver
+        try:
+            last = (await self._bus.js.stream_info(STREAM)).state.last_seq
+        except NotFoundError:
+            # The relay creates the stream; until it does nothing can have been published, so
+            # everything it will hold is news.
+            self._starter = asyncio.create_task(self._subscribe_when_ready())
+        else:
+            await self._subscribe(last)
+
+    async def stop(self) -> None:
+        """Unsubscribes; nothing is delivered afterwards."""
+        if self._starter is not None:
+            self._starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starter
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await self._subscription.unsubscribe()
+            self._subscription = None
+
+    async def _subscribe_when_ready(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_SECONDS)
+            with contextlib.suppress(NotFoundError):
+                await self._subscribe(0)
+                return
+
+    async def _subscribe(self, last: int) -> None:
+        self._sequence = last
+        self._subscription = await self._bus.js.subscribe(
+            task_subject(),
+            stream=STREAM,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last + 1
+            ),
+            cb=self._receive,
+        )
+
+    async def _receive(self, message: Any) -> None:
+        sequence = message.metadata.sequence.stream
+        if sequence <= self._sequence:
+            return
+        self._sequence = sequence
+        try:
+            event = decode(message.data)
+        except msgspec.DecodeError:
+            log.warning("live events: undecodable message at stream sequence %s skipped", sequence)
+            return
+        if isinstance(event, TaskEvent) and self._deliver is not None:
+            self._deliver(event)
