@@ -24,7 +24,6 @@ from agenttasks import quarantine, relay_status, runtime_file
 from agenttasks.api.app import create_app
 from agenttasks.api.auth import mint_token
 from agenttasks.api.deps import ApiDeps
-from agenttasks.api.live import LiveUpdates
 from agenttasks.application.publishing import mapper_for
 from agenttasks.application.schema_document import SchemaLimits
 from agenttasks.application.store import EventStore, close, open_event_store
@@ -33,6 +32,7 @@ from agenttasks.application.templates import TemplateCommands, TemplateNotFound
 from agenttasks.bus.connection import connect
 from agenttasks.bus.live_events import LiveTaskEvents
 from agenttasks.domain.rules import TASK_TYPES
+from agenttasks.live.history import LiveUpdates
 from agenttasks.live.hub import Hub
 from agenttasks.projections.base import Projection, ensure_tables
 from agenttasks.projections.positions import ProjectionWatcher

@@ -12,10 +12,10 @@ from uuid import UUID
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from agenttasks.api.live import LiveUpdates
 from agenttasks.application.tasks import Actor, TaskCommands
 from agenttasks.application.templates import TemplateCommands
 from agenttasks.bus.connection import Bus
+from agenttasks.live.history import LiveUpdates
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.statistics_queries import StatisticsQueries
 from agenttasks.projections.task_queries import TaskQueries

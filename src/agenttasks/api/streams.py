@@ -26,12 +26,12 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
 
 from agenttasks.api.deps import ApiDeps, CurrentActor, Deps, TaskId
-from agenttasks.api.live import LiveUpdates
 from agenttasks.api.schemas import MAX_POSITION
 from agenttasks.api.sse import EventStream
 from agenttasks.application.tasks import TaskNotFound
 from agenttasks.bus.messages import TaskEvent
 from agenttasks.domain.rules import FINISHED
+from agenttasks.live.history import LiveUpdates
 
 LastEventId = Annotated[
     str | None, HeaderParameter(name="Last-Event-ID", pattern=r"^[0-9]{1,18}$", required=False)

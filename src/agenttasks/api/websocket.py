@@ -31,12 +31,12 @@ from litestar.exceptions import HTTPException, WebSocketDisconnect
 from agenttasks.api.auth import current_actor
 from agenttasks.api.browser import origin_allowed
 from agenttasks.api.deps import ApiDeps, Deps
-from agenttasks.api.live import LiveUpdates
 from agenttasks.api.schemas import MAX_POSITION
 from agenttasks.api.stream_slots import TooManyStreams
 from agenttasks.application.tasks import Actor
 from agenttasks.bus.messages import TaskEvent, encode
 from agenttasks.live.feed import Feed, FeedClosed, HistoryTooLong
+from agenttasks.live.history import LiveUpdates
 
 INBOX_LIMIT = 32  # client messages waiting; beyond this the reader stops reading (backpressure)
 CLOSE_UNAUTHORIZED = 4401
