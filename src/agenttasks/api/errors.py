@@ -16,10 +16,10 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from agenttasks.api.stream_slots import TooManyStreams
 from agenttasks.application.task_configs import ConfigError
 from agenttasks.application.tasks import ConcurrencyError, TaskNotFound
 from agenttasks.domain.rules import RuleViolation
+from agenttasks.live.slots import TooManyStreams
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Litestar's own SSE response iterates a generator: when the client drops while th
 suspended at a `yield`, its cleanup waits for the garbage collector (litestar#3772). Here the
 feed is held by a coroutine (`__call__`) whose `finally` always runs, and a small watcher task
 ends it as soon as the server reports the disconnect, without waiting for a failed write. The
-same `finally` frees the stream's slot (api/stream_slots.py), whatever ended the stream.
+same `finally` frees the stream's slot (live/slots.py), whatever ended the stream.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from litestar import Response
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send
 
-from agenttasks.api.stream_slots import Slot
 from agenttasks.bus.messages import TaskEvent, encode
 from agenttasks.live.feed import Feed, FeedClosed, HistoryTooLong
 from agenttasks.live.hub import Subscriber
+from agenttasks.live.slots import Slot
 
 KEEP_ALIVE = b": keep-alive\r\n\r\n"
 HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}

@@ -32,11 +32,11 @@ from agenttasks.api.auth import current_actor
 from agenttasks.api.browser import origin_allowed
 from agenttasks.api.deps import ApiDeps, Deps
 from agenttasks.api.schemas import MAX_POSITION
-from agenttasks.api.stream_slots import TooManyStreams
 from agenttasks.application.tasks import Actor
 from agenttasks.bus.messages import TaskEvent, encode
 from agenttasks.live.feed import Feed, FeedClosed, HistoryTooLong
 from agenttasks.live.history import LiveUpdates
+from agenttasks.live.slots import TooManyStreams
 
 INBOX_LIMIT = 32  # client messages waiting; beyond this the reader stops reading (backpressure)
 CLOSE_UNAUTHORIZED = 4401

@@ -20,7 +20,6 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from uuid import UUID
 
-from agenttasks.api.stream_slots import StreamSlots
 from agenttasks.application.publishing import mapper_for
 from agenttasks.application.store import EventStore, PositionedEvent
 from agenttasks.application.tasks import Actor
@@ -28,6 +27,7 @@ from agenttasks.application.user_log import PAGE, Selection, UserLog
 from agenttasks.bus.messages import TaskEvent
 from agenttasks.live.feed import Feed, HistoryReader, HistoryTooLong
 from agenttasks.live.hub import Hub, Subscriber
+from agenttasks.live.slots import StreamSlots
 
 T = TypeVar("T")
 
