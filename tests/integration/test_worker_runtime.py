@@ -24,6 +24,7 @@ from tests.integration.worker_harness import (
     finished,
     kinds,
     running_worker,
+    settled,
     task,
     with_options,
 )
@@ -140,7 +141,7 @@ async def test_retries_stop_at_max_retries(database_url, nats_server) -> None:
             using(worker, always_down)
             task_id = create(stack, "data_analysis", DATA, max_retries=2)
             await wait_until(lambda: kinds(stack, task_id).count("failed") == 3)
-            await asyncio.sleep(0.5)  # room for a wrong fourth attempt to show up
+            await settled(stack)  # a wrong fourth attempt would have run by now
         history, status = kinds(stack, task_id), task(stack, task_id).status
     assert history.count("started") == 3
     assert status == "failed"
@@ -157,7 +158,7 @@ async def test_cancel_stops_the_running_agent_and_nothing_of_the_attempt_follows
         try:
             while True:
                 ctx.stream_text("more text ")
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # the scenario: an agent streaming at its own pace
         finally:
             stopped.set()
 
@@ -166,10 +167,10 @@ async def test_cancel_stops_the_running_agent_and_nothing_of_the_attempt_follows
             using(worker, endless)
             task_id = create(stack, "data_analysis", DATA)
             await asyncio.wait_for(running.wait(), 10)
-            await asyncio.sleep(0.6)  # partial results are being written
+            await wait_until(lambda: "result" in kinds(stack, task_id))  # partial text written
             TaskCommands(stack.store).cancel(Actor("ann"), task_id)
             await asyncio.wait_for(stopped.wait(), 5)
-            await asyncio.sleep(0.5)  # room for a wrong late event to show up
+            await settled(stack)  # the attempt has ended: a wrong late event would be stored
         history = kinds(stack, task_id)
     assert history[-1] == "cancelled"
     assert "result" in history  # it was streaming when cancelled
@@ -177,7 +178,7 @@ async def test_cancel_stops_the_running_agent_and_nothing_of_the_attempt_follows
 
 async def test_a_task_past_its_timeout_fails_as_timed_out(database_url, nats_server) -> None:
     async def slow(ctx: AgentContext) -> dict[str, Any]:
-        await asyncio.sleep(60)
+        await asyncio.sleep(60)  # the scenario: an agent far slower than the task's timeout
         return {}
 
     async with running_stack(database_url, nats_server) as stack, running_worker(stack) as worker:
@@ -228,7 +229,7 @@ async def test_a_lost_workers_task_is_taken_over_as_a_new_attempt_and_completes_
         async with running_worker(stack, options=options) as worker:
             using(worker, quick)
             done = await finished(stack, task_id)
-            await asyncio.sleep(1.5)  # a second completion would have time to be refused
+            await settled(stack)  # every offer of the task handled: a second one would show
         history = events(stack, task_id)
     assert done.status == "completed"
     assert done.result_data == {"engine": "test", "attempt": 2}

@@ -10,10 +10,16 @@ from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
+import nats
+from nats.js.errors import NotFoundError
+
 from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands
 from agenttasks.bus.connection import connect
+from agenttasks.bus.messages import STREAM
+from agenttasks.domain.rules import PRIORITIES, TASK_TYPES
 from agenttasks.domain.task import Task
 from agenttasks.domain.updates import KINDS
+from agenttasks.projections.overdue_queries import OverdueAttempts
 from agenttasks.workers.agents import agents_for
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.limits import Limits
@@ -55,7 +61,8 @@ async def running_worker(
         executor=executor,
         limits=limits,
     )
-    watchdog = Watchdog(commands, bus, stack.database_url, executor, every=watchdog_every)
+    overdue = OverdueAttempts(stack.database_url)
+    watchdog = Watchdog(commands, bus, overdue, executor, every=watchdog_every)
     stop = asyncio.Event()
     running = asyncio.gather(worker.run(stop), watchdog.run(stop))
     try:
@@ -100,3 +107,39 @@ def kinds(stack: Stack, task_id: UUID) -> list[str]:
 
 def events(stack: Stack, task_id: UUID) -> list[Any]:
     return [e.event for e in TaskCommands(stack.store).history(SYSTEM, task_id)]
+
+
+async def settled(stack: Stack, within: float = 30.0) -> None:
+    """Waits until no worker has anything left to do: every stored event is published and every
+    message of the workers' consumers delivered and acknowledged.
+
+    A worker acknowledges a message only once its attempt has ended in the event store, and any
+    further attempt needs a new stored event (a retry, a takeover) and so a new message: once
+    this holds, nothing more happens without a new command. It is the positive signal a test
+    waits for before asserting that something did *not* happen.
+    """
+    # nats-py directly: the test observes the server's own counts, not what our code reports.
+    nc = await nats.connect(stack.nats.url_for("worker"))
+    js = nc.jetstream()
+
+    async def idle(name: str) -> bool:
+        try:
+            info = await js.consumer_info(STREAM, name)
+        except NotFoundError:
+            return True  # no worker ever bound it: nothing to deliver there
+        return not info.num_pending and not info.num_ack_pending
+
+    async def nothing_left() -> bool:
+        newest = stack.store.recorder.max_notification_id() or 0
+        if stack.relay.published_position < newest:
+            return False
+        for task_type in TASK_TYPES:
+            for priority in PRIORITIES:
+                if not await idle(f"worker-{task_type}-{priority}"):
+                    return False
+        return True
+
+    try:
+        await wait_until(nothing_left, within, every=0.02)
+    finally:
+        await nc.close()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agenttasks.application.group_commit import GroupCommitter
 from agenttasks.application.store import EventStore, open_event_store, read_log
 from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands
+from tests.waiting import block_until
 
 ALICE = Actor("alice")
 
@@ -40,9 +40,7 @@ def test_creates_queued_behind_a_slow_append_share_the_next_transaction() -> Non
 
     with ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(commands.create, ALICE, summary(f"t{i}")) for i in range(16)]
-        deadline = time.monotonic() + 10
-        while committer.queued < 15 and time.monotonic() < deadline:
-            time.sleep(0.001)
+        block_until(lambda: committer.queued >= 15, 10, explain=lambda: committer.queued)
         store.gate.set()
         positions = [f.result().position for f in futures]
 
