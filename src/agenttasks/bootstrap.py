@@ -32,9 +32,12 @@ from agenttasks.application.templates import TemplateCommands, TemplateNotFound
 from agenttasks.bus.connection import connect
 from agenttasks.bus.live_events import LiveTaskEvents
 from agenttasks.domain.rules import TASK_TYPES
-from agenttasks.live.history import LiveUpdates
+from agenttasks.live.history import History
 from agenttasks.live.hub import Hub
+from agenttasks.live.service import LiveUpdates
+from agenttasks.live.slots import StreamSlots
 from agenttasks.projections.base import Projection, ensure_tables
+from agenttasks.projections.overdue_queries import OverdueAttempts
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.projector import Projector
 from agenttasks.projections.replay import replay as replay_projection
@@ -181,10 +184,9 @@ def build_api_deps(settings: Settings) -> ApiDeps:
         await watcher.start()
         deps.bus = await connect(settings.nats_url_for("api"), "agenttasks-api")
         deps.live = LiveUpdates(
-            store,
             Hub(LiveTaskEvents(deps.bus)),
-            max_streams_per_user=settings.max_streams_per_user,
-            max_catch_up_events=settings.max_catch_up_events,
+            History(store, max_catch_up_events=settings.max_catch_up_events),
+            StreamSlots(settings.max_streams_per_user),
         )
         await deps.live.start()
 
@@ -356,7 +358,7 @@ def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto")
                 executor=executor,
                 limits=Limits.from_settings(settings),
             )
-            watchdog = Watchdog(commands, bus, database_url, executor)
+            watchdog = Watchdog(commands, bus, OverdueAttempts(database_url), executor)
             try:
                 await asyncio.gather(worker.run(stop), watchdog.run(stop))
             finally:

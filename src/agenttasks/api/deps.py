@@ -15,7 +15,7 @@ from litestar.params import FromPath
 from agenttasks.application.tasks import Actor, TaskCommands
 from agenttasks.application.templates import TemplateCommands
 from agenttasks.bus.connection import Bus
-from agenttasks.live.history import LiveUpdates
+from agenttasks.live.service import LiveUpdates
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.statistics_queries import StatisticsQueries
 from agenttasks.projections.task_queries import TaskQueries

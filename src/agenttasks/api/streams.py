@@ -31,7 +31,7 @@ from agenttasks.api.sse import EventStream
 from agenttasks.application.tasks import TaskNotFound
 from agenttasks.bus.messages import TaskEvent
 from agenttasks.domain.rules import FINISHED
-from agenttasks.live.history import LiveUpdates
+from agenttasks.live.service import LiveUpdates
 
 LastEventId = Annotated[
     str | None, HeaderParameter(name="Last-Event-ID", pattern=r"^[0-9]{1,18}$", required=False)

@@ -35,7 +35,7 @@ from agenttasks.api.schemas import MAX_POSITION
 from agenttasks.application.tasks import Actor
 from agenttasks.bus.messages import TaskEvent, encode
 from agenttasks.live.feed import Feed, FeedClosed, HistoryTooLong
-from agenttasks.live.history import LiveUpdates
+from agenttasks.live.service import LiveUpdates
 from agenttasks.live.slots import TooManyStreams
 
 INBOX_LIMIT = 32  # client messages waiting; beyond this the reader stops reading (backpressure)
@@ -171,7 +171,7 @@ class _Session:
         self.live.hub.follow(self.feed.subscriber, task_id)
         after = command.after or 0
         try:
-            history = await self.live.task_history(command.task_id, after)
+            history = await self.live.history.task_history(command.task_id, after)
         except HistoryTooLong as skipped:
             history, after = [], skipped.position
             await self._send(

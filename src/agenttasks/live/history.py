@@ -1,4 +1,4 @@
-"""Live feeds for the API's streams: history from the event store, then the hub's updates.
+"""History and catch-up for the live streams, read from the event store.
 
 History comes from the event store, not from a read model or NATS: it is written before the
 relay publishes, so a read made after registering with the hub covers everything the hub
@@ -14,40 +14,28 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from uuid import UUID
 
 from agenttasks.application.publishing import mapper_for
 from agenttasks.application.store import EventStore, PositionedEvent
-from agenttasks.application.tasks import Actor
 from agenttasks.application.user_log import PAGE, Selection, UserLog
 from agenttasks.bus.messages import TaskEvent
-from agenttasks.live.feed import Feed, HistoryReader, HistoryTooLong
-from agenttasks.live.hub import Hub, Subscriber
-from agenttasks.live.slots import StreamSlots
+from agenttasks.live.feed import HistoryReader, HistoryTooLong
+from agenttasks.live.hub import Subscriber
 
 T = TypeVar("T")
 
 
-class LiveUpdates:
-    """Opens feeds of task updates for the streams; one hub per API process."""
+class History:
+    """Reads a subscriber's updates after a position from the event store, in pages."""
 
     def __init__(
-        self,
-        store: EventStore,
-        hub: Hub,
-        threads: int = 4,
-        *,
-        max_streams_per_user: int = 20,
-        max_catch_up_events: int = 10_000,
+        self, store: EventStore, threads: int = 4, *, max_catch_up_events: int = 10_000
     ) -> None:
-        self.store = store
-        self.hub = hub
         self.log = UserLog(store)
-        self.slots = StreamSlots(max_streams_per_user)
         self.max_catch_up_events = max_catch_up_events
         self._mapper = mapper_for(store)
         self._mapper_lock = threading.Lock()  # the mapper's facts cache is not thread-safe
@@ -55,33 +43,16 @@ class LiveUpdates:
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="live-history")
 
     async def start(self) -> None:
-        """Creates the owner index if needed and starts the hub."""
+        """Creates the owner index if needed."""
         await self._run(self.log.ensure_tables)
-        await self.hub.start()
 
-    async def stop(self) -> None:
-        """Stops the hub (open streams end) and the history threads."""
-        await self.hub.stop()
+    def stop(self) -> None:
+        """Stops the history threads."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    @asynccontextmanager
-    async def feed(
-        self, actor: Actor, task_id: UUID | None = None, after: int | None = None
-    ) -> AsyncIterator[Feed]:
-        """One task's updates (or all the actor's tasks') after `after`.
-
-        Without `after`, what is committed from now on. Admins' all-tasks feeds carry every
-        task. The caller checks that the task is visible. A catch-up longer than
-        `max_catch_up_events` makes the feed raise HistoryTooLong once, then go on live.
-        """
-        user = None if actor.is_admin else actor.user_id
-        subscriber = self.hub.subscribe(user, None if task_id is None else [str(task_id)])
-        try:
-            # Registered first: anything committed after this read reaches the subscriber.
-            start = after if after is not None else await self._run(self.log.newest)
-            yield Feed(subscriber, self.reader_for(subscriber), start, catch_up=after is not None)
-        finally:
-            self.hub.unsubscribe(subscriber)
+    async def newest(self) -> int:
+        """The newest stored position: where a feed without a resume point starts."""
+        return await self._run(self.log.newest)
 
     def reader_for(self, subscriber: Subscriber) -> HistoryReader:
         """Reads what `subscriber` wants from the event store, for its current selection."""
@@ -94,10 +65,10 @@ class LiveUpdates:
             )
             if not upper:
                 upper.append(await self._run(self._bounded_upper, selection, after))
-            items, more = await self._run(self.log.page, selection, after, upper[0], PAGE)
+            events, more = await self._page(selection, after, upper[0])
             if more is None:
                 upper.clear()  # this catch-up is over; the next one (a lagging feed) starts anew
-            return self._map_all(items), more
+            return events, more
 
         return read
 
@@ -108,9 +79,15 @@ class LiveUpdates:
         events: list[TaskEvent] = []
         more: int | None = after
         while more is not None:
-            items, more = await self._run(self.log.page, selection, more, upper, PAGE)
-            events += self._map_all(items)
+            page, more = await self._page(selection, more, upper)
+            events += page
         return events
+
+    async def _page(
+        self, selection: Selection, after: int, upper: int
+    ) -> tuple[list[TaskEvent], int | None]:
+        items, more = await self._run(self.log.page, selection, after, upper, PAGE)
+        return self._map_all(items), more
 
     def _bounded_upper(self, selection: Selection, after: int) -> int:
         # Read after the hub registration: what lies beyond it reaches the subscriber live.
