@@ -16,6 +16,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from agenttasks.application.conflicts import ConcurrencyError as ConcurrencyError  # re-exported
+from agenttasks.application.conflicts import retry_on_conflict
 from agenttasks.application.group_commit import GroupCommitter
 from agenttasks.application.store import EventStore, PositionedEvent, history
 from agenttasks.application.task_configs import normalized_config
@@ -24,16 +26,11 @@ from agenttasks.domain.task import Task
 
 MAX_TITLE_CHARS = 200
 _TASK_TOPIC = f"{Task.__module__}:{Task.__qualname__}."
-_CONFLICT_RETRIES = 8
 _IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "https://agenttasks/idempotency-key")
 
 
 class TaskNotFound(LookupError):
     """No such task, or not one the actor may see (the two are never told apart)."""
-
-
-class ConcurrencyError(RuntimeError):
-    """A command lost the race for the task too many times in a row."""
 
 
 @dataclass(frozen=True)
@@ -152,29 +149,39 @@ class TaskCommands:
         """Retries a failed or cancelled task by hand, as a new attempt."""
         return self._update(actor, task_id, lambda t: t.retry(by=actor.user_id))
 
-    # On behalf of workers.
-
-    def act(
-        self, task_id: UUID, command: Callable[[Task], None], known: Task | None = None
-    ) -> Written:
-        """Runs a worker's command (a Task method call) as SYSTEM; `known` is the worker's copy."""
-        return self._update(SYSTEM, task_id, command, known)
+    # On behalf of workers. `known` is the worker's copy of its task as it last saved it.
 
     def start(self, task_id: UUID, attempt: int, worker_id: str) -> Written:
         """Starts the given attempt; refused unless the task is pending on it."""
         return self._update(SYSTEM, task_id, lambda t: t.start(attempt, worker_id))
 
-    def report_progress(self, task_id: UUID, attempt: int, progress: int, message: str) -> Written:
+    def report_progress(
+        self,
+        task_id: UUID,
+        attempt: int,
+        progress: int,
+        message: str,
+        *,
+        known: Task | None = None,
+    ) -> Written:
         """Records progress of the running attempt (0..100, never down)."""
         return self._update(
-            SYSTEM, task_id, lambda t: t.report_progress(attempt, progress, message)
+            SYSTEM, task_id, lambda t: t.report_progress(attempt, progress, message), known
         )
 
     def record_result(
-        self, task_id: UUID, attempt: int, data: dict[str, Any], message: str = ""
+        self,
+        task_id: UUID,
+        attempt: int,
+        data: dict[str, Any],
+        message: str = "",
+        *,
+        known: Task | None = None,
     ) -> Written:
         """Records a partial result of the running attempt."""
-        return self._update(SYSTEM, task_id, lambda t: t.record_result(attempt, data, message))
+        return self._update(
+            SYSTEM, task_id, lambda t: t.record_result(attempt, data, message), known
+        )
 
     def note(
         self,
@@ -184,15 +191,26 @@ class TaskCommands:
         data: dict[str, Any] | None = None,
         *,
         error: bool = False,
+        known: Task | None = None,
     ) -> Written:
         """Records information, or a non-fatal error, about the running attempt."""
-        return self._update(SYSTEM, task_id, lambda t: t.note(attempt, message, data, error=error))
+        return self._update(
+            SYSTEM, task_id, lambda t: t.note(attempt, message, data, error=error), known
+        )
 
     def complete(
-        self, task_id: UUID, attempt: int, result_data: dict[str, Any], message: str = ""
+        self,
+        task_id: UUID,
+        attempt: int,
+        result_data: dict[str, Any],
+        message: str = "",
+        *,
+        known: Task | None = None,
     ) -> Written:
         """Completes the running attempt with its result."""
-        return self._update(SYSTEM, task_id, lambda t: t.complete(attempt, result_data, message))
+        return self._update(
+            SYSTEM, task_id, lambda t: t.complete(attempt, result_data, message), known
+        )
 
     def fail(
         self,
@@ -244,14 +262,13 @@ class TaskCommands:
     ) -> Written:
         # `known` is the caller's copy of the aggregate as last saved (a worker holds its task
         # while it runs): it saves a read of the events. If someone else appended meanwhile the
-        # save conflicts, and the loop falls back to loading afresh.
-        for _ in range(_CONFLICT_RETRIES):
-            task = known if known is not None else self.get(actor, task_id)
-            known = None
+        # save conflicts, and the retry falls back to loading afresh.
+        held = [known] if known is not None else []
+
+        def attempt() -> Written:
+            task = held.pop() if held else self.get(actor, task_id)
             command(task)
-            try:
-                recordings = self._save(task)
-            except IntegrityError:
-                continue  # someone else appended first: reload and let the rules decide again
+            recordings = self._save(task)
             return Written(task_id, recordings[-1].notification.id, task=task)
-        raise ConcurrencyError(f"task {task_id} kept changing; try again")
+
+        return retry_on_conflict(attempt, f"task {task_id}")

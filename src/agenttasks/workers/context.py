@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from concurrent.futures import Executor
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -103,13 +104,13 @@ class AgentContext:
         """Reports progress; it never goes down, and 100 is left to completion."""
         percent = max(self._progress, min(99, int(percent)))
         self._progress = percent
-        await self._write(lambda t: t.report_progress(self.attempt, percent, message))
+        await self._write(self._commands.report_progress, percent, message)
 
     async def note(
         self, message: str, data: dict[str, Any] | None = None, *, error: bool = False
     ) -> None:
         """Reports information, or an error the task survives (one source of several failed)."""
-        await self._write(lambda t: t.note(self.attempt, message, data, error=error))
+        await self._write(self._commands.note, message, data, error=error)
 
     def stream_text(self, delta: str) -> None:
         """Takes a piece of streamed text; it is recorded with the next batch."""
@@ -137,7 +138,7 @@ class AgentContext:
                 f"{MAX_RESULT_BYTES:,} bytes",
             )
         await self.end_stream()
-        return await self._write(lambda t: t.complete(self.attempt, result, message))
+        return await self._write(self._commands.complete, result, message)
 
     async def close(self) -> None:
         """Stops the partial-result flusher (the attempt ended some other way)."""
@@ -159,16 +160,18 @@ class AgentContext:
         # Deltas with their offset, not the whole text so far: events stay small however long
         # the output, and a client that sees every update in order can rebuild the text exactly.
         data = {"partial": {"offset": offset, "text": text}}
-        await self._write(lambda t: t.record_result(self.attempt, data, "Writing"))
+        await self._write(self._commands.record_result, data, "Writing")
 
-    async def _write(self, command: Callable[[Task], None]) -> Written:
+    async def _write(self, command: Callable[..., Written], *args: Any, **kwargs: Any) -> Written:
+        """Runs a named command of TaskCommands for this attempt, handing in the task we hold.
+
+        The aggregate refuses a stale attempt's event (RuleViolation): the attempt is over.
+        """
         async with self._lock:
             known, self._known = self._known, None
-            loop = asyncio.get_running_loop()
+            call = partial(command, self.task_id, self.attempt, *args, known=known, **kwargs)
             try:
-                written = await loop.run_in_executor(
-                    self._executor, self._commands.act, self.task_id, command, known
-                )
+                written = await asyncio.get_running_loop().run_in_executor(self._executor, call)
             except RuleViolation as refused:
                 raise AttemptOver(str(refused)) from None
             except UnstorableValue as refused:  # e.g. a model's JSON nested 500 levels deep
