@@ -13,12 +13,12 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
 
+from agenttasks.application.conflicts import retry_on_conflict
 from agenttasks.application.schema_document import SchemaLimits
 from agenttasks.application.store import EventStore, PositionedEvent, history
 from agenttasks.application.task_configs import ConfigError
-from agenttasks.application.tasks import Actor, ConcurrencyError, NewTask, TaskCommands, Written
+from agenttasks.application.tasks import Actor, NewTask, TaskCommands, Written
 from agenttasks.application.template_configs import (
     DEFAULT_LIMITS,
     check_definition,
@@ -31,8 +31,6 @@ from agenttasks.domain.template import (
     MAX_NAME_CHARS,
     Template,
 )
-
-_CONFLICT_RETRIES = 8
 
 
 class TemplateNotFound(LookupError):
@@ -112,32 +110,30 @@ class TemplateCommands:
         self, actor: Actor, template_id: UUID, changes: Mapping[str, Any]
     ) -> TemplateWritten:
         """Stores a new revision with `changes`; nothing is written when nothing changes."""
-        for _ in range(_CONFLICT_RETRIES):
+
+        def attempt() -> TemplateWritten:  # revised or archived meanwhile: reload, decide again
             template = self._owned(actor, template_id)
             check(not template.archived, "an archived template cannot be revised")
             _check_fields({**template.definition(), **changes}, self.limits)
             if not template.revise(actor.user_id, **changes):
                 return TemplateWritten(template_id, None, template)
-            try:
-                recordings = self.store.save(template)
-            except IntegrityError:
-                continue  # revised or archived meanwhile: reload and decide again
+            recordings = self.store.save(template)
             return TemplateWritten(template_id, recordings[-1].notification.id, template)
-        raise ConcurrencyError(f"template {template_id} kept changing; try again")
+
+        return retry_on_conflict(attempt, f"template {template_id}")
 
     def archive(self, actor: Actor, template_id: UUID) -> TemplateWritten:
         """Archives the template (it keeps its history, and makes no new tasks); idempotent."""
-        for _ in range(_CONFLICT_RETRIES):
+
+        def attempt() -> TemplateWritten:
             template = self._owned(actor, template_id)
             if template.archived:
                 return TemplateWritten(template_id, None, template)
             template.archive(actor.user_id)
-            try:
-                recordings = self.store.save(template)
-            except IntegrityError:
-                continue
+            recordings = self.store.save(template)
             return TemplateWritten(template_id, recordings[-1].notification.id, template)
-        raise ConcurrencyError(f"template {template_id} kept changing; try again")
+
+        return retry_on_conflict(attempt, f"template {template_id}")
 
     def task_config(
         self, actor: Actor, template_id: UUID, task_type: str | None, overrides: Any
