@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from agenttasks.workers.fetch import Fetcher, FetchError, Page, retry_after_seconds
+from agenttasks.workers.fetch import Fetcher, FetchError, Page
+from agenttasks.workers.retry_policy import retry_after_seconds
 from tests.fakes.websites import Site, serve_site
 from tests.waiting import wait_until
 

@@ -14,14 +14,11 @@ worker's event loop and its heartbeats.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import ipaddress
 import socket
 import ssl
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
 from urllib.parse import urljoin
 
@@ -36,8 +33,9 @@ from agenttasks.workers.fetch_guard import (
     refused_addresses,
     system_resolver,
 )
+from agenttasks.workers.retry_policy import retry_after_seconds
 
-__all__ = ["FetchError", "Fetcher", "Page", "allowed_hosts_from_env", "retry_after_seconds"]
+__all__ = ["FetchError", "Fetcher", "Page", "allowed_hosts_from_env"]
 
 ACCEPTED_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -283,20 +281,6 @@ def _network_failure(error: httpx.HTTPError) -> _Failed:
     if _caused_by(error, ssl.SSLCertVerificationError):  # a retry meets the same certificate
         return _Failed("network", f"its TLS certificate was not accepted ({detail})")
     return _Failed("network", f"the connection failed ({detail})", transient=True)
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds from `now`: delta-seconds or an HTTP date; None if unreadable."""
-    value = (value or "").strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # "-0000": no zone stated; HTTP dates are GMT
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol
 
 import openai
 
 from agenttasks.settings import Settings
+from agenttasks.workers.retry_policy import retry_after_seconds
 
 ErrorKind = Literal[
     "rate_limited", "server_error", "timeout", "network", "auth", "bad_request", "empty"
@@ -189,15 +188,7 @@ def _retry_after(error: openai.APIStatusError) -> float | None:
     headers = error.response.headers
     if (ms := _number(headers.get("retry-after-ms"))) is not None:
         return ms / 1000
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    if (seconds := _number(value)) is not None:
-        return seconds
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    return retry_after_seconds(headers.get("retry-after"))
 
 
 def _number(value: str | None) -> float | None:

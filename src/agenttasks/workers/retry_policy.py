@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import email.utils
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 
 
 @dataclass(frozen=True)
@@ -28,3 +31,17 @@ class Backoff:
     def for_error(self, retry_after: float | None) -> Callable[[int], float]:
         """The `retry_in` callback TaskCommands.fail expects."""
         return lambda retries_so_far: self.delay(retries_so_far, retry_after)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from `now`: delta-seconds or an HTTP date; None if unreadable."""
+    value = (value or "").strip()
+    if value.isdigit():  # RFC 9110 delta-seconds: digits only (no sign, no fraction)
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" or asctime: no zone stated; HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
