@@ -33,7 +33,7 @@ from uuid import uuid4
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from agenttasks.application.publishing import mapper_for
+from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.store import EventStore, close, open_event_store, read_log
 from agenttasks.domain.task import Task
 from agenttasks.projections.replay import replay

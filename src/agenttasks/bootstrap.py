@@ -24,7 +24,7 @@ from agenttasks import quarantine, relay_status, runtime_file
 from agenttasks.api.app import create_app
 from agenttasks.api.auth import mint_token
 from agenttasks.api.deps import ApiDeps
-from agenttasks.application.publishing import mapper_for
+from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.schema_document import SchemaLimits
 from agenttasks.application.store import EventStore, close, open_event_store
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
@@ -422,7 +422,7 @@ def audit(settings: Settings, task_id: str) -> int:
         parsed = UUID(task_id)
     except ValueError:
         raise SettingsError(f"{task_id!r} is not a task id (a UUID)") from None
-    from agenttasks.application.publishing import event_fields
+    from agenttasks.application.bus_payloads import event_fields
     from agenttasks.domain.template import TEMPLATE_KINDS
     from agenttasks.domain.updates import KINDS
 

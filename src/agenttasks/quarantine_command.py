@@ -49,7 +49,7 @@ def list_entries(settings: Settings, *, include_resolved: bool = False) -> int:
 
 def retry(settings: Settings, positions: Sequence[int] = ()) -> int:
     """Re-processes unresolved entries (all, or those at `positions`); 1 if any still fail."""
-    from agenttasks.application.publishing import mapper_for
+    from agenttasks.application.bus_payloads import mapper_for
     from agenttasks.bootstrap import event_store, projections, replay, require_database, resolve
 
     settings = resolve(settings)

@@ -23,7 +23,7 @@ import psycopg
 from eventsourcing.persistence import PersistenceError
 
 from agenttasks import quarantine, relay_status
-from agenttasks.application.publishing import BusEventMapper, mapper_for
+from agenttasks.application.bus_payloads import BusEventMapper, mapper_for
 from agenttasks.application.store import EventStore, PositionedEvent, read_log
 from agenttasks.application.undecodable import Undecodable
 from agenttasks.bus.connection import Bus

@@ -10,7 +10,7 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import Mapper, StoredEvent
 
-from agenttasks.application.publishing import event_fields
+from agenttasks.application.bus_payloads import event_fields
 from agenttasks.application.store import open_event_store
 from agenttasks.domain.task import Task
 from tests.contracts.catalogue import class_version

@@ -13,7 +13,7 @@ import httpx
 import psycopg
 
 from agenttasks import quarantine
-from agenttasks.application.publishing import mapper_for
+from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.tasks import Actor, NewTask, TaskCommands
 from agenttasks.bus.messages import SkippedEvent, TaskEvent, encode
 from agenttasks.projections.base import set_position

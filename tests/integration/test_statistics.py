@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from agenttasks.application.publishing import mapper_for
+from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.tasks import Actor, NewTask, TaskCommands
 from agenttasks.application.templates import TaskFromTemplate, TemplateCommands, TemplateDraft
 from agenttasks.projections.replay import replay

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import make_conninfo
 
-from agenttasks.application.publishing import mapper_for
+from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.store import EventStore, open_event_store, read_log
 from agenttasks.bus.messages import encode
 from agenttasks.domain.rules import PRIORITIES, TASK_TYPES, RuleViolation

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agenttasks.application.publishing import mapper_for
+from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.store import open_event_store, read_log
 from agenttasks.application.tasks import Actor, NewTask, TaskCommands
 

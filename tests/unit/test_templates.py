@@ -9,7 +9,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from agenttasks.application.publishing import mapper_for
+from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.store import open_event_store, read_log
 from agenttasks.application.task_configs import ConfigError
 from agenttasks.application.tasks import Actor, TaskCommands, TaskNotFound

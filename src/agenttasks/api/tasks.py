@@ -22,7 +22,7 @@ from agenttasks.api.schemas import (
     ValidateConfigResponse,
 )
 from agenttasks.api.views import page_links, view_after_write
-from agenttasks.application.publishing import event_fields
+from agenttasks.application.bus_payloads import event_fields
 from agenttasks.application.task_configs import ConfigError, normalized_config
 from agenttasks.application.tasks import NewTask, TaskNotFound
 from agenttasks.domain.updates import KINDS

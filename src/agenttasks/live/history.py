@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from uuid import UUID
 
-from agenttasks.application.publishing import mapper_for
+from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.store import EventStore, PositionedEvent
 from agenttasks.application.user_log import PAGE, Selection, UserLog
 from agenttasks.bus.messages import TaskEvent

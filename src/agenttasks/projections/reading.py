@@ -14,7 +14,7 @@ import psycopg
 from eventsourcing.persistence import Notification, PersistenceError
 from eventsourcing.utils import resolve_topic
 
-from agenttasks.application.publishing import BusEventMapper
+from agenttasks.application.bus_payloads import BusEventMapper
 from agenttasks.application.store import EventStore
 from agenttasks.application.undecodable import decoded
 from agenttasks.bus.messages import BusEvent

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import Cursor, sql
 
-from agenttasks.application.publishing import BusEventMapper
+from agenttasks.application.bus_payloads import BusEventMapper
 from agenttasks.application.store import EventStore
 from agenttasks.bus.messages import BusEvent
 from agenttasks.projections.base import (
