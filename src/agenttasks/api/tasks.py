@@ -9,6 +9,7 @@ from litestar.params import FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from agenttasks.api.deps import CurrentActor, Deps, TaskId
+from agenttasks.api.read_your_writes import page_links, view_after_write
 from agenttasks.api.schemas import (
     MAX_POSITION,
     CancelRequest,
@@ -21,7 +22,6 @@ from agenttasks.api.schemas import (
     ValidateConfigRequest,
     ValidateConfigResponse,
 )
-from agenttasks.api.views import page_links, view_after_write
 from agenttasks.application.bus_payloads import event_fields
 from agenttasks.application.task_configs import ConfigError, normalized_config
 from agenttasks.application.tasks import NewTask, TaskNotFound

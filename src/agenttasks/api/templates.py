@@ -14,9 +14,9 @@ from msgspec import Meta
 
 from agenttasks.api.deps import ApiDeps, CurrentActor, Deps
 from agenttasks.api.errors import problem
+from agenttasks.api.read_your_writes import page_links, view_after_write
 from agenttasks.api.schemas import Body, Priority, TaskType
 from agenttasks.api.tasks import IdempotencyKey, PageNumber, PageSize
-from agenttasks.api.views import page_links, view_after_write
 from agenttasks.application.tasks import MAX_TITLE_CHARS, Actor
 from agenttasks.application.templates import (
     NotTemplateOwner,
