@@ -17,24 +17,17 @@ from concurrent.futures import Executor
 from functools import partial
 from uuid import UUID
 
-import psycopg
-
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.messages import STREAM, TaskEvent, decode
 from agenttasks.domain.rules import RuleViolation
+from agenttasks.projections.overdue_queries import OverdueAttempts
 
 log = logging.getLogger(__name__)
 
 ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{STREAM}.*"
 GRACE_SECONDS = 5.0  # the worker's own timeout normally fires first
 
-_OVERDUE = """
-    SELECT id, attempt, timeout_seconds FROM tasks
-    WHERE status = 'running'
-      AND started_at + make_interval(secs => timeout_seconds + %s) < now()
-    LIMIT 500
-"""
 
 
 class Watchdog:
@@ -44,14 +37,14 @@ class Watchdog:
         self,
         commands: TaskCommands,
         bus: Bus,
-        database_url: str,
+        overdue: OverdueAttempts,
         executor: Executor,
         *,
         every: float = 2.0,
     ) -> None:
         self._commands = commands
         self._bus = bus
-        self._database_url = database_url
+        self._overdue = overdue
         self._executor = executor
         self._every = every
 
@@ -70,16 +63,11 @@ class Watchdog:
 
     async def fail_overdue(self) -> int:
         """Fails every attempt running past its timeout (plus grace); returns how many."""
-        async with await psycopg.AsyncConnection.connect(
-            self._database_url, autocommit=True
-        ) as conn:
-            try:
-                rows = await (await conn.execute(_OVERDUE, (GRACE_SECONDS,))).fetchall()
-            except psycopg.errors.UndefinedTable:
-                return 0  # no projector has run yet
         failed = 0
-        for task_id, attempt, timeout_seconds in rows:
-            if await self._settle(partial(self._timed_out, task_id, attempt, timeout_seconds)):
+        for late in await self._overdue.find(GRACE_SECONDS):
+            if await self._settle(
+                partial(self._timed_out, late.task_id, late.attempt, late.timeout_seconds)
+            ):
                 failed += 1
         return failed
 
