@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agenttasks.workers.analysis import DataError, analyse, correlation, describe, trend
+from agenttasks.workers.offline.statistics import DataError, analyse, correlation, describe, trend
 
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
 SERIES = st.lists(FINITE, min_size=1, max_size=60)

@@ -18,13 +18,13 @@ from typing import Any
 
 from agenttasks.application.task_configs import STEP_REFERENCE
 from agenttasks.workers.agents.common import ask_model, engine_fields
-from agenttasks.workers.analysis import DataError, analyse
 from agenttasks.workers.context import AgentContext
 from agenttasks.workers.errors import AgentError
 from agenttasks.workers.fetch import FetchError
 from agenttasks.workers.limits import Limits, too_large
 from agenttasks.workers.offline.drafting import draft
 from agenttasks.workers.offline.passages import Document, key_findings, relevant_passages
+from agenttasks.workers.offline.statistics import DataError, analyse
 from agenttasks.workers.offline.summarize import summarize
 
 # Later steps get each output whole; the result keeps the start of each, so a chain of fetched
