@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 from agenttasks.workers.agents.common import ask_model, engine_fields
-from agenttasks.workers.analysis import DataError, analyse
 from agenttasks.workers.context import AgentContext
 from agenttasks.workers.errors import AgentError
+from agenttasks.workers.offline.statistics import DataError, analyse
 
 SYSTEM = (
     "You explain statistics to a non-specialist in a short paragraph. Use only the figures "
