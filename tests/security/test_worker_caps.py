@@ -141,7 +141,7 @@ async def test_a_chain_multiplying_a_big_page_fails_as_too_large_and_the_worker_
 async def test_a_prompt_is_capped_at_its_limit_before_the_model_is_called(
     database_url, nats_server
 ) -> None:
-    size = len(custom.SYSTEM) + len("Say hello")
+    size = len(custom.SYSTEM_PROMPT) + len("Say hello")
     async with world(database_url, nats_server) as (stack, _, fake, llm):
         async with running_worker(stack, llm=llm, limits=replace(DEFAULTS, max_prompt_chars=size)):  # fmt: skip
             at_limit = await run_task(stack, "custom", {"steps": ["Say hello"]})

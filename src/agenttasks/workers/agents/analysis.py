@@ -11,7 +11,7 @@ from agenttasks.workers.context import AgentContext
 from agenttasks.workers.errors import AgentError
 from agenttasks.workers.offline.statistics import DataError, analyse
 
-SYSTEM = (
+SYSTEM_PROMPT = (
     "You explain statistics to a non-specialist in a short paragraph. Use only the figures "
     "given; do not invent numbers."
 )
@@ -31,5 +31,5 @@ async def run(ctx: AgentContext) -> dict[str, Any]:
         prompt = (
             f"Analysis type: {config['analysis_type']}\nFigures:\n{json.dumps(figures)[:20_000]}"
         )
-        result["narrative"] = await ask_model(ctx, SYSTEM, prompt, max_tokens=600)
+        result["narrative"] = await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=600)
     return {**result, **engine_fields(ctx)}

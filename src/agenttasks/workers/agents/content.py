@@ -10,7 +10,7 @@ from agenttasks.workers.context import AgentContext
 from agenttasks.workers.offline.drafting import draft
 from agenttasks.workers.offline.text import word_count
 
-SYSTEM = "You are a careful writer. Answer in Markdown, starting with a '# ' title line."
+SYSTEM_PROMPT = "You are a careful writer. Answer in Markdown, starting with a '# ' title line."
 
 
 async def run(ctx: AgentContext) -> dict[str, Any]:
@@ -24,7 +24,7 @@ async def run(ctx: AgentContext) -> dict[str, Any]:
             f"Length: about {length} words. Tone: {tone}.\n"
             + (f"Use these keywords: {', '.join(keywords)}\n" if keywords else "")
         )
-        content = await ask_model(ctx, SYSTEM, prompt, max_tokens=length * 2 + 100)
+        content = await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=length * 2 + 100)
         title, body = _split_title(content, topic)
     else:
         written = await asyncio.to_thread(draft, topic, kind, length, tone, keywords)

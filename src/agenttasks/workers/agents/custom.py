@@ -32,7 +32,7 @@ from agenttasks.workers.offline.summarize import summarize
 STEP_OUTPUT_KEPT = 4000
 STEP_TOKENS = 1500  # max_tokens of one step's model call unless the task config asks for fewer
 
-SYSTEM = "You carry out one step of a larger task. Answer with the step's output only."
+SYSTEM_PROMPT = "You carry out one step of a larger task. Answer with the step's output only."
 
 
 class _Substituted:
@@ -117,13 +117,13 @@ async def _run_step(
         words = int(step.get("max_length") or 150)
         if ctx.llm is not None:
             prompt = f"Summarise in at most {words} words:\n\n{text}"
-            return await ask_model(ctx, SYSTEM, prompt, max_tokens=words * 2 + 50)
+            return await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=words * 2 + 50)
         return await asyncio.to_thread(summarize, text, words)
     if action == "extract":
         if ctx.llm is not None:
             what = instruction or "the key facts"
             prompt = f"Extract {what} from:\n\n{text}"
-            return await ask_model(ctx, SYSTEM, prompt, max_tokens=STEP_TOKENS)
+            return await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=STEP_TOKENS)
         docs = [Document("input", text)]
         if instruction:
             found = await asyncio.to_thread(relevant_passages, instruction, docs, 5)
@@ -139,7 +139,7 @@ async def _run_step(
         topic = instruction or text[:200] or "the topic"
         if ctx.llm is not None:
             prompt = f"Write about: {topic}\n\nContext:\n{text}"
-            return await ask_model(ctx, SYSTEM, prompt, max_tokens=STEP_TOKENS)
+            return await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=STEP_TOKENS)
         written = await asyncio.to_thread(draft, topic, "article", 300, "informative", [])
         return written.content
     return await _prompt(ctx, instruction, text)
@@ -148,7 +148,7 @@ async def _run_step(
 async def _prompt(ctx: AgentContext, instruction: str, text: str) -> str:
     if ctx.llm is not None:
         prompt = f"{instruction}\n\n{text}".strip()
-        return await ask_model(ctx, SYSTEM, prompt, max_tokens=STEP_TOKENS)
+        return await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=STEP_TOKENS)
     # No model: say so, and do the honest part an extractive engine can do.
     if not text:
         return f"[offline engine: no language model is configured to carry out: {instruction}]"

@@ -14,7 +14,7 @@ from agenttasks.workers.offline.passages import (
     relevant_passages,
 )
 
-SYSTEM = (
+SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages given. Cite passages as [n]. "
     "If the passages do not answer the question, say so plainly."
 )
@@ -37,7 +37,7 @@ async def run(ctx: AgentContext) -> dict[str, Any]:
         )
         if ctx.llm is not None and passages:
             prompt = _prompt(topic, question, passages)
-            answer = await ask_model(ctx, SYSTEM, prompt, max_tokens=ANSWER_TOKENS)
+            answer = await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=ANSWER_TOKENS)
         else:
             answer = await asyncio.to_thread(answer_from_passages, question, passages)
         cited = list(dict.fromkeys(p.source for p in passages))

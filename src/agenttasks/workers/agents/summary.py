@@ -10,7 +10,7 @@ from agenttasks.workers.context import AgentContext
 from agenttasks.workers.offline.summarize import summarize
 from agenttasks.workers.offline.text import word_count
 
-SYSTEM = (
+SYSTEM_PROMPT = (
     "You summarise documents faithfully. Use only facts from the given text. "
     "Answer with the summary only, in plain prose."
 )
@@ -25,7 +25,7 @@ async def run(ctx: AgentContext) -> dict[str, Any]:
     await ctx.progress(55, f"Summarising {len(sources.documents)} source(s)")
     if ctx.llm is not None:
         prompt = f"Summarise the following in at most {max_words} words.\n\n{sources.text()}"
-        summary = await ask_model(ctx, SYSTEM, prompt, max_tokens=max_words * 2 + 50)
+        summary = await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=max_words * 2 + 50)
     else:
         summary = await asyncio.to_thread(summarize, sources.text(limit=2_000_000), max_words)
     return {
