@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +31,7 @@ from agenttasks.api.auth import mint_token
 from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.supervisor import Child, Supervisor
 from tests.conftest import free_port
-from tests.waiting import wait_until
+from tests.waiting import wait_for_value, wait_until
 
 SECRET = "chaos-secret-that-is-long-enough-for-hs256"
 BASE = "/api/v1/utils"
@@ -137,7 +136,8 @@ class Load:
                 return task_id
             assert response is None or response.status_code >= 500, response.text
             self.retries += 1
-            await asyncio.sleep(0.1)  # the API is restarting
+            # The scenario: a client backing off while the API restarts, as a real one would.
+            await asyncio.sleep(0.1)
 
 
 async def api_up(url: str) -> None:
@@ -148,10 +148,7 @@ async def api_up(url: str) -> None:
         except httpx.HTTPError:
             return False
 
-    deadline = time.monotonic() + 60
-    while not await healthy():
-        assert time.monotonic() < deadline, "the API did not become ready"
-        await asyncio.sleep(0.1)
+    await wait_until(healthy, 60, every=0.1, explain=lambda: "the API did not become ready")
 
 
 def rows(database_url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -202,25 +199,20 @@ async def test_kill_9_of_any_role_under_load_loses_no_event_in_any_read_model(
             victims.insert(1 + index * (len(victims) // len(others) + 1), other)
         pause = LOAD_SECONDS / (len(victims) + 1)
         for victim in victims:
-            await asyncio.sleep(pause)
+            await asyncio.sleep(pause)  # the scenario: load runs for a while between kills
             child = children[victim]
             assert child.process is not None
             pid = child.process.pid
             kill(child)
             await restarted(child, pid)
-        await asyncio.sleep(pause)
+        await asyncio.sleep(pause)  # and for a while after the last one
         load.stop.set()
         await asyncio.gather(*clients)
 
         ids = sorted(load.created)
         assert len(ids) > 20, f"only {len(ids)} tasks were created"
-        deadline = time.monotonic() + 90
-        while missing := unfinished(database_url, ids):
-            assert time.monotonic() < deadline, (
-                f"{len(missing)} of {len(ids)} tasks never completed in the read models: "
-                f"{missing[:5]}"
-            )
-            await asyncio.sleep(0.2)
+        # Every task the API confirmed completes in every read model (a failure lists the rest).
+        await wait_for_value(lambda: unfinished(database_url, ids), lambda m: not m, 90, every=0.2)
 
         stored = rows(
             database_url,

@@ -4,7 +4,6 @@ working offline when no model is configured."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +22,7 @@ from tests.integration.worker_harness import (
     finished,
     kinds,
     running_worker,
+    settled,
     with_options,
 )
 from tests.waiting import wait_until
@@ -291,7 +291,7 @@ async def test_cancel_in_the_middle_of_a_slow_stream_closes_the_model_connection
         await wait_until(lambda: "result" in kinds(stack, task_id))  # text is streaming
         TaskCommands(stack.store).cancel(Actor("ann"), task_id)
         await wait_until(lambda: fake.open_streams == 0, within=1.0)
-        await asyncio.sleep(0.5)  # room for a wrong late event to show up
+        await settled(stack)  # the attempt has ended: a wrong late event would be stored
         history = kinds(stack, task_id)
     assert fake.streams_cut_by_client == 1
     assert history[-1] == "cancelled"
