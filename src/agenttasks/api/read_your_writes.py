@@ -1,12 +1,8 @@
-"""Small helpers the handlers share: answering after a write, and paging links."""
+"""Read your writes: a handler answers a write once the read model it reads includes it."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
-from urllib.parse import urlencode
-
-from litestar import Request
 
 from agenttasks.api.deps import ApiDeps
 from agenttasks.application.tasks import Actor, Written
@@ -24,17 +20,26 @@ async def view_after_write(deps: ApiDeps, actor: Actor, written: Written) -> Tas
     and the next GET may briefly show the older state.
     """
     if written.position is not None and written.task is not None:
-        caught_up = await deps.watcher.wait(
-            "tasks", written.position, deps.read_your_writes_timeout
-        )
-        if not caught_up:
-            log.warning("read model behind position %s; answering from events", written.position)
+        await caught_up(deps, "tasks", written.position)
         return view_of(written.task)
     view = await deps.queries.get(actor, written.task_id)
     if view is None:
         # An idempotent repeat can arrive before the first request's task is projected.
         return view_of(await deps.run(deps.commands.get, actor, written.task_id))
     return view
+
+
+async def caught_up(deps: ApiDeps, read_model: str, position: int | None) -> bool:
+    """Waits until `read_model` includes `position` (None: nothing to wait for).
+
+    False when it is still behind after the timeout: the caller answers from the events.
+    """
+    if position is None:
+        return True
+    if await deps.watcher.wait(read_model, position, deps.read_your_writes_timeout):
+        return True
+    log.warning("%s read model behind position %s; answering from events", read_model, position)
+    return False
 
 
 def view_of(task: Task) -> TaskView:
@@ -59,25 +64,3 @@ def view_of(task: Task) -> TaskView:
         completed_at=task.completed_at,
         updated_at=task.updated_at,
     )
-
-
-def page_links(
-    request: Request[Any, Any, Any], count: int, page: int, page_size: int
-) -> tuple[str | None, str | None]:
-    """(previous, next) absolute URLs with the same query, or None at either end.
-
-    A `token` is never copied: a link is pasted, bookmarked and logged.
-    """
-
-    def link(number: int) -> str:
-        query = {k: v for k, v in request.query_params.items() if k.lower() != "token"}
-        query.update(page=str(number), page_size=str(page_size))
-        return str(request.url.with_replacements(query=_encode(query)))
-
-    previous = link(page - 1) if page > 1 and count else None
-    following = link(page + 1) if page * page_size < count else None
-    return previous, following
-
-
-def _encode(query: dict[str, str]) -> str:
-    return urlencode(query)

@@ -9,7 +9,8 @@ from litestar.params import FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from agenttasks.api.deps import CurrentActor, Deps, TaskId
-from agenttasks.api.read_your_writes import page_links, view_after_write
+from agenttasks.api.paging import page_links
+from agenttasks.api.read_your_writes import view_after_write
 from agenttasks.api.schemas import (
     MAX_POSITION,
     CancelRequest,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -14,7 +13,8 @@ from msgspec import Meta
 
 from agenttasks.api.deps import ApiDeps, CurrentActor, Deps
 from agenttasks.api.errors import problem
-from agenttasks.api.read_your_writes import page_links, view_after_write
+from agenttasks.api.paging import page_links
+from agenttasks.api.read_your_writes import caught_up, view_after_write
 from agenttasks.api.schemas import Body, Priority, TaskType
 from agenttasks.api.tasks import IdempotencyKey, PageNumber, PageSize
 from agenttasks.application.tasks import MAX_TITLE_CHARS, Actor
@@ -34,8 +34,6 @@ from agenttasks.projections.template_queries import (
     TemplateView,
     UsageView,
 )
-
-log = logging.getLogger(__name__)
 
 TemplateId = FromPath[UUID]
 Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_CHARS)]
@@ -180,16 +178,11 @@ class TemplateController(Controller):
 
 async def _view_after_write(deps: ApiDeps, actor: Actor, written: TemplateWritten) -> TemplateView:
     """The template after this write, once the read model shows it (read your writes)."""
-    caught_up = True
-    if written.position is not None:
-        caught_up = await deps.watcher.wait(
-            "templates", written.position, deps.read_your_writes_timeout
-        )
-    view = await _queries(deps).get(actor, written.template_id) if caught_up else None
-    if view is None:
-        log.warning("template read model behind; answering from events")
-        return view_from_aggregate(written.template)
-    return view
+    if await caught_up(deps, "templates", written.position):
+        view = await _queries(deps).get(actor, written.template_id)
+        if view is not None:
+            return view
+    return view_from_aggregate(written.template)
 
 
 def view_from_aggregate(template: Template) -> TemplateView:
