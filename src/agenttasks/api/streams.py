@@ -19,6 +19,7 @@ of the history (docs/api.md).
 from __future__ import annotations
 
 from typing import Annotated
+from uuid import UUID
 
 from litestar import get
 from litestar.exceptions import ServiceUnavailableException
@@ -27,8 +28,8 @@ from litestar.params import HeaderParameter, QueryParameter
 
 from agenttasks.api.deps import ApiDeps, CurrentActor, Deps, TaskId
 from agenttasks.api.schemas import MAX_POSITION
-from agenttasks.api.sse import EventStream
-from agenttasks.application.tasks import TaskNotFound
+from agenttasks.api.sse import Ends, EventStream
+from agenttasks.application.tasks import Actor, TaskNotFound
 from agenttasks.bus.messages import TaskEvent
 from agenttasks.domain.rules import FINISHED
 from agenttasks.live.service import LiveUpdates
@@ -61,14 +62,11 @@ async def task_stream(
     after: After = None,
 ) -> EventStream:
     """Streams one task's updates (history, then live) as server-sent events."""
-    live = _live(deps)
+    live = _live(deps)  # 503 before anything else, as for the all-tasks stream
     if await deps.queries.get(actor, task_id) is None:
         raise TaskNotFound(task_id)
     start = _resume_point(last_event_id, after) or 0
-    slot = live.slots.acquire(actor.user_id)
-    return EventStream(
-        lambda: live.feed(actor, task_id, start), deps.keepalive_seconds, _finishes_task, slot
-    )
+    return _stream(live, deps, actor, task_id, start, _finishes_task)
 
 
 @get(
@@ -84,16 +82,26 @@ async def all_tasks_stream(
     after: After = None,
 ) -> EventStream:
     """Streams every update of the user's tasks (an admin's: all tasks) as server-sent events."""
-    live = _live(deps)
     start = _resume_point(last_event_id, after)
-    slot = live.slots.acquire(actor.user_id)
-    return EventStream(lambda: live.feed(actor, None, start), deps.keepalive_seconds, None, slot)
+    return _stream(_live(deps), deps, actor, None, start, None)
 
 
 def _live(deps: ApiDeps) -> LiveUpdates:
     if deps.live is None:
         raise ServiceUnavailableException("live updates are not available (no NATS connection)")
     return deps.live
+
+
+def _stream(
+    live: LiveUpdates,
+    deps: ApiDeps,
+    actor: Actor,
+    task_id: UUID | None,
+    start: int | None,
+    ends: Ends | None,
+) -> EventStream:
+    slot = live.slots.acquire(actor.user_id)
+    return EventStream(lambda: live.feed(actor, task_id, start), deps.keepalive_seconds, ends, slot)
 
 
 def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
