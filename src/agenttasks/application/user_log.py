@@ -78,14 +78,9 @@ class UserLog:
             return min(len(self._scan(selection, after, upper)), limit)
         if selection.tasks is None and selection.user is not None:
             self._extend_owners(upper)
-        join, where, params = _filter(selection)
+        query, params = self._bounded("1", selection, after, upper, limit, ordered=False)
         with self._recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(
-                f"SELECT count(*) AS n FROM (SELECT 1 FROM {self._events} e {join} "  # noqa: S608
-                f"WHERE {where} AND e.notification_id > %s AND e.notification_id <= %s "
-                f"LIMIT %s) AS bounded",
-                (*params, after, upper, limit),
-            )
+            cursor.execute(f"SELECT count(*) AS n FROM ({query}) AS bounded", params)  # noqa: S608
             return int(cursor.fetchone()["n"])
 
     def page(
@@ -100,14 +95,9 @@ class UserLog:
         if not self._postgres:
             found = self._scan(selection, after, upper)
             return found[:limit], (found[limit - 1].position if len(found) > limit else None)
-        join, where, params = _filter(selection)
+        query, params = self._bounded(_COLUMNS, selection, after, upper, limit, ordered=True)
         with self._recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(
-                f"SELECT {_COLUMNS} FROM {self._events} e {join} "  # noqa: S608
-                f"WHERE {where} AND e.notification_id > %s AND e.notification_id <= %s "
-                f"ORDER BY e.notification_id LIMIT %s",
-                (*params, after, upper, limit),
-            )
+            cursor.execute(query, params)
             rows = cursor.fetchall()
         events = [event for row in rows if (event := self._decode(row)) is not None]
         return events, (rows[-1]["notification_id"] if len(rows) == limit else None)
@@ -115,6 +105,26 @@ class UserLog:
     @property
     def _events(self) -> str:
         return str(self._recorder.events_table_name)
+
+    def _bounded(
+        self,
+        columns: str,
+        selection: Selection,
+        after: int,
+        upper: int,
+        limit: int,
+        *,
+        ordered: bool,
+    ) -> tuple[str, tuple[Any, ...]]:
+        # The one shape of every selected read: (after, upper], at most `limit` rows.
+        join, where, params = _filter(selection)
+        order = "ORDER BY e.notification_id " if ordered else ""
+        query = (
+            f"SELECT {columns} FROM {self._events} e {join} "  # noqa: S608
+            f"WHERE {where} AND e.notification_id > %s AND e.notification_id <= %s "
+            f"{order}LIMIT %s"
+        )
+        return query, (*params, after, upper, limit)
 
     def _extend_owners(self, upper: int) -> None:
         with self._recorder.datastore.transaction(commit=True) as cursor:
