@@ -77,12 +77,17 @@ class Bus:
     async def subscribe(
         self, subject: str, handler: Callable[[bytes], Awaitable[None]]
     ) -> Subscription:
-        """Calls `handler` with each core message's payload on `subject` (wildcards allowed)."""
+        """Calls `handler` with each core message's payload on `subject` (wildcards allowed).
+
+        Returns once the server has the subscription, so nothing published later is missed.
+        """
 
         async def callback(message: Msg) -> None:  # nats-py requires an async callback
             await handler(message.data)
 
-        return Subscription(await self.nc.subscribe(subject, cb=callback))
+        subscription = await self.nc.subscribe(subject, cb=callback)
+        await self.nc.flush()
+        return Subscription(subscription)
 
     async def stream_bounds(self) -> tuple[int, int]:
         """(first, last) sequence held by the event stream; (1, 0) when it does not exist yet."""
