@@ -21,7 +21,7 @@ from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send
 
 from agenttasks.bus.messages import TaskEvent, encode
-from agenttasks.live.feed import Feed, FeedClosed, HistoryTooLong
+from agenttasks.live.feed import RESYNC_DETAIL, Feed, FeedClosed, HistoryTooLong
 from agenttasks.live.hub import Subscriber
 from agenttasks.live.slots import Slot
 
@@ -49,7 +49,7 @@ def resync_frame(position: int) -> bytes:
         {
             "type": "resync",
             "position": position,
-            "detail": "too much history to replay: read the current state from the query API",
+            "detail": RESYNC_DETAIL,
         }
     )
     return b"id: %d\r\nevent: resync\r\ndata: %s\r\n\r\n" % (position, body)

@@ -34,7 +34,7 @@ from agenttasks.api.deps import ApiDeps, Deps
 from agenttasks.api.schemas import MAX_POSITION
 from agenttasks.application.tasks import Actor
 from agenttasks.bus.messages import TaskEvent, encode
-from agenttasks.live.feed import Feed, FeedClosed, HistoryTooLong
+from agenttasks.live.feed import RESYNC_DETAIL, Feed, FeedClosed, HistoryTooLong
 from agenttasks.live.service import LiveUpdates
 from agenttasks.live.slots import TooManyStreams
 
@@ -43,7 +43,6 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
 CLOSE_UNAVAILABLE = 1013
-RESYNC = "too much history to replay: read the current state from the query API"
 
 
 class Subscribe(msgspec.Struct, tag_field="action", tag="subscribe", forbid_unknown_fields=True):
@@ -127,7 +126,7 @@ class _Session:
                     event = await self.feed.next(self.deps.keepalive_seconds)
                 except HistoryTooLong as skipped:
                     await self._send(
-                        {"type": "resync", "position": skipped.position, "detail": RESYNC}
+                        {"type": "resync", "position": skipped.position, "detail": RESYNC_DETAIL}
                     )
                     continue
                 if event is not None and event.position > self.floors.get(event.task_id, 0):
@@ -175,7 +174,7 @@ class _Session:
         except HistoryTooLong as skipped:
             history, after = [], skipped.position
             await self._send(
-                {"type": "resync", "task_id": task_id, "position": after, "detail": RESYNC}
+                {"type": "resync", "task_id": task_id, "position": after, "detail": RESYNC_DETAIL}
             )
         for event in history:
             await self._send_event(event)

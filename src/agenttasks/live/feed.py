@@ -25,6 +25,10 @@ class FeedClosed(RuntimeError):
     """The feed has ended: the server is shutting down, or the connection went away."""
 
 
+# What SSE and WebSocket clients are told with a `resync` message.
+RESYNC_DETAIL = "too much history to replay: read the current state from the query API"
+
+
 class HistoryTooLong(Exception):
     """More history than one catch-up may replay: the client should resync from the query API.
 
