@@ -64,16 +64,41 @@ def is_problem(headers: dict[str, str], body: str, status: int) -> bool:
     )
 
 
+# Loggers that do not propagate to the root (uvicorn's, and Litestar's once it has configured
+# logging), and ours, which a handler on the root alone would miss while Litestar replaces the
+# root's handlers at start-up.
+_LOGGERS = ("", "agenttasks", "uvicorn", "uvicorn.access", "uvicorn.error", "litestar")
+
+
 class LogCapture(logging.Handler):
     """Keeps every record, from every thread (the API and the stack run in their own)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[logging.LogRecord] = []
+        self._seen: set[int] = set()
         self._formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+        self._levels: dict[str, int] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        if id(record) not in self._seen:  # one record can reach two of our handlers' loggers
+            self._seen.add(id(record))
+            self.records.append(record)
+
+    def attach(self) -> None:
+        """(Re)attaches to every logger that matters; Litestar's start-up drops the root's."""
+        for name in _LOGGERS:
+            logger = logging.getLogger(name)
+            self._levels.setdefault(name, logger.level)
+            logger.setLevel(logging.DEBUG)
+            if self not in logger.handlers:
+                logger.addHandler(self)
+
+    def detach(self) -> None:
+        """Leaves the loggers as they were found."""
+        for name, level in self._levels.items():
+            logging.getLogger(name).removeHandler(self)
+            logging.getLogger(name).setLevel(level)
 
     def lines(self) -> list[str]:
         """Each record as a log file would hold it, traceback and stack included."""
@@ -83,16 +108,12 @@ class LogCapture(logging.Handler):
 @contextmanager
 def capturing_logs() -> Iterator[LogCapture]:
     """Every log record at DEBUG and above while the block runs."""
-    root = logging.getLogger()
     capture = LogCapture()
-    level = root.level
-    root.addHandler(capture)
-    root.setLevel(logging.DEBUG)
+    capture.attach()
     try:
         yield capture
     finally:
-        root.removeHandler(capture)
-        root.setLevel(level)
+        capture.detach()
 
 
 @dataclass
@@ -162,6 +183,7 @@ def canary_api(
             # As an operator sets it: any code that dumps the environment would show it.
             env.setenv("OPENAI_API_KEY", CANARY_OPENAI_KEY)
             with _serving_in_thread(settings, database_url, nats) as api.url:
+                api.logs.attach()
                 yield api
     finally:
         nats.stop()

@@ -109,6 +109,7 @@ def _requests(api: CanaryApi, secrets_file: Path, client: httpx.Client) -> dict[
             "name": "reader",
             "task_type": "summary",
             "config_schema": {"$ref": f"{secrets_file.as_uri()}#/x"},
+            "default_config": {"content": "checked against the schema when saved"},
         },
         headers=MALLORY,
     )
@@ -170,7 +171,16 @@ def _requests(api: CanaryApi, secrets_file: Path, client: httpx.Client) -> dict[
                 client.stream("GET", f"{BASE}/tasks/stream/", headers=MALLORY)
             )
             assert stream.status_code == 200, stream.read()
-        ask("429 one stream too many", "GET", f"{BASE}/tasks/stream/", headers=MALLORY, timeout=5)
+        # Streamed: without a cap this answer is a stream that never ends.
+        with client.stream("GET", f"{BASE}/tasks/stream/", headers=MALLORY) as extra:
+            body = extra.read().decode() if extra.status_code != 200 else ""
+            answers["429 one stream too many"] = Answer(
+                "429 one stream too many",
+                f"GET {BASE}/tasks/stream/",
+                extra.status_code,
+                {k.lower(): v for k, v in extra.headers.items()},
+                body,
+            )
     # Last: readiness with NATS down reports why; the reason must name no credentials.
     port, directory = api.nats.port, api.nats.log_path.parent
     api.nats.stop()
@@ -189,7 +199,7 @@ def targeted(
         # The shape of `agenttasks up`'s secrets.json, holding this stack's canaries.
         secrets_file = tmp_path_factory.mktemp("home") / "secrets.json"
         secrets_file.write_text(
-            json.dumps({"x": {"jwt_secret": SECRET, "nats_passwords": nats_passwords}})
+            json.dumps({"jwt_secret": SECRET, "nats_passwords": nats_passwords})
         )
         with httpx.Client(base_url=api.url, timeout=30) as client:
             answers = _requests(api, secrets_file, client)
@@ -265,7 +275,7 @@ def test_no_error_answer_holds_a_secret(targeted: Targeted, kind: str, status: i
 
 def test_no_log_line_written_meanwhile_holds_a_secret(targeted: Targeted) -> None:
     # The capture must have seen the stack's own loggers, or this test could not fail.
-    assert any(source.startswith("agenttasks") for source in targeted.log_sources)
+    assert any(s.startswith("agenttasks") for s in targeted.log_sources), targeted.log_sources
     leaks = [
         (names, line) for line in targeted.log_lines if (names := targeted.secrets.found_in(line))
     ]
