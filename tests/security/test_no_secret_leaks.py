@@ -181,6 +181,10 @@ def _requests(api: CanaryApi, secrets_file: Path, client: httpx.Client) -> dict[
                 {k.lower(): v for k, v in extra.headers.items()},
                 body,
             )
+    # Not errors, but documents built from the configuration: none may carry a secret.
+    ask("200 OpenAPI document", "GET", "/schema/openapi.json")
+    ask("200 dashboard page", "GET", "/")
+    ask("200 ready", "GET", "/ready")
     # Last: readiness with NATS down reports why; the reason must name no credentials.
     port, directory = api.nats.port, api.nats.log_path.parent
     api.nats.stop()
@@ -267,9 +271,13 @@ def test_each_kind_of_error_has_its_status_and_problem_json(
     assert is_problem(answer.headers, answer.body, status), str(answer)
 
 
-@pytest.mark.parametrize(("kind", "status"), KINDS)
-def test_no_error_answer_holds_a_secret(targeted: Targeted, kind: str, status: int) -> None:
+DOCUMENTS = [("200 OpenAPI document", 200), ("200 dashboard page", 200), ("200 ready", 200)]
+
+
+@pytest.mark.parametrize(("kind", "status"), KINDS + DOCUMENTS)
+def test_no_answer_holds_a_secret(targeted: Targeted, kind: str, status: int) -> None:
     answer = targeted.answers[kind]
+    assert answer.status == status, str(answer)
     assert not targeted.secrets.found_in(answer.body + json.dumps(answer.headers)), str(answer)
 
 
