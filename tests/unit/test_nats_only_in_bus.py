@@ -12,8 +12,6 @@ BUS = SOURCE / "bus"
 # Reach into Bus.nc / Bus.js still, through bus/consumers.py functions; Bus has the methods
 # (stream_bounds, open_reader, delete_consumer) to call instead. Remove an entry when it moves.
 NOT_YET_MOVED = {"projections/projector.py", "projections/selfcheck.py"}
-# The hub's NATS consumer is moving to bus/ in the live-updates workstream (issue 13, item 4).
-IMPORTS_NOT_YET_MOVED = {"live/hub.py"}
 
 
 def _modules_outside_bus() -> list[Path]:
@@ -45,10 +43,9 @@ def test_the_walk_sees_the_workers_relay_and_watchdog() -> None:
 
 def test_no_module_outside_bus_imports_nats() -> None:
     offenders = {
-        name: imports
+        str(path.relative_to(SOURCE)): imports
         for path in _modules_outside_bus()
-        if (name := str(path.relative_to(SOURCE))) not in IMPORTS_NOT_YET_MOVED
-        and (imports := _nats_imports(ast.parse(path.read_text(), str(path))))
+        if (imports := _nats_imports(ast.parse(path.read_text(), str(path))))
     }
     assert offenders == {}
 
