@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,11 +24,13 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
 from tests.conftest import free_port
+from tests.e2e.up_output import banner_shown
 from tests.fakes.llm_server import FakeLlm, reply, serve_llm
 from tests.fakes.websites import ARTICLES, article_html
+from tests.waiting import block_for_value, block_until
 
 pytestmark = pytest.mark.e2e
 
@@ -129,11 +130,13 @@ class Service:
 
     def wait_for_usage(self, template_id: str | None) -> None:
         """Until the template-usage read model counts a task made from the template."""
-        deadline = time.monotonic() + 30
         url = f"{self.url}/api/v1/utils/ai-task-templates/{template_id}/"
-        while httpx.get(url, headers=self.headers).json()["usage"]["usage_count"] < 1:
-            assert time.monotonic() < deadline, "the template's usage was never counted"
-            time.sleep(0.1)
+        block_for_value(
+            lambda: httpx.get(url, headers=self.headers).json()["usage"],
+            lambda usage: usage["usage_count"] >= 1,
+            30,
+            every=0.1,
+        )
 
     def mint(self, user: str, ttl: int) -> str:
         """A token from `agenttasks token`, run against this `up`'s data directory."""
@@ -165,11 +168,7 @@ def running_up(home: Path, held: HeldPages, **settings: str) -> Iterator[Service
         )  # fmt: skip
         descendants: list[psutil.Process] = []
         try:
-            deadline = time.monotonic() + 60
-            while "Press Ctrl-C to stop." not in log.read_text():
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+            block_until(lambda: banner_shown(process, log), 60, every=0.1, explain=log.read_text)
             text = log.read_text()
             token = re.search(r"Token:\s+(\S+)", text)
             link = re.search(r"Browser:\s+(\S+)", text)
@@ -260,7 +259,12 @@ def signed_in(browser: Browser, service: Service) -> Iterator[Page]:
     page = context.new_page()
     dialogs: list[str] = []
     errors: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(service.link)
     expect(page.locator("#tasks")).to_be_visible()

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,8 @@ import psutil
 import pytest
 
 from tests.conftest import free_port
+from tests.e2e.up_output import banner_shown
+from tests.waiting import block_for_value, block_until
 
 pytestmark = pytest.mark.e2e
 
@@ -41,11 +42,7 @@ def agenttasks_up(home: Path, port: int, nats_port: int) -> Iterator[tuple[str, 
         )  # fmt: skip
     descendants: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 60
-        while "Press Ctrl-C to stop." not in log.read_text():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        block_until(lambda: banner_shown(process, log), 60, every=0.1, explain=log.read_text)
         descendants = psutil.Process(process.pid).children(recursive=True)
         yield f"http://127.0.0.1:{port}", log.read_text()
     finally:
@@ -80,12 +77,12 @@ def test_up_serves_the_api_and_a_second_up_finds_every_task_again(tmp_path: Path
         task_id = created.json()["id"]
         assert httpx.get(f"{url}/ready").json()["ready"] is True
         # The worker `up` started runs it, on the offline engine (no OpenAI key here).
-        deadline = time.monotonic() + 60
-        while (
-            task := httpx.get(f"{url}/api/v1/utils/ai-tasks/{task_id}/", headers=headers).json()
-        )["status"] != "completed":
-            assert time.monotonic() < deadline, task
-            time.sleep(0.1)
+        task = block_for_value(
+            lambda: httpx.get(f"{url}/api/v1/utils/ai-tasks/{task_id}/", headers=headers).json(),
+            lambda task: task["status"] == "completed",
+            60,
+            every=0.1,
+        )
         assert task["result_data"]["engine"] == "offline"
         assert task["result_data"]["summary"] == "Hi."
 
