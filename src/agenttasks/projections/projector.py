@@ -24,8 +24,6 @@ from agenttasks.bus.consumers import (
     Delivery,
     StreamMissing,
     StreamReader,
-    delete_consumer,
-    stream_bounds,
 )
 from agenttasks.projections.runner import CONNECTION_ERRORS, ProjectionRunner
 
@@ -55,9 +53,7 @@ class Projector:
                 try:
                     await self._connect_all(stop)
                     if self.reader is None:
-                        self.reader = await StreamReader.open(
-                            self.bus.js, "projector", self._wanted()
-                        )
+                        self.reader = await self.bus.open_reader("projector", self._wanted())
                         await self._forget_durables()
                     await self._step()
                 except StreamMissing:
@@ -75,7 +71,7 @@ class Projector:
         # Before stream sequences were tracked, each read model had a durable consumer; the
         # tracking rows are the cursor now, and a durable left behind only holds server state.
         for runner in self.runners:
-            await delete_consumer(self.bus.js, runner.consumer)
+            await self.bus.delete_consumer(runner.consumer)
 
     def _wanted(self) -> int:
         return min(runner.sequence or 0 for runner in self.runners) + 1
@@ -132,11 +128,11 @@ async def locate(bus: Bus, position: int) -> int:
     """
     if position <= 0:
         return 0
-    first, last = await stream_bounds(bus.js)
+    first, last = await bus.stream_bounds()
     if last == 0:
         return 0
     low, high = first - 1, last  # the answer is in [low, high]
-    probe = await StreamReader.open(bus.js, "projector-locate", max(1, low))
+    probe = await bus.open_reader("projector-locate", max(1, low))
     try:
         while low < high:
             middle = (low + high + 1) // 2

@@ -23,7 +23,7 @@ from eventsourcing.utils import get_topic
 from psycopg import sql
 
 from agenttasks.bus.connection import Bus
-from agenttasks.bus.consumers import BusUnavailable, stream_bounds
+from agenttasks.bus.consumers import BusUnavailable
 from agenttasks.domain.task import Task
 from agenttasks.domain.template import Template
 from agenttasks.projections.runner import ProjectionRunner
@@ -106,7 +106,7 @@ class SelfCheck:
 
     async def check(self) -> list[Health]:
         """One check of every runner (with row counts when they are due); records the result."""
-        _, last_sequence = await stream_bounds(self.bus.js)
+        _, last_sequence = await self.bus.stream_bounds()
         now = self._clock()
         count = self._counted_at is None or now - self._counted_at >= self.count_every
         results = await asyncio.to_thread(self._check, last_sequence, count)
