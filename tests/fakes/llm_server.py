@@ -171,7 +171,7 @@ async def _sse(
                  "model": MODEL, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}  # fmt: skip
         yield f"data: {json.dumps(chunk)}\n\n".encode()
         if behaviour.chunk_delay:
-            await asyncio.sleep(behaviour.chunk_delay)
+            await asyncio.sleep(behaviour.chunk_delay)  # the scenario: a model slow on purpose
     end = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": MODEL,
            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}  # fmt: skip
     yield f"data: {json.dumps(end)}\n\n".encode()

@@ -138,7 +138,7 @@ def _html(body: bytes, status: int = 200, **headers: str) -> Response:
 async def _slowly(pieces: int, delay: float) -> AsyncIterator[bytes]:
     yield b"<html><body><p>"
     for _ in range(pieces):
-        await asyncio.sleep(delay)
+        await asyncio.sleep(delay)  # the scenario: a page that is slow on purpose
         yield b"slow words " * 10
     yield b"</p></body></html>"
 
