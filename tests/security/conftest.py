@@ -26,6 +26,39 @@ from tests.conftest import free_port
 from tests.integration.api_client import SECRET, serving, settings_for
 from tests.integration.stack import running_stack
 
+
+def _hypothesis_internals() -> list[tuple[object, str]]:
+    # What schemathesis.generation.hypothesis.setup() replaces when schemathesis is imported.
+    from hypothesis import core as runner
+    from hypothesis.internal import entropy
+    from hypothesis.internal.conjecture import engine
+    from hypothesis.strategies._internal import collections, core
+
+    return [
+        (runner, "RepresentationPrinter"),
+        (runner, "BUFFER_SIZE"),
+        (engine, "BUFFER_SIZE"),
+        (collections, "BUFFER_SIZE"),
+        (core, "is_first_param_referenced_in_function"),
+        (entropy, "register_random"),
+    ]
+
+
+# Taken when this conftest is imported: before any test module imports schemathesis (its pytest
+# plugin is off, see pyproject's addopts).
+_HYPOTHESIS_AS_SHIPPED = [(m, name, getattr(m, name)) for m, name in _hypothesis_internals()]
+
+
+def restore_hypothesis() -> None:
+    """Undoes schemathesis' patches of hypothesis, so other property tests in the session run
+    and report as they would without it (schemathesis re-applies them when it next generates)."""
+    for module, name, value in _HYPOTHESIS_AS_SHIPPED:
+        setattr(module, name, value)
+    from schemathesis.generation import hypothesis as patcher
+
+    patcher.setup._is_patched = False  # type: ignore[attr-defined]
+
+
 CANARY_OPENAI_KEY = "sk-canary-openai-7d1f3b2a9c8e4f60a5b4"
 # Embedded Postgres trusts its socket, so a password in the URL is never checked but travels
 # everywhere the URL does (settings, the eventsourcing environment, the pools).

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 
 from agenttasks.servers.postgres import EmbeddedPostgres
 from tests.integration.api_client import bearer
-from tests.security.conftest import Secrets, canary_api, is_problem
+from tests.security.conftest import Secrets, canary_api, is_problem, restore_hypothesis
 
 # Examples per (operation, identity, mode, id source): about 1,000 requests in all, which
 # finishes in about a minute on two busy cores.
@@ -40,6 +40,8 @@ EXAMPLES = 6
 IDENTITIES = {"user": "mallory", "admin": "root-admin"}
 STREAM_SECONDS = 1.0  # an SSE response never ends: read it this long, then judge what came
 REQUEST_TIMEOUT = 30.0
+# Importing schemathesis patched hypothesis for every test in this session; undone at once.
+restore_hypothesis()
 CONFORMANCE = [
     status_code_conformance,
     content_type_conformance,
@@ -215,16 +217,21 @@ def fuzz(
     tmp_path_factory: pytest.TempPathFactory,
     nats_passwords: dict[str, str],
 ) -> FuzzRun:
-    with canary_api(postgres, tmp_path_factory.mktemp("nats"), nats_passwords) as api:
-        schema = schemathesis.openapi.from_url(f"{api.url}/schema/openapi.json")
-        operations, exchanges = [], []
-        with requests.Session() as session:
+    operations, exchanges = [], []
+    try:
+        with (
+            canary_api(postgres, tmp_path_factory.mktemp("nats"), nats_passwords) as api,
+            requests.Session() as session,
+        ):
+            schema = schemathesis.openapi.from_url(f"{api.url}/schema/openapi.json")
             for result in schema.get_all_operations():
                 if isinstance(result, Err):
                     raise result.err()  # the API's own schema must load whole
                 operation = result.ok()
                 operations.append(operation.label)
                 exchanges.extend(_fuzz_operation(operation, api.url, session))
+    finally:
+        restore_hypothesis()
     # Read after the stack stopped, so its shutdown's log lines are judged too.
     return FuzzRun(
         operations,
@@ -312,3 +319,11 @@ def test_no_log_line_carries_a_secret(fuzz: FuzzRun) -> None:
     assert any(source.startswith("agenttasks") for source in fuzz.log_sources), fuzz.log_sources
     leaks = [(names, line) for line in fuzz.log_lines if (names := fuzz.secrets.found_in(line))]
     assert not leaks, "\n\n".join(f"{names}: {line[:2000]}" for names, line in leaks[:10])
+
+
+def test_hypothesis_is_as_shipped_again_after_the_fuzz(fuzz: FuzzRun) -> None:
+    from hypothesis import core
+    from hypothesis.vendor import pretty
+
+    assert getattr(core, "RepresentationPrinter") is pretty.RepresentationPrinter  # noqa: B009
+    assert getattr(core, "BUFFER_SIZE") == 8 * 1024  # noqa: B009
