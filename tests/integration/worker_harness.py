@@ -122,24 +122,28 @@ async def settled(stack: Stack, within: float = 30.0) -> None:
     nc = await nats.connect(stack.nats.url_for("worker"))
     js = nc.jetstream()
 
-    async def idle(name: str) -> bool:
+    async def idle(name: str) -> bool | None:
         try:
             info = await js.consumer_info(STREAM, name)
         except NotFoundError:
-            return True  # no worker ever bound it: nothing to deliver there
+            return None  # no worker ever bound it: nothing to deliver there
         return not info.num_pending and not info.num_ack_pending
 
     async def nothing_left() -> bool:
         newest = stack.store.recorder.max_notification_id() or 0
         if stack.relay.published_position < newest:
             return False
+        found = False
         for task_type in TASK_TYPES:
             for priority in PRIORITIES:
-                if not await idle(f"worker-{task_type}-{priority}"):
+                state = await idle(f"worker-{task_type}-{priority}")
+                if state is False:
                     return False
-        return True
+                found = found or state is not None
+        # None found at all: the consumers are named otherwise now, and this would prove nothing.
+        return found
 
     try:
-        await wait_until(nothing_left, within, every=0.02)
+        await wait_until(nothing_left, within, every=0.02, explain=lambda: "workers still busy")
     finally:
         await nc.close()
