@@ -1,4 +1,4 @@
-"""The `agenttasks` command: parses arguments and hands over to the composition root.
+"""The `agenttasks` command: parses arguments, runs a role (roles.py) or a tool, prints.
 
 Errors a user can fix (a bad setting, no server to talk to, an unknown task id) end with a plain
 message and exit status 2, never a traceback.
@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 from agenttasks.servers import ServerStartError
 from agenttasks.settings import Settings, SettingsError
@@ -57,16 +59,50 @@ def task_types(text: str) -> tuple[str, ...]:
     return chosen
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(text: str) -> str:
+    """An argparse type: a logging level name, in any case."""
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.upper()
+
+
+def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    # Given after a sub-command they override the ones before it; SUPPRESS keeps a
+    # sub-command that was not given them from resetting them to their defaults.
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None if defaults else argparse.SUPPRESS,
+        help="data directory (default: $AGENTTASKS_HOME or ./.agenttasks)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=log_level,
+        default="INFO" if defaults else argparse.SUPPRESS,
+        help=f"{', '.join(LOG_LEVELS)} (default INFO)",
+    )
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A sub-command's parser: it takes the global options too, before or after its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _global_options(self, defaults=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per role or tool."""
     parser = argparse.ArgumentParser(
         prog="agenttasks", description="AI agents on background tasks, every step streamed live."
     )
-    parser.add_argument(
-        "--data-dir", type=Path, help="data directory (default: $AGENTTASKS_HOME or ./.agenttasks)"
+    _global_options(parser, defaults=True)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="start everything (embedded Postgres and NATS unless set)")
     up.add_argument("--host", help="API address (default 127.0.0.1)")
@@ -158,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from agenttasks import bootstrap
+    from agenttasks import bootstrap, roles
 
     if getattr(args, "host", None):
         settings = settings.with_(host=args.host)
@@ -175,11 +211,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(bootstrap.token(settings, args.user, admin=args.admin, ttl=args.ttl))
         return 0
     runners: dict[str, Callable[[], int]] = {
-        "api": lambda: bootstrap.run_api(settings),
-        "relay": lambda: bootstrap.run_relay(settings),
-        "project": lambda: bootstrap.run_projectors(settings, args.names),
-        "replay": lambda: bootstrap.replay(settings, args.name, verify=args.verify),
-        "audit": lambda: bootstrap.audit(settings, args.task_id),
+        "api": lambda: roles.run_api(settings),
+        "relay": lambda: roles.run_relay(settings),
+        "project": lambda: roles.run_projectors(settings, args.names),
+        "replay": lambda: replay(settings, args.name, verify=args.verify),
+        "audit": lambda: audit(settings, args.task_id),
         "quarantine": lambda: _quarantine(args, settings),
         "worker": lambda: _worker(args, settings),
     }
@@ -195,7 +231,7 @@ def _quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from agenttasks import bootstrap
+    from agenttasks import roles
     from agenttasks.workers.runtime import WorkerOptions
 
     options = WorkerOptions(
@@ -206,7 +242,92 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.types:
         options = replace(options, types=args.types)
-    return bootstrap.run_worker(settings, options, engine=args.engine)
+    return roles.run_worker(settings, options, engine=args.engine)
+
+
+def replay(settings: Settings, name: str, *, verify: bool) -> int:
+    """Rebuilds read models from the store with a progress bar; 1 if verify found differences."""
+    from agenttasks import bootstrap
+    from agenttasks.application.bus_payloads import mapper_for
+    from agenttasks.projections.replay import replay as replay_projection
+
+    settings = bootstrap.resolve(settings)
+    database_url = bootstrap.require_database(settings)
+    available = bootstrap.projections()
+    if name != "all" and name not in available:
+        raise SettingsError(f"unknown read model {name!r}; known: {', '.join(available)}, all")
+    chosen = list(available.values()) if name == "all" else [available[name]]
+    status = 0
+    with bootstrap.event_store(settings) as store:
+        for projection in chosen:
+            report = replay_projection(
+                projection,
+                store,
+                mapper_for(store),
+                database_url,
+                verify=verify,
+                progress=_progress_bar(projection.name),
+            )
+            print(file=sys.stderr)
+            action = "verified" if verify else "rebuilt and switched"
+            print(
+                f"{projection.name}: {action} {report.events} events up to position "
+                f"{report.position} in {report.seconds:.2f}s ({report.rate:,.0f} events/s)"
+            )
+            for difference in report.differences:
+                print(f"  {difference}")
+            if report.differences:
+                status = 1
+    return status
+
+
+def audit(settings: Settings, task_id: str) -> int:
+    """Prints a task's (or a template's) event history from the event store."""
+    from agenttasks import bootstrap
+    from agenttasks.application.bus_payloads import event_fields
+    from agenttasks.application.tasks import SYSTEM, TaskNotFound
+    from agenttasks.application.templates import TemplateNotFound
+    from agenttasks.domain.template import TEMPLATE_KINDS
+    from agenttasks.domain.updates import KINDS
+
+    settings = bootstrap.resolve(settings)
+    bootstrap.require_database(settings)
+    try:
+        parsed = UUID(task_id)
+    except ValueError:
+        raise SettingsError(f"{task_id!r} is not a task id (a UUID)") from None
+    with bootstrap.event_store(settings) as store:
+        commands = bootstrap.task_commands(store)
+        try:
+            history = commands.history(SYSTEM, parsed)
+        except TaskNotFound:
+            try:  # a template's history is an audit trail too
+                templates = bootstrap.template_commands(store, commands, settings)
+                history = templates.history(SYSTEM, parsed)
+            except TemplateNotFound:
+                raise SettingsError(f"no task or template {task_id}") from None
+    kinds = {**KINDS, **TEMPLATE_KINDS}
+    for item in history:
+        kind = kinds.get(type(item.event), type(item.event).__qualname__)
+        stamp = item.timestamp.isoformat()
+        fields = event_fields(item.event)
+        version = item.event.originator_version
+        print(f"{item.position:>8}  v{version:<3} {stamp}  {kind:<10} {fields}")
+    return 0
+
+
+def _progress_bar(name: str) -> Callable[[int, int, float], None]:
+    def show(position: int, newest: int, rate: float) -> None:
+        done = position / newest if newest else 1.0
+        bar = "#" * int(done * 30)
+        print(
+            f"\r{name:<16} [{bar:<30}] {position:>10,}/{newest:,} {rate:>10,.0f} events/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
 
 
 if __name__ == "__main__":
