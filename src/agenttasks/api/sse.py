@@ -4,7 +4,8 @@ Litestar's own SSE response iterates a generator: when the client drops while th
 suspended at a `yield`, its cleanup waits for the garbage collector (litestar#3772). Here the
 feed is held by a coroutine (`__call__`) whose `finally` always runs, and a small watcher task
 ends it as soon as the server reports the disconnect, without waiting for a failed write. The
-same `finally` frees the stream's slot (live/slots.py), whatever ended the stream.
+same `finally` frees the stream's slot (live/slots.py), whatever ended the stream. An update
+that finishes a task is sent once the task queries show it (live/settled.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from litestar.types import Receive, Scope, Send
 from agenttasks.bus.messages import TaskEvent, encode
 from agenttasks.live.feed import RESYNC_DETAIL, Feed, FeedClosed, HistoryTooLong
 from agenttasks.live.hub import Subscriber
+from agenttasks.live.settled import FinalMessageGate
 from agenttasks.live.slots import Slot
 
 KEEP_ALIVE = b": keep-alive\r\n\r\n"
@@ -59,30 +61,42 @@ class EventStream(Response[bytes]):
     """Streams a feed as server-sent events, with keep-alive comments while idle."""
 
     def __init__(
-        self, open_feed: FeedOpener, keepalive: float, ends: Ends | None, slot: Slot
+        self,
+        open_feed: FeedOpener,
+        keepalive: float,
+        ends: Ends | None,
+        slot: Slot,
+        gate: FinalMessageGate | None = None,
     ) -> None:
         super().__init__(content=b"", media_type="text/event-stream", headers=HEADERS)
         self.open_feed = open_feed
         self.keepalive = keepalive
         self.ends = ends
         self.slot = slot
+        self.gate = gate
 
     def to_asgi_response(self, app: Any, request: Any, **_: Any) -> ASGIResponse:
         """The ASGI response that does the streaming."""
-        return _EventStreamBody(self.open_feed, self.keepalive, self.ends, self.slot)
+        return _EventStreamBody(self.open_feed, self.keepalive, self.ends, self.slot, self.gate)
 
 
 class _EventStreamBody(ASGIResponse):
     _should_set_content_length = False
 
     def __init__(
-        self, open_feed: FeedOpener, keepalive: float, ends: Ends | None, slot: Slot
+        self,
+        open_feed: FeedOpener,
+        keepalive: float,
+        ends: Ends | None,
+        slot: Slot,
+        gate: FinalMessageGate | None,
     ) -> None:
         super().__init__(media_type="text/event-stream", headers=HEADERS)
         self._open_feed = open_feed
         self._keepalive = keepalive
         self._ends = ends
         self._slot = slot
+        self._gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -122,6 +136,8 @@ class _EventStreamBody(ASGIResponse):
                      "more_body": True}
                 )  # fmt: skip
                 continue
+            if event is not None and self._gate is not None:
+                await self._gate.hold(event)  # a finishing update goes once queries show it
             # A comment frame keeps proxies from closing an idle stream, and does not reach
             # the browser as a message.
             body = KEEP_ALIVE if event is None else frame(event)
