@@ -212,11 +212,6 @@ def targeted(
     )
 
 
-def owner_fixing(reason: str) -> pytest.MarkDecorator:
-    """A finding in an area another engineer is changing right now (temporary, see the report)."""
-    return pytest.mark.xfail(strict=True, reason=f"owner fixing: {reason}")
-
-
 KINDS = [
     ("400 invalid body", 400),
     ("400 malformed JSON", 400),
@@ -241,28 +236,7 @@ KINDS = [
 ]
 
 
-# /ready's 503 is sent as problem+json but its body is the readiness report (no type, title,
-# status or detail). Temporary: the owner's fix makes it pass; then drop the mark.
-READY_IS_NO_PROBLEM = "503 ready with NATS down"
-
-
-@pytest.mark.parametrize(
-    ("kind", "status"),
-    [
-        pytest.param(
-            kind,
-            status,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="owner fixing: api/health.py sends the 503 readiness report as "
-                "application/problem+json without the problem members",
-            ),
-        )
-        if kind == READY_IS_NO_PROBLEM
-        else (kind, status)
-        for kind, status in KINDS
-    ],
-)
+@pytest.mark.parametrize(("kind", "status"), KINDS)
 def test_each_kind_of_error_has_its_status_and_problem_json(
     targeted: Targeted, kind: str, status: int
 ) -> None:

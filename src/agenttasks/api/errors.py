@@ -17,7 +17,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from agenttasks.application.task_configs import ConfigError
-from agenttasks.application.tasks import ConcurrencyError, TaskNotFound
+from agenttasks.application.tasks import ConcurrencyError, IdempotencyKeyReused, TaskNotFound
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.live.slots import TooManyStreams
 
@@ -33,6 +33,7 @@ TITLES = {
     409: "Conflict",
     413: "Request too large",
     415: "Unsupported media type",
+    422: "Unprocessable content",
     429: "Too many requests",
     500: "Internal error",
     503: "Service unavailable",
@@ -54,6 +55,10 @@ def _rule_violation(_: Request[Any, Any, Any], error: RuleViolation) -> Response
 
 def _not_found(_: Request[Any, Any, Any], error: TaskNotFound) -> Response[dict[str, Any]]:
     return problem(404, "no such task")
+
+
+def _key_reused(_: Request[Any, Any, Any], error: IdempotencyKeyReused) -> Response[dict[str, Any]]:
+    return problem(422, str(error))
 
 
 def _config_error(_: Request[Any, Any, Any], error: ConfigError) -> Response[dict[str, Any]]:
@@ -130,6 +135,7 @@ def _describe(detail: Any) -> str:
 EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     RuleViolation: _rule_violation,
     TaskNotFound: _not_found,
+    IdempotencyKeyReused: _key_reused,
     ConfigError: _config_error,
     ConcurrencyError: _concurrency,
     TooManyStreams: _too_many_streams,

@@ -9,10 +9,11 @@ from litestar import get
 from litestar.params import FromQuery, QueryParameter
 
 from agenttasks.api.deps import CurrentActor, Deps
+from agenttasks.api.openapi import QUERY, problems
 from agenttasks.projections.statistics_queries import StatisticsView
 
 
-@get("/api/v1/utils/task-statistics/", tags=["statistics"])
+@get("/api/v1/utils/task-statistics/", tags=["statistics"], responses=problems(*QUERY))
 async def task_statistics(
     actor: CurrentActor,
     deps: Deps,

@@ -23,10 +23,10 @@ from uuid import UUID
 
 from litestar import get
 from litestar.exceptions import ServiceUnavailableException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
 
 from agenttasks.api.deps import ApiDeps, CurrentActor, Deps, TaskId
+from agenttasks.api.openapi import SseOperation, stream_responses
 from agenttasks.api.schemas import MAX_POSITION
 from agenttasks.api.sse import Ends, EventStream
 from agenttasks.application.tasks import Actor, TaskNotFound
@@ -38,21 +38,14 @@ LastEventId = Annotated[
     str | None, HeaderParameter(name="Last-Event-ID", pattern=r"^[0-9]{1,18}$", required=False)
 ]
 After = Annotated[int | None, QueryParameter(ge=0, le=MAX_POSITION)]
-SSE_RESPONSES = {
-    200: ResponseSpec(
-        data_container=TaskEvent,
-        media_type="text/event-stream",
-        description="Server-sent events; each message's `data:` is one TaskEvent as JSON",
-        generate_examples=False,
-    )
-}
 
 
 @get(
     "/api/v1/utils/tasks/{task_id:uuid}/stream/",
     tags=["live"],
     media_type="text/event-stream",
-    responses=SSE_RESPONSES,
+    responses=stream_responses(404),
+    operation_class=SseOperation,
 )
 async def task_stream(
     task_id: TaskId,
@@ -73,7 +66,8 @@ async def task_stream(
     "/api/v1/utils/tasks/stream/",
     tags=["live"],
     media_type="text/event-stream",
-    responses=SSE_RESPONSES,
+    responses=stream_responses(),
+    operation_class=SseOperation,
 )
 async def all_tasks_stream(
     actor: CurrentActor,

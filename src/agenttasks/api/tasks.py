@@ -9,6 +9,7 @@ from litestar.params import FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from agenttasks.api.deps import CurrentActor, Deps, TaskId
+from agenttasks.api.openapi import AUTHENTICATED, QUERY, REPEATED_KEY, WITH_BODY, problems
 from agenttasks.api.paging import page_links
 from agenttasks.api.read_your_writes import view_after_write
 from agenttasks.api.schemas import (
@@ -47,7 +48,11 @@ class TaskController(Controller):
     path = "/api/v1/utils/ai-tasks"
     tags = ["tasks"]
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        responses={**REPEATED_KEY, **problems(*WITH_BODY, 409, 422)},
+    )
     async def create(
         self,
         data: JSONBody[TaskCreate],
@@ -68,7 +73,7 @@ class TaskController(Controller):
         view = await view_after_write(deps, actor, written)
         return Response(view, status_code=HTTP_201_CREATED if written.created else HTTP_200_OK)
 
-    @get("/")
+    @get("/", responses=problems(*QUERY))
     async def list_tasks(
         self,
         request: Request[Any, Any, Any],
@@ -88,7 +93,7 @@ class TaskController(Controller):
         )
         return await _page(request, actor, deps, task_filter, ordering, page, page_size)
 
-    @get("/active/")
+    @get("/active/", responses=problems(*QUERY))
     async def active(
         self,
         request: Request[Any, Any, Any],
@@ -101,7 +106,7 @@ class TaskController(Controller):
         task_filter = TaskFilter(statuses=("pending", "running"))
         return await _page(request, actor, deps, task_filter, "-priority", page, page_size)
 
-    @get("/recent/")
+    @get("/recent/", responses=problems(*QUERY))
     async def recent(
         self,
         request: Request[Any, Any, Any],
@@ -112,7 +117,7 @@ class TaskController(Controller):
         """The most recently created tasks (page_size of them, 20 by default)."""
         return await _page(request, actor, deps, TaskFilter(), "-created_at", 1, page_size)
 
-    @get("/{task_id:uuid}/")
+    @get("/{task_id:uuid}/", responses=problems(*QUERY, 404))
     async def retrieve(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> TaskView:
         """One task."""
         view = await deps.queries.get(actor, task_id)
@@ -120,7 +125,11 @@ class TaskController(Controller):
             raise TaskNotFound(task_id)
         return view
 
-    @post("/{task_id:uuid}/cancel/", status_code=HTTP_200_OK)
+    @post(
+        "/{task_id:uuid}/cancel/",
+        status_code=HTTP_200_OK,
+        responses=problems(*WITH_BODY, 404, 409),
+    )
     async def cancel(
         self,
         task_id: TaskId,
@@ -133,13 +142,17 @@ class TaskController(Controller):
         written = await deps.run(deps.commands.cancel, actor, task_id, reason)
         return await view_after_write(deps, actor, written)
 
-    @post("/{task_id:uuid}/retry/", status_code=HTTP_200_OK)
+    @post(
+        "/{task_id:uuid}/retry/",
+        status_code=HTTP_200_OK,
+        responses=problems(*WITH_BODY, 404, 409),
+    )
     async def retry(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> TaskView:
         """Retries a failed or cancelled task as a new attempt (409 with the reason otherwise)."""
         written = await deps.run(deps.commands.retry, actor, task_id)
         return await view_after_write(deps, actor, written)
 
-    @get("/{task_id:uuid}/updates/")
+    @get("/{task_id:uuid}/updates/", responses=problems(*QUERY, 404))
     async def updates(
         self,
         task_id: TaskId,
@@ -153,7 +166,7 @@ class TaskController(Controller):
             raise TaskNotFound(task_id)
         return updates
 
-    @get("/{task_id:uuid}/events/")
+    @get("/{task_id:uuid}/events/", responses=problems(*AUTHENTICATED, 404))
     async def events(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> list[EventView]:
         """The task's stored events, from the event store itself: the audit trail."""
         history = await deps.run(deps.commands.history, actor, task_id)
@@ -169,7 +182,12 @@ class TaskController(Controller):
         ]
 
 
-@post("/api/v1/utils/validate-task-config/", status_code=HTTP_200_OK, tags=["tasks"])
+@post(
+    "/api/v1/utils/validate-task-config/",
+    status_code=HTTP_200_OK,
+    tags=["tasks"],
+    responses=problems(*WITH_BODY, 404),
+)
 async def validate_task_config(
     data: JSONBody[ValidateConfigRequest], actor: CurrentActor, deps: Deps
 ) -> ValidateConfigResponse:

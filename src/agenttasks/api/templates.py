@@ -13,6 +13,7 @@ from msgspec import Meta
 
 from agenttasks.api.deps import ApiDeps, CurrentActor, Deps
 from agenttasks.api.errors import problem
+from agenttasks.api.openapi import QUERY, REPEATED_KEY, WITH_BODY, problems
 from agenttasks.api.paging import page_links
 from agenttasks.api.read_your_writes import caught_up, view_after_write
 from agenttasks.api.schemas import Body, Priority, TaskType
@@ -87,7 +88,7 @@ class TemplateController(Controller):
     path = "/api/v1/utils/ai-task-templates"
     tags = ["templates"]
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, responses=problems(*WITH_BODY))
     async def create(
         self, data: JSONBody[TemplateCreate], actor: CurrentActor, deps: Deps
     ) -> TemplateView:
@@ -96,7 +97,7 @@ class TemplateController(Controller):
         written = await deps.run(_commands(deps).create, actor, draft)
         return await _view_after_write(deps, actor, written)
 
-    @get("/")
+    @get("/", responses=problems(*QUERY))
     async def list_templates(
         self,
         request: Request[Any, Any, Any],
@@ -118,7 +119,7 @@ class TemplateController(Controller):
         previous, following = page_links(request, count, page, page_size)
         return TemplatePage(count=count, next=following, previous=previous, results=results)
 
-    @get("/popular/")
+    @get("/popular/", responses=problems(*QUERY))
     async def popular(
         self,
         actor: CurrentActor,
@@ -128,7 +129,7 @@ class TemplateController(Controller):
         """The most used templates the actor may use, most used first."""
         return await _queries(deps).popular(actor, limit)
 
-    @get("/{template_id:uuid}/")
+    @get("/{template_id:uuid}/", responses=problems(*QUERY, 404))
     async def retrieve(
         self, template_id: TemplateId, actor: CurrentActor, deps: Deps
     ) -> TemplateView:
@@ -138,7 +139,7 @@ class TemplateController(Controller):
             raise TemplateNotFound(template_id)
         return view
 
-    @put("/{template_id:uuid}/")
+    @put("/{template_id:uuid}/", responses=problems(*WITH_BODY, 404, 409))
     async def revise(
         self,
         template_id: TemplateId,
@@ -151,13 +152,21 @@ class TemplateController(Controller):
         written = await deps.run(_commands(deps).revise, actor, template_id, changes)
         return await _view_after_write(deps, actor, written)
 
-    @delete("/{template_id:uuid}/", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/{template_id:uuid}/",
+        status_code=HTTP_204_NO_CONTENT,
+        responses=problems(*WITH_BODY, 404, 409),
+    )
     async def archive(self, template_id: TemplateId, actor: CurrentActor, deps: Deps) -> None:
         """Archives the template: it keeps its history and tasks, and makes no new tasks."""
         written = await deps.run(_commands(deps).archive, actor, template_id)
         await _view_after_write(deps, actor, written)
 
-    @post("/{template_id:uuid}/create_task/", status_code=HTTP_201_CREATED)
+    @post(
+        "/{template_id:uuid}/create_task/",
+        status_code=HTTP_201_CREATED,
+        responses={**REPEATED_KEY, **problems(*WITH_BODY, 404, 409, 422)},
+    )
     async def create_task(
         self,
         template_id: TemplateId,

@@ -7,6 +7,7 @@ progress report) are retried with a fresh load, and the domain's rules decide th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,16 @@ _IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "https://agenttasks/idempotency-ke
 
 class TaskNotFound(LookupError):
     """No such task, or not one the actor may see (the two are never told apart)."""
+
+
+class IdempotencyKeyReused(Exception):
+    """An Idempotency-Key first used with another request (another endpoint or body)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this Idempotency-Key was first used with a different request (another endpoint "
+            "or body); send a new key for a new request"
+        )
 
 
 @dataclass(frozen=True)
@@ -80,13 +91,18 @@ class TaskCommands:
         self._save = (committer or GroupCommitter(store)).save
 
     def create(self, actor: Actor, new: NewTask, idempotency_key: str | None = None) -> Written:
-        """Creates a task; the same idempotency key from the same user returns the first task."""
+        """Creates a task; the same key and request again from the same user: the first task.
+
+        The key reused with a different request raises IdempotencyKeyReused.
+        """
         task = self.build(actor, new, idempotency_key)
         try:
             recordings = self._save(task)
         except IntegrityError:
             if idempotency_key is None:
                 raise
+            if _request_of(self.get(actor, task.id)) != _request_of(task):
+                raise IdempotencyKeyReused() from None
             return Written(task.id, None, created=False)
         return Written(task.id, recordings[-1].notification.id, task=task)
 
@@ -272,3 +288,23 @@ class TaskCommands:
             return Written(task_id, recordings[-1].notification.id, task=task)
 
         return retry_on_conflict(attempt, f"task {task_id}")
+
+
+def _request_of(task: Task) -> str:
+    """What a create request asked for, as the task's creation stored it (canonical JSON).
+
+    The key derives the task's id, so a repeat finds the first task; comparing these fields
+    tells a repeat from a different request under the same key. From a template, the fields
+    are the merged outcome: a repeat after the template's defaults or name changed asks for a
+    different task, and is refused as one.
+    """
+    asked = [
+        task.title,
+        task.task_type,
+        task.task_config,
+        task.priority,
+        task.template_id,
+        task.max_retries,
+        task.timeout_seconds,
+    ]
+    return json.dumps(asked, sort_keys=True, default=str)
