@@ -156,7 +156,9 @@ async def test_updates_and_events_tell_the_history_oldest_first(api: Api) -> Non
     commands.complete(UUID(task["id"]), 1, {"summary": "Done."})
     await api.stack.projected()
 
-    updates = (await api.client.get(f"{BASE}/ai-tasks/{task['id']}/updates/", headers=ALICE)).json()
+    answer = (await api.client.get(f"{BASE}/ai-tasks/{task['id']}/updates/", headers=ALICE)).json()
+    assert (answer["count"], answer["next"], answer["previous"]) == (4, None, None)
+    updates = answer["results"]
     assert [(u["type"], u["update_type"], u["status"], u["progress"]) for u in updates] == [
         ("created", "status", "pending", 0),
         ("started", "status", "running", 0),
@@ -164,7 +166,9 @@ async def test_updates_and_events_tell_the_history_oldest_first(api: Api) -> Non
         ("completed", "result", "completed", 100),
     ]
     assert updates[2]["message"] == "Half way"
-    events = (await api.client.get(f"{BASE}/ai-tasks/{task['id']}/events/", headers=ALICE)).json()
+    stored = (await api.client.get(f"{BASE}/ai-tasks/{task['id']}/events/", headers=ALICE)).json()
+    assert (stored["count"], stored["next"]) == (4, None)
+    events = stored["results"]
     assert [e["position"] for e in events] == [u["position"] for u in updates]
     assert [e["version"] for e in events] == [1, 2, 3, 4]
     assert events[3]["data"]["result_data"] == {"summary": "Done."}

@@ -161,7 +161,7 @@ async def test_history_readers_mark_the_poison_instead_of_raising(api: Api) -> N
     assert owners.status_code == 404, owners.text
     admins = await api.client.get(url, headers=bearer("root", admin=True))
     assert admins.status_code == 200, admins.text
-    [view] = admins.json()
+    [view] = admins.json()["results"]
     assert (view["position"], view["type"]) == (position, "Undecodable")
     assert view["data"]["error"].startswith("MapperDeserialisationError")
     for response in (owners, admins):

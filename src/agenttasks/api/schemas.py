@@ -10,7 +10,7 @@ import msgspec
 from msgspec import Meta
 
 from agenttasks.application.tasks import MAX_TITLE_CHARS
-from agenttasks.projections.task_queries import TaskView
+from agenttasks.projections.task_queries import TaskView, UpdateView
 
 TaskType = Literal["summary", "research", "content_generation", "data_analysis", "custom"]
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -71,6 +71,24 @@ class EventView(msgspec.Struct):
     type: str
     timestamp: datetime
     data: dict[str, Any]
+
+
+class UpdatePage(msgspec.Struct):
+    """One page of a task's updates, oldest first."""
+
+    count: int
+    next: str | None
+    previous: str | None
+    results: list[UpdateView]
+
+
+class EventPage(msgspec.Struct):
+    """One page of a task's stored events, oldest first."""
+
+    count: int
+    next: str | None
+    previous: str | None
+    results: list[EventView]
 
 
 class Health(msgspec.Struct):

@@ -59,6 +59,7 @@ class BusEventMapper:
             return self._extra(event, position) if self._extra else None
         facts = self._facts_of(event)
         update = describe(event)
+        data = event_fields(event)
         return TaskEvent(
             position=position,
             task_id=str(event.originator_id),
@@ -72,7 +73,8 @@ class BusEventMapper:
             status=update.status,
             progress=update.progress,
             message=without_nul(update.message),
-            data=event_fields(event),
+            data=data,
+            partial=data.get("partial") if isinstance(event, Task.ResultRecorded) else None,
         )
 
     def _facts_of(self, event: DomainEventProtocol[Any]) -> TaskFacts:

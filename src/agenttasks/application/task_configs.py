@@ -22,9 +22,12 @@ MAX_POINTS = 100_000
 MAX_TEXT_CHARS = 200_000
 MAX_REFERENCES = 100  # `{{previous}}` / `{{steps.N}}` in one chain: each may copy a whole page
 MAX_TOKENS_ASKED = 128_000  # a config's max_tokens; the worker caps it at AGENTTASKS_MAX_TOKENS
+# A custom task's free `custom_config` goes into every model step's prompt: kept small.
+MAX_CUSTOM_CONFIG_BYTES = 16 * 1024
 
-# How a custom step names an earlier step's output (the worker fills them in, workers/agents).
-STEP_REFERENCE = re.compile(r"\{\{\s*(previous|steps\.(\d+))\s*\}\}")
+# How a custom step names an earlier step's output or the task's custom_config (the worker
+# fills them in, workers/agents/custom.py).
+STEP_REFERENCE = re.compile(r"\{\{\s*(previous|custom_config|steps\.(\d+))\s*\}\}")
 
 Url = Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://\S+$")]
 ShortText = Annotated[str, Meta(min_length=1, max_length=500)]
@@ -118,8 +121,17 @@ Step = Annotated[str, Meta(min_length=1, max_length=10_000)] | ActionStep
 
 class CustomConfig(Config):
     steps: Annotated[list[Step], Meta(min_length=1, max_length=MAX_STEPS)]
+    # Free JSON (the guide's example gives a string) handed to the steps; None: not given.
+    custom_config: Any = None
 
     def __post_init__(self) -> None:
+        if self.custom_config is not None:
+            size = len(msgspec.json.encode(self.custom_config))
+            if size > MAX_CUSTOM_CONFIG_BYTES:
+                raise ValueError(
+                    f"task_config.custom_config is {size} bytes as JSON; "
+                    f"the limit is {MAX_CUSTOM_CONFIG_BYTES}"
+                )
         references = 0
         for number, step in enumerate(self.steps, 1):
             texts = [step] if isinstance(step, str) else [step.input or "", step.instruction or ""]
@@ -179,8 +191,9 @@ def normalized_config(task_type: str, task_config: Any) -> dict[str, Any]:
     """The configuration as stored: validated, with every default filled in."""
     parsed = parse_config(task_type, task_config)
     result: dict[str, Any] = msgspec.to_builtins(parsed)
-    if result.get("max_tokens") is None:  # stored configs stay as they were before the field
-        result.pop("max_tokens", None)
+    for optional in ("max_tokens", "custom_config"):  # stored configs stay as they were
+        if result.get(optional) is None:
+            result.pop(optional, None)
     return result
 
 

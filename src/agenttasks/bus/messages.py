@@ -37,6 +37,13 @@ class TaskEvent(msgspec.Struct, tag_field="stream", tag="task", kw_only=True):
     progress: int  # the task's progress after this event
     message: str
     data: dict[str, Any]  # the event's own fields, as stored
+    # Optional, added later (older payloads decode with them filled in):
+    partial: dict[str, Any] | None = None  # a result's streamed piece {offset, text}, flat
+    progress_percentage: int | None = None  # the guide's name for `progress`; always set
+
+    def __post_init__(self) -> None:
+        if self.progress_percentage is None:
+            self.progress_percentage = self.progress
 
 
 class TemplateEvent(msgspec.Struct, tag_field="stream", tag="template", kw_only=True):

@@ -53,6 +53,9 @@ class UpdateView(msgspec.Struct, kw_only=True):
     message: str
     data: dict[str, Any]
     timestamp: datetime
+    # Added for the guide's clients (docs/api.md, "Coming from the guide"); additive only.
+    progress_percentage: int  # the same as `progress`, under the guide's name
+    partial: dict[str, Any] | None  # a result's streamed piece {offset, text}, flat; else null
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,13 @@ ORDERINGS = {
     "progress": "progress",
 }
 _TASK_COLUMNS = sql.SQL(", ").join(sql.Identifier(f) for f in TaskView.__struct_fields__)
+# `partial`: the stored piece stands flat in `data.partial` since ResultRecorded v2; rows
+# projected before v2 have it only nested, at `data.data.partial`.
 _UPDATE_COLUMNS = sql.SQL(
     "position, task_id, version, kind AS type, update_type, status, progress, message, data,"
-    " timestamp"
+    " timestamp, progress AS progress_percentage,"
+    " CASE WHEN kind = 'result' THEN coalesce(nullif(data->'partial', 'null'::jsonb),"
+    " data->'data'->'partial') END AS partial"
 )
 
 
@@ -139,19 +146,23 @@ class TaskQueries:
         return int(total[0]["n"]), [msgspec.convert(row, TaskView) for row in page]
 
     async def updates(
-        self, actor: Actor, task_id: UUID, after: int = 0, limit: int = 1000
-    ) -> list[UpdateView] | None:
-        """The task's updates after position `after`, oldest first; None if it is not visible."""
+        self, actor: Actor, task_id: UUID, after: int, offset: int, limit: int
+    ) -> tuple[int, list[UpdateView]] | None:
+        """(how many follow `after`, one page of them oldest first), or None if not visible."""
         if await self.get(actor, task_id) is None:
             return None
+        total = await self._rows(
+            sql.SQL("SELECT count(*) AS n FROM task_updates WHERE task_id = %s AND position > %s"),
+            (task_id, after),
+        )
         rows = await self._rows(
             sql.SQL(
                 "SELECT {} FROM task_updates WHERE task_id = %s AND position > %s"
-                " ORDER BY position LIMIT %s"
+                " ORDER BY position OFFSET %s LIMIT %s"
             ).format(_UPDATE_COLUMNS),
-            (task_id, after, limit),
+            (task_id, after, offset, limit),
         )
-        return [msgspec.convert(row, UpdateView) for row in rows]
+        return int(total[0]["n"]), [msgspec.convert(row, UpdateView) for row in rows]
 
     async def counts_by_status(self, actor: Actor) -> dict[str, int]:
         """How many of the actor's (or, for admins, all) tasks are in each status."""
@@ -163,7 +174,7 @@ class TaskQueries:
         )
         return {row["status"]: int(row["n"]) for row in rows}
 
-    async def _rows(self, query: sql.Composed, params: Any) -> list[dict[str, Any]]:
+    async def _rows(self, query: sql.SQL | sql.Composed, params: Any) -> list[dict[str, Any]]:
         async with self.pool.connection() as connection:
             cursor = connection.cursor(row_factory=dict_row)
             await cursor.execute(query, params)

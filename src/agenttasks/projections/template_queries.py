@@ -48,6 +48,7 @@ class TemplateView(msgspec.Struct, kw_only=True):
     archived: bool
     created_at: datetime
     updated_at: datetime
+    usage_count: int  # the same as `usage.usage_count`, at the top as the guide has it
     usage: UsageView
 
 

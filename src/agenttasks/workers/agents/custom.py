@@ -2,7 +2,9 @@
 
 A step is a text instruction (a prompt on the previous output) or an object naming an action.
 `input` defaults to the previous step's output; `{{previous}}` and `{{steps.N}}` (1-based) in
-`input` or `instruction` are replaced by earlier outputs.
+`input` or `instruction` are replaced by earlier outputs, `{{custom_config}}` by the task's
+free `custom_config` (a string as it is, anything else as JSON). A model step is also shown the
+custom_config, when there is one, ahead of its prompt.
 
 A chain can multiply text (a 5 MB page referenced 1,000 times is 5 GB), so what is substituted
 into one step, into the whole chain, and what one step hands on are capped (workers/limits.py);
@@ -38,9 +40,10 @@ SYSTEM_PROMPT = "You carry out one step of a larger task. Answer with the step's
 class _Substituted:
     """Counts the earlier outputs one step takes in, against the step's and the chain's caps."""
 
-    def __init__(self, limits: Limits, step: int, chain_so_far: int) -> None:
+    def __init__(self, limits: Limits, step: int, chain_so_far: int, custom_config: str) -> None:
         self.limits, self.step = limits, step
         self.chars, self.chain = 0, chain_so_far
+        self.custom_config = custom_config
 
     def take(self, text: str) -> str:
         self.chars += len(text)
@@ -66,11 +69,12 @@ async def run(ctx: AgentContext) -> dict[str, Any]:
     outputs: list[str] = []
     done: list[dict[str, Any]] = []
     chain = 0  # characters substituted into the chain so far
+    parameters = _parameters(ctx.config.get("custom_config"))
     for index, raw in enumerate(steps):
         step = {"action": "prompt", "instruction": raw} if isinstance(raw, str) else dict(raw)
         name = step.get("name") or f"{index + 1}. {step['action']}"
         await ctx.progress(100 * index // len(steps), f"Step {index + 1}/{len(steps)}: {name}")
-        taken = _Substituted(ctx.limits, index + 1, chain)
+        taken = _Substituted(ctx.limits, index + 1, chain, parameters)
         output = await _run_step(ctx, step, outputs, taken)
         chain = taken.chain
         if len(output) > ctx.limits.max_step_output_chars:
@@ -85,6 +89,20 @@ async def run(ctx: AgentContext) -> dict[str, Any]:
             f"Step {index + 1} done: {name}", {"step": index + 1, "output": output[:2000]}
         )
     return {"steps": done, "final": outputs[-1], **engine_fields(ctx)}
+
+
+def _parameters(custom_config: Any) -> str:
+    # The config was size-capped when the task was created (task_configs.py).
+    if custom_config is None or isinstance(custom_config, str):
+        return custom_config or ""
+    return json.dumps(custom_config, ensure_ascii=False, sort_keys=True)
+
+
+async def _ask(ctx: AgentContext, prompt: str, parameters: str, *, max_tokens: int) -> str:
+    """A model call for one step; the task's custom_config, if any, leads the prompt."""
+    if parameters:
+        prompt = f"Task parameters (custom_config):\n{parameters}\n\n{prompt}"
+    return await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=max_tokens)
 
 
 def _kept(output: str) -> dict[str, Any]:
@@ -117,13 +135,13 @@ async def _run_step(
         words = int(step.get("max_length") or 150)
         if ctx.llm is not None:
             prompt = f"Summarise in at most {words} words:\n\n{text}"
-            return await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=words * 2 + 50)
+            return await _ask(ctx, prompt, taken.custom_config, max_tokens=words * 2 + 50)
         return await asyncio.to_thread(summarize, text, words)
     if action == "extract":
         if ctx.llm is not None:
             what = instruction or "the key facts"
             prompt = f"Extract {what} from:\n\n{text}"
-            return await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=STEP_TOKENS)
+            return await _ask(ctx, prompt, taken.custom_config, max_tokens=STEP_TOKENS)
         docs = [Document("input", text)]
         if instruction:
             found = await asyncio.to_thread(relevant_passages, instruction, docs, 5)
@@ -139,16 +157,16 @@ async def _run_step(
         topic = instruction or text[:200] or "the topic"
         if ctx.llm is not None:
             prompt = f"Write about: {topic}\n\nContext:\n{text}"
-            return await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=STEP_TOKENS)
+            return await _ask(ctx, prompt, taken.custom_config, max_tokens=STEP_TOKENS)
         written = await asyncio.to_thread(draft, topic, "article", 300, "informative", [])
         return written.content
-    return await _prompt(ctx, instruction, text)
+    return await _prompt(ctx, instruction, text, taken.custom_config)
 
 
-async def _prompt(ctx: AgentContext, instruction: str, text: str) -> str:
+async def _prompt(ctx: AgentContext, instruction: str, text: str, parameters: str) -> str:
     if ctx.llm is not None:
         prompt = f"{instruction}\n\n{text}".strip()
-        return await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=STEP_TOKENS)
+        return await _ask(ctx, prompt, parameters, max_tokens=STEP_TOKENS)
     # No model: say so, and do the honest part an extractive engine can do.
     if not text:
         return f"[offline engine: no language model is configured to carry out: {instruction}]"
@@ -162,6 +180,8 @@ def _fill(template: str, outputs: list[str], taken: _Substituted) -> str:
     def replace(match: re.Match[str]) -> str:
         if match.group(1) == "previous":
             return taken.take(outputs[-1] if outputs else "")
+        if match.group(1) == "custom_config":
+            return taken.take(taken.custom_config)
         number = int(match.group(2))
         if not 1 <= number <= len(outputs):
             raise AgentError(
