@@ -40,9 +40,15 @@ class Settings:
     projection_count_seconds: int = 300
     # Browser-facing API (docs/api.md, "Auth"): origins besides the service's own whose pages
     # may use the cookie or a query token; caps on live streams, per API process.
+    # `*` = any page may call the API (never with credentials; the cookie and the WebSocket
+    # still take only the listed origins). Credentials: CORS answers let the cookie through.
     cors_origins: frozenset[str] = frozenset()
+    cors_allow_credentials: bool = False
     max_streams_per_user: int = 20
     max_catch_up_events: int = 10_000  # history one stream catch-up may replay
+    # How long a read waits for a read model: a write's answer, `?min_position=`, a stream's
+    # final update (docs/api.md, "Consistency").
+    read_wait_ms: int = 5_000
     # Workers. With no OpenAI key the built-in offline engine does the work.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None  # any OpenAI-compatible server (Ollama, vLLM, ...)
@@ -95,12 +101,19 @@ class Settings:
             env, "AGENTTASKS_RELAY_STALL_SECONDS", base.relay_stall_seconds, 1, 3600
         )
         values["cors_origins"] = _origins(env.get("AGENTTASKS_CORS_ORIGINS", ""))
+        values["cors_allow_credentials"] = _flag(env, "AGENTTASKS_CORS_ALLOW_CREDENTIALS")
+        if values["cors_allow_credentials"] and "*" in values["cors_origins"]:
+            raise SettingsError(
+                "AGENTTASKS_CORS_ALLOW_CREDENTIALS=true cannot go with AGENTTASKS_CORS_ORIGINS=*: "
+                "any site could then act with a user's cookie; list the origins instead"
+            )
         values["max_streams_per_user"] = _int(
             env, "AGENTTASKS_MAX_STREAMS_PER_USER", base.max_streams_per_user, 1, 10_000
         )
         values["max_catch_up_events"] = _int(
             env, "AGENTTASKS_MAX_CATCH_UP_EVENTS", base.max_catch_up_events, 100, 1_000_000
         )
+        values["read_wait_ms"] = _int(env, "AGENTTASKS_READ_WAIT_MS", base.read_wait_ms, 0, 60_000)
         if key := env.get("OPENAI_API_KEY", "").strip():
             values["openai_api_key"] = key
         if base_url := env.get("OPENAI_BASE_URL", "").strip():
@@ -174,6 +187,9 @@ def _origins(raw: str) -> frozenset[str]:
         origin = item.strip().lower().rstrip("/")
         if not origin:
             continue
+        if origin == "*":
+            origins.add(origin)
+            continue
         scheme, sep, netloc = origin.partition("://")
         # A browser's Origin is scheme://host[:port], nothing more: anything else never matches.
         if scheme not in ("http", "https") or not sep or not netloc or "/" in netloc:
@@ -195,6 +211,15 @@ _SCHEMA_CAPS = (
     ("schema_max_validation_steps", "AGENTTASKS_SCHEMA_MAX_VALIDATION_STEPS", 100, 10_000_000),
     ("schema_max_validation_depth", "AGENTTASKS_SCHEMA_MAX_VALIDATION_DEPTH", 10, 150),
 )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -11,16 +11,25 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from agenttasks.api.deps import CurrentActor, Deps, TaskId
 from agenttasks.api.openapi import AUTHENTICATED, QUERY, REPEATED_KEY, WITH_BODY, problems
 from agenttasks.api.paging import page_links
-from agenttasks.api.read_your_writes import view_after_write
+from agenttasks.api.read_your_writes import (
+    EVENT_STORE,
+    TASKS,
+    MinPosition,
+    position_headers,
+    reflecting,
+    view_after_write,
+)
 from agenttasks.api.schemas import (
     MAX_POSITION,
     CancelRequest,
+    EventPage,
     EventView,
     Priority,
     Status,
     TaskCreate,
     TaskPage,
     TaskType,
+    UpdatePage,
     ValidateConfigRequest,
     ValidateConfigResponse,
 )
@@ -28,12 +37,16 @@ from agenttasks.application.bus_payloads import event_fields
 from agenttasks.application.task_configs import ConfigError, normalized_config
 from agenttasks.application.tasks import NewTask, TaskNotFound
 from agenttasks.domain.updates import KINDS
-from agenttasks.projections.task_queries import TaskFilter, TaskView, UpdateView
+from agenttasks.projections.task_queries import TaskFilter, TaskView
 
 # Bounded so that (page - 1) * page_size stays a sane OFFSET: beyond it is a 400, never a 500.
 MAX_PAGE = 100_000
 PageNumber = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)]
 PageSize = Annotated[int, QueryParameter(ge=1, le=100)]
+# A task's updates and events come in longer pages: a timeline is read whole, page by page.
+HISTORY_PAGE_SIZE = 100
+MAX_HISTORY_PAGE_SIZE = 1000
+HistoryPageSize = Annotated[int, QueryParameter(ge=1, le=MAX_HISTORY_PAGE_SIZE)]
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
@@ -71,7 +84,8 @@ class TaskController(Controller):
         )
         written = await deps.run(deps.commands.create, actor, new, idempotency_key)
         view = await view_after_write(deps, actor, written)
-        return Response(view, status_code=HTTP_201_CREATED if written.created else HTTP_200_OK)
+        status = HTTP_201_CREATED if written.created else HTTP_200_OK
+        return Response(view, status_code=status, headers=position_headers(written.position))
 
     @get("/", responses=problems(*QUERY))
     async def list_tasks(
@@ -86,8 +100,10 @@ class TaskController(Controller):
         ordering: FromQuery[str] = "-created_at",
         page: PageNumber = 1,
         page_size: PageSize = 20,
+        min_position: MinPosition = None,
     ) -> TaskPage:
         """Lists the actor's tasks (an admin's: everyone's), filtered, ordered and paged."""
+        await reflecting(deps, min_position, TASKS)
         task_filter = TaskFilter(
             status=status, task_type=task_type, priority=priority, search=search
         )
@@ -101,8 +117,10 @@ class TaskController(Controller):
         deps: Deps,
         page: PageNumber = 1,
         page_size: PageSize = 20,
+        min_position: MinPosition = None,
     ) -> TaskPage:
         """Pending and running tasks, most urgent first."""
+        await reflecting(deps, min_position, TASKS)
         task_filter = TaskFilter(statuses=("pending", "running"))
         return await _page(request, actor, deps, task_filter, "-priority", page, page_size)
 
@@ -113,13 +131,18 @@ class TaskController(Controller):
         actor: CurrentActor,
         deps: Deps,
         page_size: PageSize = 20,
+        min_position: MinPosition = None,
     ) -> TaskPage:
         """The most recently created tasks (page_size of them, 20 by default)."""
+        await reflecting(deps, min_position, TASKS)
         return await _page(request, actor, deps, TaskFilter(), "-created_at", 1, page_size)
 
     @get("/{task_id:uuid}/", responses=problems(*QUERY, 404))
-    async def retrieve(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> TaskView:
+    async def retrieve(
+        self, task_id: TaskId, actor: CurrentActor, deps: Deps, min_position: MinPosition = None
+    ) -> TaskView:
         """One task."""
+        await reflecting(deps, min_position, TASKS)
         view = await deps.queries.get(actor, task_id)
         if view is None:
             raise TaskNotFound(task_id)
@@ -136,41 +159,62 @@ class TaskController(Controller):
         actor: CurrentActor,
         deps: Deps,
         data: JSONBody[CancelRequest | None] = None,
-    ) -> TaskView:
+    ) -> Response[TaskView]:
         """Cancels a pending or running task (409 with the reason otherwise)."""
         reason = data.reason if data else ""
         written = await deps.run(deps.commands.cancel, actor, task_id, reason)
-        return await view_after_write(deps, actor, written)
+        view = await view_after_write(deps, actor, written)
+        return Response(view, headers=position_headers(written.position))
 
     @post(
         "/{task_id:uuid}/retry/",
         status_code=HTTP_200_OK,
         responses=problems(*WITH_BODY, 404, 409),
     )
-    async def retry(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> TaskView:
+    async def retry(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> Response[TaskView]:
         """Retries a failed or cancelled task as a new attempt (409 with the reason otherwise)."""
         written = await deps.run(deps.commands.retry, actor, task_id)
-        return await view_after_write(deps, actor, written)
+        view = await view_after_write(deps, actor, written)
+        return Response(view, headers=position_headers(written.position))
 
     @get("/{task_id:uuid}/updates/", responses=problems(*QUERY, 404))
     async def updates(
         self,
+        request: Request[Any, Any, Any],
         task_id: TaskId,
         actor: CurrentActor,
         deps: Deps,
         after: Annotated[int, QueryParameter(ge=0, le=MAX_POSITION)] = 0,
-    ) -> list[UpdateView]:
-        """The task's update history, oldest first (after a position, if given)."""
-        updates = await deps.queries.updates(actor, task_id, after)
-        if updates is None:
+        page: PageNumber = 1,
+        page_size: HistoryPageSize = HISTORY_PAGE_SIZE,
+        min_position: MinPosition = None,
+    ) -> UpdatePage:
+        """The task's update history, oldest first (after a position, if given), paged."""
+        await reflecting(deps, min_position, TASKS)
+        found = await deps.queries.updates(actor, task_id, after, (page - 1) * page_size, page_size)
+        if found is None:
             raise TaskNotFound(task_id)
-        return updates
+        count, results = found
+        previous, following = page_links(request, count, page, page_size)
+        return UpdatePage(count=count, next=following, previous=previous, results=results)
 
     @get("/{task_id:uuid}/events/", responses=problems(*AUTHENTICATED, 404))
-    async def events(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> list[EventView]:
-        """The task's stored events, from the event store itself: the audit trail."""
+    async def events(
+        self,
+        request: Request[Any, Any, Any],
+        task_id: TaskId,
+        actor: CurrentActor,
+        deps: Deps,
+        page: PageNumber = 1,
+        page_size: HistoryPageSize = HISTORY_PAGE_SIZE,
+        min_position: MinPosition = None,
+    ) -> EventPage:
+        """The task's stored events, from the event store itself: the audit trail, paged."""
+        await reflecting(deps, min_position, EVENT_STORE)  # validated; the store is never behind
+        # The store hands over a task's whole history at once; only the page is mapped.
         history = await deps.run(deps.commands.history, actor, task_id)
-        return [
+        start = (page - 1) * page_size
+        results = [
             EventView(
                 position=item.position,
                 version=item.event.originator_version,
@@ -178,8 +222,10 @@ class TaskController(Controller):
                 timestamp=item.timestamp,
                 data=event_fields(item.event),
             )
-            for item in history
+            for item in history[start : start + page_size]
         ]
+        previous, following = page_links(request, len(history), page, page_size)
+        return EventPage(count=len(history), next=following, previous=previous, results=results)
 
 
 @post(
@@ -193,7 +239,7 @@ async def validate_task_config(
 ) -> ValidateConfigResponse:
     """Checks a task config against its type's rules (and a template's), creating nothing."""
     try:
-        if data.template_id is not None and deps.templates is not None:
+        if data.template_id is not None:
             templates = deps.templates
             await deps.run(
                 templates.task_config, actor, data.template_id, data.task_type, data.task_config

@@ -15,7 +15,14 @@ from agenttasks.api.deps import ApiDeps, CurrentActor, Deps
 from agenttasks.api.errors import problem
 from agenttasks.api.openapi import QUERY, REPEATED_KEY, WITH_BODY, problems
 from agenttasks.api.paging import page_links
-from agenttasks.api.read_your_writes import caught_up, view_after_write
+from agenttasks.api.read_your_writes import (
+    TEMPLATES,
+    MinPosition,
+    caught_up,
+    position_headers,
+    reflecting,
+    view_after_write,
+)
 from agenttasks.api.schemas import Body, Priority, TaskType
 from agenttasks.api.tasks import IdempotencyKey, PageNumber, PageSize
 from agenttasks.application.tasks import MAX_TITLE_CHARS, Actor
@@ -91,11 +98,13 @@ class TemplateController(Controller):
     @post("/", status_code=HTTP_201_CREATED, responses=problems(*WITH_BODY))
     async def create(
         self, data: JSONBody[TemplateCreate], actor: CurrentActor, deps: Deps
-    ) -> TemplateView:
+    ) -> Response[TemplateView]:
         """Creates a template; its config_schema and default_config are checked first."""
         draft = TemplateDraft(**msgspec.structs.asdict(data))
         written = await deps.run(_commands(deps).create, actor, draft)
-        return await _view_after_write(deps, actor, written)
+        view = await _view_after_write(deps, actor, written)
+        headers = position_headers(written.position)
+        return Response(view, status_code=HTTP_201_CREATED, headers=headers)
 
     @get("/", responses=problems(*QUERY))
     async def list_templates(
@@ -110,8 +119,10 @@ class TemplateController(Controller):
         ordering: FromQuery[str] = "-created_at",
         page: PageNumber = 1,
         page_size: PageSize = 20,
+        min_position: MinPosition = None,
     ) -> TemplatePage:
         """The templates the actor may use: their own and shared ones (an admin's: all)."""
+        await reflecting(deps, min_position, TEMPLATES)
         found = TemplateFilter(task_type=task_type, search=search, mine=mine, archived=archived)
         count, results = await _queries(deps).page(
             actor, found, ordering, (page - 1) * page_size, page_size
@@ -125,15 +136,22 @@ class TemplateController(Controller):
         actor: CurrentActor,
         deps: Deps,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
+        min_position: MinPosition = None,
     ) -> list[TemplateView]:
         """The most used templates the actor may use, most used first."""
+        await reflecting(deps, min_position, TEMPLATES)
         return await _queries(deps).popular(actor, limit)
 
     @get("/{template_id:uuid}/", responses=problems(*QUERY, 404))
     async def retrieve(
-        self, template_id: TemplateId, actor: CurrentActor, deps: Deps
+        self,
+        template_id: TemplateId,
+        actor: CurrentActor,
+        deps: Deps,
+        min_position: MinPosition = None,
     ) -> TemplateView:
         """One template, with its usage figures."""
+        await reflecting(deps, min_position, TEMPLATES)
         view = await _queries(deps).get(actor, template_id)
         if view is None:
             raise TemplateNotFound(template_id)
@@ -146,11 +164,12 @@ class TemplateController(Controller):
         data: JSONBody[TemplateUpdate],
         actor: CurrentActor,
         deps: Deps,
-    ) -> TemplateView:
+    ) -> Response[TemplateView]:
         """Stores a new version with the given fields (a PUT that changes nothing adds none)."""
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         written = await deps.run(_commands(deps).revise, actor, template_id, changes)
-        return await _view_after_write(deps, actor, written)
+        view = await _view_after_write(deps, actor, written)
+        return Response(view, headers=position_headers(written.position))
 
     @delete(
         "/{template_id:uuid}/",
@@ -182,7 +201,8 @@ class TemplateController(Controller):
             _commands(deps).create_task, actor, template_id, request, idempotency_key
         )
         view = await view_after_write(deps, actor, written)
-        return Response(view, status_code=HTTP_201_CREATED if written.created else HTTP_200_OK)
+        status = HTTP_201_CREATED if written.created else HTTP_200_OK
+        return Response(view, status_code=status, headers=position_headers(written.position))
 
 
 async def _view_after_write(deps: ApiDeps, actor: Actor, written: TemplateWritten) -> TemplateView:
@@ -203,6 +223,7 @@ def view_from_aggregate(template: Template) -> TemplateView:
         owner=template.owner,
         created_at=template.created_at,
         updated_at=template.updated_at,
+        usage_count=0,
         usage=UsageView(
             usage_count=0,
             last_used_at=None,
@@ -217,12 +238,10 @@ def view_from_aggregate(template: Template) -> TemplateView:
 
 
 def _commands(deps: ApiDeps) -> TemplateCommands:
-    assert deps.templates is not None, "the composition root did not provide template commands"
     return deps.templates
 
 
 def _queries(deps: ApiDeps) -> TemplateQueries:
-    assert deps.template_queries is not None, "the composition root did not provide queries"
     return deps.template_queries
 
 
