@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from agenttasks.application.group_commit import GroupCommitter
 from agenttasks.application.store import close, open_event_store
 from agenttasks.application.tasks import Actor, NewTask, TaskCommands
+from agenttasks.bootstrap import task_commands
 from agenttasks.settings import Settings
 
 BODY = {"title": "bench", "task_type": "summary", "task_config": {"content": "Some text."}}
@@ -178,7 +179,7 @@ def direct_creates(database_url: str, clients: int, seconds: float) -> tuple[flo
 def freshness(database_url: str, rate: float, seconds: float) -> list[float]:
     """Commit -> projected latency for creates issued at a steady rate."""
     store = open_event_store(Settings(database_url=database_url).eventsourcing_env())
-    commands = TaskCommands(store)
+    commands = task_commands(store)
     committed: dict[int, float] = {}
     seen: dict[int, float] = {}
     listening = threading.Event()

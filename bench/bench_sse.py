@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> None:
 
     from agenttasks.api.auth import mint_token
     from agenttasks.application.store import close, open_event_store
-    from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands
+    from agenttasks.application.tasks import SYSTEM, Actor, NewTask
+    from agenttasks.bootstrap import task_commands
     from agenttasks.servers.nats import start_nats
     from agenttasks.servers.postgres import create_database, start_postgres
     from agenttasks.servers.secrets import ROLES
@@ -192,7 +193,7 @@ def run(args: argparse.Namespace) -> None:
         wait_ready(api_url)
 
         store = open_event_store(Settings(database_url=database_url).eventsourcing_env())
-        commands = TaskCommands(store)
+        commands = task_commands(store)
         users = [f"user{i}" for i in range(args.users)]
         task_ids: list[UUID] = []
         owner: dict[UUID, str] = {}

@@ -41,6 +41,7 @@ from bench_create import percentile, start_up
 
 from agenttasks.application.store import close, open_event_store
 from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands
+from agenttasks.bootstrap import task_commands
 from agenttasks.domain.task import Task
 from agenttasks.settings import Settings
 
@@ -203,7 +204,7 @@ def main() -> None:
     workers = start_workers(home, runtime, args.workers, args.concurrency)
     store = open_event_store(Settings(database_url=runtime["database_url"]).eventsourcing_env())
     try:
-        commands = TaskCommands(store)
+        commands = task_commands(store)
         time.sleep(2)  # workers bind their consumers
         print(
             f"machine: {os.cpu_count()} cores; {args.workers} worker process(es), concurrency {args.concurrency}, instant engine"

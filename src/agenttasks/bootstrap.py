@@ -1,7 +1,7 @@
-"""The composition root: builds every adapter from Settings and hands it to the part that uses it.
+"""The composition root: builds every collaborator from Settings and hands it to its user.
 
-Each `run_*` function is one process role (`agenttasks api`, `relay`, `project`);
-`up` (in up.py) starts servers and runs the roles as child processes.
+Only builders live here; the process roles that run them are in roles.py, the commands'
+output in cli.py. The test harnesses build through the same functions.
 """
 
 from __future__ import annotations
@@ -9,29 +9,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
-from uuid import UUID
 
 import psycopg
+from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
 from agenttasks import quarantine, relay_status, runtime_file
 from agenttasks.api.app import create_app
 from agenttasks.api.auth import mint_token
-from agenttasks.api.deps import ApiDeps
+from agenttasks.api.deps import ApiConfig, ApiDeps
+from agenttasks.api.health import readiness_checks
 from agenttasks.application.bus_payloads import mapper_for
+from agenttasks.application.group_commit import GroupCommitter
 from agenttasks.application.schema_document import SchemaLimits
 from agenttasks.application.store import EventStore, close, open_event_store
-from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
-from agenttasks.application.templates import TemplateCommands, TemplateNotFound
-from agenttasks.bus.connection import connect
+from agenttasks.application.tasks import TaskCommands
+from agenttasks.application.templates import TemplateCommands
+from agenttasks.application.user_log import UserLog
+from agenttasks.bus.connection import Bus, connect
 from agenttasks.bus.live_events import LiveTaskEvents
-from agenttasks.domain.rules import TASK_TYPES
 from agenttasks.live.history import History
 from agenttasks.live.hub import Hub
 from agenttasks.live.service import LiveUpdates
@@ -40,9 +40,8 @@ from agenttasks.projections.base import Projection, ensure_tables
 from agenttasks.projections.overdue_queries import OverdueAttempts
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.projector import Projector
-from agenttasks.projections.replay import replay as replay_projection
 from agenttasks.projections.runner import ProjectionRunner
-from agenttasks.projections.selfcheck import HEALTH_DDL, HEALTH_SQL, SelfCheck, summarise
+from agenttasks.projections.selfcheck import HEALTH_DDL, SelfCheck
 from agenttasks.projections.statistics import statistics_projection
 from agenttasks.projections.statistics_queries import StatisticsQueries
 from agenttasks.projections.task_queries import TaskQueries
@@ -53,7 +52,7 @@ from agenttasks.projections.templates import template_projection
 from agenttasks.relay import Relay
 from agenttasks.servers.secrets import load_secrets
 from agenttasks.settings import Settings, SettingsError
-from agenttasks.workers.agents import agents_for
+from agenttasks.workers.agents import Agent, agents_for
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel, model_from_settings
@@ -62,15 +61,10 @@ from agenttasks.workers.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
+KEEPALIVE_SECONDS = 15.0  # an idle live stream's comment frame, so proxies keep it open
 
-def projections() -> dict[str, Projection]:
-    """Every read model, by name."""
-    return {
-        "tasks": task_projection(),
-        "templates": template_projection(),
-        "template_usage": template_usage_projection(),
-        "statistics": statistics_projection(),
-    }
+
+# Settings ----------------------------------------------------------------------------------
 
 
 def resolve(settings: Settings) -> Settings:
@@ -97,52 +91,23 @@ def require_database(settings: Settings) -> str:
     return settings.database_url
 
 
-@contextmanager
-def event_store(settings: Settings) -> Iterator[EventStore]:
-    """The event store on the configured Postgres, closed afterwards."""
-    store = open_event_store(settings.eventsourcing_env())
-    try:
-        yield store
-    finally:
-        close(store)
-
-
-def token(settings: Settings, user: str, *, admin: bool, ttl: int) -> str:
-    """A JWT signed with the service's secret."""
-    secret = resolve(settings).jwt_secret
-    if secret is None:
+def require_secret(settings: Settings) -> str:
+    """The JWT secret, or a message saying how to provide one."""
+    if settings.jwt_secret is None:
         raise SettingsError(
             f"no JWT secret: set AGENTTASKS_JWT_SECRET, or run `agenttasks up` with the data "
             f"directory {settings.home} first"
         )
+    return settings.jwt_secret
+
+
+def token(settings: Settings, user: str, *, admin: bool, ttl: int) -> str:
+    """A JWT signed with the service's secret."""
+    secret = require_secret(resolve(settings))
     try:
         return mint_token(secret, user, admin=admin, ttl=ttl)
     except ValueError as error:
         raise SettingsError(str(error)) from None
-
-
-# Roles -------------------------------------------------------------------------------------
-
-
-def run_api(settings: Settings) -> int:
-    """Serves the HTTP API with uvicorn until SIGTERM/SIGINT."""
-    import uvicorn
-
-    settings = resolve(settings)
-    app = create_app(build_api_deps(settings))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        # Live streams never end by themselves: on SIGTERM give them this long, then cancel
-        # them (clients reconnect with Last-Event-ID, to another replica if there is one).
-        timeout_graceful_shutdown=5,
-    )
-    return 0
 
 
 def schema_limits(settings: Settings) -> SchemaLimits:
@@ -157,51 +122,73 @@ def schema_limits(settings: Settings) -> SchemaLimits:
     )
 
 
-def build_api_deps(settings: Settings) -> ApiDeps:
-    """The API's dependencies, with their start and stop hooks."""
-    database_url = require_database(settings)
-    if settings.jwt_secret is None:
-        raise SettingsError("no JWT secret: set AGENTTASKS_JWT_SECRET")
+# The write side ----------------------------------------------------------------------------
+
+
+@contextmanager
+def event_store(settings: Settings) -> Iterator[EventStore]:
+    """The event store on the configured Postgres, closed afterwards."""
     store = open_event_store(settings.eventsourcing_env())
-    pool = AsyncConnectionPool(database_url, min_size=2, max_size=16, open=False)
-    watcher = ProjectionWatcher(database_url)
-    commands = TaskCommands(store)
-    deps = ApiDeps(
-        commands=commands,
-        queries=TaskQueries(pool),
-        watcher=watcher,
-        jwt_secret=settings.jwt_secret,
-        cors_origins=settings.cors_origins,
-        templates=TemplateCommands(store, commands, schema_limits(settings)),
-        template_queries=TemplateQueries(pool),
-        statistics=StatisticsQueries(pool),
-    )
-    deps.ready_checks = readiness_checks(settings, store, pool, watcher)
-
-    async def start() -> None:
-        await asyncio.to_thread(ensure_read_models, database_url)
-        await pool.open()
-        await watcher.start()
-        deps.bus = await connect(settings.nats_url_for("api"), "agenttasks-api")
-        deps.live = LiveUpdates(
-            Hub(LiveTaskEvents(deps.bus)),
-            History(store, max_catch_up_events=settings.max_catch_up_events),
-            StreamSlots(settings.max_streams_per_user),
-        )
-        await deps.live.start()
-
-    async def stop() -> None:
-        if deps.live is not None:
-            await deps.live.stop()
-        if deps.bus is not None:
-            await deps.bus.close()
-        await watcher.stop()
-        await pool.close()
+    try:
+        yield store
+    finally:
         close(store)
 
-    deps.on_startup.append(start)
-    deps.on_shutdown.append(stop)
-    return deps
+
+def task_commands(store: EventStore) -> TaskCommands:
+    """Task commands whose concurrent saves share transactions (one group committer)."""
+    return TaskCommands(store, GroupCommitter(store))
+
+
+def template_commands(
+    store: EventStore, commands: TaskCommands, settings: Settings
+) -> TemplateCommands:
+    """Template commands with the settings' caps on config schemas."""
+    return TemplateCommands(store, commands, schema_limits(settings))
+
+
+def relay(store: EventStore, database_url: str, bus: Bus) -> Relay:
+    """The relay from the store's log to JetStream."""
+    return Relay(store, database_url, bus, mapper_for(store))
+
+
+# The read side -----------------------------------------------------------------------------
+
+
+def projections() -> dict[str, Projection]:
+    """Every read model, by name."""
+    return {
+        "tasks": task_projection(),
+        "templates": template_projection(),
+        "template_usage": template_usage_projection(),
+        "statistics": statistics_projection(),
+    }
+
+
+def chosen_projections(names: list[str]) -> list[Projection]:
+    """The named read models (none named: all), or a message listing the known ones."""
+    available = projections()
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise SettingsError(f"unknown read model(s) {unknown}; known: {', '.join(available)}")
+    return [available[name] for name in names or available]
+
+
+def projector(
+    settings: Settings, store: EventStore, bus: Bus, chosen: list[Projection]
+) -> tuple[Projector, SelfCheck]:
+    """One in-order reader feeding every chosen read model, and their self-check."""
+    database_url = require_database(settings)
+    runners = [ProjectionRunner(p, database_url, bus) for p in chosen]
+    check = SelfCheck(
+        runners,
+        bus,
+        database_url,
+        store.recorder.events_table_name,  # type: ignore[attr-defined]
+        every=settings.projection_check_seconds,
+        count_every=settings.projection_count_seconds,
+    )
+    return Projector(runners, bus), check
 
 
 def ensure_read_models(database_url: str) -> None:
@@ -218,157 +205,114 @@ def ensure_read_models(database_url: str) -> None:
         cursor.execute(HEALTH_DDL)
 
 
-def readiness_checks(
-    settings: Settings, store: EventStore, pool: AsyncConnectionPool, watcher: ProjectionWatcher
-) -> dict[str, Callable[[], Awaitable[dict[str, Any]]]]:
-    """Postgres, NATS, relay lag and projector lag, for GET /ready."""
+# The API -----------------------------------------------------------------------------------
 
-    async def postgres() -> dict[str, Any]:
-        async with pool.connection() as connection:
-            await connection.execute("SELECT 1")
-        return {"ok": True}
 
-    async def nats_and_relay() -> dict[str, Any]:
-        bus = await connect(settings.nats_url_for("api"), "agenttasks-ready", connect_timeout=1.0)
-        try:
-            published, _ = await bus.last_published()
-        finally:
-            await bus.close()
-        newest = await asyncio.to_thread(store.recorder.max_notification_id) or 0
-        async with pool.connection() as connection:
-            heartbeat = await relay_status.last_beat(connection)
-        return relay_status.relay_health(
-            stored=newest,
-            published=published,
-            heartbeat=heartbeat,
-            stall_seconds=settings.relay_stall_seconds,
+def api_config(settings: Settings) -> ApiConfig:
+    """What the app needs before it starts."""
+    require_database(settings)
+    return ApiConfig(
+        jwt_secret=require_secret(settings),
+        cors_origins=settings.cors_origins,
+        cors_allow_credentials=settings.cors_allow_credentials,
+    )
+
+
+def live_updates(settings: Settings, store: EventStore, bus: Bus) -> LiveUpdates:
+    """The live streams' hub (fed from NATS), history reader and per-user stream slots."""
+    history = History(
+        UserLog(store),
+        mapper_for(store),
+        # History reads get their own threads, so a reconnect storm cannot starve commands.
+        ThreadPoolExecutor(4, thread_name_prefix="live-history"),
+        max_catch_up_events=settings.max_catch_up_events,
+    )
+    return LiveUpdates(
+        Hub(LiveTaskEvents(bus)), history, StreamSlots(settings.max_streams_per_user)
+    )
+
+
+@asynccontextmanager
+async def open_api_deps(
+    settings: Settings, *, keepalive_seconds: float = KEEPALIVE_SECONDS
+) -> AsyncIterator[ApiDeps]:
+    """Every collaborator of the API, open (on the running loop) until the block ends."""
+    database_url = require_database(settings)
+    async with contextlib.AsyncExitStack() as opened:
+        # Last to close: a command still running finishes on a store that is still open.
+        executor = ThreadPoolExecutor(32, thread_name_prefix="command")
+        opened.callback(executor.shutdown, wait=False)
+        store = await asyncio.to_thread(open_event_store, settings.eventsourcing_env())
+        opened.callback(close, store)
+        await asyncio.to_thread(ensure_read_models, database_url)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            database_url, min_size=2, max_size=16, open=False
+        )
+        await pool.open()
+        opened.push_async_callback(pool.close)
+        watcher = ProjectionWatcher(database_url)
+        await watcher.start()
+        opened.push_async_callback(watcher.stop)
+        bus = await connect(settings.nats_url_for("api"), "agenttasks-api")
+        opened.push_async_callback(bus.close)
+        live = live_updates(settings, store, bus)
+        await live.start()
+        opened.push_async_callback(live.stop)
+        commands = task_commands(store)
+        yield ApiDeps(
+            commands=commands,
+            templates=template_commands(store, commands, settings),
+            queries=TaskQueries(pool),
+            template_queries=TemplateQueries(pool),
+            statistics=StatisticsQueries(pool),
+            watcher=watcher,
+            bus=bus,
+            live=live,
+            ready_checks=readiness_checks(
+                pool=pool,
+                newest=store.recorder.max_notification_id,
+                watcher=watcher,
+                read_models=projections(),
+                open_bus=lambda: connect(
+                    settings.nats_url_for("api"), "agenttasks-ready", connect_timeout=1.0
+                ),
+                relay_stall_seconds=settings.relay_stall_seconds,
+            ),
+            executor=executor,
+            keepalive_seconds=keepalive_seconds,
+            read_your_writes_timeout=settings.read_wait_ms / 1000,
         )
 
-    async def quarantined() -> dict[str, Any]:
-        # A report, not a failure: the pipeline goes on around a quarantined event, and
-        # failing every replica's /ready over one event would take the whole service out.
-        async with pool.connection() as connection:
-            found = await connection.execute(quarantine.SUMMARY_SQL)
-            count, newest, seen = (await found.fetchone()) or (0, None, None)
-        newest_seen = None if seen is None else seen.isoformat()
-        return {"ok": True, "count": count, "newest_position": newest, "newest_seen": newest_seen}
 
-    async def read_model_health() -> dict[str, Any]:
-        # What the projectors' self-checks found (projections/selfcheck.py): stalled, or rows
-        # missing against the store.
-        async with pool.connection() as connection:
-            found = await connection.execute(HEALTH_SQL)
-            return summarise(await found.fetchall())
+def api_app(
+    settings: Settings,
+    *,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+    on_open: Callable[[ApiDeps], None] | None = None,
+) -> Litestar:
+    """The API application; its collaborators open when it starts (`on_open` sees them)."""
 
-    async def lag() -> dict[str, Any]:
-        newest = await asyncio.to_thread(store.recorder.max_notification_id) or 0
-        result: dict[str, Any] = {"ok": True, "stored": newest}
-        for name in projections():
-            behind = max(0, newest - await watcher.position(name))
-            result[f"{name}_lag"] = behind
-        return result
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[ApiDeps]:
+        async with open_api_deps(settings, keepalive_seconds=keepalive_seconds) as deps:
+            if on_open is not None:
+                on_open(deps)
+            yield deps
 
-    return {
-        "postgres": postgres,
-        "nats": nats_and_relay,
-        "projections": lag,
-        "quarantine": quarantined,
-        "read_models": read_model_health,
-    }
+    return create_app(api_config(settings), opened)
 
 
-def run_relay(settings: Settings) -> int:
-    """Publishes stored events to JetStream until stopped."""
-    settings = resolve(settings)
-    database_url = require_database(settings)
-
-    async def main(stop: asyncio.Event) -> None:
-        bus = await connect(settings.nats_url_for("relay"), "agenttasks-relay")
-        with event_store(settings) as store:
-            try:
-                await Relay(store, database_url, bus).run(stop)
-            finally:
-                await bus.close()
-
-    return run_until_signalled(main)
+# Workers -----------------------------------------------------------------------------------
 
 
-def run_projectors(settings: Settings, names: list[str]) -> int:
-    """Keeps the named read models (default: all) up to date until stopped."""
-    settings = resolve(settings)
-    database_url = require_database(settings)
-    available = projections()
-    unknown = [name for name in names if name not in available]
-    if unknown:
-        raise SettingsError(f"unknown read model(s) {unknown}; known: {', '.join(available)}")
-    chosen = [available[name] for name in names or available]
-
-    async def main(stop: asyncio.Event) -> None:
-        bus = await connect(settings.nats_url_for("projector"), "agenttasks-projector")
-        try:
-            with event_store(settings) as store:
-                # One in-order reader feeds every read model of this process.
-                runners = [ProjectionRunner(p, database_url, bus) for p in chosen]
-                check = SelfCheck(
-                    runners,
-                    bus,
-                    database_url,
-                    store.recorder.events_table_name,  # type: ignore[attr-defined]
-                    every=settings.projection_check_seconds,
-                    count_every=settings.projection_count_seconds,
-                )
-                await asyncio.gather(Projector(runners, bus).run(stop), check.run(stop))
-        finally:
-            await bus.close()
-
-    return run_until_signalled(main)
-
-
-def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto") -> int:
-    """Runs agents on tasks of the given types until stopped (then hands back what it holds)."""
-    settings = resolve(settings)
-    database_url = require_database(settings)
-    unknown = [t for t in options.types if t not in TASK_TYPES]
-    if unknown:
-        raise SettingsError(f"unknown task type(s) {unknown}; known: {', '.join(TASK_TYPES)}")
-    if engine not in ("auto", "offline", "instant"):
-        raise SettingsError(f"unknown engine {engine!r}; one of: auto, offline, instant")
-
-    async def main(stop: asyncio.Event) -> None:
-        bus = await connect(
-            settings.nats_url_for("worker"), f"agenttasks-worker-{options.worker_id}"
-        )
-        llm = language_model(settings) if engine == "auto" else None
-        fetcher = Fetcher(
-            settings.fetch_allowed_hosts,
-            max_bytes=settings.fetch_max_bytes,
-            extract_timeout=float(settings.extract_timeout),
-            extract_processes=settings.extract_processes,
-        )
-        executor = ThreadPoolExecutor(32, thread_name_prefix="worker-store")
-        with event_store(settings) as store:
-            commands = TaskCommands(store)
-            worker = Worker(
-                commands,
-                bus,
-                agents_for(engine),
-                llm=llm,
-                fetcher=fetcher,
-                options=options,
-                executor=executor,
-                limits=Limits.from_settings(settings),
-            )
-            watchdog = Watchdog(commands, bus, OverdueAttempts(database_url), executor)
-            try:
-                await asyncio.gather(worker.run(stop), watchdog.run(stop))
-            finally:
-                await fetcher.aclose()
-                if llm is not None:
-                    await llm.aclose()
-                await bus.close()
-                executor.shutdown(wait=True)
-
-    return run_until_signalled(main)
+def fetcher(settings: Settings) -> Fetcher:
+    """The guarded web fetcher, with the settings' hosts and caps."""
+    return Fetcher(
+        settings.fetch_allowed_hosts,
+        max_bytes=settings.fetch_max_bytes,
+        extract_timeout=float(settings.extract_timeout),
+        extract_processes=settings.extract_processes,
+    )
 
 
 def language_model(settings: Settings) -> LanguageModel | None:
@@ -379,105 +323,41 @@ def language_model(settings: Settings) -> LanguageModel | None:
     return model
 
 
-# Tools -------------------------------------------------------------------------------------
+@asynccontextmanager
+async def worker(
+    settings: Settings,
+    store: EventStore,
+    bus: Bus,
+    options: WorkerOptions,
+    *,
+    llm: LanguageModel | None,
+    fetcher: Fetcher,
+    engine: str = "auto",
+    agents: dict[str, Agent] | None = None,
+    limits: Limits | None = None,
+    threads: int = 32,
+    watchdog_every: float = 2.0,
+) -> AsyncIterator[tuple[Worker, Watchdog]]:
+    """A worker and its watchdog on one thread pool; closes the fetcher and the threads after.
 
-
-def replay(settings: Settings, name: str, *, verify: bool) -> int:
-    """Rebuilds read models from the store with a progress bar; 1 if verify found differences."""
-    settings = resolve(settings)
-    database_url = require_database(settings)
-    available = projections()
-    if name != "all" and name not in available:
-        raise SettingsError(f"unknown read model {name!r}; known: {', '.join(available)}, all")
-    chosen = list(available.values()) if name == "all" else [available[name]]
-    status = 0
-    with event_store(settings) as store:
-        for projection in chosen:
-            report = replay_projection(
-                projection,
-                store,
-                mapper_for(store),
-                database_url,
-                verify=verify,
-                progress=_progress_bar(projection.name),
-            )
-            print(file=sys.stderr)
-            action = "verified" if verify else "rebuilt and switched"
-            print(
-                f"{projection.name}: {action} {report.events} events up to position "
-                f"{report.position} in {report.seconds:.2f}s ({report.rate:,.0f} events/s)"
-            )
-            for difference in report.differences:
-                print(f"  {difference}")
-            if report.differences:
-                status = 1
-    return status
-
-
-def audit(settings: Settings, task_id: str) -> int:
-    """Prints a task's (or a template's) event history from the event store."""
-    settings = resolve(settings)
-    require_database(settings)
+    `agents` replaces some of the engine's agents and `limits` the settings' caps (tests).
+    """
+    executor = ThreadPoolExecutor(threads, thread_name_prefix="worker-store")
+    commands = task_commands(store)
+    running = Worker(
+        commands,
+        bus,
+        {**agents_for(engine), **(agents or {})},
+        llm=llm,
+        fetcher=fetcher,
+        options=options,
+        executor=executor,
+        limits=limits or Limits.from_settings(settings),
+    )
+    overdue = OverdueAttempts(require_database(settings))
+    watchdog = Watchdog(commands, bus, overdue, executor, every=watchdog_every)
     try:
-        parsed = UUID(task_id)
-    except ValueError:
-        raise SettingsError(f"{task_id!r} is not a task id (a UUID)") from None
-    from agenttasks.application.bus_payloads import event_fields
-    from agenttasks.domain.template import TEMPLATE_KINDS
-    from agenttasks.domain.updates import KINDS
-
-    with event_store(settings) as store:
-        commands = TaskCommands(store)
-        try:
-            history = commands.history(SYSTEM, parsed)
-        except TaskNotFound:
-            try:  # a template's history is an audit trail too
-                history = TemplateCommands(store, commands).history(SYSTEM, parsed)
-            except TemplateNotFound:
-                raise SettingsError(f"no task or template {task_id}") from None
-    kinds = {**KINDS, **TEMPLATE_KINDS}
-    for item in history:
-        kind = kinds.get(type(item.event), type(item.event).__qualname__)
-        stamp = item.timestamp.isoformat()
-        fields = event_fields(item.event)
-        version = item.event.originator_version
-        print(f"{item.position:>8}  v{version:<3} {stamp}  {kind:<10} {fields}")
-    return 0
-
-
-def _progress_bar(name: str) -> Callable[[int, int, float], None]:
-    def show(position: int, newest: int, rate: float) -> None:
-        done = position / newest if newest else 1.0
-        bar = "#" * int(done * 30)
-        print(
-            f"\r{name:<16} [{bar:<30}] {position:>10,}/{newest:,} {rate:>10,.0f} events/s",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return show
-
-
-def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
-    """Runs `main(stop)` on a new event loop; SIGTERM or SIGINT sets `stop`."""
-
-    async def runner() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await main(stop)
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(runner())
-    return 0
-
-
-def check_database(database_url: str) -> None:
-    """Fails with a readable message when Postgres cannot be reached."""
-    try:
-        with psycopg.connect(database_url, connect_timeout=5):
-            pass
-    except psycopg.Error as error:
-        raise SettingsError(f"cannot reach Postgres: {error}") from None
+        yield running, watchdog
+    finally:
+        await fetcher.aclose()
+        executor.shutdown(wait=True)

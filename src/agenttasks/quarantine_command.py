@@ -50,7 +50,8 @@ def list_entries(settings: Settings, *, include_resolved: bool = False) -> int:
 def retry(settings: Settings, positions: Sequence[int] = ()) -> int:
     """Re-processes unresolved entries (all, or those at `positions`); 1 if any still fail."""
     from agenttasks.application.bus_payloads import mapper_for
-    from agenttasks.bootstrap import event_store, projections, replay, require_database, resolve
+    from agenttasks.bootstrap import event_store, projections, require_database, resolve
+    from agenttasks.cli import replay
 
     settings = resolve(settings)
     database_url = require_database(settings)

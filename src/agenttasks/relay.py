@@ -23,7 +23,7 @@ import psycopg
 from eventsourcing.persistence import PersistenceError
 
 from agenttasks import quarantine, relay_status
-from agenttasks.application.bus_payloads import BusEventMapper, mapper_for
+from agenttasks.application.bus_payloads import BusEventMapper
 from agenttasks.application.store import EventStore, PositionedEvent, read_log
 from agenttasks.application.undecodable import Undecodable
 from agenttasks.bus.connection import Bus
@@ -45,12 +45,12 @@ class Relay:
     """Follows the event store's log and publishes it to the event stream."""
 
     def __init__(
-        self, store: EventStore, database_url: str, bus: Bus, mapper: BusEventMapper | None = None
+        self, store: EventStore, database_url: str, bus: Bus, mapper: BusEventMapper
     ) -> None:
         self.store = store
         self.database_url = database_url
         self.bus = bus
-        self.mapper = mapper or mapper_for(store)
+        self.mapper = mapper
         self.published_position = 0
         self.is_leader = False
         self.skipped = 0  # events quarantined and replaced by a marker, since start

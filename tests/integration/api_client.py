@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import httpx
 import uvicorn
 
-from agenttasks.api.app import create_app
 from agenttasks.api.auth import mint_token
-from agenttasks.bootstrap import build_api_deps
+from agenttasks.bootstrap import api_app
 from agenttasks.projections.base import Projection
 from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.secrets import ROLES
@@ -49,9 +48,7 @@ class Api:
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[str]:
     """The API served by uvicorn on a free port, in its own thread and event loop."""
-    deps = build_api_deps(settings)
-    deps.keepalive_seconds = 0.5  # idle streams show their keep-alive quickly in tests
-    app = create_app(deps)
+    app = api_app(settings, keepalive_seconds=0.5)  # idle streams show keep-alives quickly
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
     )

@@ -14,10 +14,9 @@ from uuid import UUID
 import httpx
 import uvicorn
 
-from agenttasks.api.app import create_app
 from agenttasks.api.deps import ApiDeps
 from agenttasks.application.tasks import SYSTEM, TaskCommands
-from agenttasks.bootstrap import build_api_deps
+from agenttasks.bootstrap import api_app
 from agenttasks.servers.nats import EmbeddedNats
 from tests.conftest import free_port
 from tests.integration.api_client import bearer, settings_for
@@ -39,7 +38,7 @@ class LiveApi:
 
     @property
     def commands(self) -> TaskCommands:
-        return TaskCommands(self.stack.store)
+        return self.stack.commands
 
     async def in_server(self, function: Callable[[], Awaitable[T]]) -> T:
         """Runs `function()` on the server's event loop and returns its result."""
@@ -53,7 +52,6 @@ class LiveApi:
         return await self.in_server(count)
 
     def subscribers(self) -> int:
-        assert self.deps.live is not None
         return self.deps.live.hub.subscriber_count
 
     async def new_task(self, user: str = "alice", title: str = "streamed") -> UUID:
@@ -77,29 +75,27 @@ async def running_live_api(
     database_url: str, nats: EmbeddedNats, keepalive: float = 0.5
 ) -> AsyncIterator[LiveApi]:
     async with running_stack(database_url, nats) as stack:
-        deps = build_api_deps(settings_for(database_url, nats))
-        deps.keepalive_seconds = keepalive
-        loops: list[asyncio.AbstractEventLoop] = []
-
-        async def remember_loop() -> None:
-            loops.append(asyncio.get_running_loop())
-
-        deps.on_startup.append(remember_loop)
+        opened: list[tuple[ApiDeps, asyncio.AbstractEventLoop]] = []
+        app = api_app(
+            settings_for(database_url, nats),
+            keepalive_seconds=keepalive,
+            # Called on the server's loop once its collaborators are open.
+            on_open=lambda deps: opened.append((deps, asyncio.get_running_loop())),
+        )
         port = free_port()
         server = uvicorn.Server(
-            uvicorn.Config(create_app(deps), host="127.0.0.1", port=port, log_level="warning")
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         try:
             await wait_until(lambda: server.started or not thread.is_alive())
             assert server.started, "the API did not start"
-            assert deps.live is not None
-            hub = deps.live.hub
-            await wait_until(lambda: hub.ready)
+            [(deps, loop)] = opened
+            await wait_until(lambda: deps.live.hub.ready)
             url = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                yield LiveApi(client, stack, url, port, deps, loops[0])
+                yield LiveApi(client, stack, url, port, deps, loop)
         finally:
             server.should_exit = True
             await asyncio.to_thread(thread.join, 15)

@@ -10,7 +10,9 @@ from typing import Any
 
 import psycopg
 
+from agenttasks import bootstrap
 from agenttasks.application.store import EventStore, close, open_event_store
+from agenttasks.application.tasks import TaskCommands
 from agenttasks.bus.connection import Bus, connect
 from agenttasks.projections.base import Projection
 from agenttasks.projections.runner import ProjectionRunner
@@ -29,6 +31,7 @@ class Stack:
     nats: EmbeddedNats
     store: EventStore
     relay: Relay
+    commands: TaskCommands  # as the API and the workers build theirs
     runners: dict[str, ProjectionRunner] = field(default_factory=dict)
     _stops: list[tuple[asyncio.Event, asyncio.Task[None], Bus]] = field(default_factory=list)
 
@@ -63,10 +66,10 @@ async def running_stack(
 ) -> AsyncIterator[Stack]:
     store = open_event_store(Settings(database_url=database_url).eventsourcing_env())
     relay_bus = await connect(nats.url_for("relay"), "test-relay")
-    relay = Relay(store, database_url, relay_bus)
+    relay = bootstrap.relay(store, database_url, relay_bus)
     stop_relay = asyncio.Event()
     relay_task = asyncio.create_task(relay.run(stop_relay))
-    stack = Stack(database_url, nats, store, relay)
+    stack = Stack(database_url, nats, store, relay, bootstrap.task_commands(store))
     try:
         for projection in projections if projections is not None else (task_projection(),):
             await stack.start_projector(projection)

@@ -8,7 +8,6 @@ from uuid import uuid4
 
 import pytest
 
-from agenttasks.application.tasks import TaskCommands
 from agenttasks.servers.nats import EmbeddedNats
 from tests.integration.api_client import Api, bearer, running_api
 
@@ -148,7 +147,7 @@ async def test_cancel_then_retry_and_409_with_the_reason_when_the_state_forbids(
 
 async def test_updates_and_events_tell_the_history_oldest_first(api: Api) -> None:
     task = await create(api, ALICE)
-    commands = TaskCommands(api.stack.store)
+    commands = api.stack.commands
     from uuid import UUID
 
     commands.start(UUID(task["id"]), 1, "w1")

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from agenttasks.application.store import EventStore, close, history, open_event_store, read_log
-from agenttasks.application.tasks import Actor, NewTask, TaskCommands
+from agenttasks.application.tasks import Actor, NewTask
+from agenttasks.bootstrap import task_commands
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.settings import Settings
 
@@ -27,7 +28,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
 
 
 def test_a_task_lives_its_whole_life_the_same_on_either_store(store: EventStore) -> None:
-    commands = TaskCommands(store)
+    commands = task_commands(store)
     task_id = commands.create(ALICE, NewTask("t", "summary", {"content": "x"})).task_id
     commands.start(task_id, 1, "w1")
     commands.fail(task_id, 1, "http_503", "busy", retryable=True)
@@ -53,7 +54,7 @@ def test_a_task_lives_its_whole_life_the_same_on_either_store(store: EventStore)
 
 
 def test_concurrent_writers_leave_a_log_without_holes_in_commit_order(store: EventStore) -> None:
-    commands = TaskCommands(store)
+    commands = task_commands(store)
 
     def write(n: int) -> None:
         for i in range(20):

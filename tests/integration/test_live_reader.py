@@ -8,7 +8,7 @@ from typing import Any
 import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands
+from agenttasks.application.tasks import SYSTEM, Actor, NewTask
 from agenttasks.servers.nats import EmbeddedNats
 from tests.integration.stack import running_stack
 from tests.waiting import wait_until
@@ -23,7 +23,7 @@ async def test_the_reader_follows_one_task_one_type_or_everything_and_replays_fr
         errors.append(error)
 
     async with running_stack(database_url, nats_server) as stack:
-        commands = TaskCommands(stack.store)
+        commands = stack.commands
         earlier = commands.create(Actor("alice"), NewTask("before", "summary", {"content": "x"}))
         reader = await nats.connect(nats_server.url_for("reader"), error_cb=report)
         seen: dict[str, list[dict[str, Any]]] = {"task": [], "type": [], "all": [], "replay": []}

@@ -10,7 +10,6 @@ from uuid import UUID
 import pytest
 
 from agenttasks.api.auth import mint_token
-from agenttasks.application.tasks import TaskCommands
 from agenttasks.bus.messages import STREAM
 from agenttasks.servers.nats import EmbeddedNats
 from tests.integration.api_client import SECRET, Api, bearer, running_api
@@ -35,7 +34,7 @@ async def new_task(api: Api) -> UUID:
 
 async def test_a_stream_sends_history_then_live_updates_and_ends_with_the_task(api: Api) -> None:
     task_id = await new_task(api)
-    commands = TaskCommands(api.stack.store)
+    commands = api.stack.commands
     commands.start(task_id, 1, "w1")
     received: list[dict[str, Any]] = []
     frames: list[str] = []
@@ -59,7 +58,7 @@ async def test_a_stream_sends_history_then_live_updates_and_ends_with_the_task(a
 
 async def test_reconnecting_with_last_event_id_continues_without_gap_or_repeat(api: Api) -> None:
     task_id = await new_task(api)
-    commands = TaskCommands(api.stack.store)
+    commands = api.stack.commands
     commands.start(task_id, 1, "w1")
     for progress in (10, 20, 30):
         commands.report_progress(task_id, 1, progress, f"at {progress}")
@@ -92,7 +91,7 @@ def commands_actor() -> Any:
 
 async def test_a_finished_task_streams_its_history_and_the_end(api: Api) -> None:
     task_id = await new_task(api)
-    TaskCommands(api.stack.store).cancel(commands_actor(), task_id)
+    api.stack.commands.cancel(commands_actor(), task_id)
     received: list[dict[str, Any]] = []
     async with api.client.stream(
         "GET", f"{BASE}/tasks/{task_id}/stream/?after=0", headers=ALICE
@@ -103,7 +102,7 @@ async def test_a_finished_task_streams_its_history_and_the_end(api: Api) -> None
 
 async def test_the_token_may_come_in_the_query_and_another_users_task_is_404(api: Api) -> None:
     task_id = await new_task(api)
-    TaskCommands(api.stack.store).cancel(commands_actor(), task_id)
+    api.stack.commands.cancel(commands_actor(), task_id)
     alice = mint_token(SECRET, "alice")
     mine = await api.client.get(f"{BASE}/tasks/{task_id}/stream/?token={alice}")
     assert mine.status_code == 200

@@ -18,7 +18,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 from agenttasks.api.auth import mint_token
-from agenttasks.application.tasks import SYSTEM, TaskCommands
+from agenttasks.application.tasks import SYSTEM
 from agenttasks.servers.nats import EmbeddedNats
 from tests.conftest import free_port
 from tests.integration.api_client import SECRET, bearer
@@ -108,7 +108,7 @@ async def test_two_api_processes_each_serve_every_update_to_their_clients(
                     # One task created through each process, both driven by a "worker".
                     first = (await one.post(f"{BASE}/ai-tasks/", json=body, headers=ALICE)).json()
                     second = (await two.post(f"{BASE}/ai-tasks/", json=body, headers=ALICE)).json()
-                    commands = TaskCommands(stack.store)
+                    commands = stack.commands
                     expected: list[int] = []
                     for task in (first, second):
                         task_id = UUID(task["id"])

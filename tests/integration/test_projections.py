@@ -63,7 +63,7 @@ async def test_the_projector_builds_tasks_and_their_update_history(
     database_url: str, nats_server: EmbeddedNats
 ) -> None:
     async with running_stack(database_url, nats_server) as stack:
-        commands = TaskCommands(stack.store)
+        commands = stack.commands
         done = lifecycle(commands, "done", "completed")
         retried = lifecycle(commands, "again", "retried")
         await stack.projected()
@@ -94,7 +94,7 @@ async def test_a_stream_read_again_from_the_start_changes_nothing(
     database_url: str, nats_server: EmbeddedNats
 ) -> None:
     async with running_stack(database_url, nats_server) as stack:
-        commands = TaskCommands(stack.store)
+        commands = stack.commands
         for outcome in ("completed", "retried", "cancelled", "pending"):
             lifecycle(commands, outcome, outcome)
         await stack.projected()
@@ -118,7 +118,7 @@ async def test_a_replay_from_the_event_store_equals_the_live_read_model(
     database_url: str, nats_server: EmbeddedNats
 ) -> None:
     async with running_stack(database_url, nats_server) as stack:
-        commands = TaskCommands(stack.store)
+        commands = stack.commands
         for i, outcome in enumerate(["completed", "retried", "cancelled", "pending"] * 3):
             lifecycle(commands, f"task {i}", outcome)
         await stack.projected()
@@ -136,7 +136,7 @@ async def test_a_replay_from_the_event_store_equals_the_live_read_model(
 
 async def test_verify_reports_a_tampered_row(database_url: str, nats_server: EmbeddedNats) -> None:
     async with running_stack(database_url, nats_server) as stack:
-        task_id = lifecycle(TaskCommands(stack.store), "tampered", "completed")
+        task_id = lifecycle(stack.commands, "tampered", "completed")
         await stack.projected()
         with psycopg.connect(database_url, autocommit=True) as connection:
             connection.execute("UPDATE tasks SET progress = 7 WHERE id = %s", (task_id,))
@@ -159,7 +159,7 @@ async def test_a_replay_switches_tables_while_events_keep_arriving(
     database_url: str, nats_server: EmbeddedNats
 ) -> None:
     async with running_stack(database_url, nats_server) as stack:
-        commands = TaskCommands(stack.store)
+        commands = stack.commands
         for i in range(30):
             lifecycle(commands, f"before {i}", "completed")
         writing = threading.Thread(
@@ -192,7 +192,7 @@ async def test_a_writer_can_wait_for_its_own_write_to_be_projected(
         watcher = ProjectionWatcher(database_url)
         await watcher.start()
         try:
-            written = TaskCommands(stack.store).create(
+            written = stack.commands.create(
                 ALICE, NewTask("mine", "summary", {"content": "x"})
             )
             assert written.position is not None
@@ -307,7 +307,7 @@ async def test_standby_projectors_of_one_read_model_lose_and_repeat_nothing(
 ) -> None:
     async with running_stack(database_url, nats_server) as stack:
         await stack.start_projector(task_projection())  # a second replica of "tasks"
-        commands = TaskCommands(stack.store)
+        commands = stack.commands
         for i in range(40):
             lifecycle(commands, f"task {i}", "completed")
         await stack.projected()  # one replica is there; the tracking row says what both did
@@ -324,7 +324,7 @@ async def test_the_self_check_reports_a_stall_and_missing_rows(
     database_url: str, nats_server: EmbeddedNats
 ) -> None:
     async with running_stack(database_url, nats_server) as stack:
-        commands = TaskCommands(stack.store)
+        commands = stack.commands
         lost = lifecycle(commands, "lost", "completed")
         await stack.projected()
         runner = stack.runners["tasks"]
@@ -358,7 +358,7 @@ async def test_ready_fails_while_a_read_model_misses_rows(
         serving(settings_for(database_url, nats_server)) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as client,
     ):
-        lost = lifecycle(TaskCommands(stack.store), "lost", "pending")
+        lost = lifecycle(stack.commands, "lost", "pending")
         await stack.projected()
         events = stack.store.recorder.events_table_name  # type: ignore[attr-defined]
         check = SelfCheck(
@@ -384,7 +384,7 @@ async def test_live_and_replayed_read_models_agree_around_a_poison_event(
 ) -> None:
     async with running_stack(database_url, nats_server) as stack:
         poisoned, _ = store_poison(database_url)
-        done = lifecycle(TaskCommands(stack.store), "after", "completed")
+        done = lifecycle(stack.commands, "after", "completed")
         await stack.projected()
         assert stack.rows("SELECT id FROM tasks") == [(done,)]
         report = replay(

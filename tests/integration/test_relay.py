@@ -14,7 +14,9 @@ import psycopg
 import pytest
 
 from agenttasks.application.store import EventStore, close, open_event_store, read_log
-from agenttasks.application.tasks import Actor, NewTask, TaskCommands
+from agenttasks.application.tasks import Actor, NewTask
+from agenttasks.bootstrap import relay as relay_for
+from agenttasks.bootstrap import task_commands
 from agenttasks.bus.connection import Bus, connect
 from agenttasks.bus.messages import STREAM, TaskEvent, decode, subject_of
 from agenttasks.relay import Relay
@@ -34,7 +36,7 @@ def store(database_url: str) -> Iterator[EventStore]:
 
 
 def create_tasks(store: EventStore, count: int, prefix: str = "t") -> None:
-    commands = TaskCommands(store)
+    commands = task_commands(store)
     for i in range(count):
         task_id = commands.create(
             ALICE, NewTask(f"{prefix}{i}", "summary", {"content": "text"}, priority="high")
@@ -58,7 +60,7 @@ async def running(
     store: EventStore, database_url: str, nats: EmbeddedNats
 ) -> AsyncIterator[RunningRelay]:
     bus = await connect(nats.url_for("relay"), "test-relay")
-    relay = Relay(store, database_url, bus)
+    relay = relay_for(store, database_url, bus)
     stop = asyncio.Event()
     handle = RunningRelay(relay, stop, asyncio.create_task(relay.run(stop)))
     try:

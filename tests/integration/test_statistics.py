@@ -105,7 +105,7 @@ def percentile(values: list[float], fraction: float) -> float:
 async def test_statistics_give_exact_totals_rates_percentiles_and_tokens(
     stack: Stack, pool: AsyncConnectionPool
 ) -> None:
-    commands = TaskCommands(stack.store)
+    commands = stack.commands
     mine = [
         run(commands, ALICE, "completed", usage={"prompt_tokens": 10, "completion_tokens": 5}),
         run(commands, ALICE, "completed", task_type="research", priority="urgent",
@@ -157,7 +157,7 @@ async def test_statistics_give_exact_totals_rates_percentiles_and_tokens(
 async def test_since_limits_the_period_to_tasks_created_from_then(
     stack: Stack, pool: AsyncConnectionPool
 ) -> None:
-    commands = TaskCommands(stack.store)
+    commands = stack.commands
     first = run(commands, ALICE, "completed")
     cut = commands.get(ALICE, first).created_at + timedelta(microseconds=1)
     run(commands, ALICE, "failed")
@@ -174,7 +174,7 @@ async def test_since_limits_the_period_to_tasks_created_from_then(
 async def test_template_usage_counts_uses_and_the_fate_of_their_tasks(
     stack: Stack, pool: AsyncConnectionPool
 ) -> None:
-    commands = TaskCommands(stack.store)
+    commands = stack.commands
     templates = TemplateCommands(stack.store, commands)
     popular = templates.create(ALICE, TemplateDraft("Popular", "summary", shared=True,
                                                     default_config={"content": "x"}))  # fmt: skip
@@ -229,7 +229,7 @@ async def _bobs(stack: Stack, template_id: UUID) -> list[UUID]:
 async def test_every_new_read_model_replayed_from_the_store_equals_the_live_one(
     stack: Stack, database_url: str
 ) -> None:
-    commands = TaskCommands(stack.store)
+    commands = stack.commands
     templates = TemplateCommands(stack.store, commands)
     template_id = templates.create(
         ALICE, TemplateDraft("T", "research", default_config={"topic": "Owls"})

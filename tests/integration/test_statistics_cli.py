@@ -7,8 +7,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from agenttasks import bootstrap
-from agenttasks.application.tasks import Actor, TaskCommands
+from agenttasks import cli
+from agenttasks.application.tasks import Actor
 from agenttasks.application.templates import TaskFromTemplate, TemplateCommands, TemplateDraft
 from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.settings import Settings, SettingsError
@@ -26,7 +26,7 @@ async def test_replay_all_verifies_then_rebuilds_every_read_model_with_a_progres
 ) -> None:
     settings = Settings(home=tmp_path, database_url=database_url)
     async with running_stack(database_url, nats_server, projections=all_projections()) as stack:
-        commands = TaskCommands(stack.store)
+        commands = stack.commands
         templates = TemplateCommands(stack.store, commands)
         draft = TemplateDraft("T", "summary", default_config={"content": "x"})
         template_id = templates.create(ALICE, draft).template_id
@@ -34,7 +34,7 @@ async def test_replay_all_verifies_then_rebuilds_every_read_model_with_a_progres
             run(commands, ALICE, outcome, template=(templates, template_id))
         await projected(stack)
 
-        assert bootstrap.replay(settings, "all", verify=True) == 0
+        assert cli.replay(settings, "all", verify=True) == 0
         out, err = capsys.readouterr()
         for name in NAMES:
             assert f"{name}: verified" in out
@@ -42,17 +42,17 @@ async def test_replay_all_verifies_then_rebuilds_every_read_model_with_a_progres
 
         with psycopg.connect(database_url, autocommit=True) as connection:
             connection.execute("UPDATE template_usage SET usage_count = 99")
-        assert bootstrap.replay(settings, "template_usage", verify=True) == 1
+        assert cli.replay(settings, "template_usage", verify=True) == 1
         out, _ = capsys.readouterr()
         assert f"template_id={template_id}: usage_count: live 99 != rebuilt 4" in out
 
-        assert bootstrap.replay(settings, "template_usage", verify=False) == 0
+        assert cli.replay(settings, "template_usage", verify=False) == 0
         assert "template_usage: rebuilt and switched" in capsys.readouterr().out
         assert stack.rows("SELECT usage_count FROM template_usage") == [(4,)]
-        assert bootstrap.replay(settings, "template_usage", verify=True) == 0
+        assert cli.replay(settings, "template_usage", verify=True) == 0
 
         with pytest.raises(SettingsError, match="unknown read model 'stats'"):
-            bootstrap.replay(settings, "stats", verify=False)
+            cli.replay(settings, "stats", verify=False)
 
 
 async def test_audit_prints_a_tasks_or_a_templates_history(
@@ -63,7 +63,7 @@ async def test_audit_prints_a_tasks_or_a_templates_history(
 ) -> None:
     settings = Settings(home=tmp_path, database_url=database_url)
     async with running_stack(database_url, nats_server, projections=()) as stack:
-        commands = TaskCommands(stack.store)
+        commands = stack.commands
         templates = TemplateCommands(stack.store, commands)
         template_id = templates.create(ALICE, TemplateDraft("Audited", "summary")).template_id
         templates.revise(ALICE, template_id, {"description": "Now described"})
@@ -72,13 +72,13 @@ async def test_audit_prints_a_tasks_or_a_templates_history(
         ).task_id
         templates.archive(ALICE, template_id)
 
-    assert bootstrap.audit(settings, str(template_id)) == 0
+    assert cli.audit(settings, str(template_id)) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[3] for line in lines] == ["created", "revised", "archived"]
     assert "Now described" in lines[1]
-    assert bootstrap.audit(settings, str(task_id)) == 0
+    assert cli.audit(settings, str(task_id)) == 0
     task_lines = capsys.readouterr().out.splitlines()
     assert [line.split()[3] for line in task_lines] == ["created"]
     assert str(template_id) in task_lines[0]
     with pytest.raises(SettingsError, match="no task or template"):
-        bootstrap.audit(settings, "00000000-0000-0000-0000-000000000000")
+        cli.audit(settings, "00000000-0000-0000-0000-000000000000")

@@ -9,7 +9,6 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from agenttasks.application.tasks import TaskCommands
 from agenttasks.servers.nats import EmbeddedNats
 from tests.integration.api_client import Api, bearer, serving, settings_for
 from tests.integration.stack import running_stack
@@ -110,7 +109,7 @@ async def test_a_task_from_a_template_merges_overrides_and_answers_like_a_new_ta
     assert task["task_config"]["tone"] == "casual"
     read = await api.client.get(f"{BASE}/ai-tasks/{task['id']}/", headers=ALICE)
     assert read.json() == task
-    stored = TaskCommands(api.stack.store).store.repository.get(task["id"])
+    stored = api.stack.commands.store.repository.get(task["id"])
     assert stored.template_version == 1
 
     headers = {**ALICE, "Idempotency-Key": "post-1"}

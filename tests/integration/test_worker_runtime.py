@@ -8,7 +8,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from agenttasks.application.tasks import Actor, TaskCommands
+from agenttasks.application.tasks import Actor
 from agenttasks.bus.connection import connect
 from agenttasks.bus.consumers import PullConsumer
 from agenttasks.bus.messages import task_subject
@@ -168,7 +168,7 @@ async def test_cancel_stops_the_running_agent_and_nothing_of_the_attempt_follows
             task_id = create(stack, "data_analysis", DATA)
             await asyncio.wait_for(running.wait(), 10)
             await wait_until(lambda: "result" in kinds(stack, task_id))  # partial text written
-            TaskCommands(stack.store).cancel(Actor("ann"), task_id)
+            stack.commands.cancel(Actor("ann"), task_id)
             await asyncio.wait_for(stopped.wait(), 5)
             await settled(stack)  # the attempt has ended: a wrong late event would be stored
         history = kinds(stack, task_id)
@@ -193,7 +193,7 @@ async def test_the_watchdog_fails_a_task_whose_worker_vanished_past_its_timeout(
 ) -> None:
     async with running_stack(database_url, nats_server) as stack:
         task_id = create(stack, "summary", {"content": "text"}, timeout_seconds=1)
-        TaskCommands(stack.store).start(task_id, 1, "a-worker-that-died")
+        stack.commands.start(task_id, 1, "a-worker-that-died")
         await stack.projected()
         async with running_worker(stack, options=with_options(types=("custom",))):
             done = await finished(stack, task_id)
@@ -224,7 +224,7 @@ async def test_a_lost_workers_task_is_taken_over_as_a_new_attempt_and_completes_
             max_ack_pending=4000,
         )
         assert len(await ghost.fetch(1, wait=5)) == 1
-        TaskCommands(stack.store).start(task_id, 1, "ghost")
+        stack.commands.start(task_id, 1, "ghost")
         await ghost_bus.close()
         async with running_worker(stack, options=options) as worker:
             using(worker, quick)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from agenttasks.application.tasks import Actor, TaskCommands
+from agenttasks.application.tasks import Actor
 from agenttasks.domain.task import Task
 from agenttasks.workers.llm import OpenAIModel
 from agenttasks.workers.offline.text import word_count
@@ -289,7 +289,7 @@ async def test_cancel_in_the_middle_of_a_slow_stream_closes_the_model_connection
         task_id = create(stack, "content_generation", {"topic": "tides"})
         await wait_until(lambda: fake.open_streams == 1)
         await wait_until(lambda: "result" in kinds(stack, task_id))  # text is streaming
-        TaskCommands(stack.store).cancel(Actor("ann"), task_id)
+        stack.commands.cancel(Actor("ann"), task_id)
         await wait_until(lambda: fake.open_streams == 0, within=1.0)
         await settled(stack)  # the attempt has ended: a wrong late event would be stored
         history = kinds(stack, task_id)

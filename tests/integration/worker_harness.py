@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -13,19 +12,18 @@ from uuid import UUID
 import nats
 from nats.js.errors import NotFoundError
 
-from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands
+from agenttasks import bootstrap
+from agenttasks.application.tasks import SYSTEM, Actor, NewTask
 from agenttasks.bus.connection import connect
 from agenttasks.bus.messages import STREAM
 from agenttasks.domain.rules import PRIORITIES, TASK_TYPES
 from agenttasks.domain.task import Task
 from agenttasks.domain.updates import KINDS
-from agenttasks.projections.overdue_queries import OverdueAttempts
-from agenttasks.workers.agents import agents_for
+from agenttasks.settings import Settings
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel
 from agenttasks.workers.runtime import Worker, WorkerOptions
-from agenttasks.workers.watchdog import Watchdog
 from tests.integration.stack import Stack
 from tests.waiting import wait_until
 
@@ -45,34 +43,33 @@ async def running_worker(
     limits: Limits | None = None,
     fetcher: Fetcher | None = None,
 ) -> AsyncIterator[Worker]:
-    """A worker with short leases (tests wait for redeliveries) and a watchdog."""
+    """A worker with short leases (tests wait for redeliveries) and a watchdog, built as
+    `agenttasks worker` builds them."""
     options = options or WorkerOptions(ack_wait=2.0)
     bus = await connect(stack.nats.url_for("worker"), f"test-worker-{options.worker_id}")
-    fetcher = fetcher or Fetcher(allowed_hosts)
-    executor = ThreadPoolExecutor(16)
-    commands = TaskCommands(stack.store)
-    worker = Worker(
-        commands,
-        bus,
-        {**agents_for(engine), **(agents or {})},
-        llm=llm,
-        fetcher=fetcher,
-        options=options,
-        executor=executor,
-        limits=limits,
-    )
-    overdue = OverdueAttempts(stack.database_url)
-    watchdog = Watchdog(commands, bus, overdue, executor, every=watchdog_every)
-    stop = asyncio.Event()
-    running = asyncio.gather(worker.run(stop), watchdog.run(stop))
     try:
-        yield worker
+        async with bootstrap.worker(
+            Settings(database_url=stack.database_url),
+            stack.store,
+            bus,
+            options,
+            llm=llm,
+            fetcher=fetcher or Fetcher(allowed_hosts),
+            engine=engine,
+            agents=agents,
+            limits=limits,
+            threads=16,
+            watchdog_every=watchdog_every,
+        ) as (worker, watchdog):
+            stop = asyncio.Event()
+            running = asyncio.gather(worker.run(stop), watchdog.run(stop))
+            try:
+                yield worker
+            finally:
+                stop.set()
+                await running
     finally:
-        stop.set()
-        await running
-        await fetcher.aclose()
         await bus.close()
-        executor.shutdown()
 
 
 def with_options(**changes: Any) -> WorkerOptions:
@@ -82,14 +79,14 @@ def with_options(**changes: Any) -> WorkerOptions:
 def create(
     stack: Stack, task_type: str, config: dict[str, Any], actor: Actor = ANN, **extra: Any
 ) -> UUID:
-    commands = TaskCommands(stack.store)
+    commands = stack.commands
     return commands.create(
         actor, NewTask(f"a {task_type} task", task_type, config, **extra)
     ).task_id
 
 
 def task(stack: Stack, task_id: UUID) -> Task:
-    return TaskCommands(stack.store).get(SYSTEM, task_id)
+    return stack.commands.get(SYSTEM, task_id)
 
 
 async def finished(stack: Stack, task_id: UUID, within: float = 30.0) -> Task:
@@ -102,11 +99,11 @@ async def finished(stack: Stack, task_id: UUID, within: float = 30.0) -> Task:
 
 def kinds(stack: Stack, task_id: UUID) -> list[str]:
     """The task's event kinds in order: created, started, progress, ..."""
-    return [KINDS[type(e.event)] for e in TaskCommands(stack.store).history(SYSTEM, task_id)]
+    return [KINDS[type(e.event)] for e in stack.commands.history(SYSTEM, task_id)]
 
 
 def events(stack: Stack, task_id: UUID) -> list[Any]:
-    return [e.event for e in TaskCommands(stack.store).history(SYSTEM, task_id)]
+    return [e.event for e in stack.commands.history(SYSTEM, task_id)]
 
 
 async def settled(stack: Stack, within: float = 30.0) -> None:

@@ -203,15 +203,14 @@ async def test_a_query_token_reaches_no_access_log_or_log_line(
 ) -> None:
     import uvicorn
 
-    from agenttasks.api.app import create_app
-    from agenttasks.bootstrap import build_api_deps
+    from agenttasks.bootstrap import api_app
     from tests.conftest import free_port
 
     async with running_stack(database_url, nats_server):
-        deps = build_api_deps(settings_for(database_url, nats_server))
+        app = api_app(settings_for(database_url, nats_server))
         port = free_port()
         # The access log on (as an operator might run it), at info, like uvicorn's default.
-        config = uvicorn.Config(create_app(deps), host="127.0.0.1", port=port, log_level="info")
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info")
         collect = _Collect()
         for name in ("uvicorn.access", "uvicorn.error", ""):
             logging.getLogger(name).addHandler(collect)

@@ -28,8 +28,9 @@ from agenttasks.application.store import (
     open_event_store,
     read_log,
 )
-from agenttasks.application.tasks import Actor, NewTask, TaskCommands
+from agenttasks.application.tasks import Actor, NewTask
 from agenttasks.application.undecodable import Undecodable
+from agenttasks.bootstrap import task_commands
 from agenttasks.bus.messages import SkippedEvent, TaskEvent, decode
 from agenttasks.cli import main
 from agenttasks.servers.nats import EmbeddedNats
@@ -59,7 +60,7 @@ def store_poison(database_url: str, actor: Actor = MALLORY) -> tuple[UUID, int]:
     """Stores a data_analysis task whose Created event cannot be decoded; (task id, position)."""
     legacy = LegacyStore(env=Settings(database_url=database_url).eventsourcing_env())
     try:
-        written = TaskCommands(legacy).create(
+        written = task_commands(legacy).create(
             actor, NewTask("poison", "data_analysis", {"data": POISON})
         )
     finally:
@@ -209,7 +210,7 @@ async def test_ready_fails_while_events_wait_and_the_relay_makes_no_progress(
         await wait_until(lambda: stack.relay.is_leader)
     store = open_event_store(Settings(database_url=database_url).eventsourcing_env())
     try:
-        TaskCommands(store).create(Actor("ann"), NewTask("waits", "summary", {"content": "x"}))
+        task_commands(store).create(Actor("ann"), NewTask("waits", "summary", {"content": "x"}))
     finally:
         close(store)
     settings = settings_for(database_url, nats_server).with_(relay_stall_seconds=1)

@@ -9,6 +9,7 @@ from typing import Any
 from agenttasks.application.group_commit import GroupCommitter
 from agenttasks.application.store import EventStore, open_event_store, read_log
 from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands
+from agenttasks.bootstrap import task_commands
 from tests.waiting import block_until
 
 ALICE = Actor("alice")
@@ -51,7 +52,7 @@ def test_creates_queued_behind_a_slow_append_share_the_next_transaction() -> Non
 
 def test_concurrent_creates_are_all_stored_once() -> None:
     store = open_event_store()
-    commands = TaskCommands(store)
+    commands = task_commands(store)
     barrier = threading.Barrier(16)
 
     def create_many(worker: int) -> list[int]:
@@ -67,7 +68,7 @@ def test_concurrent_creates_are_all_stored_once() -> None:
 
 def test_commands_racing_on_one_task_are_each_decided_by_the_rules() -> None:
     store = open_event_store()
-    commands = TaskCommands(store)
+    commands = task_commands(store)
     task_id = commands.create(ALICE, summary("race")).task_id
     commands.start(task_id, 1, "w1")
     barrier = threading.Barrier(8)
@@ -89,7 +90,7 @@ def test_commands_racing_on_one_task_are_each_decided_by_the_rules() -> None:
 
 def test_a_cancel_racing_progress_reports_ends_cancelled_with_nothing_after_it() -> None:
     store = open_event_store()
-    commands = TaskCommands(store)
+    commands = task_commands(store)
     task_id = commands.create(ALICE, summary("cancel race")).task_id
     commands.start(task_id, 1, "w1")
     barrier = threading.Barrier(5)

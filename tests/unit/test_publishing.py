@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.store import open_event_store, read_log
-from agenttasks.application.tasks import Actor, NewTask, TaskCommands
+from agenttasks.application.tasks import Actor, NewTask
+from agenttasks.bootstrap import task_commands
 
 
 def test_a_nul_character_an_agent_produced_reaches_the_bus_as_a_replacement_character() -> None:
     store = open_event_store()
-    commands = TaskCommands(store)
+    commands = task_commands(store)
     task_id = commands.create(Actor("alice"), NewTask("t", "summary", {"content": "x"})).task_id
     commands.start(task_id, 1, "w")
     commands.complete(task_id, 1, {"summary": "bad\x00byte"}, message="done\x00")

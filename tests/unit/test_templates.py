@@ -12,7 +12,7 @@ from eventsourcing.persistence import IntegrityError
 from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.store import open_event_store, read_log
 from agenttasks.application.task_configs import ConfigError
-from agenttasks.application.tasks import Actor, TaskCommands, TaskNotFound
+from agenttasks.application.tasks import Actor, TaskNotFound
 from agenttasks.application.template_configs import deep_merge, schema_errors, schema_validator
 from agenttasks.application.templates import (
     NotTemplateOwner,
@@ -21,7 +21,7 @@ from agenttasks.application.templates import (
     TemplateDraft,
     TemplateNotFound,
 )
-from agenttasks.bootstrap import schema_limits
+from agenttasks.bootstrap import schema_limits, task_commands
 from agenttasks.bus.messages import TaskEvent, TemplateEvent
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.domain.template import Template
@@ -42,7 +42,7 @@ TOPIC_SCHEMA: dict[str, Any] = {
 @pytest.fixture
 def commands() -> TemplateCommands:
     store = open_event_store()
-    return TemplateCommands(store, TaskCommands(store))
+    return TemplateCommands(store, task_commands(store))
 
 
 def blog_post(**overrides: Any) -> TemplateDraft:
@@ -312,7 +312,7 @@ def test_the_schema_caps_come_from_the_settings() -> None:
         }
     )
     store = open_event_store()
-    commands = TemplateCommands(store, TaskCommands(store), schema_limits(settings))
+    commands = TemplateCommands(store, task_commands(store), schema_limits(settings))
     draft = TemplateDraft("Capped", "content_generation", default_config={"topic": "abc"})
 
     def refused(schema: dict[str, Any]) -> list[str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -10,10 +13,12 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from agenttasks.api.auth import current_actor
 from agenttasks.api.browser import hide_query_token, require_json_body
+from agenttasks.api.cors import cors_config
 from agenttasks.api.dashboard import dashboard
-from agenttasks.api.deps import ApiDeps
+from agenttasks.api.deps import ApiConfig, ApiDeps
 from agenttasks.api.errors import EXCEPTION_HANDLERS
 from agenttasks.api.health import health, ready
+from agenttasks.api.read_your_writes import EXCEPTION_HANDLERS as READ_EXCEPTION_HANDLERS
 from agenttasks.api.statistics import task_statistics
 from agenttasks.api.streams import all_tasks_stream, task_stream
 from agenttasks.api.tasks import TaskController, validate_task_config
@@ -21,21 +26,22 @@ from agenttasks.api.templates import EXCEPTION_HANDLERS as TEMPLATE_EXCEPTION_HA
 from agenttasks.api.templates import TemplateController
 from agenttasks.api.websocket import task_updates_socket
 
+OpenDeps = Callable[[], AbstractAsyncContextManager[ApiDeps]]
 
-def create_app(deps: ApiDeps) -> Litestar:
-    """The ASGI application serving the API with `deps`."""
 
-    async def provide_deps() -> ApiDeps:
+def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
+    """The ASGI application; `open_deps()` opens its collaborators for the app's lifetime."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Opened on the server's own event loop, complete before the first request.
+        async with open_deps() as deps:
+            app.state.deps = deps
+            yield
+
+    async def provide_deps(state: State) -> ApiDeps:
+        deps: ApiDeps = state.deps
         return deps
-
-    async def on_startup() -> None:
-        for hook in deps.on_startup:
-            await hook()
-
-    async def on_shutdown() -> None:
-        for hook in deps.on_shutdown:
-            await hook()
-        deps.executor.shutdown(wait=False)
 
     return Litestar(
         route_handlers=[
@@ -49,18 +55,22 @@ def create_app(deps: ApiDeps) -> Litestar:
             health,
             ready,
             dashboard,
-            *deps.extra_route_handlers,
+            *config.extra_route_handlers,
         ],
         dependencies={
             "deps": Provide(provide_deps),
             "actor": Provide(current_actor),
         },
-        exception_handlers={**EXCEPTION_HANDLERS, **TEMPLATE_EXCEPTION_HANDLERS},
+        exception_handlers={
+            **EXCEPTION_HANDLERS,
+            **TEMPLATE_EXCEPTION_HANDLERS,
+            **READ_EXCEPTION_HANDLERS,
+        },
         middleware=[hide_query_token],
         guards=[require_json_body],
-        on_startup=[on_startup],
-        on_shutdown=[on_shutdown],
-        state=State({"jwt_secret": deps.jwt_secret, "cors_origins": deps.cors_origins}),
+        lifespan=[lifespan],
+        state=State({"jwt_secret": config.jwt_secret, "cors_origins": config.cors_origins}),
+        cors_config=cors_config(config.cors_origins, config.cors_allow_credentials),
         openapi_config=OpenAPIConfig(
             title="agenttasks",
             version="0.1.0",

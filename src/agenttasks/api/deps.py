@@ -1,11 +1,11 @@
-"""What the API needs from the rest of the system, built by the composition root."""
+"""What the API needs from the rest of the system, built complete by the composition root."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 from uuid import UUID
 
@@ -25,31 +25,34 @@ T = TypeVar("T")
 ReadyCheck = Callable[[], Awaitable[dict[str, Any]]]
 
 
-@dataclass
-class ApiDeps:
-    """The API's collaborators: commands (sync, run in threads), queries, the watcher."""
+@dataclass(frozen=True)
+class ApiConfig:
+    """What the app needs before it starts: the auth secret, other origins, extra routes."""
 
-    commands: TaskCommands
-    queries: TaskQueries
-    watcher: ProjectionWatcher
     jwt_secret: str
     cors_origins: frozenset[str] = frozenset()  # pages besides ours that may use the cookie
-    ready_checks: Mapping[str, ReadyCheck] = field(default_factory=dict)
-    read_your_writes_timeout: float = 5.0
-    bus: Bus | None = None  # NATS as the `api` user, for live streams
-    live: LiveUpdates | None = None  # the streams' feeds (one hub per process)
-    keepalive_seconds: float = 15.0
+    extra_route_handlers: tuple[Any, ...] = ()
+    cors_allow_credentials: bool = False  # CORS answers let the cookie through (never with *)
+
+
+@dataclass
+class ApiDeps:
+    """The API's collaborators, all open: commands (sync, run in threads), queries, streams."""
+
+    commands: TaskCommands
+    templates: TemplateCommands
+    queries: TaskQueries
+    template_queries: TemplateQueries
+    statistics: StatisticsQueries
+    watcher: ProjectionWatcher
+    bus: Bus  # NATS as the `api` user, for live streams
+    live: LiveUpdates  # the streams' feeds (one hub per process)
+    ready_checks: Mapping[str, ReadyCheck]
     # eventsourcing is synchronous: commands run here, and enough threads at once let the
     # group committer put many of them in one transaction.
-    executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(32, thread_name_prefix="command")
-    )
-    extra_route_handlers: list[Any] = field(default_factory=list)
-    templates: TemplateCommands | None = None
-    template_queries: TemplateQueries | None = None
-    statistics: StatisticsQueries | None = None
-    on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    executor: ThreadPoolExecutor
+    keepalive_seconds: float
+    read_your_writes_timeout: float = 5.0
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Runs a synchronous command off the event loop."""

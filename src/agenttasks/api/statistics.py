@@ -10,6 +10,7 @@ from litestar.params import FromQuery, QueryParameter
 
 from agenttasks.api.deps import CurrentActor, Deps
 from agenttasks.api.openapi import QUERY, problems
+from agenttasks.api.read_your_writes import STATISTICS, MinPosition, reflecting
 from agenttasks.projections.statistics_queries import StatisticsView
 
 
@@ -20,12 +21,13 @@ async def task_statistics(
     # `scope` is a name Litestar reserves (the ASGI scope): bound under another name.
     of: Annotated[str, QueryParameter(name="scope", description="mine (default) or all")] = "mine",
     since: FromQuery[str | None] = None,
+    min_position: MinPosition = None,
 ) -> StatisticsView:
     """Totals by status, type and priority, success rate, durations, tasks per day, tokens."""
-    assert deps.statistics is not None, "the composition root did not provide statistics"
     if of not in ("mine", "all"):
         raise ValueError(f"query parameter `scope`: {of[:50]!r} is not one of: mine, all")
     start = parse_since(since) if since is not None else None
+    await reflecting(deps, min_position, STATISTICS)
     return await deps.statistics.statistics(actor, everyone=of == "all", since=start)
 
 

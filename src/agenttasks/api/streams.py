@@ -13,7 +13,8 @@ live. An admin's stream carries every user's tasks, as an admin's task list does
 
 A user holds at most `max_streams_per_user` streams open per API process (429 beyond), and a
 resume point further back than `max_catch_up_events` updates gets a `resync` message instead
-of the history (docs/api.md).
+of the history (docs/api.md). An update that finishes a task is sent once the task queries
+show it (live/settled.py), so a client reading the task right after it sees it.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import get
-from litestar.exceptions import ServiceUnavailableException
 from litestar.params import HeaderParameter, QueryParameter
 
 from agenttasks.api.deps import ApiDeps, CurrentActor, Deps, TaskId
 from agenttasks.api.openapi import SseOperation, stream_responses
+from agenttasks.api.read_your_writes import final_message_gate
 from agenttasks.api.schemas import MAX_POSITION
 from agenttasks.api.sse import Ends, EventStream
 from agenttasks.application.tasks import Actor, TaskNotFound
@@ -55,11 +56,10 @@ async def task_stream(
     after: After = None,
 ) -> EventStream:
     """Streams one task's updates (history, then live) as server-sent events."""
-    live = _live(deps)  # 503 before anything else, as for the all-tasks stream
     if await deps.queries.get(actor, task_id) is None:
         raise TaskNotFound(task_id)
     start = _resume_point(last_event_id, after) or 0
-    return _stream(live, deps, actor, task_id, start, _finishes_task)
+    return _stream(deps.live, deps, actor, task_id, start, _finishes_task)
 
 
 @get(
@@ -77,13 +77,7 @@ async def all_tasks_stream(
 ) -> EventStream:
     """Streams every update of the user's tasks (an admin's: all tasks) as server-sent events."""
     start = _resume_point(last_event_id, after)
-    return _stream(_live(deps), deps, actor, None, start, None)
-
-
-def _live(deps: ApiDeps) -> LiveUpdates:
-    if deps.live is None:
-        raise ServiceUnavailableException("live updates are not available (no NATS connection)")
-    return deps.live
+    return _stream(deps.live, deps, actor, None, start, None)
 
 
 def _stream(
@@ -95,7 +89,10 @@ def _stream(
     ends: Ends | None,
 ) -> EventStream:
     slot = live.slots.acquire(actor.user_id)
-    return EventStream(lambda: live.feed(actor, task_id, start), deps.keepalive_seconds, ends, slot)
+    gate = final_message_gate(deps)
+    return EventStream(
+        lambda: live.feed(actor, task_id, start), deps.keepalive_seconds, ends, slot, gate
+    )
 
 
 def _resume_point(last_event_id: str | None, after: int | None) -> int | None:

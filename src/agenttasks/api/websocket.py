@@ -14,7 +14,8 @@ updates cannot interleave.
 A handshake from a foreign Origin is refused (403) before anything else. A socket counts as
 one of the user's open streams (closed with 4429 beyond the cap). History longer than the
 catch-up cap is replaced by `{"type": "resync", "position": N, ...}` (with `task_id` for a
-subscription): read the current state from the query API; updates go on after N.
+subscription): read the current state from the query API; updates go on after N. An update
+that finishes a task is sent once the task queries show it (live/settled.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from litestar.exceptions import HTTPException, WebSocketDisconnect
 from agenttasks.api.auth import current_actor
 from agenttasks.api.browser import origin_allowed
 from agenttasks.api.deps import ApiDeps, Deps
+from agenttasks.api.read_your_writes import final_message_gate
 from agenttasks.api.schemas import MAX_POSITION
 from agenttasks.application.tasks import Actor
 from agenttasks.bus.messages import TaskEvent, encode
@@ -42,7 +44,6 @@ INBOX_LIMIT = 32  # client messages waiting; beyond this the reader stops readin
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
-CLOSE_UNAVAILABLE = 1013
 
 
 class Subscribe(msgspec.Struct, tag_field="action", tag="subscribe", forbid_unknown_fields=True):
@@ -63,7 +64,7 @@ _encoder = msgspec.json.Encoder()
 @websocket("/ws/tasks/")
 async def task_updates_socket(socket: WebSocket[Any, Any, Any], deps: Deps) -> None:
     """Sends task updates as JSON text messages; takes subscribe/unsubscribe messages."""
-    if origin_allowed(socket, deps.cors_origins) is False:
+    if origin_allowed(socket, socket.app.state.cors_origins) is False:
         # Refused at the handshake: another site's page learns nothing, not even why.
         with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
             await socket.close(code=CLOSE_FORBIDDEN)
@@ -76,9 +77,6 @@ async def task_updates_socket(socket: WebSocket[Any, Any, Any], deps: Deps) -> N
         if isinstance(error, HTTPException):
             code = CLOSE_FORBIDDEN if error.status_code == 403 else CLOSE_UNAUTHORIZED
         await _refuse(socket, code, _detail(error))
-        return
-    if deps.live is None:
-        await _refuse(socket, CLOSE_UNAVAILABLE, "live updates are not available")
         return
     try:
         slot = deps.live.slots.acquire(actor.user_id)
@@ -112,6 +110,7 @@ class _Session:
         self.inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(INBOX_LIMIT)
         # Per subscribed task: the last position sent, so live copies of history are skipped.
         self.floors: dict[str, int] = {}
+        self.gate = final_message_gate(deps)
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read())
@@ -195,6 +194,7 @@ class _Session:
         await self._send({"type": "unsubscribed", "task_id": task_id})
 
     async def _send_event(self, event: TaskEvent) -> None:
+        await self.gate.hold(event)  # a finishing update goes once the task queries show it
         await self.socket.send_text(encode(event).decode())
 
     async def _send(self, message: dict[str, Any]) -> None:

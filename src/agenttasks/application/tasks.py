@@ -86,9 +86,9 @@ class NewTask:
 class TaskCommands:
     """The write side of tasks, for the API (on behalf of users) and the workers (as SYSTEM)."""
 
-    def __init__(self, store: EventStore, committer: GroupCommitter | None = None) -> None:
+    def __init__(self, store: EventStore, committer: GroupCommitter) -> None:
         self.store = store
-        self._save = (committer or GroupCommitter(store)).save
+        self._save = committer.save
 
     def create(self, actor: Actor, new: NewTask, idempotency_key: str | None = None) -> Written:
         """Creates a task; the same key and request again from the same user: the first task.

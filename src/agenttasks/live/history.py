@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from uuid import UUID
 
-from agenttasks.application.bus_payloads import mapper_for
-from agenttasks.application.store import EventStore, PositionedEvent
+from agenttasks.application.bus_payloads import BusEventMapper
+from agenttasks.application.store import PositionedEvent
 from agenttasks.application.user_log import PAGE, Selection, UserLog
 from agenttasks.bus.messages import TaskEvent
 from agenttasks.live.feed import HistoryReader, HistoryTooLong
@@ -33,14 +33,19 @@ class History:
     """Reads a subscriber's updates after a position from the event store, in pages."""
 
     def __init__(
-        self, store: EventStore, threads: int = 4, *, max_catch_up_events: int = 10_000
+        self,
+        log: UserLog,
+        mapper: BusEventMapper,
+        executor: ThreadPoolExecutor,
+        *,
+        max_catch_up_events: int,
     ) -> None:
-        self.log = UserLog(store)
+        self.log = log
         self.max_catch_up_events = max_catch_up_events
-        self._mapper = mapper_for(store)
+        self._mapper = mapper  # the relay's own kind, so replayed payloads match live ones
         self._mapper_lock = threading.Lock()  # the mapper's facts cache is not thread-safe
         # History reads get their own threads, so a reconnect storm cannot starve commands.
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="live-history")
+        self._executor = executor
 
     async def start(self) -> None:
         """Creates the owner index if needed."""

@@ -6,7 +6,7 @@ not applied (`pending`) whose tracking has not moved since the previous check is
 (missing messages, a crash loop, no database). At a lower rate, rows are counted against the
 store at the tracked position, in one snapshot: tasks in the read model vs. `Task.Created`
 events, which is what catches an event passed over for good. Results go to the log and to
-`projection_health`, which `/ready` reads (bootstrap.read_model_health).
+`projection_health`, which `/ready` reads (api/health.py, read_model_health).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -79,18 +79,18 @@ class Worker:
         *,
         llm: LanguageModel | None,
         fetcher: Fetcher,
-        options: WorkerOptions | None = None,
-        executor: Executor | None = None,
-        limits: Limits | None = None,
+        options: WorkerOptions,
+        executor: Executor,
+        limits: Limits,
     ) -> None:
-        self.options = options or WorkerOptions()
+        self.options = options
         self._commands = commands
         self._bus = bus
         self._agents = agents
         self._llm = llm
         self._fetcher = fetcher
         self._limits = limits
-        self._executor = executor or ThreadPoolExecutor(32, thread_name_prefix="worker-store")
+        self._executor = executor
         self._backlog = Backlog(self.options.per_user_limit)
         self._running: dict[tuple[UUID, int], _Running] = {}
         self._by_user: Counter[str] = Counter()

@@ -1,0 +1,124 @@
+"""The process roles (`agenttasks api`, `relay`, `project`, `worker`), each run until signalled.
+
+Each role resolves its settings, builds its parts through bootstrap.py and runs them; `up`
+(up.py) starts the servers and runs the roles as child processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+
+from agenttasks import bootstrap
+from agenttasks.bus.connection import connect
+from agenttasks.domain.rules import TASK_TYPES
+from agenttasks.settings import Settings, SettingsError
+from agenttasks.workers.runtime import WorkerOptions
+
+ENGINES = ("auto", "offline", "instant")
+
+
+def run_api(settings: Settings) -> int:
+    """Serves the HTTP API with uvicorn until SIGTERM/SIGINT."""
+    import uvicorn
+
+    settings = bootstrap.resolve(settings)
+    uvicorn.run(
+        bootstrap.api_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        # Live streams never end by themselves: on SIGTERM give them this long, then cancel
+        # them (clients reconnect with Last-Event-ID, to another replica if there is one).
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def run_relay(settings: Settings) -> int:
+    """Publishes stored events to JetStream until stopped."""
+    settings = bootstrap.resolve(settings)
+    database_url = bootstrap.require_database(settings)
+
+    async def main(stop: asyncio.Event) -> None:
+        bus = await connect(settings.nats_url_for("relay"), "agenttasks-relay")
+        with bootstrap.event_store(settings) as store:
+            try:
+                await bootstrap.relay(store, database_url, bus).run(stop)
+            finally:
+                await bus.close()
+
+    return run_until_signalled(main)
+
+
+def run_projectors(settings: Settings, names: list[str]) -> int:
+    """Keeps the named read models (default: all) up to date until stopped."""
+    settings = bootstrap.resolve(settings)
+    bootstrap.require_database(settings)
+    chosen = bootstrap.chosen_projections(names)
+
+    async def main(stop: asyncio.Event) -> None:
+        bus = await connect(settings.nats_url_for("projector"), "agenttasks-projector")
+        try:
+            with bootstrap.event_store(settings) as store:
+                projector, check = bootstrap.projector(settings, store, bus, chosen)
+                await asyncio.gather(projector.run(stop), check.run(stop))
+        finally:
+            await bus.close()
+
+    return run_until_signalled(main)
+
+
+def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto") -> int:
+    """Runs agents on tasks of the given types until stopped (then hands back what it holds)."""
+    settings = bootstrap.resolve(settings)
+    bootstrap.require_database(settings)
+    unknown = [t for t in options.types if t not in TASK_TYPES]
+    if unknown:
+        raise SettingsError(f"unknown task type(s) {unknown}; known: {', '.join(TASK_TYPES)}")
+    if engine not in ENGINES:
+        raise SettingsError(f"unknown engine {engine!r}; one of: {', '.join(ENGINES)}")
+
+    async def main(stop: asyncio.Event) -> None:
+        bus = await connect(
+            settings.nats_url_for("worker"), f"agenttasks-worker-{options.worker_id}"
+        )
+        llm = bootstrap.language_model(settings) if engine == "auto" else None
+        try:
+            with bootstrap.event_store(settings) as store:
+                async with bootstrap.worker(
+                    settings,
+                    store,
+                    bus,
+                    options,
+                    llm=llm,
+                    fetcher=bootstrap.fetcher(settings),
+                    engine=engine,
+                ) as (worker, watchdog):
+                    await asyncio.gather(worker.run(stop), watchdog.run(stop))
+        finally:
+            if llm is not None:
+                await llm.aclose()
+            await bus.close()
+
+    return run_until_signalled(main)
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Runs `main(stop)` on a new event loop; SIGTERM or SIGINT sets `stop`."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await main(stop)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner())
+    return 0
