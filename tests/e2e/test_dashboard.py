@@ -354,6 +354,23 @@ def test_the_client_module_joins_partial_results_and_drops_repeats(page: Page) -
     assert joined == "Hello world"
 
 
+def test_the_client_module_reads_the_flat_partial_of_result_updates(page: Page) -> None:
+    joined = page.evaluate(
+        """async () => {
+            const { PartialText } = await import("/dashboard/client.js");
+            const text = new PartialText();
+            // As the API sends them now: the piece flat (and nested, for older readers); other
+            // updates with `partial: null`.
+            const piece = (offset, t) => ({ partial: { offset, text: t }, data: { data: {} } });
+            for (const p of [{ partial: null, data: {} }, piece(0, "Hel"), piece(3, "lo "),
+                             piece(3, "lo "), piece(6, "world"), { partial: null, data: {} }])
+              text.add(p);
+            return text.text;
+        }"""
+    )
+    assert joined == "Hello world"
+
+
 def test_validation_errors_show_beside_the_field_that_caused_them(
     page: Page, service: Service
 ) -> None:

@@ -94,9 +94,11 @@ export class AgentTasksClient {
       query: { after },
     });
   }
-  /** The task's stored events: the audit trail. */
-  taskEvents(id) {
-    return this.request("GET", `/ai-tasks/${encodeURIComponent(id)}/events/`);
+  /** The task's stored events, the audit trail: one page ({count, next, previous, results}). */
+  taskEvents(id, { page, pageSize } = {}) {
+    return this.request("GET", `/ai-tasks/${encodeURIComponent(id)}/events/`, {
+      query: { page, page_size: pageSize },
+    });
   }
   /** {valid, errors}: whether a config would be accepted (with a template, as create_task). */
   validateTaskConfig(taskType, taskConfig, templateId) {
@@ -214,17 +216,18 @@ export class AgentTasksClient {
   }
 }
 
-/** Puts together the whole text of streamed partial results (`data.partial` {offset, text}). */
+/** Puts together the whole text of streamed partial results (`partial` {offset, text}). */
 export class PartialText {
   constructor() {
     this.text = "";
   }
   /** Applies one update; true when it added text. Pieces arrive in order; a new attempt restarts. */
   add(update) {
-    // An update's `data` holds the stored event's fields; a `result` event's own field is
-    // also called `data`, so the piece is at update.data.data.partial.
+    // A result update carries its piece flat in `partial` (docs/events.md); a server from
+    // before that field had it only nested, at update.data.data.partial.
     const fields = update && update.data;
-    const partial = fields && fields.data && fields.data.partial;
+    const nested = fields && fields.data && fields.data.partial;
+    const partial = update && update.partial !== undefined ? update.partial : nested;
     if (!partial || typeof partial.text !== "string") return false;
     if (partial.offset === 0) this.text = "";
     if (partial.offset !== this.text.length) {

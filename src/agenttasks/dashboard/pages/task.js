@@ -74,10 +74,13 @@ export async function render(ctx, main, taskId) {
 
   async function loadEvents() {
     try {
-      const stored = await ctx.api.taskEvents(task.id);
+      const stored = await ctx.api.taskEvents(task.id, { pageSize: 1000 });
       const list = Array.isArray(stored) ? stored : stored.results || [];
-      replace(events, table(list.map((e) => ({ ...e, timestamp: when(e.timestamp) })),
-        ["position", "version", "type", "timestamp", "data"]));
+      const rows = table(list.map((e) => ({ ...e, timestamp: when(e.timestamp) })),
+        ["position", "version", "type", "timestamp", "data"]);
+      // The events come in pages: say so rather than show the first page as the whole trail.
+      const more = stored.next ? h("p", { class: "muted" }, `The first ${list.length} of ${stored.count} events.`) : null;
+      replace(events, rows, more);
     } catch (error) {
       replace(events, h("p", { class: "error" }, error.message));
     }
