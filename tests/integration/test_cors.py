@@ -96,7 +96,7 @@ async def test_an_origin_not_listed_is_never_named(
 ) -> None:
     async with api_with(database_url, nats_server, frozenset({APP})) as client:
         asked = await client.options(f"{BASE}/ai-tasks/", headers=preflight(EVIL))
-        assert asked.status_code >= 400
+        assert asked.status_code == 400
         assert "access-control-allow-origin" not in asked.headers
         listed = await client.get(f"{BASE}/ai-tasks/", headers={**bearer("a"), "Origin": EVIL})
         assert listed.headers.get("access-control-allow-origin") != EVIL

@@ -17,9 +17,12 @@ import pytest
 
 from agenttasks.api.auth import mint_token
 from agenttasks.servers.nats import EmbeddedNats
+from agenttasks.workers.llm import OpenAIModel
+from tests.fakes.llm_server import serve_llm, slow
 from tests.integration.api_client import SECRET, Api, serving, settings_for
 from tests.integration.stack import running_stack
 from tests.integration.test_statistics import all_projections
+from tests.integration.worker_harness import finished, running_worker
 
 BASE = "/api/v1/utils"
 # The guide's curl examples send `Authorization: Bearer YOUR_TOKEN`.
@@ -155,3 +158,23 @@ async def test_the_guides_field_names_stand_beside_ours(api: Api) -> None:
     updates = await api.client.get(f"{BASE}/ai-tasks/{task['id']}/updates/", headers=HEADERS)
     assert [u["progress_percentage"] for u in updates.json()["results"]] == [0]
     assert UUID(task["template_id"]) == UUID(template["id"])
+
+
+async def test_a_task_past_its_timeout_is_failed_with_error_kind_timeout(api: Api) -> None:
+    # Where we differ on purpose: the guide cancels stuck tasks; ours fail, saying why.
+    async with serve_llm() as fake:
+        llm = OpenAIModel(api_key="test-key", base_url=fake.base_url, model="fake-gpt")
+        fake.script(slow(0.5))  # far longer than the task may take
+        async with running_worker(api.stack, llm=llm):
+            body = {
+                "title": "Too slow",
+                "task_type": "summary",
+                "task_config": {"content": "Text to summarize"},
+                "timeout_seconds": 1,
+            }
+            task = await post(api, "/ai-tasks/", json.dumps(body))
+            await finished(api.stack, UUID(task["id"]))
+        await llm.aclose()
+    await api.stack.projected()
+    shown = await api.client.get(f"{BASE}/ai-tasks/{task['id']}/", headers=HEADERS)
+    assert (shown.json()["status"], shown.json()["error_kind"]) == ("failed", "timeout")

@@ -146,6 +146,7 @@ def view_of(task: Task) -> TaskView:
         progress=task.progress,
         result_data=task.result_data,
         error_message=task.error_message,
+        error_kind=task.error_kind,
         created_by=task.created_by,
         template_id=task.template_id,
         attempt=task.attempt,

@@ -29,6 +29,8 @@ class TaskView(msgspec.Struct, kw_only=True):
     progress: int
     result_data: dict[str, Any] | None
     error_message: str | None
+    # Why a failed task failed (timeout, invalid_input, ...); null otherwise. Added later.
+    error_kind: str | None = None
     created_by: str
     template_id: UUID | None
     attempt: int
