@@ -83,22 +83,21 @@ def resolve(settings: Settings) -> Settings:
 
 def require_database(settings: Settings) -> str:
     """The database URL, or a message saying how to provide one."""
-    if settings.database_url is None:
-        raise SettingsError(
-            f"no database: set AGENTTASKS_DATABASE_URL, or run `agenttasks up` with the data "
-            f"directory {settings.home} first"
-        )
-    return settings.database_url
+    return _required(settings, settings.database_url, "database", "DATABASE_URL")
 
 
 def require_secret(settings: Settings) -> str:
     """The JWT secret, or a message saying how to provide one."""
-    if settings.jwt_secret is None:
+    return _required(settings, settings.jwt_secret, "JWT secret", "JWT_SECRET")
+
+
+def _required(settings: Settings, value: str | None, what: str, variable: str) -> str:
+    if value is None:
         raise SettingsError(
-            f"no JWT secret: set AGENTTASKS_JWT_SECRET, or run `agenttasks up` with the data "
+            f"no {what}: set AGENTTASKS_{variable}, or run `agenttasks up` with the data "
             f"directory {settings.home} first"
         )
-    return settings.jwt_secret
+    return value
 
 
 def token(settings: Settings, user: str, *, admin: bool, ttl: int) -> str:
@@ -111,15 +110,8 @@ def token(settings: Settings, user: str, *, admin: bool, ttl: int) -> str:
 
 
 def schema_limits(settings: Settings) -> SchemaLimits:
-    """The caps on template JSON Schemas, from the settings."""
-    return SchemaLimits(
-        max_bytes=settings.schema_max_bytes,
-        max_depth=settings.schema_max_depth,
-        max_subschemas=settings.schema_max_subschemas,
-        max_pattern_chars=settings.schema_max_pattern_chars,
-        max_validation_steps=settings.schema_max_validation_steps,
-        max_validation_depth=settings.schema_max_validation_depth,
-    )
+    """The caps on template JSON Schemas, from the `schema_*` settings."""
+    return settings.caps(SchemaLimits, "schema_")
 
 
 # The write side ----------------------------------------------------------------------------

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg.conninfo import conninfo_to_dict
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Caps = TypeVar("Caps", bound="DataclassInstance")
 
 
 class SettingsError(ValueError):
@@ -139,6 +144,10 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         """A copy with some values changed (the composition root fills in embedded servers)."""
         return replace(self, **changes)
+
+    def caps(self, kind: type[Caps], prefix: str = "") -> Caps:
+        """A dataclass of caps, each field read from the setting `prefix + field name`."""
+        return kind(**{cap.name: getattr(self, prefix + cap.name) for cap in fields(kind)})
 
     def nats_url_for(self, role: str) -> str:
         """The NATS URL a process of `role` (relay, projector, worker, api, reader) connects to."""

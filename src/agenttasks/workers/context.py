@@ -20,7 +20,6 @@ from agenttasks.application.tasks import TaskCommands, Written
 from agenttasks.application.transcoding import UnstorableValue
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.domain.task import Task
-from agenttasks.settings import Settings
 from agenttasks.workers.errors import AgentError
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.limits import Limits
@@ -49,7 +48,7 @@ class AgentContext:
         *,
         llm: LanguageModel | None,
         fetcher: Fetcher,
-        limits: Limits | None = None,
+        limits: Limits,
         partial_every: float = PARTIAL_EVERY,
     ) -> None:
         self.task_id = task.id
@@ -60,7 +59,7 @@ class AgentContext:
         self.config: dict[str, Any] = task.task_config
         self.llm = llm
         self.fetcher = fetcher
-        self.limits = limits or Limits.from_settings(Settings())
+        self.limits = limits
         self._known: Task | None = task
         self._commands = commands
         self._executor = executor

@@ -27,13 +27,7 @@ class Limits:
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         """The caps of `settings` (`Limits.from_settings(Settings())` gives the defaults)."""
-        return cls(
-            max_tokens=settings.max_tokens,
-            max_prompt_chars=settings.max_prompt_chars,
-            max_step_text_chars=settings.max_step_text_chars,
-            max_chain_text_chars=settings.max_chain_text_chars,
-            max_step_output_chars=settings.max_step_output_chars,
-        )
+        return settings.caps(cls)
 
     def tokens_for(self, wanted: int, asked: int | None) -> int:
         """A call's max_tokens: what the task config asked (or the agent's default), capped."""
