@@ -89,7 +89,8 @@ SSE_DESCRIPTION = (
     "shows the wire format."
 )
 SSE_EXAMPLE = (
-    'id: 42\r\ndata: {"stream":"task","position":42,"task_id":"6f1c...","type":"progress",'
+    'id: 42\r\ndata: {"stream":"task","position":42,'
+    '"task_id":"6f1c2a4e-9b0d-4c3e-8f5a-2d7b1e0c9a31","type":"progress",'
     '"version":3,"timestamp":"2026-12-01T08:00:00Z","user":"alice","task_type":"summary",'
     '"priority":"normal","update_type":"progress","status":"running","progress":50,'
     '"message":"halfway","data":{}}\r\n\r\n'
