@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import Any
 from uuid import UUID
@@ -94,7 +94,9 @@ class AsyncClient:
         call = calls.listing(page_size, page=str(page), **filters)
         return calls.decode(await self._send(call), TaskPage)
 
-    async def list(self, *, page_size: int = 100, **filters: str | None) -> AsyncIterator[Task]:
+    async def list(
+        self, *, page_size: int = 100, **filters: str | None
+    ) -> AsyncGenerator[Task, None]:
         """Every task the filters select, page after page, each once."""
         seen: set[UUID] = set()
         call: calls.Call | None = calls.listing(page_size, **filters)
@@ -117,7 +119,7 @@ class AsyncClient:
 
     async def follow(
         self, task_id: UUID | str, *, after: int | None = None
-    ) -> AsyncIterator[Followed]:
+    ) -> AsyncGenerator[Followed, None]:
         """The task's updates (after `after`, else from its start) until its final update.
 
         Reconnects after a dropped connection, resuming after the last position it passed on:

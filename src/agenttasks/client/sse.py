@@ -50,7 +50,7 @@ class SseParser:
             line = self._next_line()
             if line is None:
                 break
-            message = self._line(line.decode("utf-8", errors="replace"))
+            message = self._line(line.decode("utf-8", errors="replace"), len(line))
             if message is not None:
                 messages.append(message)
         if len(self._buffer) + self._size > self.max_bytes:
@@ -73,7 +73,7 @@ class SseParser:
         del buffer[: end + skip]
         return line
 
-    def _line(self, line: str) -> Message | None:
+    def _line(self, line: str, size: int) -> Message | None:
         if not line:
             return self._dispatch()
         if line.startswith(":"):
@@ -81,8 +81,10 @@ class SseParser:
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "data":
+            self._size += size
+            if self._size > self.max_bytes:
+                raise StreamError(f"a stream message is larger than {self.max_bytes} bytes")
             self._data.append(value)
-            self._size += len(value) + 1
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
