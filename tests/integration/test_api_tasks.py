@@ -15,7 +15,8 @@ BASE = "/api/v1/utils"
 ALICE, BOB, ADMIN = bearer("alice"), bearer("bob"), bearer("root", admin=True)
 TASK_FIELDS = {
     "id", "title", "task_type", "task_config", "priority", "status", "progress", "result_data",
-    "error_message", "created_by", "template_id", "attempt", "max_retries", "timeout_seconds",
+    "error_message", "error_kind", "created_by", "template_id", "attempt", "max_retries",
+    "timeout_seconds",
     "created_at", "started_at", "completed_at", "updated_at",
 }  # fmt: skip
 
