@@ -7,9 +7,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import typing
 from collections.abc import AsyncIterator, Iterator
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -17,7 +18,9 @@ from uuid import UUID, uuid4
 import httpx
 import msgspec
 import pytest
+import uvicorn
 
+from agenttasks import bootstrap
 from agenttasks.api.auth import mint_token
 from agenttasks.api.schemas import EventView
 from agenttasks.client import (
@@ -35,9 +38,12 @@ from agenttasks.client import (
 )
 from agenttasks.projections.task_queries import TaskView, UpdateView
 from agenttasks.servers.nats import EmbeddedNats
+from agenttasks.settings import Settings
+from tests.conftest import free_port
 from tests.integration.api_client import SECRET, Api, running_api, serving, settings_for
 from tests.integration.stack import running_stack
 from tests.integration.worker_harness import running_worker
+from tests.waiting import wait_until
 
 DOCS = Path(__file__).parents[2] / "docs" / "client.md"
 ALICE = mint_token(SECRET, "alice")
@@ -358,3 +364,50 @@ async def test_the_documented_example_runs_against_the_stack(api: Api) -> None:
     assert UUID(lines[0].split()[1])
     assert any(" completed:" in line for line in lines), lines
     assert msgspec.json.decode(lines[-1])["status"] == "completed"
+
+
+@asynccontextmanager
+async def api_on(settings: Settings, port: int) -> AsyncIterator[str]:
+    """`serving`, on a port of the test's choosing, so a restarted API has the same URL."""
+    app = bootstrap.api_app(settings, keepalive_seconds=0.5)
+    # As `agenttasks api` does (roles.py, with 5 s): open streams end when the API stops.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        await wait_until(lambda: server.started or not thread.is_alive())
+        assert server.started, "the API did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 10)
+
+
+async def test_follow_across_an_api_restart_loses_and_repeats_nothing(
+    database_url: str, nats_server: EmbeddedNats
+) -> None:
+    settings, port = settings_for(database_url, nats_server), free_port()
+    followed: list[Followed] = []
+    async with running_stack(database_url, nats_server) as stack:
+        commands = stack.commands
+        async with api_on(settings, port) as url:
+            client = AsyncClient(url, ALICE)
+            task = await client.create("Across a restart", "summary", {"content": "x"})
+            commands.start(task.id, 1, "w1")
+            following = asyncio.create_task(collect(client.follow(task.id), followed))
+            await wait_until(lambda: len(followed) == 2)  # created, started
+        # The API is gone: the client retries while the task goes on without it.
+        for progress in (30, 60):
+            commands.report_progress(task.id, 1, progress, f"at {progress}")
+        commands.complete(task.id, 1, {"summary": "done"})
+        async with api_on(settings, port):
+            await asyncio.wait_for(following, 30)
+            stored = await client.events(task.id)
+        await client.aclose()
+
+    assert positions(followed) == [event.position for event in stored]
+    kinds = [typing.cast(TaskEvent, item).type for item in followed]
+    assert kinds == ["created", "started", "progress", "progress", "completed"]
