@@ -9,13 +9,16 @@ read models it reads.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
+from agenttasks.api.auth import mint_token
 from agenttasks.application.tasks import Actor
 from agenttasks.application.templates import TaskFromTemplate
 from agenttasks.bootstrap import template_commands
@@ -25,7 +28,7 @@ from agenttasks.projections.template_usage import template_usage_projection
 from agenttasks.projections.templates import template_projection
 from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.settings import Settings
-from tests.integration.api_client import bearer
+from tests.integration.api_client import SECRET, bearer
 from tests.integration.live_harness import LiveApi, read_sse, running_live_api
 from tests.integration.worker_harness import running_worker
 from tests.waiting import wait_until
@@ -200,3 +203,44 @@ async def test_every_stream_message_carries_its_position(api: LiveApi) -> None:
     received = await follow_to_the_end(api.client, task_id)
     assert [m["id"] for m in received] == [m["data"]["position"] for m in received]
     assert [m["id"] for m in received] == api.positions_of(task_id)
+
+
+async def read_at_once(client: httpx.AsyncClient, task_id: str) -> tuple[str, list[int]]:
+    task, updates = await asyncio.gather(
+        client.get(f"{BASE}/ai-tasks/{task_id}/", headers=ALICE),
+        client.get(f"{BASE}/ai-tasks/{task_id}/updates/", headers=ALICE),
+    )
+    return task.json()["status"], [u["position"] for u in updates.json()["results"]]
+
+
+async def test_the_all_tasks_stream_and_the_websocket_hold_a_final_update_too(
+    api: LiveApi,
+) -> None:
+    token = mint_token(SECRET, "alice")
+    url = f"ws://127.0.0.1:{api.port}/ws/tasks/?token={token}"
+    async with (
+        running_worker(api.stack, engine="instant"),
+        connect(url) as socket,
+        api.client.stream("GET", f"{BASE}/tasks/stream/", headers=ALICE) as stream,
+    ):
+        lines = stream.aiter_lines()
+        await wait_until(lambda: api.subscribers() == 2)
+        for run in range(RUNS // 5):
+            task_id = str(await api.new_task(title=f"run {run}"))
+            over_socket: list[int] = []
+            while True:  # the socket follows all of alice's tasks: this one is the only one
+                message = json.loads(await asyncio.wait_for(socket.recv(), 10))
+                over_socket.append(message["position"])
+                if message["status"] == "completed":
+                    break
+            assert await read_at_once(api.client, task_id) == ("completed", over_socket)
+            over_sse: list[int] = []
+            while True:
+                line = await asyncio.wait_for(anext(lines), 10)
+                if line.startswith("data: "):
+                    message = json.loads(line[6:])
+                    over_sse.append(message["position"])
+                    if message["status"] == "completed":
+                        break
+            assert over_sse == over_socket
+            assert await read_at_once(api.client, task_id) == ("completed", over_sse)

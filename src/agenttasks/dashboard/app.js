@@ -37,6 +37,13 @@ const ctx = {
     listeners.add(fn);
     return () => listeners.delete(fn);
   },
+  /**
+   * The position of the last update the all-tasks stream delivered (null before any): a
+   * page's reads pass it as `min_position`, so they show at least what the stream showed.
+   */
+  get lastPosition() {
+    return liveFollower ? liveFollower.lastId : null;
+  },
   /** Also calls `fn()` when the all-tasks stream (re)connects, so a page can catch up. */
   onReconnect: new Set(),
   /** Shows a stream's state ("live", "reconnecting", ...) in the header. */

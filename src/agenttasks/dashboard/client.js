@@ -16,6 +16,10 @@
  * headers). When the connection drops it reconnects with `?after=<last position seen>`, so the
  * updates before and after the drop together hold every update exactly once, in order; any
  * update at or before the last position seen is dropped as a repeat.
+ *
+ * Reads after a live update: every update carries its `position`; pass it as `minPosition`
+ * (`min_position` in a query) and the answer reflects that update (docs/api.md,
+ * "Consistency"). A followed task's final update already arrives once its queries show it.
  */
 
 export const FINISHED = new Set(["completed", "failed", "cancelled"]);
@@ -78,8 +82,11 @@ export class AgentTasksClient {
   listTasks(filters = {}) {
     return this.request("GET", "/ai-tasks/", { query: filters });
   }
-  getTask(id) {
-    return this.request("GET", `/ai-tasks/${encodeURIComponent(id)}/`);
+  /** One task; `minPosition`: answered once it reflects that position. */
+  getTask(id, { minPosition } = {}) {
+    return this.request("GET", `/ai-tasks/${encodeURIComponent(id)}/`, {
+      query: { min_position: minPosition },
+    });
   }
   cancelTask(id, reason) {
     const body = reason ? { reason } : undefined;
@@ -88,10 +95,10 @@ export class AgentTasksClient {
   retryTask(id) {
     return this.request("POST", `/ai-tasks/${encodeURIComponent(id)}/retry/`);
   }
-  /** The task's update history, oldest first (after `after`, if given). */
-  taskUpdates(id, after) {
+  /** The task's update history, oldest first (after `after`, if given), one page. */
+  taskUpdates(id, after, { minPosition, page, pageSize } = {}) {
     return this.request("GET", `/ai-tasks/${encodeURIComponent(id)}/updates/`, {
-      query: { after },
+      query: { after, min_position: minPosition, page, page_size: pageSize },
     });
   }
   /** The task's stored events, the audit trail: one page ({count, next, previous, results}). */

@@ -48,11 +48,13 @@ export async function render(ctx, main) {
     let stats;
     let popular = [];
     try {
-      const query = {};
+      // Figures that reflect every update seen (min_position), not an older state.
+      const query = { min_position: ctx.lastPosition };
       if (scope.checked) query.scope = "all";
       if (since.value) query.since = since.value;
       // Usage of every visible template, archived ones too (popular/ leaves those out).
-      const usage = ctx.api.listTemplates({ ordering: "-usage", archived: "true", page_size: 20 });
+      const usage = ctx.api.listTemplates(
+        { ordering: "-usage", archived: "true", page_size: 20, min_position: ctx.lastPosition });
       [stats, popular] = await Promise.all([ctx.api.statistics(query), usage]);
       popular = popular.results.filter((t) => t.usage && t.usage.usage_count > 0);
     } catch (failure) {

@@ -106,22 +106,19 @@ export async function render(ctx, main, taskId) {
     if (update.type === "failed") task.error_message = update.message;
     showTask();
     if (FINISHED.has(update.status)) {
-      refreshFinished(update.status, 10);
+      showFinished(update.position);
       if (eventsSection.open) loadEvents();
     }
   }
 
-  /** Shows the finished task as stored (times, result) once the read model has caught up. */
-  function refreshFinished(status, tries) {
-    ctx.api.getTask(task.id).then((fresh) => {
-      if (fresh.status === status) {
-        task = fresh;
-        showTask();
-      } else if (tries > 1 && task.status === status) {
-        // The stream is ahead of the read model, which follows within moments.
-        setTimeout(() => refreshFinished(status, tries - 1), 300);
-      }
-    }).catch(() => {});
+  /** Shows the finished task as stored (times, result): a read that reflects `position`. */
+  function showFinished(position) {
+    ctx.api.getTask(task.id, { minPosition: position }).then((fresh) => {
+      task = fresh;
+      showTask();
+    }).catch((error) => {
+      message.textContent = `could not read the finished task: ${error.message}`;
+    });
   }
 
   let follower = null;

@@ -18,7 +18,7 @@ export async function render(ctx, main, query) {
   filters.page = Number(filters.page) || 1;
   filters.page_size = Number(filters.page_size) || 20;
   const rows = new Map(); // task id -> {task, row}
-  const latest = new Map(); // task id -> its latest live update
+  const arriving = new Set(); // per reload on its way: the updates that came meanwhile
   const selected = new Set();
 
   const go = (changes) => {
@@ -141,7 +141,6 @@ export async function render(ctx, main, query) {
   /** Shows a task's new status and progress (from an answer or a live update). */
   function patch(change) {
     const id = change.id || change.task_id;
-    if (change.task_id) latest.set(id, change);
     const entry = rows.get(id);
     if (!entry) return false;
     entry.task = { ...entry.task, status: change.status, progress: change.progress };
@@ -152,21 +151,27 @@ export async function render(ctx, main, query) {
   }
 
   async function load() {
-    const query = { ordering: "-created_at" };
+    const query = { ordering: "-created_at", min_position: ctx.lastPosition };
     for (const k of FILTERS) if (filters[k]) query[k] = filters[k];
-    const page = await ctx.api.listTasks(query);
+    // The answer reflects every update seen so far (min_position); those arriving meanwhile
+    // may be in it or not, so they are applied again on top, in order.
+    const late = [];
+    arriving.add(late);
+    let page;
+    try {
+      page = await ctx.api.listTasks(query);
+    } finally {
+      arriving.delete(late);
+    }
     rows.clear();
     replace(body);
-    for (const listed of page.results) {
-      // The read model may lag the stream by a moment: a newer live update wins.
-      const live = latest.get(listed.id);
-      const task = live && new Date(live.timestamp) > new Date(listed.updated_at)
-        ? { ...listed, status: live.status, progress: live.progress } : listed;
+    for (const task of page.results) {
       const entry = rowFor(task);
       rows.set(task.id, entry);
       body.append(entry.row);
       if (selected.has(task.id)) entry.checkbox.checked = true;
     }
+    for (const update of late) patch(update);
     if (!page.results.length) {
       body.append(h("tr", {}, h("td", { colspan: "8", class: "muted" }, "No tasks match.")));
     }
@@ -185,6 +190,7 @@ export async function render(ctx, main, query) {
     reloadTimer = setTimeout(() => load().catch((e) => { message.textContent = e.message; }), 300);
   };
   const unsubscribe = ctx.onUpdate((update) => {
+    for (const late of arriving) late.push(update);
     const known = patch(update);
     const filtered = filters.status || filters.task_type || filters.priority || filters.search;
     if ((!known && (update.type === "created" || filtered)) || (known && filters.status)) reloadSoon();
