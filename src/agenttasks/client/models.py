@@ -40,6 +40,7 @@ class Task(msgspec.Struct, kw_only=True):
     started_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
+    error_kind: str | None = None  # why a failed task failed (timeout, invalid_input, ...)
 
 
 class TaskPage(msgspec.Struct, kw_only=True):
@@ -64,6 +65,7 @@ class Update(msgspec.Struct, kw_only=True):
     message: str
     data: dict[str, Any]
     timestamp: datetime
+    partial: dict[str, Any] | None = None  # a result's streamed piece {offset, text}
 
 
 class StoredEvent(msgspec.Struct, kw_only=True):
