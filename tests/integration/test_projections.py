@@ -192,9 +192,7 @@ async def test_a_writer_can_wait_for_its_own_write_to_be_projected(
         watcher = ProjectionWatcher(database_url)
         await watcher.start()
         try:
-            written = stack.commands.create(
-                ALICE, NewTask("mine", "summary", {"content": "x"})
-            )
+            written = stack.commands.create(ALICE, NewTask("mine", "summary", {"content": "x"}))
             assert written.position is not None
             assert await watcher.wait("tasks", written.position, timeout=10)
             assert stack.rows(f"SELECT title FROM tasks WHERE id = '{written.task_id}'") == [
