@@ -76,9 +76,9 @@ class AsyncClient:
         )
         return calls.decode(await self._send(call), Task)
 
-    async def get(self, task_id: UUID | str) -> Task:
-        """One task."""
-        return calls.decode(await self._send(calls.task(task_id)), Task)
+    async def get(self, task_id: UUID | str, min_position: int | None = None) -> Task:
+        """One task; with `min_position`, once it reflects that position (a seen update's)."""
+        return calls.decode(await self._send(calls.task(task_id, min_position=min_position)), Task)
 
     async def cancel(self, task_id: UUID | str, reason: str = "") -> Task:
         """Cancels a pending or running task; the task after the change."""
@@ -109,9 +109,13 @@ class AsyncClient:
                     yield task
             call = calls.following(call, page.next)
 
-    async def updates(self, task_id: UUID | str, after: int | None = None) -> builtins.list[Update]:
-        """The task's update history (after a position), oldest first, every page."""
-        return await self._all(calls.history(task_id, "updates", after), Update)
+    async def updates(
+        self, task_id: UUID | str, after: int | None = None, min_position: int | None = None
+    ) -> builtins.list[Update]:
+        """The task's update history (after a position), oldest first, every page; with
+        `min_position`, once it reflects that position."""
+        call = calls.history(task_id, "updates", after, min_position)
+        return await self._all(call, Update)
 
     async def events(self, task_id: UUID | str) -> builtins.list[StoredEvent]:
         """The task's stored events, from the event store itself."""

@@ -57,10 +57,13 @@ def create(
     return Call("POST", f"{BASE}/ai-tasks/", json=body, headers=headers)
 
 
-def task(task_id: UUID | str, action: str = "", body: Any = None) -> Call:
-    """GET a task, or POST one of its actions (cancel, retry)."""
+def task(
+    task_id: UUID | str, action: str = "", body: Any = None, min_position: int | None = None
+) -> Call:
+    """GET a task (once it reflects `min_position`), or POST one of its actions."""
     path = f"{BASE}/ai-tasks/{task_id}/" + (f"{action}/" if action else "")
-    return Call("POST" if action else "GET", path, json=body)
+    params = {"min_position": str(min_position)} if min_position is not None else None
+    return Call("POST" if action else "GET", path, params=params, json=body)
 
 
 def listing(page_size: int, **filters: str | None) -> Call:
@@ -70,10 +73,14 @@ def listing(page_size: int, **filters: str | None) -> Call:
     return Call("GET", f"{BASE}/ai-tasks/", params=params)
 
 
-def history(task_id: UUID | str, kind: str, after: int | None = None) -> Call:
+def history(
+    task_id: UUID | str, kind: str, after: int | None = None, min_position: int | None = None
+) -> Call:
     """GET a task's updates (after a position) or its stored events."""
-    params = {"after": str(after)} if after else None
-    return Call("GET", f"{BASE}/ai-tasks/{task_id}/{kind}/", params=params)
+    params = {"after": str(after)} if after else {}
+    if min_position is not None:
+        params["min_position"] = str(min_position)
+    return Call("GET", f"{BASE}/ai-tasks/{task_id}/{kind}/", params=params or None)
 
 
 def following(call: Call, next_link: str | None) -> Call | None:

@@ -76,9 +76,9 @@ class Client:
         )
         return calls.decode(self._send(call), Task)
 
-    def get(self, task_id: UUID | str) -> Task:
-        """One task."""
-        return calls.decode(self._send(calls.task(task_id)), Task)
+    def get(self, task_id: UUID | str, min_position: int | None = None) -> Task:
+        """One task; with `min_position`, once it reflects that position (a seen update's)."""
+        return calls.decode(self._send(calls.task(task_id, min_position=min_position)), Task)
 
     def cancel(self, task_id: UUID | str, reason: str = "") -> Task:
         """Cancels a pending or running task; the task after the change."""
@@ -107,9 +107,13 @@ class Client:
                     yield task
             call = calls.following(call, page.next)
 
-    def updates(self, task_id: UUID | str, after: int | None = None) -> builtins.list[Update]:
-        """The task's update history (after a position), oldest first, every page."""
-        return self._all(calls.history(task_id, "updates", after), Update)
+    def updates(
+        self, task_id: UUID | str, after: int | None = None, min_position: int | None = None
+    ) -> builtins.list[Update]:
+        """The task's update history (after a position), oldest first, every page; with
+        `min_position`, once it reflects that position."""
+        call = calls.history(task_id, "updates", after, min_position)
+        return self._all(call, Update)
 
     def events(self, task_id: UUID | str) -> builtins.list[StoredEvent]:
         """The task's stored events, from the event store itself."""
