@@ -139,9 +139,9 @@ def template_commands(
     return TemplateCommands(store, commands, schema_limits(settings))
 
 
-def relay(store: EventStore, database_url: str, bus: Bus) -> Relay:
-    """The relay from the store's log to JetStream."""
-    return Relay(store, database_url, bus, mapper_for(store))
+def relay(store: EventStore, database_url: str, bus: Bus, *, stream_replicas: int = 1) -> Relay:
+    """The relay from the store's log to JetStream (the stream kept with `stream_replicas`)."""
+    return Relay(store, database_url, bus, mapper_for(store), stream_replicas=stream_replicas)
 
 
 # The read side -----------------------------------------------------------------------------

@@ -118,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host")
     api.add_argument("--port", type=port)
 
+    commands.add_parser(
+        "migrate", help="create or upgrade the tables, the stream and the consumers, then exit"
+    )
     commands.add_parser("relay", help="publish stored events to NATS JetStream")
+    commands.add_parser("deliver", help="deliver webhooks for task endings (docs/webhooks.md)")
 
     project = commands.add_parser("project", help="run the projectors that build read models")
     project.add_argument("names", nargs="*", help="read models (default: all)")
@@ -213,6 +217,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     runners: dict[str, Callable[[], int]] = {
         "api": lambda: roles.run_api(settings),
         "relay": lambda: roles.run_relay(settings),
+        "deliver": lambda: roles.run_deliverer(settings),
+        "migrate": lambda: _migrate(settings),
         "project": lambda: roles.run_projectors(settings, args.names),
         "replay": lambda: replay(settings, args.name, verify=args.verify),
         "audit": lambda: audit(settings, args.task_id),
@@ -220,6 +226,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         "worker": lambda: _worker(args, settings),
     }
     return runners[command]()
+
+
+def _migrate(settings: Settings) -> int:
+    from agenttasks.migrate import MigrationError, migrate
+
+    try:
+        print(migrate(settings).summary())
+    except MigrationError as error:
+        raise UserError(str(error)) from None
+    return 0
 
 
 def _quarantine(args: argparse.Namespace, settings: Settings) -> int:

@@ -45,9 +45,17 @@ class Relay:
     """Follows the event store's log and publishes it to the event stream."""
 
     def __init__(
-        self, store: EventStore, database_url: str, bus: Bus, mapper: BusEventMapper
+        self,
+        store: EventStore,
+        database_url: str,
+        bus: Bus,
+        mapper: BusEventMapper,
+        *,
+        stream_replicas: int = 1,
     ) -> None:
         self.store = store
+        # Declared each time it leads: the stream's replicas follow AGENTTASKS_STREAM_REPLICAS.
+        self.stream_replicas = stream_replicas
         self.database_url = database_url
         self.bus = bus
         self.mapper = mapper
@@ -91,7 +99,7 @@ class Relay:
         if channel:
             await lock.execute(f'LISTEN "{channel}"')
         await asyncio.to_thread(self._ensure_tables)
-        await self.bus.ensure_stream()
+        await self.bus.ensure_stream(self.stream_replicas)
         position, sequence = await self.bus.last_published()
         self.published_position = position
         self._last_beat = 0.0

@@ -1,4 +1,4 @@
-"""The process roles (`agenttasks api`, `relay`, `project`, `worker`), each run until signalled.
+"""The process roles (`agenttasks api`, `relay`, `project`, `worker`, `deliver`), run until signalled.
 
 Each role resolves its settings, builds its parts through bootstrap.py and runs them; `up`
 (up.py) starts the servers and runs the roles as child processes.
@@ -49,7 +49,10 @@ def run_relay(settings: Settings) -> int:
         bus = await connect(settings.nats_url_for("relay"), "agenttasks-relay")
         with bootstrap.event_store(settings) as store:
             try:
-                await bootstrap.relay(store, database_url, bus).run(stop)
+                relay = bootstrap.relay(
+                    store, database_url, bus, stream_replicas=settings.stream_replicas
+                )
+                await relay.run(stop)
             finally:
                 await bus.close()
 
@@ -104,6 +107,23 @@ def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto")
         finally:
             if llm is not None:
                 await llm.aclose()
+            await bus.close()
+
+    return run_until_signalled(main)
+
+
+def run_deliverer(settings: Settings) -> int:
+    """Delivers webhooks for task endings until stopped (attempts under way are finished)."""
+    settings = bootstrap.resolve(settings)
+    bootstrap.require_database(settings)
+
+    async def main(stop: asyncio.Event) -> None:
+        bus = await connect(settings.nats_url_for("worker"), "agenttasks-deliverer")
+        try:
+            with bootstrap.event_store(settings) as store:
+                async with bootstrap.deliverer(settings, store, bus) as deliverer:
+                    await deliverer.run(stop)
+        finally:
             await bus.close()
 
     return run_until_signalled(main)

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 Caps = TypeVar("Caps", bound="DataclassInstance")
 
 
+# The NATS users of nats.conf, one per role (servers/secrets.py generates their passwords).
+NATS_ROLES = ("relay", "projector", "worker", "api", "reader")
+
+
 class SettingsError(ValueError):
     """A setting with a value that cannot work; the message names the variable."""
 
@@ -37,6 +41,9 @@ class Settings:
     nats_port: int = 4222
     # Role -> NATS URL with that role's credentials, for servers that require them.
     nats_role_urls: Mapping[str, str] = field(default_factory=dict)
+    # Copies of the event stream JetStream keeps: 1 on one server, 3 on a 3-node cluster (a
+    # node may die without losing an event). More replicas than nodes: the stream cannot start.
+    stream_replicas: int = 1
     # /ready fails when events wait and the relay has not made progress for this long.
     relay_stall_seconds: int = 30
     # Each projector's self-check (projections/selfcheck.py): progress every this many seconds,
@@ -96,6 +103,18 @@ class Settings:
             values["host"] = host
         values["port"] = _int(env, "AGENTTASKS_PORT", base.port, 1, 65535)
         values["nats_port"] = _int(env, "AGENTTASKS_NATS_PORT", base.nats_port, 1, 65535)
+        # A process that acts as several NATS users (`migrate`: the relay's stream, the
+        # workers' consumers) is given one URL per role; a comma separates a cluster's servers.
+        role_urls = {
+            role: url
+            for role in NATS_ROLES
+            if (url := env.get(f"AGENTTASKS_NATS_{role.upper()}_URL", "").strip())
+        }
+        if role_urls:
+            values["nats_role_urls"] = role_urls
+        values["stream_replicas"] = _int(
+            env, "AGENTTASKS_STREAM_REPLICAS", base.stream_replicas, 1, 5
+        )
         values["projection_check_seconds"] = _int(
             env, "AGENTTASKS_PROJECTION_CHECK_SECONDS", base.projection_check_seconds, 1, 3600
         )

@@ -89,6 +89,14 @@ class Bus:
         await self.nc.flush()
         return Subscription(subscription)
 
+    async def has_consumer(self, name: str) -> bool:
+        """Whether durable consumer `name` of the event stream exists (False: no stream either)."""
+        try:
+            await self.js.consumer_info(STREAM, name)
+        except NotFoundError:
+            return False
+        return True
+
     async def stream_bounds(self) -> tuple[int, int]:
         """(first, last) sequence held by the event stream; (1, 0) when it does not exist yet."""
         return await stream_bounds(self.js)
@@ -130,7 +138,9 @@ async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> Bus:
         log.info("NATS (%s): reconnected", name)
 
     nc = await nats.connect(
-        servers=[url],
+        # A cluster's servers, comma-separated, each with the role's credentials: the servers
+        # a cluster advertises carry none, so only listed ones can be reconnected to.
+        servers=[part.strip() for part in url.split(",") if part.strip()],
         name=name,
         error_cb=on_error,
         disconnected_cb=on_disconnected,

@@ -1,0 +1,141 @@
+"""`agenttasks migrate`: creates or upgrades everything the service needs, then exits.
+
+The event store's tables, every read model's tables, the quarantine, relay-status and health
+tables, the JetStream event stream (with AGENTTASKS_STREAM_REPLICAS copies) and the workers'
+durable consumers. Each step is idempotent, and the whole run holds one Postgres advisory lock:
+several machines may run it at once, the later ones wait and then find everything in place.
+The roles still create what they need themselves, so running it is optional on one machine;
+on a cluster it runs once before the roles start (compose.yaml, docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import psycopg
+from nats.errors import Error as NatsError
+from nats.js.errors import APIError
+
+from agenttasks import bootstrap
+from agenttasks.bus.connection import Bus, connect
+from agenttasks.domain.rules import TASK_TYPES
+from agenttasks.settings import Settings
+from agenttasks.workers.backlog import PRIORITY_ORDER
+from agenttasks.workers.consumers import bind_all, consumer_name
+from agenttasks.workers.runtime import WorkerOptions
+
+log = logging.getLogger(__name__)
+
+MIGRATE_LOCK = 0x61677474_6D696772  # "agttmigr": one migration at a time per database
+NATS_SECONDS = 60.0  # a NATS step (connect, stream, consumers) that takes longer fails the run
+
+T = TypeVar("T")
+
+
+class MigrationError(RuntimeError):
+    """A step could not be done; the message says which and what to check."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a migration found or made."""
+
+    stream_replicas: int
+    consumers_created: tuple[str, ...]
+    consumers: int
+
+    def summary(self) -> str:
+        """One line for the operator."""
+        created = len(self.consumers_created)
+        return (
+            f"migrated: event store and read models in place; stream with "
+            f"{self.stream_replicas} replica(s); {self.consumers} worker consumers "
+            f"({created} created)"
+        )
+
+
+def migrate(settings: Settings) -> Report:
+    """Creates or upgrades the tables, the stream and the consumers; safe to run concurrently."""
+    settings = bootstrap.resolve(settings)
+    database_url = bootstrap.require_database(settings)
+    try:
+        lock = psycopg.connect(database_url, autocommit=True)
+    except psycopg.OperationalError:
+        raise MigrationError(
+            "cannot connect to Postgres (AGENTTASKS_DATABASE_URL): is it running and reachable?"
+        ) from None
+    with lock:
+        # Session-level: released when this connection ends, even if the process dies.
+        lock.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+        with bootstrap.event_store(settings):  # constructing it creates the store's tables
+            pass
+        bootstrap.ensure_read_models(database_url)
+        log.info("migrate: event store and read models in place")
+        return asyncio.run(_migrate_bus(settings))
+
+
+async def _migrate_bus(settings: Settings) -> Report:
+    relay_bus = await _within(connect(settings.nats_url_for("relay"), "agenttasks-migrate"))
+    try:
+        await _within(relay_bus.ensure_stream(settings.stream_replicas), settings)
+    finally:
+        await relay_bus.close()
+    log.info("migrate: stream with %d replica(s)", settings.stream_replicas)
+    worker_bus = await _within(connect(settings.nats_url_for("worker"), "agenttasks-migrate"))
+    try:
+        created = await _within(_ensure_worker_consumers(worker_bus), settings)
+    finally:
+        await worker_bus.close()
+    log.info("migrate: %d worker consumers created", len(created))
+    return Report(settings.stream_replicas, created, len(PRIORITY_ORDER) * len(TASK_TYPES))
+
+
+async def _ensure_worker_consumers(bus: Bus) -> tuple[str, ...]:
+    """Creates the missing durable consumers; existing ones keep the config workers gave them."""
+    missing = [
+        (task_type, priority)
+        for priority in PRIORITY_ORDER
+        for task_type in TASK_TYPES
+        if not await bus.has_consumer(consumer_name(task_type, priority))
+    ]
+    types = tuple(dict.fromkeys(task_type for task_type, _ in missing))
+    if not types:
+        return ()
+    # A worker declares its own options again each time it binds; these are its defaults.
+    options = WorkerOptions()
+    bound = await bind_all(
+        bus,
+        types,
+        ack_wait=options.ack_wait,
+        max_deliver=options.max_deliver,
+        max_ack_pending=max(options.prefetch, options.concurrency) * 4,
+    )
+    for _, consumer in bound:
+        await consumer.close()
+    return tuple(consumer_name(task_type, priority) for task_type, priority in missing)
+
+
+async def _within(step: Awaitable[T], settings: Settings | None = None) -> T:
+    # nats-py retries a first connection for ever (max_reconnect_attempts=-1): bound it.
+    try:
+        return await asyncio.wait_for(step, NATS_SECONDS)
+    except TimeoutError:
+        raise MigrationError(
+            f"NATS (AGENTTASKS_NATS_URL) did not answer within {NATS_SECONDS:.0f}s"
+        ) from None
+    except APIError as error:
+        replicas = settings.stream_replicas if settings is not None else 1
+        raise MigrationError(
+            f"JetStream refused the change (error {error.err_code}); with "
+            f"AGENTTASKS_STREAM_REPLICAS={replicas} the cluster needs at least {replicas} "
+            "JetStream servers"
+        ) from None
+    except NatsError:
+        raise MigrationError(
+            "NATS refused the connection or the request: check AGENTTASKS_NATS_URL and the "
+            "role's password (AGENTTASKS_NATS_<ROLE>_URL when migrate uses several users)"
+        ) from None
