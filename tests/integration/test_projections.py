@@ -215,7 +215,7 @@ class Delivered:
 def created(position: int, task_id: str | None = None) -> bytes:
     data = {
         "title": f"task at {position}", "task_type": "summary", "task_config": {},
-        "priority": "high", "max_retries": 3, "timeout_seconds": 60,
+        "priority": "high", "created_by": "alice", "max_retries": 3, "timeout_seconds": 60,
     }  # fmt: skip
     return encode(
         TaskEvent(

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 from psycopg import Cursor, sql
 
+from agenttasks.bus.event_data import TaskCompleted, data_of
 from agenttasks.bus.messages import BusEvent, TaskEvent
 from agenttasks.projections.base import Projection, Tables
 
@@ -62,7 +63,7 @@ def _created(e: TaskEvent) -> Assignments:
 
 
 def _completed(e: TaskEvent) -> Assignments:
-    prompt, completion = tokens_of(e.data.get("result_data"))
+    prompt, completion = tokens_of(data_of(e, TaskCompleted).result_data)
     return {
         "status": "completed",
         "finished_at": e.timestamp,

@@ -9,6 +9,14 @@ from typing import Any
 from psycopg import Cursor, sql
 from psycopg.types.json import Jsonb
 
+from agenttasks.bus.event_data import (
+    TaskCompleted,
+    TaskCreated,
+    TaskFailed,
+    TaskRetried,
+    TaskStarted,
+    data_of,
+)
 from agenttasks.bus.messages import TaskEvent
 from agenttasks.projections.base import Projection, Tables
 
@@ -108,13 +116,13 @@ def _insert_update(table: str) -> str:
 
 
 def _created(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
-    d = e.data
+    d = data_of(e, TaskCreated)
     cursor.execute(
         _insert_task(t["tasks"]),
         (
-            e.task_id, d["title"], d["task_type"], Jsonb(d["task_config"]), d["priority"],
-            PRIORITY_RANK[d["priority"]], e.user, d.get("template_id"), d.get("template_version"),
-            d["max_retries"], d["timeout_seconds"], e.timestamp, e.timestamp, e.version, e.position,
+            e.task_id, d.title, d.task_type, Jsonb(d.task_config), d.priority,
+            PRIORITY_RANK[d.priority], e.user, d.template_id, d.template_version,
+            d.max_retries, d.timeout_seconds, e.timestamp, e.timestamp, e.version, e.position,
         ),
     )  # fmt: skip
 
@@ -134,33 +142,33 @@ def _changes(**columns: Any) -> Any:
 
 
 def _usage(e: TaskEvent) -> Jsonb | None:
-    usage = e.data["result_data"].get("usage") if isinstance(e.data["result_data"], dict) else None
+    usage = data_of(e, TaskCompleted).result_data.get("usage")
     return Jsonb(usage) if isinstance(usage, dict) else None
 
 
 HANDLERS = {
     "created": _created,
     "started": _changes(
-        attempt=lambda e: e.data["attempt"],
-        worker_id=lambda e: e.data["worker_id"],
+        attempt=lambda e: data_of(e, TaskStarted).attempt,
+        worker_id=lambda e: data_of(e, TaskStarted).worker_id,
         started_at=lambda e: e.timestamp,
     ),
     "progress": _changes(),
     "result": _changes(),
     "info": _changes(),
     "completed": _changes(
-        result_data=lambda e: Jsonb(e.data["result_data"]),
+        result_data=lambda e: Jsonb(data_of(e, TaskCompleted).result_data),
         usage=_usage,
         completed_at=lambda e: e.timestamp,
     ),
     "failed": _changes(
-        error_message=lambda e: e.data["error_message"],
-        error_kind=lambda e: e.data["error_kind"],
+        error_message=lambda e: data_of(e, TaskFailed).error_message,
+        error_kind=lambda e: data_of(e, TaskFailed).error_kind,
         completed_at=lambda e: e.timestamp,
     ),
     "cancelled": _changes(completed_at=lambda e: e.timestamp),
     "retried": _changes(
-        attempt=lambda e: e.data["attempt"],
+        attempt=lambda e: data_of(e, TaskRetried).attempt,
         result_data=None,
         usage=None,
         error_message=None,

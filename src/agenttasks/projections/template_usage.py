@@ -13,6 +13,7 @@ from typing import Any
 
 from psycopg import Cursor, sql
 
+from agenttasks.bus.event_data import TaskCreated, data_of
 from agenttasks.bus.messages import TaskEvent
 from agenttasks.projections.base import Projection, Tables
 
@@ -42,7 +43,8 @@ DDL = {
 
 
 def _created(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
-    template_id = e.data.get("template_id")
+    created = data_of(e, TaskCreated)
+    template_id = created.template_id
     if template_id is None:
         return
     cursor.execute(
@@ -50,7 +52,7 @@ def _created(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
             "INSERT INTO {} (task_id, template_id, template_version, status, last_position)"
             " VALUES (%s, %s, %s, 'pending', %s) ON CONFLICT (task_id) DO NOTHING"
         ).format(t.id("template_usage_tasks")),
-        (e.task_id, template_id, e.data.get("template_version"), e.position),
+        (e.task_id, template_id, created.template_version, e.position),
     )
     # Positions only grow, so a created event seen again cannot count twice.
     cursor.execute(

@@ -7,6 +7,7 @@ from typing import Any
 from psycopg import Cursor, sql
 from psycopg.types.json import Jsonb
 
+from agenttasks.bus.event_data import TemplateCreated, TemplateRevised, data_of
 from agenttasks.bus.messages import TemplateEvent
 from agenttasks.projections.base import Projection, Tables
 
@@ -35,7 +36,7 @@ DDL = {
 
 
 def _created(cursor: Cursor[Any], t: Tables, e: TemplateEvent) -> None:
-    d = e.data
+    d = data_of(e, TemplateCreated)
     cursor.execute(
         sql.SQL(
             "INSERT INTO {} (id, name, description, task_type, default_config, config_schema,"
@@ -44,26 +45,26 @@ def _created(cursor: Cursor[Any], t: Tables, e: TemplateEvent) -> None:
             " ON CONFLICT (id) DO NOTHING"
         ).format(t.id("templates")),
         (
-            e.template_id, d["name"], d["description"], d["task_type"], Jsonb(d["default_config"]),
-            Jsonb(d["config_schema"]), d["shared"], d["owner"], e.timestamp, e.timestamp,
+            e.template_id, d.name, d.description, d.task_type, Jsonb(d.default_config),
+            Jsonb(d.config_schema), d.shared, d.owner, e.timestamp, e.timestamp,
             e.version, e.position,
         ),
     )  # fmt: skip
 
 
 def _revised(cursor: Cursor[Any], t: Tables, e: TemplateEvent) -> None:
-    d = e.data
+    d = data_of(e, TemplateRevised)
     _set(
         cursor,
         t,
         e,
-        name=d["name"],
-        description=d["description"],
-        task_type=d["task_type"],
-        default_config=Jsonb(d["default_config"]),
-        config_schema=Jsonb(d["config_schema"]),
-        shared=d["shared"],
-        revision=d["revision"],
+        name=d.name,
+        description=d.description,
+        task_type=d.task_type,
+        default_config=Jsonb(d.default_config),
+        config_schema=Jsonb(d.config_schema),
+        shared=d.shared,
+        revision=d.revision,
     )
 
 

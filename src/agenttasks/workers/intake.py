@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from uuid import UUID
 
 from agenttasks.bus.consumers import Delivery
+from agenttasks.bus.event_data import TaskRetried, data_of
 from agenttasks.bus.messages import TaskEvent, decode
 from agenttasks.workers.backlog import Job
 
@@ -22,10 +22,12 @@ def job_from(delivery: Delivery) -> Job:
         raise NotAJob(f"undecodable message: {error}") from None
     if not isinstance(event, TaskEvent) or event.type not in ("created", "retried"):
         raise NotAJob(f"not a created/retried task event: {getattr(event, 'type', '?')}")
-    attempt = 1 if event.type == "created" else int(event.data["attempt"])
-    ready_at = 0.0
-    if event.type == "retried" and (not_before := event.data.get("not_before")):
-        ready_at = datetime.fromisoformat(not_before).timestamp()
+    attempt, ready_at = 1, 0.0
+    if event.type == "retried":
+        retried = data_of(event, TaskRetried)
+        attempt = retried.attempt
+        if retried.not_before is not None:
+            ready_at = retried.not_before.timestamp()
     return Job(
         task_id=UUID(event.task_id),
         attempt=attempt,

@@ -19,6 +19,7 @@ from uuid import UUID
 
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
 from agenttasks.bus.connection import Bus
+from agenttasks.bus.event_data import TaskRetried, data_of
 from agenttasks.bus.messages import STREAM, TaskEvent, decode
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.projections.overdue_queries import OverdueAttempts
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{STREAM}.*"
 GRACE_SECONDS = 5.0  # the worker's own timeout normally fires first
-
 
 
 class Watchdog:
@@ -89,7 +89,7 @@ class Watchdog:
         if not isinstance(event, TaskEvent):
             return
         task_id = UUID(event.task_id)
-        attempt = 1 if event.type == "created" else int(event.data.get("attempt", 1))
+        attempt = data_of(event, TaskRetried).attempt if event.type == "retried" else 1
         deliveries = advisory.get("deliveries")
 
         def fail() -> object:
