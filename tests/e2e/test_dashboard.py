@@ -325,6 +325,24 @@ def test_a_task_created_through_the_form_completes_live_and_its_title_stays_text
     expect(page.locator("#task-rows")).to_have_text("No tasks match.")
 
 
+def test_the_task_page_reads_the_finished_task_once_with_the_final_updates_position(
+    page: Page, service: Service
+) -> None:
+    # No polling (issue 14): one read that reflects the final update, by its position.
+    reads: list[str] = []
+    page.on("request", lambda r: reads.append(r.url) if "/ai-tasks/" in r.url else None)
+    go(page, service, "#/new?type=summary")
+    page.fill("#field-title", "read once")
+    page.fill("#field-content", " ".join(ARTICLES["/solar"][1]))
+    with page.expect_request(lambda r: "min_position=" in r.url) as final_read:
+        page.click("#create")
+    expect(page.locator("#task-header [data-status]")).to_have_text("completed")
+    last = page.locator("#timeline li").last.get_attribute("data-position")
+    assert final_read.value.url.endswith(f"/?min_position={last}"), final_read.value.url
+    task_reads = [u for u in reads if re.search(r"/ai-tasks/[0-9a-f-]{36}/(\?|$)", u)]
+    assert len(task_reads) == 2, task_reads  # the page's first read and the final one
+
+
 def test_markdown_in_a_result_is_rendered_without_its_markup_running(
     page: Page, service: Service
 ) -> None:
