@@ -35,7 +35,7 @@ SCHEMA = {"type": "object", "properties": {"topic": {"type": "string"}}, "requir
 
 # Fixture name (`<Qualname>.v<class_version>.<case>`) -> the event as the code builds it now.
 CURRENT: dict[str, Any] = {
-    "Task.Created.v1.from_template": Task.Created(
+    "Task.Created.v2.with_webhook": Task.Created(
         **_task(1),
         originator_topic="agenttasks.domain.task:Task",
         title="Résumé of the week 🗞",
@@ -47,6 +47,7 @@ CURRENT: dict[str, Any] = {
         template_version=2,
         max_retries=3,
         timeout_seconds=7200,
+        webhook_url="https://hooks.example.org/agenttasks?team=7",
     ),
     "Task.Started.v1.first": Task.Started(**_task(2), attempt=1, worker_id="worker-1"),
     "Task.Progressed.v1.half": Task.Progressed(
@@ -130,6 +131,21 @@ CURRENT: dict[str, Any] = {
 
 # Fixture name of an older class version -> the fields it must decode to today (upcast).
 UPCAST: dict[str, dict[str, Any]] = {
+    # v1 -> v2: tasks stored before webhooks have none.
+    "Task.Created.v1.from_template": {
+        **_task(1),
+        "originator_topic": "agenttasks.domain.task:Task",
+        "title": "Résumé of the week 🗞",
+        "task_type": "summary",
+        "task_config": {"content": "text", "urls": ["https://example.org/a"], "max_length": 200},
+        "priority": "high",
+        "created_by": "alice",
+        "template_id": TEMPLATE_ID,
+        "template_version": 2,
+        "max_retries": 3,
+        "timeout_seconds": 7200,
+        "webhook_url": None,
+    },
     # v1 -> v2: the streamed piece is lifted out of `data` into `partial`; `data` stays as is.
     "Task.ResultRecorded.v1.streamed": {
         **_task(4),

@@ -26,6 +26,8 @@ class Task(Aggregate):
     """A task an agent works on, with its attempts, progress and outcome."""
 
     class Created(Aggregate.Created):
+        class_version = 2
+
         title: str
         task_type: str
         task_config: dict[str, Any]
@@ -35,6 +37,12 @@ class Task(Aggregate):
         template_version: int | None
         max_retries: int
         timeout_seconds: int
+        # v2: where the deliverer posts the task's end (docs/webhooks.md); None: nowhere.
+        webhook_url: str | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["webhook_url"] = None
 
     class Started(Aggregate.Event):
         attempt: int
@@ -146,6 +154,7 @@ class Task(Aggregate):
         template_version: int | None,
         max_retries: int,
         timeout_seconds: int,
+        webhook_url: str | None = None,
     ) -> None:
         self.title = title
         self.task_type = task_type
@@ -156,6 +165,7 @@ class Task(Aggregate):
         self.template_version = template_version
         self.max_retries = max_retries
         self.timeout_seconds = timeout_seconds
+        self.webhook_url = webhook_url
         self.status = "pending"
         self.progress = 0
         self.attempt = 1
@@ -182,6 +192,7 @@ class Task(Aggregate):
         max_retries: int = 3,
         timeout_seconds: int = 7200,
         task_id: UUID | None = None,
+        webhook_url: str | None = None,
     ) -> Task:
         check(bool(title.strip()), "title must not be empty")
         check(task_type in TASK_TYPES, f"unknown task_type {task_type!r}")
@@ -200,6 +211,7 @@ class Task(Aggregate):
             template_version=template_version,
             max_retries=max_retries,
             timeout_seconds=timeout_seconds,
+            webhook_url=webhook_url,
         )
 
     # Commands. Each checks its guards, then triggers exactly one event.
