@@ -29,6 +29,7 @@ from agenttasks.application.undecodable import Undecodable
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.messages import BusEvent, SkippedEvent
 from agenttasks.bus.publisher import PublishFailed
+from agenttasks.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -63,23 +64,22 @@ class Relay:
         self.is_leader = False
         self.skipped = 0  # events quarantined and replaced by a marker, since start
         self._last_beat = 0.0
+        self._outage = Outage("relay: Postgres or NATS", log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publishes until `stop` is set, surviving restarts of Postgres and NATS."""
-        backoff = 0.1
         while not stop.is_set():
+            delay = 0.0
             try:
                 async with await psycopg.AsyncConnection.connect(
                     self.database_url, autocommit=True
                 ) as lock:
-                    if await self._lead(lock, stop):
-                        backoff = 0.1
+                    await self._lead(lock, stop)
             except (*TRANSIENT, PublishFailed, TimeoutError) as error:
-                log.warning("relay: %s; retrying in %.1fs", error, backoff)
+                delay = self._outage.failed(error)  # logged once per outage, not per attempt
             finally:
                 self.is_leader = False
-            await _sleep(stop, backoff)
-            backoff = min(backoff * 2, 5.0)
+            await _sleep(stop, delay)
 
     async def lag(self) -> int:
         """Stored events not yet published (0 when caught up)."""
@@ -91,6 +91,7 @@ class Relay:
     ) -> bool:
         row = await (await lock.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))).fetchone()
         if not row or not row[0]:
+            self._outage.restored()
             await _sleep(stop, POLL_SECONDS)  # a standby: another relay leads
             return False
         self.is_leader = True
@@ -101,6 +102,7 @@ class Relay:
         await asyncio.to_thread(self._ensure_tables)
         await self.bus.ensure_stream(self.stream_replicas)
         position, sequence = await self.bus.last_published()
+        self._outage.restored()
         self.published_position = position
         self._last_beat = 0.0
         while not stop.is_set():

@@ -5,7 +5,8 @@ methods of `Bus` (publish in order, bind a pull consumer, subscribe to a core su
 stored message) and get bytes and `Delivery` objects back, never a nats-py type.
 
 nats-py reports permission violations and connection trouble only to `error_cb` (a refused
-publish otherwise looks like a plain timeout), so every connection made here logs them.
+publish otherwise looks like a plain timeout), so every connection made here logs them; a lost
+connection is logged once when it goes and once when it is back, not at every attempt.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import nats
-from nats.aio.client import Client
+from nats.aio.client import Client, Server
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as _NatsSubscription
 from nats.js import JetStreamContext
@@ -25,6 +27,7 @@ from nats.js.errors import NotFoundError
 from agenttasks.bus import publisher
 from agenttasks.bus.consumers import PullConsumer, StreamReader, delete_consumer, stream_bounds
 from agenttasks.bus.messages import ALL_SUBJECTS, STREAM, BusEvent
+from agenttasks.outage import Outage, backoff
 
 log = logging.getLogger(__name__)
 
@@ -126,31 +129,61 @@ class Subscription:
 
 
 async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> Bus:
-    """Connects to NATS (reconnecting for ever after the first success)."""
-
-    async def on_error(error: Exception) -> None:
-        log.warning("NATS (%s): %s", name, error)
-
-    async def on_disconnected() -> None:
-        log.info("NATS (%s): disconnected", name)
-
-    async def on_reconnected() -> None:
-        log.info("NATS (%s): reconnected", name)
-
+    """Connects to NATS (reconnecting for ever after the first success, with backoff)."""
+    watch = _ConnectionWatch(name)
     nc = await nats.connect(
         # A cluster's servers, comma-separated, each with the role's credentials: the servers
         # a cluster advertises carry none, so only listed ones can be reconnected to.
         servers=[part.strip() for part in url.split(",") if part.strip()],
         name=name,
-        error_cb=on_error,
-        disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
+        error_cb=watch.on_error,
+        disconnected_cb=watch.on_disconnected,
+        reconnected_cb=watch.on_reconnected,
         connect_timeout=connect_timeout,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.2,
         allow_reconnect=True,
+        reconnect_time_wait=0.5,  # between first-connect attempts (later ones: next_server)
+        reconnect_to_server_handler=watch.next_server,
     )
+    watch.nc = nc
+    watch.outage.restored()
     return Bus(nc, nc.jetstream())
+
+
+class _ConnectionWatch:
+    """Logs a NATS connection's changes of state once each, and paces its reconnects."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.nc: Client | None = None
+        self.outage = Outage(f"NATS ({name})", log)
+
+    async def on_error(self, error: Exception) -> None:
+        if self.nc is None:  # the first connect, retried until the server is there
+            self.outage.failed(error)
+            return
+        if self.outage.lost:  # every attempt fails the same way: the outage was logged once
+            log.debug("NATS (%s): reconnect attempt failed: %r", self.name, error)
+            return
+        log.warning("NATS (%s): %s", self.name, error)
+
+    async def on_disconnected(self) -> None:
+        if self.nc is not None and self.nc.is_closed:
+            return  # our own close, not an outage
+        self.outage.failed("disconnected")
+
+    async def on_reconnected(self) -> None:
+        self.outage.restored()
+
+    def next_server(
+        self, servers: list[Server], info: dict[str, Any]
+    ) -> tuple[Server | None, float]:
+        """nats-py's reconnect hook: the server to try, after a delay that doubles to 5 s."""
+        server = servers[0] if servers else None
+        attempts = server.reconnects if server is not None else 0
+        if not self.outage.lost:
+            self.outage.failed("disconnected")
+        return server, backoff(attempts)
 
 
 def stream_config(replicas: int = 1) -> StreamConfig:

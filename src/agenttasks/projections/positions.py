@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import psycopg
 
+from agenttasks.outage import Outage
 from agenttasks.projections.base import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class ProjectionWatcher:
         self._counter = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        self._outage = Outage("projection watcher: Postgres", log)
 
     async def start(self) -> None:
         """Starts listening (and returns once it is)."""
@@ -71,13 +73,13 @@ class ProjectionWatcher:
                 ) as connection:
                     await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     await self._load(connection)
+                    self._outage.restored()
                     self._listening.set()
                     async for notify in connection.notifies():
                         name, _, position = notify.payload.rpartition(":")
                         await self._advance(name, int(position))
             except psycopg.Error as error:
-                log.warning("projection watcher: %s; reconnecting", error)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(self._outage.failed(error))  # logged once per outage
 
     async def _load(self, connection: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         # Positions reached before we listened (the table may not exist yet on a new database).

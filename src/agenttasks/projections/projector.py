@@ -25,6 +25,7 @@ from agenttasks.bus.consumers import (
     StreamMissing,
     StreamReader,
 )
+from agenttasks.outage import Outage
 from agenttasks.projections.runner import CONNECTION_ERRORS, ProjectionRunner
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ class Projector:
         self.bus = bus
         self.batch = batch
         self.reader: StreamReader | None = None
+        # Each kind of outage is logged once when it starts and once when it ends.
+        self._nats = Outage("projector: NATS", log)
+        self._postgres = Outage("projector: Postgres", log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Projects until `stop` is set, reconnecting to Postgres and NATS when they go away."""
@@ -56,11 +60,11 @@ class Projector:
                         self.reader = await self.bus.open_reader("projector", self._wanted())
                         await self._forget_durables()
                     await self._step()
+                    self._nats.restored()
                 except StreamMissing:
                     await asyncio.sleep(0.2)  # the relay creates the stream when it first leads
                 except BusUnavailable as error:
-                    log.warning("projector: %s; retrying", error)
-                    await asyncio.sleep(RETRY_SECONDS)
+                    await asyncio.sleep(self._nats.failed(error))
         finally:
             if self.reader is not None:
                 await self.reader.close()
@@ -96,7 +100,7 @@ class Projector:
         try:
             await asyncio.to_thread(runner.apply_batch, connection, deliveries)
         except CONNECTION_ERRORS as error:
-            log.warning("%s: %s; reconnecting", runner.consumer, error)
+            self._postgres.failed(error)  # _connect_all paces the reconnects
             _close(runner)
 
     async def _connect_all(self, stop: asyncio.Event) -> None:
@@ -107,10 +111,10 @@ class Projector:
                     runner.connection = connection
                     await asyncio.to_thread(runner.prepare, connection)
                 except CONNECTION_ERRORS as error:
-                    log.warning("%s: %s; reconnecting", runner.consumer, error)
                     _close(runner)
-                    await asyncio.sleep(RETRY_SECONDS)
+                    await asyncio.sleep(self._postgres.failed(error))
                     continue
+                self._postgres.restored()
                 if runner.sequence is None:
                     runner.sequence = await locate(self.bus, runner.position)
                     log.info(
