@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from agenttasks.domain.limits import UserLimits
 from agenttasks.domain.task import Task
 from agenttasks.domain.template import Template
 
 TASK_ID = UUID("3a05f94d-4a25-553b-916a-7cf44a665069")
 TEMPLATE_ID = UUID("0b6c3f0e-8d3b-4c1e-9a55-6f2d8e1a7c40")
+LIMITS_ID = UUID("5d0c1e8a-2f4b-5c6d-8e9f-0a1b2c3d4e5f")
 
 
 def at(second: int) -> datetime:
@@ -127,6 +129,29 @@ CURRENT: dict[str, Any] = {
         shared=True,
     ),
     "Template.Archived.v1.by_admin": Template.Archived(**_template(3), by="root"),
+    "UserLimits.Created.v1.alice": UserLimits.Created(
+        originator_id=LIMITS_ID,
+        originator_version=1,
+        timestamp=at(1),
+        originator_topic="agenttasks.domain.limits:UserLimits",
+        user_id="alice",
+    ),
+    "UserLimits.LimitsSet.v1.both": UserLimits.LimitsSet(
+        originator_id=LIMITS_ID,
+        originator_version=2,
+        timestamp=at(2),
+        by="root",
+        rate_limit="120/minute",
+        max_active_tasks=10,
+    ),
+    "UserLimits.LimitsSet.v1.back_to_defaults": UserLimits.LimitsSet(
+        originator_id=LIMITS_ID,
+        originator_version=3,
+        timestamp=at(3),
+        by="root",
+        rate_limit=None,
+        max_active_tasks=None,
+    ),
 }
 
 # Fixture name of an older class version -> the fields it must decode to today (upcast).
