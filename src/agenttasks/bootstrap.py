@@ -25,13 +25,18 @@ from agenttasks.api.deps import ApiConfig, ApiDeps
 from agenttasks.api.health import readiness_checks
 from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.group_commit import GroupCommitter
+from agenttasks.application.quotas import Quotas, ensure_quota_tables
 from agenttasks.application.schema_document import SchemaLimits
 from agenttasks.application.store import EventStore, close, open_event_store
 from agenttasks.application.tasks import TaskCommands
 from agenttasks.application.templates import TemplateCommands
+from agenttasks.application.user_limits import Limits as UserQuota
+from agenttasks.application.user_limits import LimitsLookup, UserLimitsCommands
 from agenttasks.application.user_log import UserLog
+from agenttasks.application.webhooks import WebhookLimits
 from agenttasks.bus.connection import Bus, connect
 from agenttasks.bus.live_events import LiveTaskEvents
+from agenttasks.domain.limits import parse_rate
 from agenttasks.live.history import History
 from agenttasks.live.hub import Hub
 from agenttasks.live.service import LiveUpdates
@@ -52,6 +57,10 @@ from agenttasks.projections.templates import template_projection
 from agenttasks.relay import Relay
 from agenttasks.servers.secrets import load_secrets
 from agenttasks.settings import Settings, SettingsError
+from agenttasks.webhooks.deliverer import Deliverer, DeliveryOptions
+from agenttasks.webhooks.sender import Sender
+from agenttasks.webhooks.service import WebhookService
+from agenttasks.webhooks.store import ensure_tables as ensure_webhook_tables
 from agenttasks.workers.agents import Agent, agents_for
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.limits import Limits
@@ -195,6 +204,7 @@ def ensure_read_models(database_url: str) -> None:
         quarantine.ensure_table(cursor)  # /ready reads these before any relay may have run
         relay_status.ensure_table(cursor)
         cursor.execute(HEALTH_DDL)
+        ensure_quota_tables(cursor)  # the API counts quotas from its first request
 
 
 # The API -----------------------------------------------------------------------------------
@@ -208,6 +218,12 @@ def api_config(settings: Settings) -> ApiConfig:
         cors_origins=settings.cors_origins,
         cors_allow_credentials=settings.cors_allow_credentials,
     )
+
+
+def user_limits(settings: Settings, store: EventStore) -> UserLimitsCommands:
+    """Users' limits: the settings' defaults under the admins' overrides (UserLimits events)."""
+    defaults = UserQuota(parse_rate(settings.rate_limit), settings.max_active_tasks)
+    return UserLimitsCommands(store, defaults)
 
 
 def live_updates(settings: Settings, store: EventStore, bus: Bus) -> LiveUpdates:
@@ -242,6 +258,8 @@ async def open_api_deps(
         )
         await pool.open()
         opened.push_async_callback(pool.close)
+        async with pool.connection() as connection:
+            await ensure_webhook_tables(connection)
         watcher = ProjectionWatcher(database_url)
         await watcher.start()
         opened.push_async_callback(watcher.stop)
@@ -251,6 +269,7 @@ async def open_api_deps(
         await live.start()
         opened.push_async_callback(live.stop)
         commands = task_commands(store)
+        limits = user_limits(settings, store)
         yield ApiDeps(
             commands=commands,
             templates=template_commands(store, commands, settings),
@@ -260,6 +279,15 @@ async def open_api_deps(
             watcher=watcher,
             bus=bus,
             live=live,
+            webhooks=WebhookService(
+                pool,
+                webhook_limits(settings),
+                settings.fetch_allowed_hosts,
+                require_secret(settings),
+            ),
+            quotas=Quotas(pool),
+            user_limits=limits,
+            limits=LimitsLookup(limits.effective, ttl=settings.limits_cache_seconds),
             ready_checks=readiness_checks(
                 pool=pool,
                 newest=store.recorder.max_notification_id,
@@ -353,3 +381,39 @@ async def worker(
     finally:
         await fetcher.aclose()
         executor.shutdown(wait=True)
+
+
+# Webhooks ----------------------------------------------------------------------------------
+
+
+def webhook_limits(settings: Settings) -> WebhookLimits:
+    """What a user may register, from the `webhook_*` settings."""
+    return settings.caps(WebhookLimits, "webhook_")
+
+
+@asynccontextmanager
+async def deliverer(
+    settings: Settings, store: EventStore, bus: Bus, *, sender: Sender | None = None
+) -> AsyncIterator[Deliverer]:
+    """The webhook deliverer on its own pool and sender, closed afterwards (`sender`: tests)."""
+    database_url = require_database(settings)
+    options = DeliveryOptions(
+        concurrency=settings.webhook_concurrency,
+        concurrency_per_endpoint=settings.webhook_concurrency_per_endpoint,
+        timeout=float(settings.webhook_timeout),
+        retry_seconds=settings.webhook_retry_seconds,
+    )
+    sender = sender or Sender(
+        settings.fetch_allowed_hosts,
+        timeout=options.timeout,
+        max_response_bytes=settings.webhook_max_response_bytes,
+    )
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url, min_size=1, max_size=options.concurrency + 2, open=False
+    )
+    await pool.open()
+    try:
+        yield Deliverer(pool, bus, store, sender, options, require_secret(settings))
+    finally:
+        await sender.aclose()
+        await pool.close()

@@ -1,4 +1,4 @@
-"""The process roles (`agenttasks api`, `relay`, `project`, `worker`, `deliver`), run until signalled.
+"""The process roles (`agenttasks api`, `relay`, `project`, `worker`, `deliver`), until signalled.
 
 Each role resolves its settings, builds its parts through bootstrap.py and runs them; `up`
 (up.py) starts the servers and runs the roles as child processes.

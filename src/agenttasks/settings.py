@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg.conninfo import conninfo_to_dict
 
+from agenttasks.domain.limits import MAX_ACTIVE, parse_rate
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
@@ -61,6 +63,13 @@ class Settings:
     # How long a read waits for a read model: a write's answer, `?min_position=`, a stream's
     # final update (docs/api.md, "Consistency").
     read_wait_ms: int = 5_000
+    # Quotas per user, across every API replica (docs/operations.md, "Quotas and rate limits"):
+    # task creations per window ("120/minute"; "off") and tasks queued or running at once
+    # (0: no limit). Off by default; an admin sets them per user too. The API keeps each user's
+    # limits this many seconds, so a change reaches the other replicas within it.
+    rate_limit: str = "off"
+    max_active_tasks: int = 0
+    limits_cache_seconds: int = 5
     # Workers. With no OpenAI key the built-in offline engine does the work.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None  # any OpenAI-compatible server (Ollama, vLLM, ...)
@@ -83,6 +92,15 @@ class Settings:
     schema_max_pattern_chars: int = 1000  # one pattern or patternProperties key
     schema_max_validation_steps: int = 50_000  # weighted keyword applications per validation
     schema_max_validation_depth: int = 100  # nested keyword applications (through $ref too)
+    # Webhooks (docs/webhooks.md, "Limits"): what a user may register, and the deliverer's caps.
+    webhook_max_endpoints_per_user: int = 10
+    webhook_max_url_chars: int = 2048
+    webhook_timeout: int = 10  # seconds one delivery attempt may take, answer included
+    webhook_max_response_bytes: int = 64 * 1024  # of an endpoint's answer read (then dropped)
+    webhook_concurrency: int = 32  # attempts at once, per deliverer process
+    webhook_concurrency_per_endpoint: int = 4  # attempts at once to one endpoint
+    # Seconds before each retry; the last failure after the last one disables the endpoint.
+    webhook_retry_seconds: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +156,18 @@ class Settings:
             env, "AGENTTASKS_MAX_CATCH_UP_EVENTS", base.max_catch_up_events, 100, 1_000_000
         )
         values["read_wait_ms"] = _int(env, "AGENTTASKS_READ_WAIT_MS", base.read_wait_ms, 0, 60_000)
+        if rate := env.get("AGENTTASKS_RATE_LIMIT", "").strip():
+            try:
+                parse_rate(rate)
+            except ValueError as error:
+                raise SettingsError(f"AGENTTASKS_RATE_LIMIT: {error}") from None
+            values["rate_limit"] = rate.lower()
+        values["max_active_tasks"] = _int(
+            env, "AGENTTASKS_MAX_ACTIVE_TASKS", base.max_active_tasks, 0, MAX_ACTIVE
+        )
+        values["limits_cache_seconds"] = _int(
+            env, "AGENTTASKS_LIMITS_CACHE_SECONDS", base.limits_cache_seconds, 0, 300
+        )
         if key := env.get("OPENAI_API_KEY", "").strip():
             values["openai_api_key"] = key
         if base_url := env.get("OPENAI_BASE_URL", "").strip():
@@ -155,6 +185,10 @@ class Settings:
             values[key] = _int(env, name, getattr(base, key), low, high)
         for key, name, low, high in _SCHEMA_CAPS:
             values[key] = _int(env, name, getattr(base, key), low, high)
+        for key, name, low, high in _WEBHOOK_CAPS:
+            values[key] = _int(env, name, getattr(base, key), low, high)
+        if retries := env.get("AGENTTASKS_WEBHOOK_RETRY_SECONDS", "").strip():
+            values["webhook_retry_seconds"] = _delays(retries, "AGENTTASKS_WEBHOOK_RETRY_SECONDS")
         settings = cls(**values)
         if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
             raise SettingsError("AGENTTASKS_JWT_SECRET must be at least 32 bytes long")
@@ -239,6 +273,27 @@ _SCHEMA_CAPS = (
     ("schema_max_validation_steps", "AGENTTASKS_SCHEMA_MAX_VALIDATION_STEPS", 100, 10_000_000),
     ("schema_max_validation_depth", "AGENTTASKS_SCHEMA_MAX_VALIDATION_DEPTH", 10, 150),
 )
+
+
+# (field, variable, lowest, highest) of the caps on webhooks.
+_WEBHOOK_CAPS = (
+    ("webhook_max_endpoints_per_user", "AGENTTASKS_WEBHOOK_MAX_ENDPOINTS_PER_USER", 1, 1000),
+    ("webhook_max_url_chars", "AGENTTASKS_WEBHOOK_MAX_URL_CHARS", 64, 8192),
+    ("webhook_timeout", "AGENTTASKS_WEBHOOK_TIMEOUT", 1, 120),
+    ("webhook_max_response_bytes", "AGENTTASKS_WEBHOOK_MAX_RESPONSE_BYTES", 1024, 10_000_000),
+    ("webhook_concurrency", "AGENTTASKS_WEBHOOK_CONCURRENCY", 1, 1000),
+    ("webhook_concurrency_per_endpoint", "AGENTTASKS_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 1, 100),
+)
+
+
+def _delays(raw: str, name: str) -> tuple[float, ...]:
+    try:
+        delays = tuple(float(item) for item in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{name} must list seconds separated by commas, not {raw!r}") from None
+    if not 1 <= len(delays) <= 20 or not all(0 <= d <= 86_400 for d in delays):
+        raise SettingsError(f"{name} must list 1 to 20 delays, each of 0 to 86400 seconds")
+    return delays
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

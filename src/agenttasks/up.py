@@ -1,17 +1,21 @@
 """`agenttasks up`: embedded Postgres and NATS (unless configured), then every role as a child.
 
-Ctrl-C (or SIGTERM) stops the children, then the servers this command started, and removes the
-runtime file, so nothing is left running. A second `up` on the same data directory finds every
-task again: the servers' data lives there.
+Ctrl-C (or SIGTERM) stops the roles first (SIGTERM, then SIGKILL after a bound), then the servers
+this command started, and removes the runtime file, so nothing is left running and no role is
+left reconnecting to a server that went first. An embedded server that dies meanwhile is
+started again on its data, and the roles reconnect. A second `up` on the same data directory
+finds every task again: the servers' data lives there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
@@ -20,11 +24,13 @@ import httpx
 
 from agenttasks import runtime_file
 from agenttasks.api.auth import mint_token
-from agenttasks.servers.nats import start_nats
-from agenttasks.servers.postgres import create_database, start_postgres
+from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.postgres import EmbeddedPostgres, create_database, start_postgres
 from agenttasks.servers.secrets import ROLES, load_or_create_secrets
 from agenttasks.settings import Settings, SettingsError
 from agenttasks.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
 
 DATABASE = "agenttasks"
 API_START_SECONDS = 60.0
@@ -43,11 +49,13 @@ def up(settings: Settings, *, worker: bool = True) -> int:
     stopping = StopFlag()
 
     with ExitStack() as cleanup:
+        servers: list[tuple[str, EmbeddedPostgres | EmbeddedNats]] = []
         database_url = settings.database_url
         if database_url is None:
             print(f"Starting PostgreSQL in {home / 'postgres'} ...", flush=True)
             postgres = start_postgres(home / "postgres")
-            cleanup.callback(postgres.stop)
+            cleanup.callback(_timed, "PostgreSQL", postgres.stop)
+            servers.append(("PostgreSQL", postgres))
             database_url = create_database(postgres.url, DATABASE, exist_ok=True)
         role_urls = dict(settings.nats_role_urls)
         nats_url = settings.nats_url
@@ -59,7 +67,8 @@ def up(settings: Settings, *, worker: bool = True) -> int:
                 port=settings.nats_port,
                 passwords=secrets.nats_passwords,
             )
-            cleanup.callback(nats.stop)
+            cleanup.callback(_timed, "NATS", nats.stop)
+            servers.append(("NATS", nats))
             nats_url = nats.url_for("api")
             role_urls = {role: nats.url_for(role) for role in ROLES}
         api_url = f"http://{settings.host}:{settings.port}"
@@ -68,12 +77,15 @@ def up(settings: Settings, *, worker: bool = True) -> int:
         cleanup.callback(runtime_file.remove, home)
 
         supervisor = Supervisor()
-        cleanup.callback(supervisor.stop)
+        cleanup.callback(supervisor.stop)  # registered last, so it runs before the servers stop
+        for name, server in servers:
+            supervisor.watch(name, server)
         base = _child_env(settings, database_url, jwt_secret)
         roles = [
             ("api", ["api"]),
             ("relay", ["relay"]),
             ("projector", ["project"]),
+            ("worker", ["deliver"]),  # webhooks; NATS as `worker` (it may bind durables)
         ]
         if worker:
             roles.append(("worker", ["worker"]))
@@ -90,6 +102,12 @@ def up(settings: Settings, *, worker: bool = True) -> int:
         print("\nStopping ...", flush=True)
     print("Stopped.", flush=True)
     return 0
+
+
+def _timed(name: str, stop: Callable[[], None]) -> None:
+    began = time.monotonic()
+    stop()
+    log.info("%s stopped after %.1fs", name, time.monotonic() - began)
 
 
 def _child_env(settings: Settings, database_url: str, jwt_secret: str) -> dict[str, str]:

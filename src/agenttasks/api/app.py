@@ -18,12 +18,16 @@ from agenttasks.api.dashboard import dashboard
 from agenttasks.api.deps import ApiConfig, ApiDeps
 from agenttasks.api.errors import EXCEPTION_HANDLERS
 from agenttasks.api.health import health, ready
+from agenttasks.api.limits import EXCEPTION_HANDLERS as LIMIT_EXCEPTION_HANDLERS
+from agenttasks.api.limits import LimitsController
 from agenttasks.api.read_your_writes import EXCEPTION_HANDLERS as READ_EXCEPTION_HANDLERS
 from agenttasks.api.statistics import task_statistics
 from agenttasks.api.streams import all_tasks_stream, task_stream
 from agenttasks.api.tasks import TaskController, validate_task_config
 from agenttasks.api.templates import EXCEPTION_HANDLERS as TEMPLATE_EXCEPTION_HANDLERS
 from agenttasks.api.templates import TemplateController
+from agenttasks.api.webhooks import EXCEPTION_HANDLERS as WEBHOOK_EXCEPTION_HANDLERS
+from agenttasks.api.webhooks import WebhookController
 from agenttasks.api.websocket import task_updates_socket
 
 OpenDeps = Callable[[], AbstractAsyncContextManager[ApiDeps]]
@@ -48,6 +52,8 @@ def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
             TaskController,
             validate_task_config,
             TemplateController,
+            WebhookController,
+            LimitsController,
             task_statistics,
             task_stream,
             all_tasks_stream,
@@ -65,6 +71,8 @@ def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
             **EXCEPTION_HANDLERS,
             **TEMPLATE_EXCEPTION_HANDLERS,
             **READ_EXCEPTION_HANDLERS,
+            **WEBHOOK_EXCEPTION_HANDLERS,
+            **LIMIT_EXCEPTION_HANDLERS,
         },
         middleware=[hide_query_token],
         guards=[require_json_body],

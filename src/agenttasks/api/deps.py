@@ -12,14 +12,17 @@ from uuid import UUID
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from agenttasks.application.quotas import Quotas
 from agenttasks.application.tasks import Actor, TaskCommands
 from agenttasks.application.templates import TemplateCommands
+from agenttasks.application.user_limits import LimitsLookup, UserLimitsCommands
 from agenttasks.bus.connection import Bus
 from agenttasks.live.service import LiveUpdates
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.statistics_queries import StatisticsQueries
 from agenttasks.projections.task_queries import TaskQueries
 from agenttasks.projections.template_queries import TemplateQueries
+from agenttasks.webhooks.service import WebhookService
 
 T = TypeVar("T")
 ReadyCheck = Callable[[], Awaitable[dict[str, Any]]]
@@ -47,6 +50,10 @@ class ApiDeps:
     watcher: ProjectionWatcher
     bus: Bus  # NATS as the `api` user, for live streams
     live: LiveUpdates  # the streams' feeds (one hub per process)
+    webhooks: WebhookService  # registered endpoints (plain tables: docs/webhooks.md)
+    quotas: Quotas  # per-user limits, counted in Postgres (api/limits.py)
+    user_limits: UserLimitsCommands
+    limits: LimitsLookup  # each user's limits, kept briefly
     ready_checks: Mapping[str, ReadyCheck]
     # eventsourcing is synchronous: commands run here, and enough threads at once let the
     # group committer put many of them in one transaction.

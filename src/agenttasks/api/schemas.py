@@ -31,6 +31,8 @@ class TaskCreate(Body):
     priority: Priority = "normal"
     max_retries: Annotated[int, Meta(ge=0, le=10)] = 3
     timeout_seconds: Annotated[int, Meta(ge=1, le=86_400)] = 7200
+    # Where the task's end is posted (docs/webhooks.md); AGENTTASKS_WEBHOOK_MAX_URL_CHARS caps it.
+    webhook_url: Annotated[str, Meta(min_length=1, max_length=8192)] | None = None
 
 
 class CancelRequest(Body):

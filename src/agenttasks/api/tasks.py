@@ -9,6 +9,7 @@ from litestar.params import FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from agenttasks.api.deps import CurrentActor, Deps, TaskId
+from agenttasks.api.limits import QUOTA_429, admitted
 from agenttasks.api.openapi import AUTHENTICATED, QUERY, REPEATED_KEY, WITH_BODY, problems
 from agenttasks.api.paging import page_links
 from agenttasks.api.read_your_writes import (
@@ -64,7 +65,7 @@ class TaskController(Controller):
     @post(
         "/",
         status_code=HTTP_201_CREATED,
-        responses={**REPEATED_KEY, **problems(*WITH_BODY, 409, 422)},
+        responses={**REPEATED_KEY, **problems(*WITH_BODY, 409, 422, 429, described=QUOTA_429)},
     )
     async def create(
         self,
@@ -74,6 +75,8 @@ class TaskController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[TaskView]:
         """Creates a task; repeating an Idempotency-Key returns the first task (200)."""
+        if data.webhook_url is not None:  # SSRF guard and length cap (docs/webhooks.md)
+            await deps.webhooks.check_url(data.webhook_url)
         new = NewTask(
             title=data.title,
             task_type=data.task_type,
@@ -81,11 +84,15 @@ class TaskController(Controller):
             priority=data.priority,
             max_retries=data.max_retries,
             timeout_seconds=data.timeout_seconds,
+            webhook_url=data.webhook_url,
         )
-        written = await deps.run(deps.commands.create, actor, new, idempotency_key)
+        written, limit_headers = await admitted(
+            deps, actor, lambda: deps.run(deps.commands.create, actor, new, idempotency_key)
+        )
         view = await view_after_write(deps, actor, written)
         status = HTTP_201_CREATED if written.created else HTTP_200_OK
-        return Response(view, status_code=status, headers=position_headers(written.position))
+        headers = {**position_headers(written.position), **limit_headers}
+        return Response(view, status_code=status, headers=headers)
 
     @get("/", responses=problems(*QUERY))
     async def list_tasks(
@@ -169,11 +176,14 @@ class TaskController(Controller):
     @post(
         "/{task_id:uuid}/retry/",
         status_code=HTTP_200_OK,
-        responses=problems(*WITH_BODY, 404, 409),
+        responses=problems(*WITH_BODY, 404, 409, 429, described=QUOTA_429),
     )
     async def retry(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> Response[TaskView]:
         """Retries a failed or cancelled task as a new attempt (409 with the reason otherwise)."""
-        written = await deps.run(deps.commands.retry, actor, task_id)
+        # A retry by hand makes the task active again: it counts against active tasks.
+        written, _ = await admitted(
+            deps, actor, lambda: deps.run(deps.commands.retry, actor, task_id), creation=False
+        )
         view = await view_after_write(deps, actor, written)
         return Response(view, headers=position_headers(written.position))
 

@@ -81,6 +81,7 @@ class NewTask:
     template_version: int | None = None
     max_retries: int = 3
     timeout_seconds: int = 7200
+    webhook_url: str | None = None  # checked by the caller (application/webhooks.py)
 
 
 class TaskCommands:
@@ -127,6 +128,7 @@ class TaskCommands:
             max_retries=new.max_retries,
             timeout_seconds=new.timeout_seconds,
             task_id=task_id,
+            webhook_url=new.webhook_url,
         )
 
     def get(self, actor: Actor, task_id: UUID) -> Task:
@@ -306,5 +308,6 @@ def _request_of(task: Task) -> str:
         task.template_id,
         task.max_retries,
         task.timeout_seconds,
+        task.webhook_url,
     ]
     return json.dumps(asked, sort_keys=True, default=str)

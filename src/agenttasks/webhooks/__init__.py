@@ -1,0 +1,1 @@
+"""Webhooks: registered endpoints, the outbox of deliveries, and the deliverer role."""

@@ -1,0 +1,247 @@
+"""The deliverer role: task endings from JetStream into an outbox, and the outbox to endpoints.
+
+Intake: a durable pull consumer (`webhooks`) on the task events that end a task. For each, the
+owner's endpoints that take the event, and the task's own `webhook_url`, each get one pending
+row in `webhook_deliveries` (unique by target and webhook-id) before the message is acked: a
+redelivered message adds nothing, and a crash before the ack loses nothing.
+
+Dispatch: due rows are claimed with a lease (FOR UPDATE SKIP LOCKED), never more than the total
+concurrency and never more than the per-endpoint concurrency for one target, so a slow endpoint
+holds only its own slots. A deliverer that dies mid-attempt leaves its rows due again when the
+lease runs out: the attempt is made again with the same `webhook-id`, which receivers drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from psycopg_pool import AsyncConnectionPool
+
+from agenttasks.application.store import EventStore
+from agenttasks.application.webhooks import EVENT_TYPES, KIND_OF_EVENT, task_url_secret
+from agenttasks.bus.connection import Bus
+from agenttasks.bus.consumers import Delivery, PullConsumer, StreamMissing
+from agenttasks.bus.messages import TaskEvent, decode, message_id, task_subject
+from agenttasks.domain.task import Task
+from agenttasks.webhooks import store as tables
+from agenttasks.webhooks.sender import Sender
+from agenttasks.webhooks.signing import headers
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "webhooks"
+POLL_SECONDS = 0.5  # a due retry is noticed within this long
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """The deliverer's caps (settings `webhook_*`)."""
+
+    concurrency: int = 32
+    concurrency_per_endpoint: int = 4
+    timeout: float = 10.0
+    retry_seconds: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+def body_of(event: TaskEvent) -> bytes:
+    """What is posted: Standard Webhooks' {type, timestamp, data}, data the bus payload."""
+    return _encoder.encode(
+        {
+            "type": f"task.{event.type}",
+            "timestamp": event.timestamp,
+            "data": msgspec.to_builtins(event),
+        }
+    )
+
+
+class Deliverer:
+    """Takes task endings from the bus and delivers them; one or more per deployment."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        bus: Bus,
+        store: EventStore,
+        sender: Sender,
+        options: DeliveryOptions,
+        service_secret: str,
+    ) -> None:
+        self._pool = pool
+        self._bus = bus
+        self._store = store
+        self._sender = sender
+        self._options = options
+        self._service_secret = service_secret
+        self._wake = asyncio.Event()
+        self._in_flight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.attempts_made = 0  # this process's attempts (tests and logs)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Intake and dispatch until `stop`; attempts under way are finished first."""
+        async with self._pool.connection() as connection:
+            await tables.ensure_tables(connection)
+        try:
+            await asyncio.gather(self._intake(stop), self._dispatch(stop))
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # Intake ------------------------------------------------------------------------------
+
+    async def _intake(self, stop: asyncio.Event) -> None:
+        consumer = await self._bind(stop)
+        if consumer is None:
+            return
+        try:
+            while not stop.is_set():
+                for delivery in await consumer.fetch(100, 1.0):
+                    await self._take(delivery)
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.close()
+
+    async def _bind(self, stop: asyncio.Event) -> PullConsumer | None:
+        subjects = [task_subject(kind=KIND_OF_EVENT[name]) for name in EVENT_TYPES]
+        while not stop.is_set():
+            try:
+                return await self._bus.pull_consumer(CONSUMER, subjects=subjects, ack_wait=60.0)
+            except StreamMissing:  # the relay has not made the stream yet
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        return None
+
+    async def _take(self, delivery: Delivery) -> None:
+        try:
+            event = decode(delivery.data)
+        except msgspec.DecodeError:
+            log.warning("webhooks: stream message %s is not an event; skipped", delivery.sequence)
+            await delivery.ack()
+            return
+        if not isinstance(event, TaskEvent):
+            await delivery.ack()
+            return
+        try:
+            await self._enqueue(event)
+        except Exception as error:  # the database is away: the message comes again
+            log.warning("webhooks: cannot enqueue position %s: %r", event.position, error)
+            await delivery.nak(delay=2.0)
+            return
+        await delivery.ack()
+        self._wake.set()
+
+    async def _enqueue(self, event: TaskEvent) -> None:
+        event_type = f"task.{event.type}"
+        task_id = UUID(event.task_id)
+        task_url = await asyncio.to_thread(self._task_url, task_id)
+        async with self._pool.connection() as connection, connection.transaction():
+            targets = await tables.targets(connection, event.user, event_type, event.timestamp)
+            if task_url is not None:
+                targets.append(tables.Target("task", None, task_url))
+            await tables.enqueue(
+                connection,
+                targets,
+                message_id=message_id(event),
+                owner=event.user,
+                task_id=task_id,
+                event_type=event_type,
+                body=body_of(event),
+            )
+
+    def _task_url(self, task_id: UUID) -> str | None:
+        # The Created event alone: a task's later events do not change its webhook_url.
+        for first in self._store.events.get(task_id, limit=1):
+            if isinstance(first, Task.Created):
+                return first.webhook_url
+        return None
+
+    # Dispatch ----------------------------------------------------------------------------
+
+    async def _dispatch(self, stop: asyncio.Event) -> None:
+        options = self._options
+        lease = options.timeout * 2 + 5  # past any attempt's end, with room for recording it
+        while not stop.is_set():
+            free = options.concurrency - sum(self._in_flight.values())
+            busy = [t for t, n in self._in_flight.items() if n >= options.concurrency_per_endpoint]
+            claimed: list[tables.Due] = []
+            if free > 0:
+                try:
+                    async with self._pool.connection() as connection:
+                        claimed = await tables.claim(connection, free, busy, lease)
+                except Exception as error:
+                    log.warning("webhooks: cannot claim deliveries: %r", error)
+            for due in self._within_caps(claimed):
+                self._start(due)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+
+    def _within_caps(self, claimed: list[tables.Due]) -> list[tables.Due]:
+        # One claim may hold several rows of one target: beyond its cap they wait their turn.
+        chosen, counts = [], dict(self._in_flight)
+        for due in claimed:
+            if counts.get(due.target, 0) < self._options.concurrency_per_endpoint:
+                counts[due.target] = counts.get(due.target, 0) + 1
+                chosen.append(due)
+        return chosen  # the others' lease runs out and they are claimed again
+
+    def _start(self, due: tables.Due) -> None:
+        self._in_flight[due.target] = self._in_flight.get(due.target, 0) + 1
+        task = asyncio.create_task(self._attempt(due))
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            left = self._in_flight.get(due.target, 1) - 1
+            if left:
+                self._in_flight[due.target] = left
+            else:
+                self._in_flight.pop(due.target, None)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _attempt(self, due: tables.Due) -> None:
+        try:
+            if due.endpoint_status == "disabled":
+                async with self._pool.connection() as connection:
+                    await connection.execute(
+                        "UPDATE webhook_deliveries SET status = 'cancelled' WHERE id = %s",
+                        (due.id,),
+                    )
+                return
+            secret = due.secret or task_url_secret(self._service_secret, due.owner)
+            started = time.monotonic()
+            answer = await self._sender.post(
+                due.url, due.body, headers(secret, due.message_id, int(time.time()), due.body)
+            )
+            self.attempts_made += 1
+            elapsed = int((time.monotonic() - started) * 1000)
+            schedule = self._options.retry_seconds
+            retry_in = schedule[due.attempts] if due.attempts < len(schedule) else None
+            disable = None
+            if answer.error is not None and retry_in is None:
+                disable = (
+                    f"disabled after {due.attempts + 1} failed attempts to deliver "
+                    f"{due.message_id}; the last: {answer.error}"
+                )
+            async with self._pool.connection() as connection:
+                await tables.record_attempt(
+                    connection,
+                    due,
+                    status_code=answer.status_code,
+                    error=answer.error,
+                    duration_ms=elapsed,
+                    retry_in=None if answer.error is None else retry_in,
+                    disable_reason=disable,
+                )
+        except Exception:  # the lease runs out and the attempt is made again
+            log.exception("webhooks: attempt of delivery %s failed unexpectedly", due.id)
