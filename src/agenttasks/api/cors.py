@@ -15,7 +15,9 @@ from litestar.types import Method
 # What a page sends us: the token, a JSON body, an idempotency key, an SSE resume point.
 ALLOWED_HEADERS = ["authorization", "content-type", "idempotency-key", "last-event-id"]
 ALLOWED_METHODS: list[Method | Literal["*"]] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]
-EXPOSED_HEADERS = ["Retry-After", "WWW-Authenticate"]  # what a page may read from our answers
+# What a page may read from our answers beyond the safelisted ones: X-Position is what it passes
+# on as min_position (docs/api.md, Consistency); without it here, fetch shows it as null.
+EXPOSED_HEADERS = ["Retry-After", "WWW-Authenticate", "X-Position"]
 PREFLIGHT_CACHE_SECONDS = 600
 
 
