@@ -28,7 +28,8 @@ from agenttasks.settings import Settings
 from agenttasks.webhooks import store as tables
 from tests.conftest import free_port
 from tests.fakes.http import LoopbackServer, Request, Response
-from tests.integration.api_client import SECRET
+from tests.integration.api_client import SECRET, bearer
+from tests.integration.live_harness import running_live_api
 from tests.integration.stack import Stack, running_stack
 from tests.waiting import wait_until
 
@@ -254,3 +255,44 @@ async def test_an_endpoint_that_keeps_failing_is_disabled_and_its_owner_told_why
     assert "HTTP 503" in reason
     assert len(down.requests) == 3  # the first attempt and two retries, nothing after
     assert len({r.headers["webhook-id"] for r in down.requests}) == 1  # one delivery, retried
+
+
+async def test_endpoints_through_the_api_each_user_sees_their_own_and_the_secret_once(
+    database_url: str, nats_server: EmbeddedNats
+) -> None:
+    async def dns(host: str, port: int) -> list[str]:
+        return ["93.184.215.14"]  # a public address; nothing is sent in this test
+
+    hooks = "/api/v1/utils/webhooks/"
+    alice, bob, root = bearer("alice"), bearer("bob"), bearer("root", admin=True)
+    async with running_live_api(database_url, nats_server) as api:
+        api.deps.webhooks.resolve = dns
+        made = await api.client.post(
+            hooks, json={"url": "https://hooks.example.test/a", "events": ["task.failed"]},
+            headers=alice,
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        endpoint = made.json()
+        assert endpoint["secret"].startswith("whsec_")
+        assert endpoint["status"] == "enabled"
+        assert endpoint["events"] == ["task.failed"]
+        one = f"{hooks}{endpoint['id']}/"
+        shown = (await api.client.get(one, headers=alice)).json()
+        assert shown["secret"] is None  # shown once, in the registration's answer
+        assert (await api.client.get(one, headers=bob)).status_code == 404
+        assert (await api.client.get(hooks, headers=bob)).json()["count"] == 0
+        assert (await api.client.get(hooks, headers=root)).json()["count"] == 1
+        page = (await api.client.get(f"{one}deliveries/", headers=alice)).json()
+        assert page == {"count": 0, "next": None, "previous": None, "results": []}
+        assert (await api.client.get(f"{one}deliveries/", headers=bob)).status_code == 404
+        unknown = await api.client.post(
+            hooks, json={"url": "https://hooks.example.test/a", "events": ["task.started"]},
+            headers=alice,
+        )  # fmt: skip
+        assert unknown.status_code == 400
+        assert "unknown: task.started" in unknown.json()["detail"]
+        secret = (await api.client.get(f"{hooks}task-secret/", headers=alice)).json()["secret"]
+        assert secret == task_url_secret(SECRET, "alice")
+        assert (await api.client.delete(one, headers=bob)).status_code == 404
+        assert (await api.client.delete(one, headers=alice)).status_code == 204
+        assert (await api.client.get(one, headers=alice)).status_code == 404

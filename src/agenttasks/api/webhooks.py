@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from msgspec import Meta
 
@@ -104,7 +104,9 @@ class WebhookController(Controller):
     tags = ["webhooks"]
 
     @post("/", status_code=HTTP_201_CREATED, responses=problems(*WITH_BODY, 429))
-    async def register(self, data: WebhookCreate, actor: CurrentActor, deps: Deps) -> WebhookView:
+    async def register(
+        self, data: JSONBody[WebhookCreate], actor: CurrentActor, deps: Deps
+    ) -> WebhookView:
         """Registers an endpoint; the answer holds its signing secret, shown this once."""
         endpoint, secret = await deps.webhooks.register(actor, data.url, data.events)
         return _view(endpoint, secret)
