@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
 from nats.errors import Error as NatsError
-from nats.js.errors import APIError
+from nats.js.errors import APIError, ServiceUnavailableError
 
 from agenttasks import bootstrap
 from agenttasks.bus.connection import Bus, connect
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MIGRATE_LOCK = 0x61677474_6D696772  # "agttmigr": one migration at a time per database
 NATS_SECONDS = 60.0  # a NATS step (connect, stream, consumers) that takes longer fails the run
+RETRY_SECONDS = 0.5
 
 T = TypeVar("T")
 
@@ -79,15 +80,17 @@ def migrate(settings: Settings) -> Report:
 
 
 async def _migrate_bus(settings: Settings) -> Report:
-    relay_bus = await _within(connect(settings.nats_url_for("relay"), "agenttasks-migrate"))
+    relay_bus = await _within(lambda: connect(settings.nats_url_for("relay"), "agenttasks-migrate"))
     try:
-        await _within(relay_bus.ensure_stream(settings.stream_replicas), settings)
+        await _within(lambda: relay_bus.ensure_stream(settings.stream_replicas), settings)
     finally:
         await relay_bus.close()
     log.info("migrate: stream with %d replica(s)", settings.stream_replicas)
-    worker_bus = await _within(connect(settings.nats_url_for("worker"), "agenttasks-migrate"))
+    worker_bus = await _within(
+        lambda: connect(settings.nats_url_for("worker"), "agenttasks-migrate")
+    )
     try:
-        created = await _within(_ensure_worker_consumers(worker_bus), settings)
+        created = await _within(lambda: _ensure_worker_consumers(worker_bus), settings)
     finally:
         await worker_bus.close()
     log.info("migrate: %d worker consumers created", len(created))
@@ -119,23 +122,31 @@ async def _ensure_worker_consumers(bus: Bus) -> tuple[str, ...]:
     return tuple(consumer_name(task_type, priority) for task_type, priority in missing)
 
 
-async def _within(step: Awaitable[T], settings: Settings | None = None) -> T:
-    # nats-py retries a first connection for ever (max_reconnect_attempts=-1): bound it.
-    try:
-        return await asyncio.wait_for(step, NATS_SECONDS)
-    except TimeoutError:
-        raise MigrationError(
-            f"NATS (AGENTTASKS_NATS_URL) did not answer within {NATS_SECONDS:.0f}s"
-        ) from None
-    except APIError as error:
-        replicas = settings.stream_replicas if settings is not None else 1
-        raise MigrationError(
-            f"JetStream refused the change (error {error.err_code}); with "
-            f"AGENTTASKS_STREAM_REPLICAS={replicas} the cluster needs at least {replicas} "
-            "JetStream servers"
-        ) from None
-    except NatsError:
-        raise MigrationError(
-            "NATS refused the connection or the request: check AGENTTASKS_NATS_URL and the "
-            "role's password (AGENTTASKS_NATS_<ROLE>_URL when migrate uses several users)"
-        ) from None
+async def _within(step: Callable[[], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Runs `step` until it succeeds, retrying while JetStream is not ready, for NATS_SECONDS."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + NATS_SECONDS
+    while True:
+        try:
+            # nats-py retries a first connection for ever (max_reconnect_attempts=-1): bound it.
+            return await asyncio.wait_for(step(), max(0.1, deadline - loop.time()))
+        except (TimeoutError, ServiceUnavailableError):
+            # A cluster that just started answers once it has elected its JetStream leader.
+            if loop.time() >= deadline:
+                raise MigrationError(
+                    f"NATS (AGENTTASKS_NATS_URL) did not answer within {NATS_SECONDS:.0f}s"
+                ) from None
+            log.info("migrate: JetStream not ready yet; retrying")
+            await asyncio.sleep(RETRY_SECONDS)
+        except APIError as error:
+            replicas = settings.stream_replicas if settings is not None else 1
+            raise MigrationError(
+                f"JetStream refused the change (error {error.err_code}); with "
+                f"AGENTTASKS_STREAM_REPLICAS={replicas} the cluster needs at least {replicas} "
+                "JetStream servers"
+            ) from None
+        except NatsError:
+            raise MigrationError(
+                "NATS refused the connection or the request: check AGENTTASKS_NATS_URL and the "
+                "role's password (AGENTTASKS_NATS_<ROLE>_URL when migrate uses several users)"
+            ) from None
