@@ -113,12 +113,15 @@ def open_page(
     follow: str | None = None,
     keep: bool = False,
     token: str | None = None,
+    sneak: str | None = None,
 ) -> None:
     fragment = {"api": service.url, "token": token or service.token}
     if follow is not None:
         fragment["follow"] = follow
     if keep:
         fragment["keep"] = "1"
+    if sneak is not None:
+        fragment["sneak"] = sneak
     page.goto(f"{origin}/index.html#{urlencode(fragment)}")
     expect(page.locator("#origin")).to_have_text(origin)
 
@@ -201,6 +204,8 @@ def test_a_listed_page_reads_why_it_was_refused(page: Page, origins: Origins) ->
 def test_the_same_page_on_an_unlisted_origin_cannot_create_read_stream_or_open_a_socket(
     page: Page, origins: Origins
 ) -> None:
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
     open_page(page, origins.unlisted, origins.service)
 
     # The preflight is refused, so the POST is never sent: no task from that origin exists.
@@ -208,6 +213,26 @@ def test_the_same_page_on_an_unlisted_origin_cannot_create_read_stream_or_open_a
     expect(page.locator("#socket")).to_have_text("refused 1006")
     expect(page.locator("#created")).to_have_text("-")
     assert f"From {origins.unlisted}" not in titles(origins.service)
+    # The page learns nothing; its developer does, from the console.
+    assert any("blocked by CORS policy" in line for line in console), console
+
+
+def test_an_unlisted_page_changes_nothing_with_requests_the_browser_sends_unasked(
+    page: Page, origins: Origins
+) -> None:
+    service = origins.service
+    task_id = service.held_task("running while another site tries", "cross-origin-sneak")
+    assert service.held.seen("cross-origin-sneak").wait(30), "the worker never fetched the page"
+    try:
+        open_page(page, origins.unlisted, service, sneak=task_id)
+        expect(page.locator("#sneaked")).to_have_text("answered")
+        # Both were answered (opaque to the page) before this read: neither was acted on.
+        task = httpx.get(f"{service.url}/api/v1/utils/ai-tasks/{task_id}/", headers=service.headers)
+        assert task.json()["status"] == "running", task.text
+        assert "sneaked in" not in titles(service)
+        expect(page.locator("#errors li")).to_have_count(0)
+    finally:
+        service.held.release("cross-origin-sneak")
 
 
 def test_a_tasks_stream_gives_its_updates_to_a_listed_page_and_none_to_an_unlisted_one(
