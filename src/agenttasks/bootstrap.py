@@ -33,6 +33,7 @@ from agenttasks.application.templates import TemplateCommands
 from agenttasks.application.user_limits import Limits as UserQuota
 from agenttasks.application.user_limits import LimitsLookup, UserLimitsCommands
 from agenttasks.application.user_log import UserLog
+from agenttasks.application.user_slots import UserSlots
 from agenttasks.application.webhooks import WebhookLimits
 from agenttasks.bus.connection import Bus, connect
 from agenttasks.bus.live_events import LiveTaskEvents
@@ -364,6 +365,16 @@ async def worker(
     """
     executor = ThreadPoolExecutor(threads, thread_name_prefix="worker-store")
     commands = task_commands(store)
+    opened = contextlib.AsyncExitStack()
+    slots = None
+    if settings.max_running_per_user > 0:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            require_database(settings), min_size=1, max_size=4, open=False
+        )
+        await pool.open()
+        opened.push_async_callback(pool.close)
+        slots = UserSlots(pool, settings.max_running_per_user, options.ack_wait)
+        await slots.ensure_table()
     running = Worker(
         commands,
         bus,
@@ -373,6 +384,7 @@ async def worker(
         options=options,
         executor=executor,
         limits=limits or Limits.from_settings(settings),
+        slots=slots,
     )
     overdue = OverdueAttempts(require_database(settings))
     watchdog = Watchdog(commands, bus, overdue, executor, every=watchdog_every)
@@ -381,6 +393,7 @@ async def worker(
     finally:
         await fetcher.aclose()
         executor.shutdown(wait=True)
+        await opened.aclose()
 
 
 # Webhooks ----------------------------------------------------------------------------------

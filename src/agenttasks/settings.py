@@ -46,6 +46,9 @@ class Settings:
     # Copies of the event stream JetStream keeps: 1 on one server, 3 on a 3-node cluster (a
     # node may die without losing an event). More replicas than nodes: the stream cannot start.
     stream_replicas: int = 1
+    # Connections each process keeps open to the event store (as many again when busy). Every
+    # role process holds them from its start: 8 processes at 8 exceed a default Postgres's 100.
+    database_pool_size: int = 8
     # /ready fails when events wait and the relay has not made progress for this long.
     relay_stall_seconds: int = 30
     # Each projector's self-check (projections/selfcheck.py): progress every this many seconds,
@@ -70,6 +73,9 @@ class Settings:
     rate_limit: str = "off"
     max_active_tasks: int = 0
     limits_cache_seconds: int = 5
+    # Running attempts per user over every worker process (0: no limit; a worker's
+    # --per-user-limit still caps one process): slots in Postgres, leased like the messages.
+    max_running_per_user: int = 0
     # Workers. With no OpenAI key the built-in offline engine does the work.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None  # any OpenAI-compatible server (Ollama, vLLM, ...)
@@ -130,6 +136,9 @@ class Settings:
         }
         if role_urls:
             values["nats_role_urls"] = role_urls
+        values["database_pool_size"] = _int(
+            env, "AGENTTASKS_DATABASE_POOL_SIZE", base.database_pool_size, 1, 64
+        )
         values["stream_replicas"] = _int(
             env, "AGENTTASKS_STREAM_REPLICAS", base.stream_replicas, 1, 5
         )
@@ -167,6 +176,9 @@ class Settings:
         )
         values["limits_cache_seconds"] = _int(
             env, "AGENTTASKS_LIMITS_CACHE_SECONDS", base.limits_cache_seconds, 0, 300
+        )
+        values["max_running_per_user"] = _int(
+            env, "AGENTTASKS_MAX_RUNNING_PER_USER", base.max_running_per_user, 0, 10_000
         )
         if key := env.get("OPENAI_API_KEY", "").strip():
             values["openai_api_key"] = key
@@ -224,8 +236,8 @@ class Settings:
             "POSTGRES_PORT": str(params.get("port") or "5432"),
             "POSTGRES_USER": str(params.get("user") or "postgres"),
             "POSTGRES_PASSWORD": str(params.get("password") or ""),
-            "POSTGRES_POOL_SIZE": "8",
-            "POSTGRES_MAX_OVERFLOW": "8",
+            "POSTGRES_POOL_SIZE": str(self.database_pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(self.database_pool_size),
             "CREATE_TABLE": "y",
         }
 

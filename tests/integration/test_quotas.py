@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -13,12 +14,16 @@ from uuid import UUID
 
 import httpx
 
+from agenttasks.application.tasks import Actor
+from agenttasks.domain.task import Task
 from agenttasks.servers.nats import EmbeddedNats
 from tests.conftest import free_port
+from tests.fakes.llm_server import serve_llm, slow
 from tests.integration.api_client import SECRET, bearer
 from tests.integration.live_harness import BASE
 from tests.integration.stack import running_stack
 from tests.integration.test_live_two_apis import ready_client
+from tests.integration.worker_harness import create, events, finished
 from tests.waiting import wait_until
 
 ADMIN = bearer("root", admin=True)
@@ -135,7 +140,7 @@ async def test_limits_hold_whichever_of_two_api_processes_gets_the_request(
                 assert third.status_code == 201
                 # A retry by hand makes a task active again: it counts too.
                 assert_refused(await one.post(f"{url}{first}/retry/", headers=carol), "active")
-                stack.commands.cancel(carol_actor(), second)
+                stack.commands.cancel(Actor("carol"), second)
 
                 async def cancelled() -> bool:
                     task = (await two.get(f"{url}{second}/", headers=carol)).json()
@@ -146,7 +151,62 @@ async def test_limits_hold_whichever_of_two_api_processes_gets_the_request(
                 assert retried.status_code == 200, retried.text
 
 
-def carol_actor():  # type: ignore[no-untyped-def]
-    from agenttasks.application.tasks import Actor
+def worker_process(
+    database_url: str, nats_url: str, llm_url: str, log: Path
+) -> subprocess.Popen[bytes]:
+    """`agenttasks worker` in its own process, one running task per user over all workers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTTASKS_", "OPENAI_"))}
+    env.update(
+        AGENTTASKS_DATABASE_URL=database_url,
+        AGENTTASKS_NATS_URL=nats_url,
+        AGENTTASKS_MAX_RUNNING_PER_USER="1",
+        AGENTTASKS_HOME=str(log.parent),
+        OPENAI_API_KEY="test-key",
+        OPENAI_BASE_URL=llm_url,
+        AGENTTASKS_MODEL="fake-gpt",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "agenttasks.cli", "worker", "--ack-wait", "2"],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
-    return Actor("carol")
+
+async def test_one_users_tasks_run_one_at_a_time_over_two_worker_processes(
+    database_url: str, nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    async with serve_llm() as fake, running_stack(database_url, nats_server) as stack:
+        fake.script(*(slow(0.05, text="one two three four five six") for _ in range(8)))
+        workers = [
+            worker_process(
+                database_url, nats_server.url_for("worker"), fake.base_url, tmp_path / f"w{i}.log"
+            )
+            for i in range(2)
+        ]
+        try:
+            logs = [tmp_path / f"w{i}.log" for i in range(2)]
+            # Both are taking messages (their consumers bound) before any task exists.
+            await wait_until(
+                lambda: all("concurrency" in log.read_text() for log in logs), within=60
+            )
+            ann = [create(stack, "content_generation", {"topic": f"t{i}"}) for i in range(4)]
+            bob = [create(stack, "content_generation", {"topic": "b"}, Actor("bob"))]
+            done = [await finished(stack, task_id, within=60) for task_id in ann + bob]
+        finally:
+            for process in workers:
+                process.terminate()
+            for process in workers:
+                process.wait(15)
+        assert [task.status for task in done] == ["completed"] * 5
+        spans = []
+        for task_id in ann:
+            history = events(stack, task_id)
+            started = next(e for e in history if isinstance(e, Task.Started))
+            ended = next(e for e in history if isinstance(e, Task.Completed))
+            spans.append((started.timestamp, ended.timestamp, started.worker_id))
+        spans.sort()
+        # Never two of ann's attempts at once, though each worker could run eight.
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+        assert len({worker for _, _, worker in spans}) == 2, spans  # both took some

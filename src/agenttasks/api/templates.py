@@ -13,6 +13,7 @@ from msgspec import Meta
 
 from agenttasks.api.deps import ApiDeps, CurrentActor, Deps
 from agenttasks.api.errors import problem
+from agenttasks.api.limits import QUOTA_429, admitted
 from agenttasks.api.openapi import QUERY, REPEATED_KEY, WITH_BODY, problems
 from agenttasks.api.paging import page_links
 from agenttasks.api.read_your_writes import (
@@ -184,7 +185,7 @@ class TemplateController(Controller):
     @post(
         "/{template_id:uuid}/create_task/",
         status_code=HTTP_201_CREATED,
-        responses={**REPEATED_KEY, **problems(*WITH_BODY, 404, 409, 422)},
+        responses={**REPEATED_KEY, **problems(*WITH_BODY, 404, 409, 422, 429, described=QUOTA_429)},
     )
     async def create_task(
         self,
@@ -197,12 +198,17 @@ class TemplateController(Controller):
         """Creates a task from the template's defaults merged with the given overrides."""
         body = data or TaskFromTemplateCreate()
         request = TaskFromTemplate(**msgspec.structs.asdict(body))
-        written = await deps.run(
-            _commands(deps).create_task, actor, template_id, request, idempotency_key
+        written, limit_headers = await admitted(
+            deps,
+            actor,
+            lambda: deps.run(
+                _commands(deps).create_task, actor, template_id, request, idempotency_key
+            ),
         )
         view = await view_after_write(deps, actor, written)
         status = HTTP_201_CREATED if written.created else HTTP_200_OK
-        return Response(view, status_code=status, headers=position_headers(written.position))
+        headers = {**position_headers(written.position), **limit_headers}
+        return Response(view, status_code=status, headers=headers)
 
 
 async def _view_after_write(deps: ApiDeps, actor: Actor, written: TemplateWritten) -> TemplateView:

@@ -25,6 +25,7 @@ from typing import Any
 from uuid import UUID
 
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
+from agenttasks.application.user_slots import NoSlots, RunSlots
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.consumers import PullConsumer
 from agenttasks.bus.messages import TaskEvent, decode, task_subject
@@ -41,6 +42,8 @@ from agenttasks.workers.llm import LanguageModel
 from agenttasks.workers.retry_policy import Backoff
 
 log = logging.getLogger(__name__)
+# A job whose user has every slot across the workers taken waits this long before asking again.
+SLOT_WAIT_SECONDS = 1.0
 
 
 def new_worker_id() -> str:
@@ -82,8 +85,11 @@ class Worker:
         options: WorkerOptions,
         executor: Executor,
         limits: Limits,
+        slots: RunSlots | None = None,
     ) -> None:
         self.options = options
+        # Running tasks per user across every worker (application/user_slots.py).
+        self._slots: RunSlots = slots if slots is not None else NoSlots()
         self._commands = commands
         self._bus = bus
         self._agents = agents
@@ -210,6 +216,23 @@ class Worker:
     # Running one attempt.
 
     async def _attempt(self, job: Job) -> None:
+        try:
+            taken = await self._slots.take(job.user, job.task_id, job.attempt, self.worker_id)
+        except Exception:
+            log.warning("could not take a slot for %s; trying again", job.task_id, exc_info=True)
+            taken = False
+        if not taken:
+            # Held here (its message kept by heartbeats), asked again after a while.
+            job.ready_at = time.time() + SLOT_WAIT_SECONDS
+            self._backlog.add(job, time.time())
+            return
+        try:
+            await self._attempt_in_slot(job)
+        finally:
+            with contextlib.suppress(Exception):
+                await self._slots.release(job.task_id, job.attempt)
+
+    async def _attempt_in_slot(self, job: Job) -> None:
         try:
             started = await self._call(
                 self._commands.start, job.task_id, job.attempt, self.worker_id
@@ -352,6 +375,8 @@ class Worker:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.options.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await self._slots.renew(self.worker_id)
             held = [*self._backlog.jobs(), *(r.job for r in self._running.values())]
             for job in held:
                 with contextlib.suppress(Exception):
