@@ -1,7 +1,9 @@
 """Runs the service's processes for `agenttasks up`, restarts one that dies, stops them all.
 
 Each role (api, relay, project, worker) runs as its own `agenttasks <role>` child, exactly as on
-a multi-machine deployment, so `up` exercises the same code paths and uses both cores.
+a multi-machine deployment, so `up` exercises the same code paths and uses both cores. The
+embedded servers are watched too: one that dies is started again on its data (`watch`).
+Children run in sessions of their own, so Ctrl-C reaches `up` alone and it decides the order.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+SERVER_BACKOFF_SECONDS = (0.0, 0.5, 1.0, 2.0, 5.0)  # every role waits on a server: be quick
+STOP_SECONDS = 8.0  # a role that has not stopped after SIGTERM by then is killed
 
 
 @dataclass
@@ -33,7 +38,9 @@ class Child:
 
     def start(self) -> None:
         """Starts (or restarts) the process."""
-        self.process = subprocess.Popen(self.argv, env=self.env)  # noqa: S603 - our own argv
+        self.process = subprocess.Popen(  # noqa: S603 - our own argv
+            self.argv, env=self.env, start_new_session=True
+        )
         self.started_at = time.monotonic()
         log.info("started %s (pid %s)", self.name, self.process.pid)
 
@@ -43,11 +50,55 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
 
+class Restartable(Protocol):
+    """An embedded server (servers/): whether it runs, and how to start it again on its data."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    def restart(self) -> None: ...
+
+
+@dataclass
+class Server:
+    """An embedded server `up` started, and the state of its restarts."""
+
+    name: str
+    server: Restartable
+    failures: int = 0
+    next_start: float = 0.0
+
+    def check(self, now: float) -> None:
+        """Restarts the server if it died, backing off while restarts keep failing."""
+        if self.server.alive:
+            self.failures = 0
+            return
+        if self.next_start == 0.0:
+            delay = SERVER_BACKOFF_SECONDS[min(self.failures, len(SERVER_BACKOFF_SECONDS) - 1)]
+            log.warning("%s is not running; restarting it in %.1fs", self.name, delay)
+            self.next_start = now + delay
+        if now < self.next_start:
+            return
+        self.next_start = 0.0
+        try:
+            self.server.restart()
+        except Exception as error:  # its log says why; try again after the backoff
+            self.failures += 1
+            log.error("%s did not restart: %s", self.name, error)
+        else:
+            log.warning("%s restarted", self.name)
+
+
 class Supervisor:
     """Starts children, restarts crashed ones with backoff, and stops them all on request."""
 
     def __init__(self) -> None:
         self.children: list[Child] = []
+        self.servers: list[Server] = []
+
+    def watch(self, name: str, server: Restartable) -> None:
+        """Watches an embedded server; `check` restarts it when it has died."""
+        self.servers.append(Server(name, server))
 
     def add(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> Child:
         """Registers and starts `agenttasks <args>` as a child."""
@@ -58,8 +109,11 @@ class Supervisor:
         return child
 
     def check(self) -> None:
-        """Restarts any child that exited, after a backoff that grows with repeated crashes."""
+        """Restarts any server or child that exited, after a backoff that grows with crashes."""
         now = time.monotonic()
+        for server in self.servers:
+            server.check(now)
+        now = time.monotonic()  # a restart above may have taken a while
         for child in self.children:
             if child.alive or child.process is None:
                 continue
@@ -77,17 +131,19 @@ class Supervisor:
                 child.next_start = 0.0
                 child.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
         """Asks every child to stop (SIGTERM), then kills what is left after `timeout`."""
         for child in self.children:
             if child.alive and child.process is not None:
                 child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = began + timeout
         for child in self.children:
             if child.process is None:
                 continue
             try:
                 child.process.wait(max(0.0, deadline - time.monotonic()))
+                log.info("%s stopped after %.1fs", child.name, time.monotonic() - began)
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop in %.0fs; killing it", child.name, timeout)
                 child.process.kill()

@@ -150,6 +150,10 @@ async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> Bus:
     return Bus(nc, nc.jetstream())
 
 
+# How the server's going away reaches error_cb, just before disconnected_cb says so.
+_GONE = (nats.errors.UnexpectedEOF, nats.errors.StaleConnectionError, ConnectionResetError)
+
+
 class _ConnectionWatch:
     """Logs a NATS connection's changes of state once each, and paces its reconnects."""
 
@@ -162,8 +166,8 @@ class _ConnectionWatch:
         if self.nc is None:  # the first connect, retried until the server is there
             self.outage.failed(error)
             return
-        if self.outage.lost:  # every attempt fails the same way: the outage was logged once
-            log.debug("NATS (%s): reconnect attempt failed: %r", self.name, error)
+        if self.outage.lost or isinstance(error, _GONE):  # said once, by on_disconnected
+            log.debug("NATS (%s): %r", self.name, error)
             return
         log.warning("NATS (%s): %s", self.name, error)
 

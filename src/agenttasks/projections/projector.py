@@ -87,6 +87,11 @@ class Projector:
         before = [runner.sequence for runner in self.runners]
         if deliveries:
             await asyncio.gather(*(self._apply(runner, deliveries) for runner in self.runners))
+            if self._postgres.lost:
+                # One connection found the server gone: the others are as dead, only idle.
+                # Closed now (no thread uses them), all reconnect together and it is said once.
+                for runner in self.runners:
+                    _close(runner)
         wanted = self._wanted()
         if wanted != reader.next_sequence:
             if before == [runner.sequence for runner in self.runners]:
@@ -114,13 +119,14 @@ class Projector:
                     _close(runner)
                     await asyncio.sleep(self._postgres.failed(error))
                     continue
-                self._postgres.restored()
                 if runner.sequence is None:
                     runner.sequence = await locate(self.bus, runner.position)
                     log.info(
                         "%s: tracking from before stream sequences: position %s is at %s",
                         runner.consumer, runner.position, runner.sequence,
                     )  # fmt: skip
+        if all(runner.connection is not None for runner in self.runners):
+            self._postgres.restored()
 
 
 async def locate(bus: Bus, position: int) -> int:

