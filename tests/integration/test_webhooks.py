@@ -220,6 +220,23 @@ async def test_every_ending_is_received_once_by_webhook_id_across_failures_and_a
     assert outcomes["delivered"] == len(expected["/hook"])
     assert outcomes["retrying"] >= FAILURES_FIRST * len(expected["/hook"])
 
+    # A task's own URL: its attempts are its owner's to read, nobody else's.
+    async with running_live_api(database_url, nats_server) as api:
+        with psycopg.connect(database_url) as connection:
+            row = connection.execute(
+                # The first task URL's delivery: two 500s, then accepted (before the outage).
+                "SELECT task_id FROM webhook_deliveries WHERE endpoint_id IS NULL "
+                "ORDER BY id LIMIT 1"
+            ).fetchone()
+        assert row is not None
+        url = f"/api/v1/utils/webhooks/task-deliveries/?task_id={row[0]}"
+        page = (await api.client.get(url, headers=bearer("alice"))).json()
+        assert page["count"] == FAILURES_FIRST + 1
+        assert page["results"][0]["outcome"] == "delivered"  # newest first
+        assert {a["webhook_id"] for a in page["results"]} == {page["results"][0]["webhook_id"]}
+        other = (await api.client.get(url, headers=bearer("bob"))).json()
+        assert other["count"] == 0
+
 
 async def test_an_endpoint_that_keeps_failing_is_disabled_and_its_owner_told_why(
     stack: Stack, database_url: str, nats_server: EmbeddedNats
@@ -296,3 +313,36 @@ async def test_endpoints_through_the_api_each_user_sees_their_own_and_the_secret
         assert (await api.client.delete(one, headers=bob)).status_code == 404
         assert (await api.client.delete(one, headers=alice)).status_code == 204
         assert (await api.client.get(one, headers=alice)).status_code == 404
+
+
+async def test_a_slow_endpoint_holds_only_its_own_slots(
+    stack: Stack, database_url: str, nats_server: EmbeddedNats
+) -> None:
+    release = asyncio.Event()
+    fast_ids: list[str] = []
+
+    async def slow(request: Request) -> Response:
+        await release.wait()  # holds every attempt until the test ends
+        return Response(200)
+
+    async def fast(request: Request) -> Response:
+        fast_ids.append(request.headers["webhook-id"])
+        return Response(200)
+
+    async with LoopbackServer(slow) as stuck, LoopbackServer(fast) as quick:
+        await register(database_url, f"{stuck.base_url}/hook", ["task.completed"])
+        await register(database_url, f"{quick.base_url}/hook", ["task.completed"])
+        settings = deliverer_settings(database_url).with_(
+            webhook_timeout=60, webhook_concurrency=4, webhook_concurrency_per_endpoint=2
+        )
+        deliverer = Running(settings, stack, nats_server)
+        await deliverer.start()
+        try:
+            positions = [await asyncio.to_thread(finish, stack, "completed") for _ in range(6)]
+            wanted = {f"agenttasks:{p}" for p in positions}
+            await wait_until(lambda: set(fast_ids) == wanted, 30, explain=lambda: fast_ids)
+            assert len(stuck.requests) == 2  # its cap: the other four wait their turn
+        finally:
+            release.set()
+            await deliverer.stop()
+    assert sorted(fast_ids) == sorted(wanted)  # each once

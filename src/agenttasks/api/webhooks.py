@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from msgspec import Meta
 
@@ -129,6 +129,25 @@ class WebhookController(Controller):
     async def task_secret(self, actor: CurrentActor, deps: Deps) -> TaskUrlSecret:
         """The secret that signs deliveries to the `webhook_url` of the caller's tasks."""
         return TaskUrlSecret(deps.webhooks.task_url_secret(actor))
+
+    @get("/task-deliveries/", responses=problems(*AUTHENTICATED))
+    async def task_deliveries(
+        self,
+        request: Request[Any, Any, Any],
+        task_id: FromQuery[UUID],
+        actor: CurrentActor,
+        deps: Deps,
+        page: PageNumber = 1,
+        page_size: PageSize = 20,
+    ) -> AttemptPage:
+        """Every attempt to deliver to the `webhook_url` of one of the caller's tasks."""
+        count, rows = await deps.webhooks.task_attempts(
+            actor, task_id, page_size, (page - 1) * page_size
+        )
+        previous, following = page_links(request, count, page, page_size)
+        return AttemptPage(
+            count, following, previous, [msgspec.convert(r, AttemptView) for r in rows]
+        )
 
     @get("/{endpoint_id:uuid}/", responses=problems(*AUTHENTICATED, 404))
     async def get_webhook(

@@ -8,6 +8,7 @@ its host resolves to) and again before each delivery (DNS can change in between)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -21,6 +22,7 @@ from agenttasks.workers.fetch_guard import Resolver, normalized_host, refused_ad
 # The task events a webhook may be sent for: the three ways a task ends.
 EVENT_TYPES = ("task.completed", "task.failed", "task.cancelled")
 KIND_OF_EVENT = {name: name.removeprefix("task.") for name in EVENT_TYPES}
+RESOLVE_SECONDS = 5.0  # a host name that does not resolve by then is refused
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the form of a secret, not one)
 
 
@@ -79,8 +81,9 @@ async def vetted_addresses(url: str, allowed_hosts: frozenset[str], resolve: Res
     except ValueError:
         literal = False
         try:
-            addresses = await resolve(host, port)
-        except OSError:
+            async with asyncio.timeout(RESOLVE_SECONDS):
+                addresses = await resolve(host, port)
+        except (OSError, TimeoutError):
             raise WebhookUrlError(f"{host} could not be resolved") from None
     if not addresses:
         raise WebhookUrlError(f"{host} could not be resolved")

@@ -25,7 +25,12 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from agenttasks.application.store import EventStore
-from agenttasks.application.webhooks import EVENT_TYPES, KIND_OF_EVENT, task_url_secret
+from agenttasks.application.webhooks import (
+    EVENT_TYPES,
+    KIND_OF_EVENT,
+    host_and_port,
+    task_url_secret,
+)
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.consumers import Delivery, PullConsumer, StreamMissing
 from agenttasks.bus.messages import TaskEvent, decode, message_id, task_subject
@@ -145,7 +150,9 @@ class Deliverer:
         async with self._pool.connection() as connection, connection.transaction():
             targets = await tables.targets(connection, event.user, event_type, event.timestamp)
             if task_url is not None:
-                targets.append(tables.Target("task", None, task_url))
+                # Tasks' own URLs are grouped by the host they go to, for the per-endpoint cap.
+                host, port = host_and_port(task_url)
+                targets.append(tables.Target(f"task:{host}:{port}", None, task_url))
             await tables.enqueue(
                 connection,
                 targets,
@@ -178,11 +185,21 @@ class Deliverer:
                         claimed = await tables.claim(connection, free, busy, lease)
                 except Exception as error:
                     log.warning("webhooks: cannot claim deliveries: %r", error)
-            for due in self._within_caps(claimed):
+            chosen = self._within_caps(claimed)
+            for due in chosen:
                 self._start(due)
+            if len(chosen) < len(claimed):  # over an endpoint's cap: due again at once
+                await self._release([d.id for d in claimed if d not in chosen])
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+
+    async def _release(self, ids: list[int]) -> None:
+        try:
+            async with self._pool.connection() as connection:
+                await tables.release(connection, ids)
+        except Exception as error:  # their lease runs out instead
+            log.warning("webhooks: cannot release deliveries: %r", error)
 
     def _within_caps(self, claimed: list[tables.Due]) -> list[tables.Due]:
         # One claim may hold several rows of one target: beyond its cap they wait their turn.
@@ -191,7 +208,7 @@ class Deliverer:
             if counts.get(due.target, 0) < self._options.concurrency_per_endpoint:
                 counts[due.target] = counts.get(due.target, 0) + 1
                 chosen.append(due)
-        return chosen  # the others' lease runs out and they are claimed again
+        return chosen
 
     def _start(self, due: tables.Due) -> None:
         self._in_flight[due.target] = self._in_flight.get(due.target, 0) + 1

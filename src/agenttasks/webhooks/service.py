@@ -92,6 +92,13 @@ class WebhookService:
         await self.get(actor, endpoint_id)
         return await store.attempts(self.pool, endpoint_id, limit, offset)
 
+    async def task_attempts(
+        self, actor: Actor, task_id: UUID, limit: int, offset: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """One page of the attempts to the `webhook_url` of a task `actor` may see."""
+        owner = None if actor.is_admin else actor.user_id
+        return await store.task_attempts(self.pool, owner, task_id, limit, offset)
+
     def task_url_secret(self, actor: Actor) -> str:
         """The secret that signs deliveries to the `webhook_url` of `actor`'s tasks."""
         return task_url_secret(self.service_secret, actor.user_id)

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS webhook_endpoints (
 CREATE INDEX IF NOT EXISTS webhook_endpoints_owner ON webhook_endpoints (owner, created_at);
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     id bigserial PRIMARY KEY,
-    target text NOT NULL,
+    target text NOT NULL,  -- an endpoint's id, or task:<host>:<port> for a task's own URL
     message_id text NOT NULL,
     owner text NOT NULL,
     endpoint_id uuid REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
@@ -72,6 +72,12 @@ ERROR_MAX_CHARS = 300
 _ENDPOINT = (
     "id, owner, url, events, status, disabled_reason, consecutive_failures, created_at, "
     "last_success_at, last_failure_at"
+)
+_ATTEMPT = (
+    "SELECT a.delivery_id, d.message_id AS webhook_id, d.event_type, d.task_id, "
+    "a.attempt, a.at, a.status_code, a.error, a.duration_ms, a.outcome, "
+    "d.status AS delivery_status, d.next_attempt_at "
+    "FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id"
 )
 
 
@@ -198,11 +204,7 @@ async def attempts(
         )
         count = (await cursor.fetchone() or (0,))[0]
         rows = await connection.cursor(row_factory=dict_row).execute(
-            "SELECT a.delivery_id, d.message_id AS webhook_id, d.event_type, d.task_id, "
-            "a.attempt, a.at, a.status_code, a.error, a.duration_ms, a.outcome, "
-            "d.status AS delivery_status, d.next_attempt_at "
-            "FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id "
-            "WHERE a.endpoint_id = %s ORDER BY a.id DESC LIMIT %s OFFSET %s",
+            f"{_ATTEMPT} WHERE a.endpoint_id = %s ORDER BY a.id DESC LIMIT %s OFFSET %s",
             (endpoint_id, limit, offset),
         )
         return count, await rows.fetchall()
@@ -282,6 +284,35 @@ async def claim(
         Due(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), r[7], r[8], r[9])
         for r in await cursor.fetchall()
     ]
+
+
+async def release(connection: AsyncConnection[Any], ids: list[int]) -> None:
+    """Hands claimed deliveries back unattempted: due again at once."""
+    await connection.execute(
+        "UPDATE webhook_deliveries SET next_attempt_at = now() WHERE id = ANY(%s) "
+        "AND status = 'pending'",
+        (ids,),
+    )
+
+
+async def task_attempts(
+    pool: AsyncConnectionPool[Any], owner: str | None, task_id: UUID, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """One page of the attempts to a task's own webhook_url, newest first, and their count."""
+    where = "a.endpoint_id IS NULL AND d.task_id = %s" + (" AND a.owner = %s" if owner else "")
+    params: list[Any] = [task_id, owner] if owner else [task_id]
+    async with pool.connection() as connection:
+        cursor = await connection.execute(
+            "SELECT count(*) FROM webhook_attempts a JOIN webhook_deliveries d "  # noqa: S608
+            f"ON d.id = a.delivery_id WHERE {where}",
+            params,
+        )
+        count = (await cursor.fetchone() or (0,))[0]
+        rows = await connection.cursor(row_factory=dict_row).execute(
+            f"{_ATTEMPT} WHERE {where} ORDER BY a.id DESC LIMIT %s OFFSET %s",
+            [*params, limit, offset],
+        )
+        return count, await rows.fetchall()
 
 
 async def record_attempt(
