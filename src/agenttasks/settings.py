@@ -271,6 +271,13 @@ def _origins(raw: str) -> frozenset[str]:
                 f"AGENTTASKS_CORS_ORIGINS must list origins like https://app.example.com, "
                 f"not {item.strip()!r}"
             )
+        if "*" in netloc:
+            # Litestar would read it as a pattern (`https://*` = every https page), past the
+            # check on `*` with credentials; the cookie and WebSocket checks match exactly.
+            raise SettingsError(
+                f"AGENTTASKS_CORS_ORIGINS takes no wildcard inside an origin: {item.strip()!r} "
+                f"(list each origin, or `*` alone for every page)"
+            )
         origins.add(origin)
     return frozenset(origins)
 

@@ -28,6 +28,9 @@ def cors_config(origins: frozenset[str], allow_credentials: bool) -> CORSConfig 
     if allow_credentials and "*" in origins:
         # Settings refuse this too; a wildcard with credentials would let any site use a cookie.
         raise ValueError("CORS credentials cannot be allowed for every origin (*)")
+    if any("*" in origin for origin in origins - {"*"}):
+        # Litestar reads `*` inside an origin as a pattern; our other checks match exactly.
+        raise ValueError("CORS origins take no wildcard inside an origin (`*` alone: any)")
     return CORSConfig(
         allow_origins=["*"] if "*" in origins else sorted(origins),
         allow_methods=ALLOWED_METHODS,
