@@ -59,7 +59,7 @@ def loopback_config(
 
 def healthy(http_port: int) -> bool:
     try:
-        with urllib.request.urlopen(  # noqa: S310 (a loopback URL of our own)
+        with urllib.request.urlopen(
             f"http://127.0.0.1:{http_port}/healthz?js-enabled-only=true", timeout=1
         ) as answer:
             return bool(answer.status == 200)
