@@ -111,7 +111,8 @@ def agenttasks_up(home: Path, port: int, nats_port: int) -> Iterator[Up]:
 
 # What a role says when a server went away under it (ours, nats-py's, psycopg's words).
 RECONNECT_NOISE = re.compile(
-    r"lost \(|reconnect|retrying|unexpected EOF|Connection refused|connection failed|Traceback",
+    r"lost \(|disconnected|reconnect|retrying|unexpected EOF|connection refused|connect call failed"
+    r"|connection failed|Traceback",
     re.IGNORECASE,
 )
 
