@@ -287,3 +287,14 @@ def test_a_listed_pages_stream_reconnects_with_last_event_id_and_follows_a_retry
     kinds = [t.split()[1] for t in page.locator("#timeline li").all_inner_texts()]
     assert {"cancelled", "retried", "completed"} <= set(kinds), kinds
     expect(page.locator("#errors li")).to_have_count(0)
+
+
+def test_client_js_imports_across_origins_after_the_services_own_page_cached_it(
+    page: Page, origins: Origins
+) -> None:
+    # The service's own dashboard loads it first (same origin, no Origin header sent).
+    page.goto(f"{origins.service.url}/dashboard/client.js")
+    fragment = urlencode({"api": origins.service.url, "token": origins.service.token})
+    page.goto(f"{origins.listed}/client.html#{fragment}")
+    expect(page.locator("#final")).to_have_text("completed")
+    expect(page.locator("#error")).to_have_text("-")

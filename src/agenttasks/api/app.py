@@ -13,7 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from agenttasks.api.auth import current_actor
 from agenttasks.api.browser import hide_query_token, require_json_body
-from agenttasks.api.cors import cors_config
+from agenttasks.api.cors import cors_config, vary_on_origin
 from agenttasks.api.dashboard import dashboard
 from agenttasks.api.deps import ApiConfig, ApiDeps
 from agenttasks.api.errors import EXCEPTION_HANDLERS
@@ -74,7 +74,7 @@ def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
             **WEBHOOK_EXCEPTION_HANDLERS,
             **LIMIT_EXCEPTION_HANDLERS,
         },
-        middleware=[hide_query_token],
+        middleware=[hide_query_token, vary_on_origin],
         guards=[require_json_body],
         lifespan=[lifespan],
         state=State({"jwt_secret": config.jwt_secret, "cors_origins": config.cors_origins}),

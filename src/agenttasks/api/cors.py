@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Literal
 
 from litestar.config.cors import CORSConfig
-from litestar.types import Method
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Method, Receive, Scope, Send
 
 # What a page sends us: the token, a JSON body, an idempotency key, an SSE resume point.
 ALLOWED_HEADERS = ["authorization", "content-type", "idempotency-key", "last-event-id"]
@@ -39,3 +41,29 @@ def cors_config(origins: frozenset[str], allow_credentials: bool) -> CORSConfig 
         expose_headers=EXPOSED_HEADERS,
         max_age=PREFLIGHT_CACHE_SECONDS,
     )
+
+
+def vary_on_origin(app: ASGIApp) -> ASGIApp:
+    """Middleware: `Vary: Origin` on every answer, those to requests without an Origin too."""
+
+    # Litestar adds it only when it names a listed origin. A browser that cached our own page's
+    # copy (no Origin sent, no CORS headers) would hand it to a listed page's CORS request,
+    # which then fails: measured with /dashboard/client.js (tests/e2e/test_cross_origin.py).
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+
+        async def send_varied(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableScopeHeaders.from_message(message)
+                vary = headers.get("vary")
+                if vary is None:
+                    headers["Vary"] = "Origin"
+                elif "origin" not in vary.lower():
+                    headers["Vary"] = f"{vary}, Origin"
+            await send(message)
+
+        await app(scope, receive, send_varied)
+
+    return middleware
