@@ -38,6 +38,7 @@ from tests.security.conftest import Secrets, canary_api, is_problem, restore_hyp
 # finishes in about a minute on two busy cores.
 EXAMPLES = 6
 IDENTITIES = {"user": "mallory", "admin": "root-admin"}
+WEBHOOK_URL = "https://93.184.215.14/hook"  # registered, never sent to (no deliverer runs)
 STREAM_SECONDS = 1.0  # an SSE response never ends: read it this long, then judge what came
 REQUEST_TIMEOUT = 30.0
 # Importing schemathesis patched hypothesis for every test in this session; undone at once.
@@ -59,6 +60,11 @@ VALID_BODIES: dict[str, list[dict[str, Any]]] = {
     "POST /api/v1/utils/ai-task-templates/{template_id}/create_task": [
         {},
         {"title": "from a template", "priority": "high"},
+    ],
+    # A public address written out: the SSRF guard passes it without a DNS lookup.
+    "POST /api/v1/utils/webhooks": [
+        {"url": WEBHOOK_URL},
+        {"url": WEBHOOK_URL, "events": ["task.failed"]},
     ],
 }
 FUZZ = settings(
@@ -113,7 +119,16 @@ def _seed(url: str) -> dict[str, str]:
             json={"name": "seed", "task_type": "summary", "default_config": {"content": "x"}},
         )
         assert template.status_code == 201, template.text
-    return {"task_id": task.json()["id"], "template_id": template.json()["id"]}
+        # One endpoint at a time (DELETE removes it), so the per-user cap is never reached here.
+        listed = client.get("/webhooks/").json()["results"]
+        endpoint = (
+            listed[0] if listed else client.post("/webhooks/", json={"url": WEBHOOK_URL}).json()
+        )
+    return {
+        "task_id": task.json()["id"],
+        "template_id": template.json()["id"],
+        "endpoint_id": endpoint["id"],
+    }
 
 
 def _strategies(operation: Any, url: str) -> Iterator[st.SearchStrategy[Any]]:

@@ -108,7 +108,14 @@ class Deliverer:
             return
         try:
             while not stop.is_set():
-                for delivery in await consumer.fetch(100, 1.0):
+                try:
+                    deliveries = await consumer.fetch(100, 1.0)
+                except Exception as error:  # NATS is away: what was not acked comes again
+                    log.warning("webhooks: cannot fetch task events: %r", error)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+                    continue
+                for delivery in deliveries:
                     await self._take(delivery)
         finally:
             with contextlib.suppress(Exception):
@@ -140,7 +147,10 @@ class Deliverer:
             log.warning("webhooks: cannot enqueue position %s: %r", event.position, error)
             await delivery.nak(delay=2.0)
             return
-        await delivery.ack()
+        try:
+            await delivery.ack()
+        except Exception as error:  # redelivered later; the outbox row is already there
+            log.warning("webhooks: cannot ack position %s: %r", event.position, error)
         self._wake.set()
 
     async def _enqueue(self, event: TaskEvent) -> None:
@@ -244,6 +254,8 @@ class Deliverer:
             elapsed = int((time.monotonic() - started) * 1000)
             schedule = self._options.retry_seconds
             retry_in = schedule[due.attempts] if due.attempts < len(schedule) else None
+            if not answer.retryable:
+                retry_in = None
             disable = None
             if answer.error is not None and retry_in is None:
                 disable = (

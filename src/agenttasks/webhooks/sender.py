@@ -66,6 +66,8 @@ class Sender:
             return Answer(None, f"no answer within {self.timeout:g} s")
         except WebhookUrlError as refused:
             return Answer(None, str(refused))
+        except (httpx.InvalidURL, ValueError, UnicodeError):  # checked when given; never retried
+            return Answer(None, "the URL is not valid", retryable=False)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         target = httpx.URL(url)
