@@ -9,8 +9,13 @@ ending must be accepted exactly once per endpoint, by webhook-id, with a valid s
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -346,3 +351,60 @@ async def test_a_slow_endpoint_holds_only_its_own_slots(
             release.set()
             await deliverer.stop()
     assert sorted(fast_ids) == sorted(wanted)  # each once
+
+
+def deliverer_process(database_url: str, nats_url: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTTASKS_", "OPENAI_"))}
+    env.update(
+        AGENTTASKS_DATABASE_URL=database_url, AGENTTASKS_NATS_URL=nats_url,
+        AGENTTASKS_JWT_SECRET=SECRET, AGENTTASKS_HOME=str(log.parent),
+        AGENTTASKS_FETCH_ALLOWED_HOSTS="127.0.0.1", AGENTTASKS_WEBHOOK_TIMEOUT="1",
+        AGENTTASKS_WEBHOOK_RETRY_SECONDS="0.05,0.05",
+    )  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "agenttasks.cli", "deliver"],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+async def test_a_deliverer_killed_mid_attempt_leaves_it_to_the_next_with_the_same_webhook_id(
+    stack: Stack, database_url: str, nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    seen: list[str] = []
+    never = asyncio.Event()
+
+    async def first_hangs(request: Request) -> Response:
+        seen.append(request.headers["webhook-id"])
+        if len(seen) == 1:
+            await never.wait()  # the killed deliverer's attempt gets no answer
+        return Response(200)
+
+    async with LoopbackServer(first_hangs) as receiver:
+        await register(database_url, f"{receiver.base_url}/hook", ["task.completed"])
+        doomed = deliverer_process(
+            database_url, nats_server.url_for("worker"), tmp_path / "deliver.log"
+        )
+        try:
+            position = await asyncio.to_thread(finish, stack, "completed")
+            await wait_until(lambda: len(seen) == 1, 30)  # its attempt is under way
+        finally:
+            os.kill(doomed.pid, signal.SIGKILL)
+            doomed.wait(10)
+        survivor = Running(deliverer_settings(database_url), stack, nats_server)
+        await survivor.start()
+        try:
+            # Once the dead one's lease runs out (2 x 1 s timeout + 5 s), it is sent again.
+            await wait_until(lambda: len(seen) == 2, 30)
+            await wait_until(lambda: delivered(database_url), 10)
+        finally:
+            never.set()
+            await survivor.stop()
+    assert seen == [f"agenttasks:{position}"] * 2  # a repeat, which the id lets receivers drop
+
+
+def delivered(database_url: str) -> bool:
+    with psycopg.connect(database_url) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM webhook_attempts WHERE outcome = 'delivered'"
+        ).fetchone()
+    return bool(row and row[0] == 1)
