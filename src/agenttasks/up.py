@@ -23,7 +23,6 @@ from types import FrameType
 import httpx
 
 from agenttasks import runtime_file
-from agenttasks.api.auth import mint_token
 from agenttasks.servers.nats import EmbeddedNats, start_nats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database, start_postgres
 from agenttasks.servers.secrets import ROLES, load_or_create_secrets
@@ -161,6 +160,11 @@ def _wait_for_api(api_url: str, supervisor: Supervisor, stopping: StopFlag) -> b
 
 
 def _print_banner(api_url: str, jwt_secret: str, reader_url: str | None, home: Path) -> None:
+    # Imported here, once the API answers: the auth module brings Litestar and the event store
+    # (~1-2 s of imports here) that `up` needs for nothing else, and that would delay every
+    # server and role start if it were imported first.
+    from agenttasks.api.auth import mint_token
+
     token = mint_token(jwt_secret, "local", admin=True, ttl=24 * 3600)
     lines = [
         "",
