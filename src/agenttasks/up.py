@@ -24,7 +24,12 @@ import httpx
 
 from agenttasks import runtime_file
 from agenttasks.servers.nats import EmbeddedNats, start_nats
-from agenttasks.servers.postgres import EmbeddedPostgres, create_database, start_postgres
+from agenttasks.servers.postgres import (
+    EmbeddedPostgres,
+    create_database,
+    prefer_fast_recovery,
+    start_postgres,
+)
 from agenttasks.servers.secrets import ROLES, load_or_create_secrets
 from agenttasks.settings import Settings, SettingsError
 from agenttasks.supervisor import Supervisor
@@ -55,6 +60,7 @@ def up(settings: Settings, *, worker: bool = True) -> int:
             postgres = start_postgres(home / "postgres")
             cleanup.callback(_timed, "PostgreSQL", postgres.stop)
             servers.append(("PostgreSQL", postgres))
+            prefer_fast_recovery(postgres.url)
             database_url = create_database(postgres.url, DATABASE, exist_ok=True)
         role_urls = dict(settings.nats_role_urls)
         nats_url = settings.nats_url

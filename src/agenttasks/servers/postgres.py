@@ -92,6 +92,18 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     return EmbeddedPostgres(data_dir, server.get_uri("postgres"), pid, server.system_user)
 
 
+def prefer_fast_recovery(url: str) -> None:
+    """After a crash, sync the data directory with one syncfs() instead of file by file.
+
+    Crash recovery first syncs every file of the data directory; file by file that took ~3 s
+    of a 5 s restart here. syncfs (Linux) syncs the same file system in one call; elsewhere
+    the server refuses the value and the default stays.
+    """
+    with contextlib.suppress(psycopg.Error), psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("ALTER SYSTEM SET recovery_init_sync_method = 'syncfs'")
+        connection.execute("SELECT pg_reload_conf()")
+
+
 def create_database(url: str, name: str, *, exist_ok: bool = False) -> str:
     """Creates an empty database `name` on the server of `url`; returns the new database's URL."""
     with psycopg.connect(url, autocommit=True) as connection:
