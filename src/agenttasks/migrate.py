@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
-from nats.errors import Error as NatsError
-from nats.js.errors import APIError, ServiceUnavailableError
 
 from agenttasks import bootstrap
 from agenttasks.bus.connection import Bus, connect
+from agenttasks.bus.consumers import BusUnavailable
+from agenttasks.bus.errors import BusDenied, BusRefused, translated
 from agenttasks.domain.rules import TASK_TYPES
 from agenttasks.settings import Settings
 from agenttasks.workers.backlog import PRIORITY_ORDER
@@ -129,8 +129,9 @@ async def _within(step: Callable[[], Awaitable[T]], settings: Settings | None = 
     while True:
         try:
             # nats-py retries a first connection for ever (max_reconnect_attempts=-1): bound it.
-            return await asyncio.wait_for(step(), max(0.1, deadline - loop.time()))
-        except (TimeoutError, ServiceUnavailableError):
+            with translated():
+                return await asyncio.wait_for(step(), max(0.1, deadline - loop.time()))
+        except (TimeoutError, BusUnavailable):
             # A cluster that just started answers once it has elected its JetStream leader.
             if loop.time() >= deadline:
                 raise MigrationError(
@@ -138,14 +139,14 @@ async def _within(step: Callable[[], Awaitable[T]], settings: Settings | None = 
                 ) from None
             log.info("migrate: JetStream not ready yet; retrying")
             await asyncio.sleep(RETRY_SECONDS)
-        except APIError as error:
+        except BusRefused as error:
             replicas = settings.stream_replicas if settings is not None else 1
             raise MigrationError(
-                f"JetStream refused the change (error {error.err_code}); with "
+                f"JetStream refused the change (error {error.code}); with "
                 f"AGENTTASKS_STREAM_REPLICAS={replicas} the cluster needs at least {replicas} "
                 "JetStream servers"
             ) from None
-        except NatsError:
+        except BusDenied:
             raise MigrationError(
                 "NATS refused the connection or the request: check AGENTTASKS_NATS_URL and the "
                 "role's password (AGENTTASKS_NATS_<ROLE>_URL when migrate uses several users)"
