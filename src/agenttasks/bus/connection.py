@@ -183,7 +183,9 @@ class _ConnectionWatch:
         self, servers: list[Server], info: dict[str, Any]
     ) -> tuple[Server | None, float]:
         """nats-py's reconnect hook: the server to try, after a delay that doubles to 5 s."""
-        server = servers[0] if servers else None
+        # The server that failed least often: nats-py shuffles its pool once per disconnect, so
+        # always taking the first one retried a dead cluster node for ever in 1 of 3 cases.
+        server = min(servers, key=lambda s: s.reconnects) if servers else None
         attempts = server.reconnects if server is not None else 0
         if not self.outage.lost:
             self.outage.failed("disconnected")
