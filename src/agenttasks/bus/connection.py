@@ -146,10 +146,15 @@ async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> Bus:
         reconnect_to_server_handler=watch.next_server,
     )
     watch.nc = nc
-    watch.outage.restored()
+    if name in _UNREACHABLE:
+        _UNREACHABLE.discard(name)
+        log.warning("NATS (%s) reachable again", name)
     return Bus(nc, nc.jetstream())
 
 
+# Names whose first connect keeps failing, said once per process until one gets through: the
+# API's readiness probe opens a connection per request, and must not warn at every probe.
+_UNREACHABLE: set[str] = set()
 # How the server's going away reaches error_cb, just before disconnected_cb says so.
 _GONE = (nats.errors.UnexpectedEOF, nats.errors.StaleConnectionError, ConnectionResetError)
 
@@ -164,7 +169,9 @@ class _ConnectionWatch:
 
     async def on_error(self, error: Exception) -> None:
         if self.nc is None:  # the first connect, retried until the server is there
-            self.outage.failed(error)
+            if self.name not in _UNREACHABLE:
+                _UNREACHABLE.add(self.name)
+                log.warning("NATS (%s) unreachable (%s); retrying", self.name, error)
             return
         if self.outage.lost or isinstance(error, _GONE):  # said once, by on_disconnected
             log.debug("NATS (%s): %r", self.name, error)
