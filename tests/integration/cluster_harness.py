@@ -55,6 +55,11 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait(self, timeout: float) -> int:
+        """Its exit status, once it has exited (within `timeout` seconds)."""
+        assert self.process is not None
+        return self.process.wait(timeout)
+
     def kill(self) -> None:
         """kill -9, and reap it."""
         if self.alive:
@@ -114,8 +119,8 @@ class NatsCluster:
         """Every node's URL with `role`'s credentials, comma-separated, as compose passes it."""
         return ",".join(n.url_for(role, self.passwords[role]) for n in nodes or self.nodes)
 
-    def stream_leader(self, stream: str) -> str | None:
-        """The name of the node leading `stream`'s replicas, as a live node reports it."""
+    def stream_placement(self, stream: str) -> tuple[str | None, int]:
+        """(the node leading `stream`, how many nodes hold it), as a live node reports it."""
         for node in self.nodes:
             if node.process is None or not node.process.alive:
                 continue
@@ -126,9 +131,11 @@ class NatsCluster:
             for account in info.get("account_details") or []:  # type: ignore[attr-defined]
                 for detail in account.get("stream_detail") or []:
                     if detail.get("name") == stream:
-                        leader = (detail.get("cluster") or {}).get("leader")
-                        return str(leader) if leader else None
-        return None
+                        cluster = detail.get("cluster") or {}
+                        leader = cluster.get("leader")
+                        held = len(cluster.get("replicas") or []) + (1 if leader else 0)
+                        return (str(leader) if leader else None), held
+        return None, 0
 
 
 def node_config(node: NatsNode, routes: list[int]) -> Path:

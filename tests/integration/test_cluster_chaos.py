@@ -2,13 +2,14 @@
 Postgres, and two each of api, worker, relay and project as separate processes configured only
 through environment. Under steady load through both APIs, one after another is killed with
 SIGKILL: a NATS node (the stream's leader), the leading relay, one API, one worker, one projector.
-None is restarted: the standbys and the surviving nodes carry on.
+As in compose, `agenttasks migrate` runs once before the roles. No victim is restarted: the
+standbys and the surviving nodes carry on.
 
 Then: every task completed exactly once (one Completed event each in the store), every stored
 event on the stream once and in order (read from a surviving node), every read model verifies
 against the store, and two SSE followers of a task that is mid-run when their API dies, resuming
 through the other API with Last-Event-ID, see each of its updates once. The time to recover from
-each kill is printed as bench-style lines (run with -s to see them).
+each kill is written to the terminal as bench-style lines, even when pytest captures output.
 """
 
 from __future__ import annotations
@@ -223,19 +224,20 @@ class Recovery:
 async def kill_and_recover(
     victim: str, kill: Callable[[], None], load: Load, database_url: str, store: EventStore
 ) -> Recovery:
-    """Kills, then waits for a create sent after the kill and for the read models to catch up."""
-    before = await asyncio.to_thread(newest_position, database_url, store)
+    """Kills; waits for a create sent after the kill, then for every read model to hold what
+    was stored by the time it was answered."""
     killed_at = time.monotonic()
     await asyncio.to_thread(kill)
-    position = await wait_for_value(
-        lambda: asyncio.to_thread(projected_everywhere, database_url),
-        lambda p: p >= before, 60, every=0.02,
-    )  # fmt: skip
-    caught_up = time.monotonic()
-    assert position >= before
     await wait_until(lambda: load.first_success_after(killed_at) is not None, 60, every=0.02)
     first = load.first_success_after(killed_at)
     assert first is not None
+    stored = await asyncio.to_thread(newest_position, database_url, store)
+
+    async def caught_up_with_it() -> bool:
+        return await asyncio.to_thread(projected_everywhere, database_url) >= stored
+
+    await wait_until(caught_up_with_it, 60, every=0.02)
+    caught_up = time.monotonic()
     # The scenario: load runs on for a while before the next kill.
     await wait_until(lambda: load.successes_after(killed_at) >= AFTER_RECOVERY, 60, every=0.02)
     return Recovery(victim, (first - killed_at) * 1000, (caught_up - killed_at) * 1000)
@@ -290,8 +292,15 @@ def unfinished(database_url: str, ids: list[str]) -> list[str]:
 
 
 async def test_the_compose_topology_loses_nothing_when_one_of_each_role_and_a_nats_node_dies(
-    database_url: str, nats_passwords: dict[str, str], tmp_path: Path
+    database_url: str,
+    nats_passwords: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    def record(line: str) -> None:
+        with capsys.disabled():  # the recovery times go on the record, passing or not
+            print(line, flush=True)
+
     cluster = start_nats_cluster(tmp_path / "nats", nats_passwords)
     processes: list[Process] = list(cluster.processes)
     settings = Settings(database_url=database_url, database_pool_size=2)
@@ -335,7 +344,15 @@ async def test_the_compose_topology_loses_nothing_when_one_of_each_role_and_a_na
             )
             for i in range(2)
         ]  # fmt: skip
-        # No `agenttasks migrate` yet: the roles create what they need (the relay the stream).
+        # As compose runs it: once, before any role, with the relay's and the workers' users.
+        migrate = role_process(
+            "migrate", ["migrate"],
+            {**env("api", "migrate"), "AGENTTASKS_NATS_RELAY_URL": cluster.url_for("relay"),
+             "AGENTTASKS_NATS_WORKER_URL": cluster.url_for("worker")},
+            tmp_path / "logs",
+        )  # fmt: skip
+        processes.append(migrate.start())
+        assert await asyncio.to_thread(migrate.wait, 120) == 0, migrate.log()
         for role in [*relays, *projectors, *workers, *apis]:
             processes.append(role.start())
         urls = [f"http://{HOST}:{port}" for port in ports]
@@ -344,7 +361,7 @@ async def test_the_compose_topology_loses_nothing_when_one_of_each_role_and_a_na
 
         with bootstrap.event_store(settings) as store:
             await run_scenario(cluster, store, database_url, urls, apis, relays, projectors,
-                               workers, tmp_path, env("projector", "replay"))  # fmt: skip
+                               workers, env("projector", "replay"), record)  # fmt: skip
     except BaseException:
         for process in processes:  # the logs go with the temporary directory: show them now
             print(f"----- {process.name} (pid {process.pid}) -----")
@@ -365,8 +382,8 @@ async def run_scenario(
     relays: list[Process],
     projectors: list[Process],
     workers: list[Process],
-    tmp_path: Path,
     replay_env: dict[str, str],
+    record: Callable[[str], None],
 ) -> None:
     commands: TaskCommands = bootstrap.task_commands(store)
     owner = headers("user0")
@@ -387,9 +404,16 @@ async def run_scenario(
     followed_id = followed.json()["id"]
     task = UUID(followed_id)
 
-    # The stream really is replicated on the three nodes.
-    leader = await wait_for_value(lambda: asyncio.to_thread(cluster.stream_leader, STREAM),
-                                  lambda name: name is not None, 30, every=0.1)  # fmt: skip
+    placement: tuple[str | None, int] = (None, 0)
+
+    async def on_three_nodes() -> bool:
+        nonlocal placement
+        placement = await asyncio.to_thread(cluster.stream_placement, STREAM)
+        return placement[0] is not None and placement[1] == 3
+
+    # The stream really is replicated on the three nodes (AGENTTASKS_STREAM_REPLICAS=3).
+    await wait_until(on_three_nodes, 30, every=0.1, explain=lambda: placement)
+    leader = placement[0]
 
     load = Load(urls, template.json()["id"])
     clients = [asyncio.create_task(load.client(n)) for n in range(CLIENTS)]
@@ -397,7 +421,7 @@ async def run_scenario(
     connections = rows(
         database_url, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
     )[0][0]
-    print(f"cluster-chaos postgres_connections_under_load={connections}")
+    record(f"cluster-chaos postgres_connections_under_load={connections}")
     followers = [Follower(urls, followed_id) for _ in range(2)]
     following = [asyncio.create_task(f.run()) for f in followers]
     recoveries: list[Recovery] = []
@@ -437,11 +461,11 @@ async def run_scenario(
     finally:
         load.stop.set()
         await asyncio.gather(*clients, return_exceptions=True)
-        for follower in following:
-            follower.cancel()
+        for reading in following:
+            reading.cancel()
         for recovery in recoveries:
-            print(recovery.line())
-    print(f"cluster-chaos tasks={len(load.created)} client_retries={load.retries}")
+            record(recovery.line())
+    record(f"cluster-chaos tasks={len(load.created)} client_retries={load.retries}")
 
     # Every task the APIs confirmed completes, and each exactly once in the store.
     ids = sorted(load.created)
