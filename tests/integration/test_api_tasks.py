@@ -17,7 +17,7 @@ TASK_FIELDS = {
     "id", "title", "task_type", "task_config", "priority", "status", "progress", "result_data",
     "error_message", "error_kind", "created_by", "template_id", "attempt", "max_retries",
     "timeout_seconds",
-    "created_at", "started_at", "completed_at", "updated_at",
+    "created_at", "started_at", "completed_at", "updated_at", "webhook_url",
 }  # fmt: skip
 
 

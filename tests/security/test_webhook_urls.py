@@ -59,6 +59,31 @@ async def test_a_webhook_to_a_private_address_is_refused_on_registration_and_on_
     assert listed.json()["count"] == 0  # nothing was stored
 
 
+TEMPLATES = "/api/v1/utils/ai-task-templates/"
+
+
+async def test_a_task_from_a_template_takes_a_webhook_url_through_the_same_guard(
+    api: LiveApi,
+) -> None:
+    template = await api.client.post(
+        TEMPLATES, json={"name": "n", "task_type": "summary"}, headers=ALICE
+    )
+    assert template.status_code == 201, template.text
+    create = f"{TEMPLATES}{template.json()['id']}/create_task/"
+    body = {"task_config": {"content": "x"}}
+    refused = await api.client.post(
+        create, json={**body, "webhook_url": "http://127.0.0.1:8000/hook"}, headers=ALICE
+    )
+    assert refused.status_code == 400, refused.text
+    assert "127.0.0.1 is not a public address" in refused.json()["detail"]
+    url = "https://hooks.example.test/done"
+    created = await api.client.post(create, json={**body, "webhook_url": url}, headers=ALICE)
+    assert created.status_code == 201, created.text
+    assert created.json()["webhook_url"] == url
+    read = await api.client.get(f"{TASKS}{created.json()['id']}/", headers=ALICE)
+    assert read.json()["webhook_url"] == url  # from the read model, not only the write's answer
+
+
 async def test_a_webhook_url_over_the_length_cap_is_refused(api: LiveApi) -> None:
     url = "https://hooks.example.test/" + "a" * 2048
     response = await api.client.post(HOOKS, json={"url": url}, headers=ALICE)

@@ -156,4 +156,5 @@ def view_of(task: Task) -> TaskView:
         started_at=task.started_at,
         completed_at=task.completed_at,
         updated_at=task.updated_at,
+        webhook_url=task.webhook_url,
     )

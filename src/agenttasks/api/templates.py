@@ -79,6 +79,8 @@ class TaskFromTemplateCreate(Body):
     priority: Priority = "normal"
     max_retries: Annotated[int, Meta(ge=0, le=10)] = 3
     timeout_seconds: Annotated[int, Meta(ge=1, le=86_400)] = 7200
+    # Where the task's end is posted (docs/webhooks.md), as on POST /ai-tasks/.
+    webhook_url: Annotated[str, Meta(min_length=1, max_length=8192)] | None = None
 
 
 class TemplatePage(msgspec.Struct):
@@ -197,6 +199,8 @@ class TemplateController(Controller):
     ) -> Response[TaskView]:
         """Creates a task from the template's defaults merged with the given overrides."""
         body = data or TaskFromTemplateCreate()
+        if body.webhook_url is not None:  # SSRF guard and length cap (docs/webhooks.md)
+            await deps.webhooks.check_url(body.webhook_url)
         request = TaskFromTemplate(**msgspec.structs.asdict(body))
         written, limit_headers = await admitted(
             deps,

@@ -62,6 +62,7 @@ class TaskFromTemplate:
     priority: str = "normal"
     max_retries: int = 3
     timeout_seconds: int = 7200
+    webhook_url: str | None = None  # checked by the caller (application/webhooks.py)
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ class TemplateCommands:
             template_version=template.revision,
             max_retries=request.max_retries,
             timeout_seconds=request.timeout_seconds,
+            webhook_url=request.webhook_url,
         )
         return self.tasks.create(actor, new, idempotency_key)
 

@@ -37,6 +37,7 @@ class TaskCreated(EventData):
     timeout_seconds: int
     template_id: str | None = None
     template_version: int | None = None
+    webhook_url: str | None = None
 
 
 class TaskStarted(EventData):

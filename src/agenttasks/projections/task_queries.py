@@ -40,6 +40,7 @@ class TaskView(msgspec.Struct, kw_only=True):
     started_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
+    webhook_url: str | None = None  # where the task's end is posted (docs/webhooks.md)
 
 
 class UpdateView(msgspec.Struct, kw_only=True):

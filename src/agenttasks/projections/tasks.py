@@ -49,8 +49,11 @@ DDL = {
             completed_at timestamptz,
             updated_at timestamptz NOT NULL,
             version integer NOT NULL,
-            last_position bigint NOT NULL
+            last_position bigint NOT NULL,
+            webhook_url text
         )""",
+        # Added with webhooks: tables created before gain the column (old tasks have none).
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS webhook_url text",
         "CREATE INDEX IF NOT EXISTS {t_created_by} ON {t} (created_by, created_at DESC)",
         "CREATE INDEX IF NOT EXISTS {t_status} ON {t} (status, priority_rank DESC, created_at)",
     ],
@@ -80,8 +83,9 @@ def _insert_task(table: str) -> str:
         sql.SQL(
             "INSERT INTO {} (id, title, task_type, task_config, priority, priority_rank, status,"
             " progress, created_by, template_id, template_version, attempt, max_retries,"
-            " timeout_seconds, created_at, updated_at, version, last_position)"
-            " VALUES (%s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s)"
+            " timeout_seconds, created_at, updated_at, version, last_position, webhook_url)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s,"
+            " %s)"
             " ON CONFLICT (id) DO NOTHING"
         )
         .format(sql.Identifier(table))
@@ -123,6 +127,7 @@ def _created(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
             e.task_id, d.title, d.task_type, Jsonb(d.task_config), d.priority,
             PRIORITY_RANK[d.priority], e.user, d.template_id, d.template_version,
             d.max_retries, d.timeout_seconds, e.timestamp, e.timestamp, e.version, e.position,
+            d.webhook_url,
         ),
     )  # fmt: skip
 
