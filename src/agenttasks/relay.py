@@ -30,6 +30,7 @@ from agenttasks.bus.connection import Bus
 from agenttasks.bus.messages import BusEvent, SkippedEvent
 from agenttasks.bus.publisher import PublishFailed
 from agenttasks.outage import Outage
+from agenttasks.stoppable import Stopped, unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,19 @@ class Relay:
         self, lock: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event
     ) -> None:
         # Any notification, or a second's silence (then poll anyway): both cost nothing when idle.
-        async for _ in lock.notifies(timeout=POLL_SECONDS, stop_after=1):
-            return  # the session is alive: it just delivered a notification
+        # A stop ends the wait at once (the session is closed right after).
+        try:
+            if await unless_stopped(stop, _notified(lock)):
+                return  # the session is alive: it just delivered a notification
+        except Stopped:
+            return
         await lock.execute("SELECT 1")  # notices a dead session, so leadership ends with it
+
+
+async def _notified(lock: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
+    async for _ in lock.notifies(timeout=POLL_SECONDS, stop_after=1):
+        return True
+    return False
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

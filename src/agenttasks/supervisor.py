@@ -133,18 +133,18 @@ class Supervisor:
 
     def stop(self, timeout: float = STOP_SECONDS) -> None:
         """Asks every child to stop (SIGTERM), then kills what is left after `timeout`."""
-        for child in self.children:
-            if child.alive and child.process is not None:
-                child.process.send_signal(signal.SIGTERM)
+        running = [c for c in self.children if c.alive and c.process is not None]
+        for child in running:
+            assert child.process is not None
+            child.process.send_signal(signal.SIGTERM)
         began = time.monotonic()
-        deadline = began + timeout
-        for child in self.children:
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(max(0.0, deadline - time.monotonic()))
+        while running and time.monotonic() < began + timeout:
+            for child in [c for c in running if not c.alive]:
+                running.remove(child)
                 log.info("%s stopped after %.1fs", child.name, time.monotonic() - began)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %.0fs; killing it", child.name, timeout)
-                child.process.kill()
-                child.process.wait()
+            time.sleep(0.02)  # polling a handful of children; each stop is logged as it happens
+        for child in running:
+            assert child.process is not None
+            log.warning("%s did not stop in %.0fs; killing it", child.name, timeout)
+            child.process.kill()
+            child.process.wait()

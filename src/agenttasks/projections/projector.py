@@ -27,6 +27,7 @@ from agenttasks.bus.consumers import (
 )
 from agenttasks.outage import Outage
 from agenttasks.projections.runner import CONNECTION_ERRORS, ProjectionRunner
+from agenttasks.stoppable import Stopped, unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Projector:
                     if self.reader is None:
                         self.reader = await self.bus.open_reader("projector", self._wanted())
                         await self._forget_durables()
-                    await self._step()
+                    await self._step(stop)
                     self._nats.restored()
                 except StreamMissing:
                     await asyncio.sleep(0.2)  # the relay creates the stream when it first leads
@@ -80,10 +81,15 @@ class Projector:
     def _wanted(self) -> int:
         return min(runner.sequence or 0 for runner in self.runners) + 1
 
-    async def _step(self) -> None:
+    async def _step(self, stop: asyncio.Event) -> None:
         reader = self.reader
         assert reader is not None
-        deliveries = await reader.fetch(self.batch, wait=1.0)
+        try:
+            # An idle fetch waits a second; a stop need not (nothing is acked: the tracking
+            # rows are the cursor, so a cancelled fetch loses nothing).
+            deliveries = await unless_stopped(stop, reader.fetch(self.batch, wait=1.0))
+        except Stopped:
+            return
         before = [runner.sequence for runner in self.runners]
         if deliveries:
             await asyncio.gather(*(self._apply(runner, deliveries) for runner in self.runners))
