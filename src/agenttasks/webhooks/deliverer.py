@@ -35,6 +35,7 @@ from agenttasks.bus.connection import Bus
 from agenttasks.bus.consumers import Delivery, PullConsumer, StreamMissing
 from agenttasks.bus.messages import TaskEvent, decode, message_id, task_subject
 from agenttasks.domain.task import Task
+from agenttasks.outage import Outage
 from agenttasks.webhooks import store as tables
 from agenttasks.webhooks.sender import Sender
 from agenttasks.webhooks.signing import headers
@@ -88,6 +89,9 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._in_flight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # An outage of Postgres or NATS is logged when it starts and when it ends, not per poll.
+        self._database = Outage("webhooks: Postgres", log)
+        self._bus_outage = Outage("webhooks: NATS", log)
         self.attempts_made = 0  # this process's attempts (tests and logs)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -110,8 +114,9 @@ class Deliverer:
             while not stop.is_set():
                 try:
                     deliveries = await consumer.fetch(100, 1.0)
+                    self._bus_outage.restored()
                 except Exception as error:  # NATS is away: what was not acked comes again
-                    log.warning("webhooks: cannot fetch task events: %r", error)
+                    self._bus_outage.failed(error)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
                     continue
@@ -193,8 +198,9 @@ class Deliverer:
                 try:
                     async with self._pool.connection() as connection:
                         claimed = await tables.claim(connection, free, busy, lease)
+                    self._database.restored()
                 except Exception as error:
-                    log.warning("webhooks: cannot claim deliveries: %r", error)
+                    self._database.failed(error)
             chosen = self._within_caps(claimed)
             for due in chosen:
                 self._start(due)

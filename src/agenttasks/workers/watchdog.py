@@ -22,6 +22,7 @@ from agenttasks.bus.connection import Bus
 from agenttasks.bus.event_data import TaskRetried, data_of
 from agenttasks.bus.messages import STREAM, TaskEvent, decode
 from agenttasks.domain.rules import RuleViolation
+from agenttasks.outage import Outage
 from agenttasks.projections.overdue_queries import OverdueAttempts
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,14 @@ class Watchdog:
 
     async def run(self, stop: asyncio.Event) -> None:
         subscription = await self._bus.subscribe(ADVISORY, self._on_advisory)
+        outage = Outage("watchdog: the timeout sweep", log)  # a database outage is said once
         try:
             while not stop.is_set():
                 try:
                     await self.fail_overdue()
-                except Exception:
-                    log.warning("timeout sweep failed; trying again", exc_info=True)
+                    outage.restored()
+                except Exception as error:
+                    outage.failed(error)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._every)
         finally:
