@@ -1,5 +1,6 @@
-"""The compose topology from wheels: a 3-node NATS JetStream cluster on loopback and the roles as
-plain processes configured only through environment. Everything started is stopped by its PID."""
+"""The compose topology from wheels: the 3-node NATS JetStream cluster of deploy/nats/cluster.conf
+on loopback and the roles as plain processes configured only through environment. Everything
+started is stopped by its PID."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from urllib.parse import quote
 
 import httpx
 
-from agenttasks.servers.nats import PACKAGED_CONFIG, nats_server_binary, password_env
+from agenttasks.servers.nats import nats_server_binary, password_env
 from tests.conftest import free_port
+from tests.deployment.cluster import CLUSTER_CONF, NATS_CONF, NODES, loopback_config
 
 HOST = "127.0.0.1"
 
@@ -138,35 +140,32 @@ class NatsCluster:
         return None, 0
 
 
-def node_config(node: NatsNode, routes: list[int]) -> Path:
-    """nats.conf as shipped, plus what a cluster node adds (as compose's mounted config does)."""
-    node.directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PACKAGED_CONFIG, node.directory / "nats.conf")
-    route_urls = ", ".join(f'"nats://{HOST}:{port}"' for port in routes)
-    path = node.directory / "node.conf"
-    path.write_text(
-        'include "nats.conf"\n'
-        f"server_name: {node.name}\n"
-        f'listen: "{HOST}:{node.port}"\n'
-        f'http: "{HOST}:{node.http_port}"\n'
-        f'jetstream {{ store_dir: "{node.directory / "jetstream"}" }}\n'
-        f'cluster {{ name: agenttasks, listen: "{HOST}:{node.route_port}", routes: [{route_urls}] }}\n'
-    )
-    return path
-
-
-def start_nats_cluster(directory: Path, passwords: dict[str, str], size: int = 3) -> NatsCluster:
-    """`size` clustered nats-server processes; returns once every node's /healthz is 200."""
+def start_nats_cluster(directory: Path, passwords: dict[str, str]) -> NatsCluster:
+    """The three nodes of deploy/nats/cluster.conf (as compose mounts it, only the addresses
+    moved to loopback ports); `wait_healthy` waits for them."""
     nodes = [
-        NatsNode(f"n{i + 1}", free_port(), free_port(), free_port(), directory / f"n{i + 1}")
-        for i in range(size)
+        NatsNode(name, free_port(), free_port(), free_port(), directory / name) for name in NODES
     ]
+    ports = {n.name: n.port for n in nodes}
+    routes = {n.name: n.route_port for n in nodes}
     cluster = NatsCluster(nodes, passwords)
-    env = {"PATH": os.environ.get("PATH", ""), **password_env(passwords)}
     for node in nodes:
-        config = node_config(node, [n.route_port for n in nodes if n is not node])
+        node.directory.mkdir(parents=True, exist_ok=True)
+        shutil.copy(NATS_CONF, node.directory / "nats.conf")
+        config = node.directory / "cluster.conf"
+        config.write_text(
+            loopback_config(
+                CLUSTER_CONF.read_text(), ports, routes, node.http_port,
+                node.directory / "jetstream", node.name,
+            )
+        )  # fmt: skip
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "NATS_SERVER_NAME": node.name,
+            **password_env(passwords),
+        }
         node.process = Process(
-            f"nats-{node.name}", [nats_server_binary(), "-c", str(config)], env,
+            node.name, [nats_server_binary(), "-c", str(config)], env,
             node.directory / "nats-server.log",
         ).start()  # fmt: skip
         cluster.processes.append(node.process)

@@ -434,7 +434,7 @@ async def run_scenario(
         node = next(n for n in cluster.nodes if n.name == leader)
         assert node.process is not None
         recoveries.append(await kill_and_recover(
-            f"nats-{node.name}", node.process.kill, load, database_url, store))  # fmt: skip
+            node.name, node.process.kill, load, database_url, store))  # fmt: skip
 
         relay = leading_relay(relays)
         recoveries.append(await kill_and_recover(
