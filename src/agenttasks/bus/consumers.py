@@ -18,13 +18,17 @@ import secrets
 import socket
 from dataclasses import dataclass
 
+from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from agenttasks.bus.messages import ALL_SUBJECTS, STREAM
 
 log = logging.getLogger(__name__)
+
+# Failures of a JetStream API request that pass (a leader election, a reconnect).
+_TRANSIENT = (TimeoutError, ServiceUnavailableError, NoRespondersError, ConnectionClosedError)
 
 
 class StreamMissing(RuntimeError):
@@ -92,6 +96,9 @@ class PullConsumer:
             await js.add_consumer(STREAM, config)
         except NotFoundError:
             raise StreamMissing(f"stream {STREAM} does not exist yet") from None
+        except _TRANSIENT as error:
+            # A cluster still electing the consumer's leader, or NATS away: worth another try.
+            raise BusUnavailable(f"cannot bind consumer {name}: {error!r}") from error
         return cls(await js.pull_subscribe_bind(durable=name, stream=STREAM))
 
     async def fetch(self, batch: int, wait: float) -> list[Delivery]:

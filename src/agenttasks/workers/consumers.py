@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from agenttasks.bus.connection import Bus
-from agenttasks.bus.consumers import PullConsumer, StreamMissing
+from agenttasks.bus.consumers import BusUnavailable, PullConsumer, StreamMissing
 from agenttasks.bus.messages import task_subject
 from agenttasks.workers.backlog import PRIORITY_ORDER
 
@@ -45,6 +45,11 @@ async def bind_all(
                     break
                 except StreamMissing:
                     log.info("waiting for the relay to create the event stream")
+                    await asyncio.sleep(1.0)
+                except BusUnavailable as error:
+                    # A worker that exited here left its tasks to the others (found by the
+                    # cluster chaos test, while a new cluster elected the consumers' leaders).
+                    log.warning("%s; retrying", error)
                     await asyncio.sleep(1.0)
             bound.append((priority, consumer))
     return bound
