@@ -16,6 +16,7 @@ import httpx
 
 from agenttasks.application.webhooks import WebhookUrlError, vetted_addresses
 from agenttasks.workers.fetch_guard import Resolver, system_resolver
+from agenttasks.workers.pinned_http import pinned_client, pinned_request
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,9 @@ class Sender:
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self._resolve = resolver
-        self._client = httpx.AsyncClient(
-            trust_env=False,
-            follow_redirects=False,
+        self._client = pinned_client(
+            timeout=timeout,
             verify=verify,
-            timeout=httpx.Timeout(timeout),
-            # Pooled by the vetted IP: no connection may serve another host name (fetch.py).
-            limits=httpx.Limits(max_keepalive_connections=0),
             headers={"User-Agent": "agenttasks-webhooks/0.1", "Content-Type": "application/json"},
         )
 
@@ -72,16 +69,11 @@ class Sender:
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         target = httpx.URL(url)
         addresses = await vetted_addresses(url, self.allowed_hosts, self._resolve)
-        name = target.raw_host.decode("ascii")
-        host_header = f"[{name}]" if ":" in name else name
-        sent = {**headers, "Host": f"{host_header}:{target.port}" if target.port else host_header}
-        extensions = {"sni_hostname": name} if target.scheme == "https" else {}
         failure = "no address took the connection"
         for address in addresses:
-            request = self._client.build_request(
-                "POST", target.copy_with(host=address), content=body, headers=sent,
-                extensions=extensions,
-            )  # fmt: skip
+            request = pinned_request(
+                self._client, "POST", target, address, headers=headers, content=body
+            )
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.ConnectError:

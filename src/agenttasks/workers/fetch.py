@@ -33,6 +33,7 @@ from agenttasks.workers.fetch_guard import (
     refused_addresses,
     system_resolver,
 )
+from agenttasks.workers.pinned_http import pinned_client, pinned_request
 from agenttasks.workers.retry_policy import retry_after_seconds
 
 __all__ = ["FetchError", "Fetcher", "Page", "allowed_hosts_from_env"]
@@ -104,15 +105,9 @@ class Fetcher:
         self.timeout = timeout
         self.max_redirects = max_redirects
         self._resolve = resolver
-        self._client = httpx.AsyncClient(
-            trust_env=False,
-            follow_redirects=False,
+        self._client = pinned_client(
+            timeout=timeout,
             verify=verify,
-            timeout=httpx.Timeout(timeout),
-            # Connections are pooled by the address the URL names, which is the vetted IP: a
-            # kept-alive TLS connection could serve another host name on that IP with the first
-            # one's SNI and certificate. So no connection outlives its response.
-            limits=httpx.Limits(max_keepalive_connections=0),
             headers={
                 "User-Agent": user_agent,
                 "Accept": "text/html, application/xhtml+xml, text/plain;q=0.8",
@@ -203,15 +198,9 @@ class Fetcher:
 
     async def _open(self, url: httpx.URL, addresses: list[str]) -> httpx.Response:
         """The response from the first of the host's vetted addresses that takes a connection."""
-        name = url.raw_host.decode("ascii")
-        host_header = f"[{name}]" if ":" in name else name
-        headers = {"Host": f"{host_header}:{url.port}" if url.port else host_header}
-        extensions = {"sni_hostname": name} if url.scheme == "https" else {}
         failure: httpx.HTTPError | None = None
         for address in addresses:
-            request = self._client.build_request(
-                "GET", url.copy_with(host=address), headers=headers, extensions=extensions
-            )
+            request = pinned_request(self._client, "GET", url, address)
             try:
                 return await self._client.send(request, stream=True)
             except httpx.ConnectError as error:
