@@ -14,7 +14,7 @@ from agenttasks.bus.messages import STREAM
 from agenttasks.servers.nats import EmbeddedNats
 from tests.integration.api_client import SECRET, Api, bearer, running_api
 from tests.integration.live_harness import read_sse, running_live_api
-from tests.waiting import wait_until
+from tests.waiting import wait_for_value, wait_until
 
 BASE = "/api/v1/utils"
 ALICE = bearer("alice")
@@ -119,7 +119,7 @@ async def test_an_idle_stream_sends_keep_alive_comments_and_a_dropped_client_fre
     async with running_live_api(database_url, nats_server) as live:
         # One consumer for the projector and one for this API process's hub, however many
         # streams are open.
-        await wait_until_async(lambda: stream_consumers(nats_server), 2)
+        await wait_for_value(lambda: stream_consumers(nats_server), two, every=0.05)
         task_id = await live.new_task()
         frames: list[str] = []
         urls = [f"{BASE}/tasks/{task_id}/stream/", f"{BASE}/tasks/stream/"]
@@ -141,6 +141,10 @@ async def test_an_idle_stream_sends_keep_alive_comments_and_a_dropped_client_fre
         assert live.deps.live.hub.index_size() == 0
 
 
+def two(count: int) -> bool:
+    return count == 2
+
+
 async def stream_consumers(nats_server: EmbeddedNats) -> int:
     from agenttasks.bus.connection import connect
 
@@ -149,10 +153,3 @@ async def stream_consumers(nats_server: EmbeddedNats) -> int:
         return (await bus.js.stream_info(STREAM)).state.consumer_count
     finally:
         await bus.close()
-
-
-async def wait_until_async(measure: Any, expected: int, within: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while (value := await measure()) != expected:
-        assert asyncio.get_running_loop().time() < deadline, f"{value} != {expected}"
-        await asyncio.sleep(0.05)
