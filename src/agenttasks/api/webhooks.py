@@ -97,6 +97,17 @@ def _view(endpoint: Endpoint, secret: str | None = None) -> WebhookView:
     return WebhookView(**{**endpoint.__dict__, "secret": secret})
 
 
+def _attempt_page(
+    request: Request[Any, Any, Any],
+    found: tuple[int, list[dict[str, Any]]],
+    page: int,
+    page_size: int,
+) -> AttemptPage:
+    count, rows = found
+    previous, following = page_links(request, count, page, page_size)
+    return AttemptPage(count, following, previous, [msgspec.convert(r, AttemptView) for r in rows])
+
+
 class WebhookController(Controller):
     """Register, list, read and remove webhook endpoints; read their delivery attempts."""
 
@@ -141,13 +152,8 @@ class WebhookController(Controller):
         page_size: PageSize = 20,
     ) -> AttemptPage:
         """Every attempt to deliver to the `webhook_url` of one of the caller's tasks."""
-        count, rows = await deps.webhooks.task_attempts(
-            actor, task_id, page_size, (page - 1) * page_size
-        )
-        previous, following = page_links(request, count, page, page_size)
-        return AttemptPage(
-            count, following, previous, [msgspec.convert(r, AttemptView) for r in rows]
-        )
+        found = await deps.webhooks.task_attempts(actor, task_id, page_size, (page - 1) * page_size)
+        return _attempt_page(request, found, page, page_size)
 
     @get("/{endpoint_id:uuid}/", responses=problems(*AUTHENTICATED, 404))
     async def get_webhook(
@@ -176,13 +182,8 @@ class WebhookController(Controller):
         page_size: PageSize = 20,
     ) -> AttemptPage:
         """Every attempt to deliver to the endpoint, newest first."""
-        count, rows = await deps.webhooks.attempts(
-            actor, endpoint_id, page_size, (page - 1) * page_size
-        )
-        previous, following = page_links(request, count, page, page_size)
-        return AttemptPage(
-            count, following, previous, [msgspec.convert(r, AttemptView) for r in rows]
-        )
+        found = await deps.webhooks.attempts(actor, endpoint_id, page_size, (page - 1) * page_size)
+        return _attempt_page(request, found, page, page_size)
 
 
 def _refused(_: Request[Any, Any, Any], error: WebhookUrlError) -> Response[dict[str, Any]]:
