@@ -67,16 +67,17 @@ def api_process(
 @asynccontextmanager
 async def ready_client(url: str, home: Path) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        deadline = asyncio.get_running_loop().time() + 30
-        while True:
+
+        async def ready() -> bool:
             try:
-                if (await client.get("/ready")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError((home / "api.log").read_text()[-3000:])
-            await asyncio.sleep(0.1)
+                return (await client.get("/ready")).status_code == 200
+            except httpx.TransportError:  # not listening yet
+                return False
+
+        def log() -> str:
+            return (home / "api.log").read_text()[-3000:]
+
+        await wait_until(ready, 30, every=0.1, explain=log)
         yield client
 
 
