@@ -77,26 +77,19 @@ class EventStream(Response[bytes]):
 
     def to_asgi_response(self, app: Any, request: Any, **_: Any) -> ASGIResponse:
         """The ASGI response that does the streaming."""
-        return _EventStreamBody(self.open_feed, self.keepalive, self.ends, self.slot, self.gate)
+        return _EventStreamBody(self)
 
 
 class _EventStreamBody(ASGIResponse):
     _should_set_content_length = False
 
-    def __init__(
-        self,
-        open_feed: FeedOpener,
-        keepalive: float,
-        ends: Ends | None,
-        slot: Slot,
-        gate: FinalMessageGate | None,
-    ) -> None:
+    def __init__(self, stream: EventStream) -> None:
         super().__init__(media_type="text/event-stream", headers=HEADERS)
-        self._open_feed = open_feed
-        self._keepalive = keepalive
-        self._ends = ends
-        self._slot = slot
-        self._gate = gate
+        self._open_feed = stream.open_feed
+        self._keepalive = stream.keepalive
+        self._ends = stream.ends
+        self._slot = stream.slot
+        self._gate = stream.gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
