@@ -12,10 +12,9 @@ from uuid import UUID
 import httpx
 
 from agenttasks.client import calls
-from agenttasks.client.errors import error_of
 from agenttasks.client.models import Followed, StoredEvent, Task, TaskPage, Update
-from agenttasks.client.options import Options, RetryableStatus
-from agenttasks.client.sse import FollowState, SseParser, backoff, ended
+from agenttasks.client.options import Options, Reconnects, RetryableStatus
+from agenttasks.client.sse import FollowState, SseParser, ended
 
 
 class AsyncClient:
@@ -102,11 +101,8 @@ class AsyncClient:
         call: calls.Call | None = calls.listing(page_size, **filters)
         while call is not None:
             page = calls.decode(await self._send(call), TaskPage)
-            for task in page.results:
-                # A task created while we page pushes the others down a place: skip repeats.
-                if task.id not in seen:
-                    seen.add(task.id)
-                    yield task
+            for task in calls.unseen(page.results, seen):
+                yield task
             call = calls.following(call, page.next)
 
     async def updates(
@@ -132,40 +128,35 @@ class AsyncClient:
         close it (`contextlib.aclosing`) so its connection is released at once.
         """
         state = FollowState(UUID(str(task_id)), after)
-        failures = 0
+        tries = Reconnects(self.options)
         while True:
-            received = False
+            tries.connecting()
             try:
                 async with self._http.stream(
                     "GET", state.path, headers=state.headers(), timeout=self.options.stream_timeouts
                 ) as response:
                     if response.status_code != 200:
                         await response.aread()
-                        if response.status_code in calls.RETRY_STATUSES:
-                            raise RetryableStatus(error_of(response))
-                        raise error_of(response)
+                        raise calls.stream_failure(response)
                     parser = SseParser(self.options.max_message_bytes)
                     async for chunk in response.aiter_bytes():
                         for message in parser.feed(chunk):
                             item = state.take(message)
                             if item is None:
                                 continue
-                            received, failures = True, 0
+                            tries.passed()
                             yield item
                             if state.may_end(item) and ended(
                                 await self.events(task_id), item.position
                             ):
                                 return
             except (httpx.TransportError, RetryableStatus) as error:
-                failures = self.options.check_reconnect(failures + 1, error)
-                await asyncio.sleep(backoff(failures, self.options.max_backoff))
+                await asyncio.sleep(tries.after_error(error))
                 continue
             # The stream ended without the final update (the API shutting down, or a retry
             # follows the failure it ended on): reconnect at once, or after a pause if it
             # brought nothing.
-            if not received:
-                failures = self.options.check_reconnect(failures + 1, None)
-                await asyncio.sleep(backoff(failures, self.options.max_backoff))
+            await asyncio.sleep(tries.after_end())
 
     async def _all(self, call: calls.Call, kind: type[calls.T]) -> builtins.list[calls.T]:
         everything: builtins.list[calls.T] = []

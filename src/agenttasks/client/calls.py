@@ -11,6 +11,8 @@ import httpx
 import msgspec
 
 from agenttasks.client.errors import ApiError, error_of
+from agenttasks.client.models import Task
+from agenttasks.client.options import RetryableStatus
 
 T = TypeVar("T")
 BASE = "/api/v1/utils"
@@ -114,3 +116,21 @@ def items(response: httpx.Response, kind: type[T]) -> tuple[list[T], str | None]
     if isinstance(answer, Paged):
         return answer.results, answer.next
     return answer, None
+
+
+def stream_failure(response: httpx.Response) -> Exception:
+    """What a stream's non-200 answer (read already) raises: worth a reconnect, or final."""
+    if response.status_code in RETRY_STATUSES:
+        return RetryableStatus(error_of(response))
+    return error_of(response)
+
+
+def unseen(tasks: list[Task], seen: set[UUID]) -> list[Task]:
+    """The tasks of a page not passed on yet; they are counted as seen now."""
+    # A task created while we page pushes the others down a place: skip repeats.
+    fresh = []
+    for task in tasks:
+        if task.id not in seen:
+            seen.add(task.id)
+            fresh.append(task)
+    return fresh

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import httpx
 
 from agenttasks.client.errors import ApiError
-from agenttasks.client.sse import StreamError
+from agenttasks.client.sse import StreamError, backoff
 
 
 class RetryableStatus(Exception):
@@ -50,3 +50,32 @@ class Options:
         if error is not None:
             raise error
         raise StreamError("the task's stream keeps ending without an update")
+
+
+class Reconnects:
+    """The reconnect count of one follow: failures in a row, and the pause each one earns."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.failures = 0
+        self.received = False
+
+    def connecting(self) -> None:
+        """A new connection: it has brought nothing yet."""
+        self.received = False
+
+    def passed(self) -> None:
+        """An update came: the count starts again."""
+        self.received, self.failures = True, 0
+
+    def after_error(self, error: BaseException) -> float:
+        """Seconds to wait after a failed connection; raises once reconnects are used up."""
+        self.failures = self.options.check_reconnect(self.failures + 1, error)
+        return backoff(self.failures, self.options.max_backoff)
+
+    def after_end(self) -> float:
+        """Seconds to wait after a stream ended: none if it brought updates."""
+        if self.received:
+            return 0.0
+        self.failures = self.options.check_reconnect(self.failures + 1, None)
+        return backoff(self.failures, self.options.max_backoff)

@@ -12,10 +12,9 @@ from uuid import UUID
 import httpx
 
 from agenttasks.client import calls
-from agenttasks.client.errors import error_of
 from agenttasks.client.models import Followed, StoredEvent, Task, TaskPage, Update
-from agenttasks.client.options import Options, RetryableStatus
-from agenttasks.client.sse import FollowState, SseParser, backoff, ended
+from agenttasks.client.options import Options, Reconnects, RetryableStatus
+from agenttasks.client.sse import FollowState, SseParser, ended
 
 
 class Client:
@@ -100,11 +99,7 @@ class Client:
         call: calls.Call | None = calls.listing(page_size, **filters)
         while call is not None:
             page = calls.decode(self._send(call), TaskPage)
-            for task in page.results:
-                # A task created while we page pushes the others down a place: skip repeats.
-                if task.id not in seen:
-                    seen.add(task.id)
-                    yield task
+            yield from calls.unseen(page.results, seen)
             call = calls.following(call, page.next)
 
     def updates(
@@ -127,38 +122,33 @@ class Client:
         replay (read the task with `get`); updates go on after its position.
         """
         state = FollowState(UUID(str(task_id)), after)
-        failures = 0
+        tries = Reconnects(self.options)
         while True:
-            received = False
+            tries.connecting()
             try:
                 with self._http.stream(
                     "GET", state.path, headers=state.headers(), timeout=self.options.stream_timeouts
                 ) as response:
                     if response.status_code != 200:
                         response.read()
-                        if response.status_code in calls.RETRY_STATUSES:
-                            raise RetryableStatus(error_of(response))
-                        raise error_of(response)
+                        raise calls.stream_failure(response)
                     parser = SseParser(self.options.max_message_bytes)
                     for chunk in response.iter_bytes():
                         for message in parser.feed(chunk):
                             item = state.take(message)
                             if item is None:
                                 continue
-                            received, failures = True, 0
+                            tries.passed()
                             yield item
                             if state.may_end(item) and ended(self.events(task_id), item.position):
                                 return
             except (httpx.TransportError, RetryableStatus) as error:
-                failures = self.options.check_reconnect(failures + 1, error)
-                time.sleep(backoff(failures, self.options.max_backoff))
+                time.sleep(tries.after_error(error))
                 continue
             # The stream ended without the final update (the API shutting down, or a retry
             # follows the failure it ended on): reconnect at once, or after a pause if it
             # brought nothing.
-            if not received:
-                failures = self.options.check_reconnect(failures + 1, None)
-                time.sleep(backoff(failures, self.options.max_backoff))
+            time.sleep(tries.after_end())
 
     def _all(self, call: calls.Call, kind: type[calls.T]) -> builtins.list[calls.T]:
         everything: builtins.list[calls.T] = []
