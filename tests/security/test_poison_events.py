@@ -224,12 +224,14 @@ async def test_ready_fails_while_events_wait_and_the_relay_makes_no_progress(
 
 async def ready_until(client: httpx.AsyncClient, status: int, within: float = 20) -> Any:
     """Polls /ready until it answers `status`; its body then."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while (response := await client.get("/ready")).status_code != status:
-        assert loop.time() < deadline, response.text
-        await asyncio.sleep(0.05)
-    return response.json()
+    answers: list[httpx.Response] = []
+
+    async def answered() -> bool:
+        answers.append(await client.get("/ready"))
+        return answers[-1].status_code == status
+
+    await wait_until(answered, within, every=0.05, explain=lambda: answers[-1].text)
+    return answers[-1].json()
 
 
 async def test_quarantine_list_shows_the_poison_and_retry_takes_it_up_after_the_fix(
