@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import nats
 from nats.aio.client import Client, Server
@@ -25,7 +25,13 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from agenttasks.bus import publisher
-from agenttasks.bus.consumers import PullConsumer, StreamReader, delete_consumer, stream_bounds
+from agenttasks.bus.consumers import (
+    ConsumerOptions,
+    PullConsumer,
+    StreamReader,
+    delete_consumer,
+    stream_bounds,
+)
 from agenttasks.bus.messages import ALL_SUBJECTS, STREAM, BusEvent
 from agenttasks.outage import Outage, backoff
 
@@ -58,24 +64,10 @@ class Bus:
         """Publishes `events` after stream message `after_sequence`; returns the new last one."""
         return await publisher.publish_in_order(self.js, events, after_sequence)
 
-    async def pull_consumer(
-        self,
-        name: str,
-        *,
-        subjects: list[str] | None = None,
-        ack_wait: float = 30.0,
-        max_deliver: int = -1,
-        max_ack_pending: int = 1000,
-    ) -> PullConsumer:
+    async def pull_consumer(self, name: str, **options: Unpack[ConsumerOptions]) -> PullConsumer:
         """Declares (or updates) durable consumer `name` and binds to it (StreamMissing: none)."""
-        return await PullConsumer.bind(
-            self.js,
-            name,
-            subjects=subjects,
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
-            max_ack_pending=max_ack_pending,
-        )
+        # The options and their defaults are PullConsumer.bind's: stated there once.
+        return await PullConsumer.bind(self.js, name, **options)
 
     async def subscribe(
         self, subject: str, handler: Callable[[bytes], Awaitable[None]]

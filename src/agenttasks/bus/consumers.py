@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
+from typing import TypedDict
 
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -29,6 +30,15 @@ log = logging.getLogger(__name__)
 
 # Failures of a JetStream API request that pass (a leader election, a reconnect).
 _TRANSIENT = (TimeoutError, ServiceUnavailableError, NoRespondersError, ConnectionClosedError)
+
+
+class ConsumerOptions(TypedDict, total=False):
+    """The keyword options of `PullConsumer.bind`, for callers that pass them on."""
+
+    subjects: list[str] | None
+    ack_wait: float
+    max_deliver: int
+    max_ack_pending: int
 
 
 class StreamMissing(RuntimeError):
