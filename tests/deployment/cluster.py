@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from urllib.parse import quote
 
 from agenttasks.servers.nats import nats_server_binary, password_env
 from tests.conftest import free_port
+from tests.waiting import block_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_CONF = ROOT / "deploy" / "nats" / "cluster.conf"
@@ -94,12 +94,16 @@ def nats_cluster(directory: Path, passwords: dict[str, str]) -> Iterator[Cluster
                 env=env,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + 30
-        for name in NODES:
-            while not healthy(http[name]):
+
+        def all_healthy() -> bool:
+            for name in NODES:  # a node that exited never gets healthy: fail with its log
                 assert processes[name].poll() is None, (directory / name / "log").read_text()
-                assert time.monotonic() < deadline, f"{name} not healthy in 30s"
-                time.sleep(0.05)
+            return all(healthy(http[name]) for name in NODES)
+
+        def unhealthy() -> list[str]:
+            return [name for name in NODES if not healthy(http[name])]
+
+        block_until(all_healthy, 30, every=0.05, explain=unhealthy)
         yield Cluster(ports, http, passwords, processes)
     finally:
         for process in processes.values():
