@@ -16,7 +16,7 @@ import httpx
 
 from agenttasks.application.webhooks import WebhookUrlError, vetted_addresses
 from agenttasks.workers.fetch_guard import Resolver, system_resolver
-from agenttasks.workers.pinned_http import pinned_client, pinned_request
+from agenttasks.workers.fetch_pinned import pinned_client, pinned_request
 
 
 @dataclass(frozen=True)

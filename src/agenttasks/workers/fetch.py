@@ -33,7 +33,7 @@ from agenttasks.workers.fetch_guard import (
     refused_addresses,
     system_resolver,
 )
-from agenttasks.workers.pinned_http import pinned_client, pinned_request
+from agenttasks.workers.fetch_pinned import pinned_client, pinned_request
 from agenttasks.workers.retry_policy import retry_after_seconds
 
 __all__ = ["FetchError", "Fetcher", "Page", "allowed_hosts_from_env"]
