@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -20,6 +19,7 @@ import httpx
 from agenttasks.servers.nats import nats_server_binary, password_env
 from tests.conftest import free_port
 from tests.deployment.cluster import CLUSTER_CONF, NATS_CONF, NODES, loopback_config
+from tests.waiting import block_until
 
 HOST = "127.0.0.1"
 
@@ -174,14 +174,20 @@ def start_nats_cluster(directory: Path, passwords: dict[str, str]) -> NatsCluste
 
 def wait_healthy(cluster: NatsCluster, within: float = 30.0) -> None:
     """Blocks until every live node reports healthy (a JetStream meta leader is elected)."""
-    deadline = time.monotonic() + within
-    while not all(n.healthy() for n in cluster.nodes if n.process and n.process.alive):
-        for node in cluster.nodes:
+
+    def every_live_node_healthy() -> bool:
+        if all(n.healthy() for n in cluster.nodes if n.process and n.process.alive):
+            return True
+        for node in cluster.nodes:  # one that exited will never be healthy: fail with its log
             if node.process is not None and not node.process.alive:
                 raise AssertionError(f"{node.name} exited:\n{node.process.log()[-2000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError("the NATS cluster did not become healthy")
-        time.sleep(0.05)
+        return False
+
+    def unhealthy() -> str:
+        names = [n.name for n in cluster.nodes if n.process and n.process.alive and not n.healthy()]
+        return f"the NATS cluster is not healthy: {names}"
+
+    block_until(every_live_node_healthy, within, every=0.05, explain=unhealthy)
 
 
 def role_process(name: str, args: list[str], env: dict[str, str], directory: Path) -> Process:
