@@ -11,9 +11,11 @@ from agenttasks.stoppable import Stopped, unless_stopped
 
 async def test_a_stop_cancels_the_wait_and_says_so() -> None:
     stop = asyncio.Event()
+    began = asyncio.Event()
     cancelled = asyncio.Event()
 
     async def long_wait() -> int:
+        began.set()
         try:
             await asyncio.Event().wait()  # never set: only a cancel ends it
         finally:
@@ -21,7 +23,8 @@ async def test_a_stop_cancels_the_wait_and_says_so() -> None:
         return 1
 
     waiting = asyncio.ensure_future(unless_stopped(stop, long_wait()))
-    await asyncio.sleep(0)  # let the wait begin
+    # A wait cancelled before it begins would never reach its `finally`: stop once it runs.
+    await asyncio.wait_for(began.wait(), 5)
     stop.set()
     with pytest.raises(Stopped):
         await waiting
