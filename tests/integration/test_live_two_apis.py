@@ -31,9 +31,10 @@ ALICE = bearer("alice")
 
 @contextmanager
 def api_process(
-    database_url: str, nats: EmbeddedNats, home: Path
+    database_url: str, nats: EmbeddedNats, home: Path, **settings: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`agenttasks api` in its own process; yields its URL and stops it by its PID."""
+    """`agenttasks api` in its own process with AGENTTASKS_* `settings`; yields its URL and the
+    process, and stops it by its PID."""
     port = free_port()
     env = {
         **os.environ,
@@ -42,6 +43,7 @@ def api_process(
         "AGENTTASKS_NATS_URL": nats.url_for("api"),
         "AGENTTASKS_JWT_SECRET": SECRET,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+        **{f"AGENTTASKS_{name.upper()}": value for name, value in settings.items()},
     }
     home.mkdir(parents=True, exist_ok=True)
     log = (home / "api.log").open("wb")

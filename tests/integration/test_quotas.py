@@ -7,8 +7,6 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID
 
@@ -17,53 +15,16 @@ import httpx
 from agenttasks.application.tasks import Actor
 from agenttasks.domain.task import Task
 from agenttasks.servers.nats import EmbeddedNats
-from tests.conftest import free_port
 from tests.fakes.llm_server import serve_llm, slow
-from tests.integration.api_client import SECRET, bearer
+from tests.integration.api_client import bearer
 from tests.integration.live_harness import BASE
 from tests.integration.stack import running_stack
-from tests.integration.test_live_two_apis import ready_client
+from tests.integration.test_live_two_apis import api_process, ready_client
 from tests.integration.worker_harness import create, events, finished
 from tests.waiting import wait_until
 
 ADMIN = bearer("root", admin=True)
 BODY = {"title": "t", "task_type": "summary", "task_config": {"content": "x"}}
-
-
-@contextmanager
-def api_process(
-    database_url: str, nats: EmbeddedNats, home: Path, **settings: str
-) -> Iterator[str]:
-    """`agenttasks api` in its own process with AGENTTASKS_* `settings`; stopped by its PID."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "AGENTTASKS_HOME": str(home),
-        "AGENTTASKS_DATABASE_URL": database_url,
-        "AGENTTASKS_NATS_URL": nats.url_for("api"),
-        "AGENTTASKS_JWT_SECRET": SECRET,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
-        **{f"AGENTTASKS_{name.upper()}": value for name, value in settings.items()},
-    }
-    home.mkdir(parents=True, exist_ok=True)
-    log = (home / "api.log").open("wb")
-    command = [sys.executable, "-c", "from agenttasks.cli import main; main()"]
-    process = subprocess.Popen(
-        [*command, "api", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
 
 
 def assert_refused(response: httpx.Response, which: str) -> None:
@@ -85,8 +46,8 @@ async def test_limits_hold_whichever_of_two_api_processes_gets_the_request(
     limits = {"rate_limit": "4/day", "limits_cache_seconds": "0"}
     async with running_stack(database_url, nats_server) as stack:
         with (
-            api_process(database_url, nats_server, tmp_path / "one", **limits) as one_url,
-            api_process(database_url, nats_server, tmp_path / "two", **limits) as two_url,
+            api_process(database_url, nats_server, tmp_path / "one", **limits) as (one_url, _),
+            api_process(database_url, nats_server, tmp_path / "two", **limits) as (two_url, _),
         ):
             async with (
                 ready_client(one_url, tmp_path / "one") as one,
