@@ -75,10 +75,13 @@ async def running_api(database_url: str, nats: EmbeddedNats) -> AsyncIterator[Ap
 
 @contextmanager
 def api_in_thread(
-    database_url: str, nats: EmbeddedNats, projections: tuple[Projection, ...] | None = None
+    database_url: str,
+    nats: EmbeddedNats,
+    projections: tuple[Projection, ...] | None = None,
+    settings: Settings | None = None,
 ) -> Iterator[str]:
-    """The stack (with `projections`, default: tasks) and the API on their own event loop in
-    a thread; yields the API's URL.
+    """The stack (with `projections`, default: tasks) and the API (with `settings`, default:
+    settings_for) on their own event loop in a thread; yields the API's URL.
 
     For synchronous tests (hypothesis runs each example outside any event loop of ours).
     """
@@ -89,7 +92,7 @@ def api_in_thread(
         try:
             async with (
                 running_stack(database_url, nats, projections=projections),
-                serving(settings_for(database_url, nats)) as url,
+                serving(settings or settings_for(database_url, nats)) as url,
             ):
                 ready.put(url)
                 await asyncio.to_thread(stop.wait)

@@ -3,11 +3,8 @@ canary, a capture of every log record the process emits, and a detector for thos
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,10 +18,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from agenttasks.bootstrap import projections
 from agenttasks.servers.nats import EmbeddedNats, start_nats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
-from agenttasks.settings import Settings
 from tests.conftest import free_port
-from tests.integration.api_client import SECRET, serving, settings_for
-from tests.integration.stack import running_stack
+from tests.integration.api_client import SECRET, api_in_thread, settings_for
 
 
 def _hypothesis_internals() -> list[tuple[object, str]]:
@@ -161,36 +156,6 @@ class CanaryApi:
 
 
 @contextmanager
-def _serving_in_thread(settings: Settings, database_url: str, nats: EmbeddedNats) -> Iterator[str]:
-    # api_in_thread builds its own Settings; this one needs the canary-laden ones.
-    ready: queue.Queue[str | BaseException] = queue.Queue()
-    stop = threading.Event()
-
-    async def serve() -> None:
-        try:
-            async with (
-                running_stack(database_url, nats, projections=tuple(projections().values())),
-                serving(settings) as url,
-            ):
-                ready.put(url)
-                await asyncio.to_thread(stop.wait)
-        except BaseException as error:
-            ready.put(error)
-            raise
-
-    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
-    thread.start()
-    outcome = ready.get(timeout=60)
-    if isinstance(outcome, BaseException):
-        raise outcome
-    try:
-        yield outcome
-    finally:
-        stop.set()
-        thread.join(30)
-
-
-@contextmanager
 def canary_api(
     postgres: EmbeddedPostgres, nats_dir: Path, nats_passwords: dict[str, str]
 ) -> Iterator[CanaryApi]:
@@ -215,7 +180,8 @@ def canary_api(
         with pytest.MonkeyPatch.context() as env, capturing_logs() as api.logs:
             # As an operator sets it: any code that dumps the environment would show it.
             env.setenv("OPENAI_API_KEY", CANARY_OPENAI_KEY)
-            with _serving_in_thread(settings, database_url, nats) as api.url:
+            all_models = tuple(projections().values())
+            with api_in_thread(database_url, nats, all_models, settings) as api.url:
                 api.logs.attach()
                 yield api
     finally:
