@@ -8,7 +8,6 @@ arbitrary JSON in every event field that carries user JSON and read it back.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +24,7 @@ from agenttasks.application.transcoding import MAX_NESTING, UnstorableValue
 from agenttasks.domain.task import Task
 from agenttasks.domain.template import Template
 from agenttasks.settings import Settings
+from tests.unit.test_group_commit import GatedStore
 from tests.waiting import block_until
 
 # Keys that mean something to a transcoder: the tag keys and the names of registered transcodings.
@@ -131,21 +131,6 @@ def test_events_without_tag_shapes_are_stored_exactly_as_the_library_stores_them
     )  # fmt: skip
     (event,) = task.collect_events()
     assert MEMORY.mapper.to_stored_event(event).state == plain.mapper.to_stored_event(event).state
-
-
-class GatedStore(EventStore):
-    """An in-memory store whose first append waits for a gate, so requests pile up behind it."""
-
-    def __init__(self) -> None:
-        super().__init__(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-        self.gate = threading.Event()
-        self.saves = 0
-
-    def save(self, *objs: Any, **kwargs: Any) -> Any:
-        self.saves += 1
-        if self.saves == 1:
-            assert self.gate.wait(10)
-        return super().save(*objs, **kwargs)
 
 
 def test_a_refused_value_fails_only_its_own_command_in_a_shared_transaction() -> None:
