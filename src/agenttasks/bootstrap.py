@@ -12,62 +12,39 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from litestar import Litestar
-from psycopg_pool import AsyncConnectionPool
-
-from agenttasks import quarantine, relay_status, runtime_file
-from agenttasks.api.app import create_app
-from agenttasks.api.auth import mint_token
-from agenttasks.api.deps import ApiConfig, ApiDeps
-from agenttasks.api.health import readiness_checks
-from agenttasks.application.bus_payloads import mapper_for
-from agenttasks.application.group_commit import GroupCommitter
-from agenttasks.application.quotas import Quotas, ensure_quota_tables
-from agenttasks.application.schema_document import SchemaLimits
-from agenttasks.application.store import EventStore, close, open_event_store
-from agenttasks.application.tasks import TaskCommands
-from agenttasks.application.templates import TemplateCommands
-from agenttasks.application.user_limits import Limits as UserQuota
-from agenttasks.application.user_limits import LimitsLookup, UserLimitsCommands
-from agenttasks.application.user_log import UserLog
-from agenttasks.application.user_slots import UserSlots
-from agenttasks.application.webhooks import WebhookLimits
-from agenttasks.bus.connection import Bus, connect
-from agenttasks.bus.live_events import LiveTaskEvents
-from agenttasks.domain.limits import parse_rate
-from agenttasks.live.history import History
-from agenttasks.live.hub import Hub
-from agenttasks.live.service import LiveUpdates
-from agenttasks.live.slots import StreamSlots
-from agenttasks.projections.base import Projection, ensure_tables
-from agenttasks.projections.overdue_queries import OverdueAttempts
-from agenttasks.projections.positions import ProjectionWatcher
-from agenttasks.projections.projector import Projector
-from agenttasks.projections.runner import ProjectionRunner
-from agenttasks.projections.selfcheck import HEALTH_DDL, SelfCheck
-from agenttasks.projections.statistics import statistics_projection
-from agenttasks.projections.statistics_queries import StatisticsQueries
-from agenttasks.projections.task_queries import TaskQueries
-from agenttasks.projections.tasks import task_projection
-from agenttasks.projections.template_queries import TemplateQueries
-from agenttasks.projections.template_usage import template_usage_projection
-from agenttasks.projections.templates import template_projection
-from agenttasks.relay import Relay
+from agenttasks import runtime_file
 from agenttasks.servers.secrets import load_secrets
 from agenttasks.settings import Settings, SettingsError
-from agenttasks.webhooks.deliverer import Deliverer, DeliveryOptions
-from agenttasks.webhooks.sender import Sender
-from agenttasks.webhooks.service import WebhookService
-from agenttasks.webhooks.store import ensure_tables as ensure_webhook_tables
-from agenttasks.workers.agents import Agent, agents_for
-from agenttasks.workers.fetch import Fetcher
-from agenttasks.workers.limits import Limits
-from agenttasks.workers.llm import LanguageModel, model_from_settings
-from agenttasks.workers.runtime import Worker, WorkerOptions
-from agenttasks.workers.watchdog import Watchdog
+
+# Each role imports only what it builds: the builders below import their parts when called,
+# so the relay does not load Litestar and the worker's openai, nor the API the agents
+# (~1 s of imports and ~40 MB per process; docs/performance.md). The names are typed here.
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+    from agenttasks.api.deps import ApiConfig, ApiDeps
+    from agenttasks.application.schema_document import SchemaLimits
+    from agenttasks.application.store import EventStore
+    from agenttasks.application.tasks import TaskCommands
+    from agenttasks.application.templates import TemplateCommands
+    from agenttasks.application.user_limits import UserLimitsCommands
+    from agenttasks.application.webhooks import WebhookLimits
+    from agenttasks.bus.connection import Bus
+    from agenttasks.live.service import LiveUpdates
+    from agenttasks.projections.base import Projection
+    from agenttasks.projections.projector import Projector
+    from agenttasks.projections.selfcheck import SelfCheck
+    from agenttasks.relay import Relay
+    from agenttasks.webhooks.deliverer import Deliverer
+    from agenttasks.webhooks.sender import Sender
+    from agenttasks.workers.agents import Agent
+    from agenttasks.workers.fetch import Fetcher
+    from agenttasks.workers.limits import Limits
+    from agenttasks.workers.llm import LanguageModel
+    from agenttasks.workers.runtime import Worker, WorkerOptions
+    from agenttasks.workers.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +89,8 @@ def _required(settings: Settings, value: str | None, what: str, variable: str) -
 
 def token(settings: Settings, user: str, *, admin: bool, ttl: int) -> str:
     """A JWT signed with the service's secret."""
+    from agenttasks.api.auth import mint_token
+
     secret = require_secret(resolve(settings))
     try:
         return mint_token(secret, user, admin=admin, ttl=ttl)
@@ -121,6 +100,8 @@ def token(settings: Settings, user: str, *, admin: bool, ttl: int) -> str:
 
 def schema_limits(settings: Settings) -> SchemaLimits:
     """The caps on template JSON Schemas, from the `schema_*` settings."""
+    from agenttasks.application.schema_document import SchemaLimits
+
     return settings.caps(SchemaLimits, "schema_")
 
 
@@ -130,6 +111,8 @@ def schema_limits(settings: Settings) -> SchemaLimits:
 @contextmanager
 def event_store(settings: Settings) -> Iterator[EventStore]:
     """The event store on the configured Postgres, closed afterwards."""
+    from agenttasks.application.store import close, open_event_store
+
     store = open_event_store(settings.eventsourcing_env())
     try:
         yield store
@@ -139,6 +122,9 @@ def event_store(settings: Settings) -> Iterator[EventStore]:
 
 def task_commands(store: EventStore) -> TaskCommands:
     """Task commands whose concurrent saves share transactions (one group committer)."""
+    from agenttasks.application.group_commit import GroupCommitter
+    from agenttasks.application.tasks import TaskCommands
+
     return TaskCommands(store, GroupCommitter(store))
 
 
@@ -146,11 +132,16 @@ def template_commands(
     store: EventStore, commands: TaskCommands, settings: Settings
 ) -> TemplateCommands:
     """Template commands with the settings' caps on config schemas."""
+    from agenttasks.application.templates import TemplateCommands
+
     return TemplateCommands(store, commands, schema_limits(settings))
 
 
 def relay(store: EventStore, database_url: str, bus: Bus, *, stream_replicas: int = 1) -> Relay:
     """The relay from the store's log to JetStream (the stream kept with `stream_replicas`)."""
+    from agenttasks.application.bus_payloads import mapper_for
+    from agenttasks.relay import Relay
+
     return Relay(store, database_url, bus, mapper_for(store), stream_replicas=stream_replicas)
 
 
@@ -159,6 +150,11 @@ def relay(store: EventStore, database_url: str, bus: Bus, *, stream_replicas: in
 
 def projections() -> dict[str, Projection]:
     """Every read model, by name."""
+    from agenttasks.projections.statistics import statistics_projection
+    from agenttasks.projections.tasks import task_projection
+    from agenttasks.projections.template_usage import template_usage_projection
+    from agenttasks.projections.templates import template_projection
+
     return {
         "tasks": task_projection(),
         "templates": template_projection(),
@@ -180,6 +176,10 @@ def projector(
     settings: Settings, store: EventStore, bus: Bus, chosen: list[Projection]
 ) -> tuple[Projector, SelfCheck]:
     """One in-order reader feeding every chosen read model, and their self-check."""
+    from agenttasks.projections.projector import Projector
+    from agenttasks.projections.runner import ProjectionRunner
+    from agenttasks.projections.selfcheck import SelfCheck
+
     database_url = require_database(settings)
     runners = [ProjectionRunner(p, database_url, bus) for p in chosen]
     check = SelfCheck(
@@ -195,6 +195,14 @@ def projector(
 
 def ensure_read_models(database_url: str) -> None:
     """Creates the tracking table and every read model's tables if they do not exist yet."""
+    import psycopg
+
+    from agenttasks import quarantine, relay_status
+    from agenttasks.application.quotas import ensure_quota_tables
+    from agenttasks.projections.base import ensure_tables
+    from agenttasks.projections.selfcheck import HEALTH_DDL
+    from agenttasks.workers import heartbeats
+
     chosen = list(projections().values())
     with (
         psycopg.connect(database_url) as connection,
@@ -203,6 +211,7 @@ def ensure_read_models(database_url: str) -> None:
     ):
         ensure_tables(cursor, chosen, [p.live_tables() for p in chosen])
         quarantine.ensure_table(cursor)  # /ready reads these before any relay may have run
+        heartbeats.ensure_table(cursor)  # the Workers view reads it before any worker ran
         relay_status.ensure_table(cursor)
         cursor.execute(HEALTH_DDL)
         ensure_quota_tables(cursor)  # the API counts quotas from its first request
@@ -213,6 +222,8 @@ def ensure_read_models(database_url: str) -> None:
 
 def api_config(settings: Settings) -> ApiConfig:
     """What the app needs before it starts."""
+    from agenttasks.api.deps import ApiConfig
+
     require_database(settings)
     return ApiConfig(
         jwt_secret=require_secret(settings),
@@ -223,12 +234,24 @@ def api_config(settings: Settings) -> ApiConfig:
 
 def user_limits(settings: Settings, store: EventStore) -> UserLimitsCommands:
     """Users' limits: the settings' defaults under the admins' overrides (UserLimits events)."""
+    from agenttasks.application.user_limits import Limits as UserQuota
+    from agenttasks.application.user_limits import UserLimitsCommands
+    from agenttasks.domain.limits import parse_rate
+
     defaults = UserQuota(parse_rate(settings.rate_limit), settings.max_active_tasks)
     return UserLimitsCommands(store, defaults)
 
 
 def live_updates(settings: Settings, store: EventStore, bus: Bus) -> LiveUpdates:
     """The live streams' hub (fed from NATS), history reader and per-user stream slots."""
+    from agenttasks.application.bus_payloads import mapper_for
+    from agenttasks.application.user_log import UserLog
+    from agenttasks.bus.live_events import LiveTaskEvents
+    from agenttasks.live.history import History
+    from agenttasks.live.hub import Hub
+    from agenttasks.live.service import LiveUpdates
+    from agenttasks.live.slots import StreamSlots
+
     history = History(
         UserLog(store),
         mapper_for(store),
@@ -246,6 +269,21 @@ async def open_api_deps(
     settings: Settings, *, keepalive_seconds: float = KEEPALIVE_SECONDS
 ) -> AsyncIterator[ApiDeps]:
     """Every collaborator of the API, open (on the running loop) until the block ends."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from agenttasks.api.deps import ApiDeps
+    from agenttasks.api.health import readiness_checks
+    from agenttasks.application.quotas import Quotas
+    from agenttasks.application.store import close, open_event_store
+    from agenttasks.application.user_limits import LimitsLookup
+    from agenttasks.bus.connection import connect
+    from agenttasks.projections.positions import ProjectionWatcher
+    from agenttasks.projections.statistics_queries import StatisticsQueries
+    from agenttasks.projections.task_queries import TaskQueries
+    from agenttasks.projections.template_queries import TemplateQueries
+    from agenttasks.webhooks.service import WebhookService
+    from agenttasks.webhooks.store import ensure_tables as ensure_webhook_tables
+
     database_url = require_database(settings)
     async with contextlib.AsyncExitStack() as opened:
         # Last to close: a command still running finishes on a store that is still open.
@@ -312,6 +350,7 @@ def api_app(
     on_open: Callable[[ApiDeps], None] | None = None,
 ) -> Litestar:
     """The API application; its collaborators open when it starts (`on_open` sees them)."""
+    from agenttasks.api.app import create_app
 
     @asynccontextmanager
     async def opened() -> AsyncIterator[ApiDeps]:
@@ -328,6 +367,8 @@ def api_app(
 
 def fetcher(settings: Settings) -> Fetcher:
     """The guarded web fetcher, with the settings' hosts and caps."""
+    from agenttasks.workers.fetch import Fetcher
+
     return Fetcher(
         settings.fetch_allowed_hosts,
         max_bytes=settings.fetch_max_bytes,
@@ -338,6 +379,8 @@ def fetcher(settings: Settings) -> Fetcher:
 
 def language_model(settings: Settings) -> LanguageModel | None:
     """The configured OpenAI-compatible model, or None: then the offline engine does the work."""
+    from agenttasks.workers.llm import model_from_settings
+
     model = model_from_settings(settings)
     if model is None:
         log.info("no OPENAI_API_KEY: tasks run on the offline engine")
@@ -363,18 +406,35 @@ async def worker(
 
     `agents` replaces some of the engine's agents and `limits` the settings' caps (tests).
     """
+    from psycopg_pool import AsyncConnectionPool
+
+    from agenttasks.application.user_slots import UserSlots
+    from agenttasks.projections.overdue_queries import OverdueAttempts
+    from agenttasks.workers.agents import agents_for
+    from agenttasks.workers.heartbeats import Heartbeats, WorkerIdentity
+    from agenttasks.workers.limits import Limits
+    from agenttasks.workers.runtime import Worker
+    from agenttasks.workers.watchdog import Watchdog
+
     executor = ThreadPoolExecutor(threads, thread_name_prefix="worker-store")
     commands = task_commands(store)
     opened = contextlib.AsyncExitStack()
+    # The heartbeats (one upsert per interval) and the per-user slots share one small pool.
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        require_database(settings), min_size=1, max_size=4, open=False
+    )
+    await pool.open()
+    opened.push_async_callback(pool.close)
     slots = None
     if settings.max_running_per_user > 0:
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            require_database(settings), min_size=1, max_size=4, open=False
-        )
-        await pool.open()
-        opened.push_async_callback(pool.close)
         slots = UserSlots(pool, settings.max_running_per_user, options.ack_wait)
         await slots.ensure_table()
+    presence = Heartbeats(
+        pool,
+        WorkerIdentity(options.worker_id, options.types, options.concurrency),
+        every=float(settings.worker_heartbeat_seconds),
+    )
+    await presence.ensure_table()
     running = Worker(
         commands,
         bus,
@@ -385,6 +445,7 @@ async def worker(
         executor=executor,
         limits=limits or Limits.from_settings(settings),
         slots=slots,
+        presence=presence,
     )
     overdue = OverdueAttempts(require_database(settings))
     watchdog = Watchdog(commands, bus, overdue, executor, every=watchdog_every)
@@ -401,6 +462,8 @@ async def worker(
 
 def webhook_limits(settings: Settings) -> WebhookLimits:
     """What a user may register, from the `webhook_*` settings."""
+    from agenttasks.application.webhooks import WebhookLimits
+
     return settings.caps(WebhookLimits, "webhook_")
 
 
@@ -409,6 +472,11 @@ async def deliverer(
     settings: Settings, store: EventStore, bus: Bus, *, sender: Sender | None = None
 ) -> AsyncIterator[Deliverer]:
     """The webhook deliverer on its own pool and sender, closed afterwards (`sender`: tests)."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from agenttasks.webhooks.deliverer import Deliverer, DeliveryOptions
+    from agenttasks.webhooks.sender import Sender
+
     database_url = require_database(settings)
     options = DeliveryOptions(
         concurrency=settings.webhook_concurrency,

@@ -10,12 +10,15 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from agenttasks import bootstrap
 from agenttasks.bus.connection import connect
 from agenttasks.domain.rules import TASK_TYPES
 from agenttasks.settings import Settings, SettingsError
-from agenttasks.workers.runtime import WorkerOptions
+
+if TYPE_CHECKING:  # the worker's modules (agents, openai) load in the worker role only
+    from agenttasks.workers.runtime import WorkerOptions
 
 ENGINES = ("auto", "offline", "instant")
 

@@ -11,12 +11,15 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
-
-import openai
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from agenttasks.settings import Settings
 from agenttasks.workers.retry_policy import retry_after_seconds
+
+if TYPE_CHECKING:
+    # Imported where a model is built or fails: the SDK is ~0.5 s and ~25 MB of imports a
+    # worker without OPENAI_API_KEY (and the API, which shares the agents' modules) never needs.
+    import openai
 
 ErrorKind = Literal[
     "rate_limited", "server_error", "timeout", "network", "auth", "bad_request", "empty"
@@ -79,6 +82,8 @@ class OpenAIModel:
     def __init__(
         self, *, api_key: str, base_url: str | None, model: str, timeout: float = 120.0
     ) -> None:
+        import openai
+
         self.model = model
         self._client = openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
@@ -89,6 +94,8 @@ class OpenAIModel:
         on_text: Callable[[str], None] | None = None,
     ) -> Completion:  # fmt: skip
         """The model's answer, at most `max_tokens` long; each piece goes to `on_text`."""
+        import openai
+
         pieces: list[str] = []
         usage: Usage | None = None
         finish_reason: str | None = None
@@ -155,6 +162,8 @@ def model_from_env(env: Mapping[str, str]) -> LanguageModel | None:
 
 def as_llm_error(error: openai.OpenAIError) -> LlmError:
     """Any openai exception as an LlmError, with a message a person can read."""
+    import openai
+
     if isinstance(error, openai.APITimeoutError):
         return LlmError("timeout", "the model did not answer in time", transient=True)
     if isinstance(error, openai.APIConnectionError):
