@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg.conninfo import conninfo_to_dict
 
+from agenttasks.application.price_file import PriceFile, PriceFileError, read_price_file
 from agenttasks.domain.limits import MAX_ACTIVE, parse_rate
+from agenttasks.durations import parse_duration
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -76,11 +79,32 @@ class Settings:
     # Running attempts per user over every worker process (0: no limit; a worker's
     # --per-user-limit still caps one process): slots in Postgres, leased like the messages.
     max_running_per_user: int = 0
+    # The maintenance role (docs/operations.md, "The maintenance role"): a task pending longer
+    # than this fails with error_kind `expired` (None: never); each job's interval in seconds;
+    # what one sweep of a job handles at most; when a silent worker counts as lost, and when
+    # a lost or stopped worker's row is removed.
+    pending_ttl: timedelta | None = timedelta(hours=24)
+    maintenance_expiry_seconds: int = 30
+    maintenance_watchdog_seconds: int = 10
+    maintenance_purge_seconds: int = 3600
+    maintenance_liveness_seconds: int = 10
+    maintenance_batch: int = 1000
+    worker_lost_seconds: int = 30
+    worker_forget_seconds: int = 86_400
+    # The Workers view (docs/operations.md, "Workers and queues"): each worker process upserts
+    # its heartbeat row this often; GET /utils/workers/ lists at most this many workers.
+    worker_heartbeat_seconds: int = 5
+    workers_list_max: int = 200
     # Workers. With no OpenAI key the built-in offline engine does the work.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None  # any OpenAI-compatible server (Ollama, vLLM, ...)
     model: str = "gpt-4o-mini"
     llm_timeout: int = 120
+    # AGENTTASKS_PRICES: the operator's price file over the bundled table (docs/cost.md), read
+    # and checked here, at start-up. A call's reported token counts are capped at
+    # max_reported_tokens each (a server reporting absurd usage cannot make absurd costs).
+    prices: PriceFile | None = None
+    max_reported_tokens: int = 10_000_000
     fetch_allowed_hosts: frozenset[str] = frozenset()  # hosts exempt from the SSRF guard
     # What one task can multiply (docs/workers.md, "Caps"): a task over one fails, the worker not.
     fetch_max_bytes: int = 5_000_000  # one page's body
@@ -107,6 +131,12 @@ class Settings:
     webhook_concurrency_per_endpoint: int = 4  # attempts at once to one endpoint
     # Seconds before each retry; the last failure after the last one disables the endpoint.
     webhook_retry_seconds: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    # Logs and traces (docs/operations.md, "Logs and traces"). None: text when stderr is a
+    # terminal, JSON lines otherwise. The OTLP/HTTP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) turns
+    # OpenTelemetry spans on; None: nothing of OpenTelemetry is imported.
+    log_format: str | None = None
+    otel_endpoint: str | None = None
+    otel_service_name: str = "agenttasks"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -180,6 +210,16 @@ class Settings:
         values["max_running_per_user"] = _int(
             env, "AGENTTASKS_MAX_RUNNING_PER_USER", base.max_running_per_user, 0, 10_000
         )
+        values["worker_heartbeat_seconds"] = _int(
+            env, "AGENTTASKS_WORKER_HEARTBEAT_SECONDS", base.worker_heartbeat_seconds, 1, 300
+        )
+        values["workers_list_max"] = _int(
+            env, "AGENTTASKS_WORKERS_LIST_MAX", base.workers_list_max, 1, 10_000
+        )
+        if ttl := env.get("AGENTTASKS_PENDING_TTL", "").strip():
+            values["pending_ttl"] = _duration(ttl, "AGENTTASKS_PENDING_TTL")
+        for key, name, low, high in _MAINTENANCE_CAPS:
+            values[key] = _int(env, name, getattr(base, key), low, high)
         if key := env.get("OPENAI_API_KEY", "").strip():
             values["openai_api_key"] = key
         if base_url := env.get("OPENAI_BASE_URL", "").strip():
@@ -189,6 +229,11 @@ class Settings:
         if model := env.get("AGENTTASKS_MODEL", "").strip():
             values["model"] = model
         values["llm_timeout"] = _int(env, "AGENTTASKS_LLM_TIMEOUT", base.llm_timeout, 1, 3600)
+        if prices := env.get("AGENTTASKS_PRICES", "").strip():
+            try:
+                values["prices"] = read_price_file(prices)
+            except PriceFileError as error:
+                raise SettingsError(f"AGENTTASKS_PRICES: {error}") from None
         hosts = env.get("AGENTTASKS_FETCH_ALLOWED_HOSTS", "")
         values["fetch_allowed_hosts"] = frozenset(
             h.strip().lower() for h in hosts.split(",") if h.strip()
@@ -201,6 +246,7 @@ class Settings:
             values[key] = _int(env, name, getattr(base, key), low, high)
         if retries := env.get("AGENTTASKS_WEBHOOK_RETRY_SECONDS", "").strip():
             values["webhook_retry_seconds"] = _delays(retries, "AGENTTASKS_WEBHOOK_RETRY_SECONDS")
+        values.update(_observability(env))
         settings = cls(**values)
         if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
             raise SettingsError("AGENTTASKS_JWT_SECRET must be at least 32 bytes long")
@@ -252,7 +298,30 @@ _WORKER_CAPS = (
     ("max_step_text_chars", "AGENTTASKS_MAX_STEP_TEXT_CHARS", 1_000, 10_000_000),
     ("max_chain_text_chars", "AGENTTASKS_MAX_CHAIN_TEXT_CHARS", 1_000, 100_000_000),
     ("max_step_output_chars", "AGENTTASKS_MAX_STEP_OUTPUT_CHARS", 1_000, 10_000_000),
+    ("max_reported_tokens", "AGENTTASKS_MAX_REPORTED_TOKENS", 1_000, 1_000_000_000),
 )
+
+
+# (field, variable, lowest, highest) of the maintenance role's intervals and sweeps.
+_MAINTENANCE_CAPS = (
+    ("maintenance_expiry_seconds", "AGENTTASKS_MAINTENANCE_EXPIRY_SECONDS", 1, 86_400),
+    ("maintenance_watchdog_seconds", "AGENTTASKS_MAINTENANCE_WATCHDOG_SECONDS", 1, 3600),
+    ("maintenance_purge_seconds", "AGENTTASKS_MAINTENANCE_PURGE_SECONDS", 1, 7 * 86_400),
+    ("maintenance_liveness_seconds", "AGENTTASKS_MAINTENANCE_LIVENESS_SECONDS", 1, 3600),
+    ("maintenance_batch", "AGENTTASKS_MAINTENANCE_BATCH", 1, 100_000),
+    ("worker_lost_seconds", "AGENTTASKS_WORKER_LOST_SECONDS", 3, 86_400),
+    ("worker_forget_seconds", "AGENTTASKS_WORKER_FORGET_SECONDS", 60, 365 * 86_400),
+)
+
+
+def _duration(raw: str, name: str) -> timedelta | None:
+    try:
+        duration = parse_duration(raw, allow_off=True)
+    except ValueError as error:
+        raise SettingsError(f"{name}: {error}, not {raw!r}") from None
+    if duration is not None and duration < timedelta(seconds=1):
+        raise SettingsError(f"{name} must be at least 1s (or off), not {raw!r}")
+    return duration
 
 
 def _origins(raw: str) -> frozenset[str]:
@@ -313,6 +382,23 @@ def _delays(raw: str, name: str) -> tuple[float, ...]:
     if not 1 <= len(delays) <= 20 or not all(0 <= d <= 86_400 for d in delays):
         raise SettingsError(f"{name} must list 1 to 20 delays, each of 0 to 86400 seconds")
     return delays
+
+
+def _observability(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if log_format := env.get("AGENTTASKS_LOG_FORMAT", "").strip().lower():
+        if log_format not in ("json", "text"):
+            raise SettingsError(f"AGENTTASKS_LOG_FORMAT must be json or text, not {log_format!r}")
+        values["log_format"] = log_format
+    if endpoint := env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
+        if not endpoint.startswith(("http://", "https://")) or len(endpoint) > 2048:
+            raise SettingsError(
+                "OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL of at most 2048 characters"
+            )
+        values["otel_endpoint"] = endpoint.rstrip("/")
+    if name := env.get("OTEL_SERVICE_NAME", "").strip():
+        values["otel_service_name"] = name[:200]
+    return values
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
