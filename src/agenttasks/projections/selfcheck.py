@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS projection_health (
 COUNTED: dict[str, tuple[str, str]] = {
     "tasks": ("tasks", get_topic(Task.Created)),
     "statistics": ("task_statistics", get_topic(Task.Created)),
+    "metrics": ("metric_tasks", get_topic(Task.Created)),
     "templates": ("templates", get_topic(Template.Created)),
 }
 
