@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from agenttasks.application.webhooks import WebhookLimits
     from agenttasks.bus.connection import Bus
     from agenttasks.live.service import LiveUpdates
+    from agenttasks.maintenance.leader import Maintenance
+    from agenttasks.maintenance.scheduler import Job
     from agenttasks.projections.base import Projection
     from agenttasks.projections.projector import Projector
     from agenttasks.projections.selfcheck import SelfCheck
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from agenttasks.webhooks.deliverer import Deliverer
     from agenttasks.webhooks.sender import Sender
     from agenttasks.workers.agents import Agent
+    from agenttasks.workers.call_budget import CallBudget
     from agenttasks.workers.fetch import Fetcher
     from agenttasks.workers.limits import Limits
     from agenttasks.workers.llm import LanguageModel
@@ -137,12 +140,28 @@ def template_commands(
     return TemplateCommands(store, commands, schema_limits(settings))
 
 
-def relay(store: EventStore, database_url: str, bus: Bus, *, stream_replicas: int = 1) -> Relay:
+def relay(
+    store: EventStore,
+    database_url: str,
+    bus: Bus,
+    *,
+    stream_replicas: int = 1,
+    stream_max_age: float | None = None,
+) -> Relay:
     """The relay from the store's log to JetStream (the stream kept with `stream_replicas`)."""
     from agenttasks.application.bus_payloads import mapper_for
+    from agenttasks.deletion import StreamPurge
     from agenttasks.relay import Relay
 
-    return Relay(store, database_url, bus, mapper_for(store), stream_replicas=stream_replicas)
+    return Relay(
+        store,
+        database_url,
+        bus,
+        mapper_for(store),
+        stream_replicas=stream_replicas,
+        stream_max_age=stream_max_age,
+        stream_purge=StreamPurge(database_url, list(projections())),
+    )
 
 
 # The read side -----------------------------------------------------------------------------
@@ -150,6 +169,7 @@ def relay(store: EventStore, database_url: str, bus: Bus, *, stream_replicas: in
 
 def projections() -> dict[str, Projection]:
     """Every read model, by name."""
+    from agenttasks.projections.metrics import metrics_projection
     from agenttasks.projections.statistics import statistics_projection
     from agenttasks.projections.tasks import task_projection
     from agenttasks.projections.template_usage import template_usage_projection
@@ -160,6 +180,7 @@ def projections() -> dict[str, Projection]:
         "templates": template_projection(),
         "template_usage": template_usage_projection(),
         "statistics": statistics_projection(),
+        "metrics": metrics_projection(),
     }
 
 
@@ -197,7 +218,7 @@ def ensure_read_models(database_url: str) -> None:
     """Creates the tracking table and every read model's tables if they do not exist yet."""
     import psycopg
 
-    from agenttasks import quarantine, relay_status
+    from agenttasks import deletion, quarantine, relay_status
     from agenttasks.application.quotas import ensure_quota_tables
     from agenttasks.projections.base import ensure_tables
     from agenttasks.projections.selfcheck import HEALTH_DDL
@@ -213,6 +234,7 @@ def ensure_read_models(database_url: str) -> None:
         quarantine.ensure_table(cursor)  # /ready reads these before any relay may have run
         heartbeats.ensure_table(cursor)  # the Workers view reads it before any worker ran
         relay_status.ensure_table(cursor)
+        deletion.ensure_table(cursor)
         cursor.execute(HEALTH_DDL)
         ensure_quota_tables(cursor)  # the API counts quotas from its first request
 
@@ -281,6 +303,7 @@ async def open_api_deps(
     from agenttasks.projections.statistics_queries import StatisticsQueries
     from agenttasks.projections.task_queries import TaskQueries
     from agenttasks.projections.template_queries import TemplateQueries
+    from agenttasks.projections.worker_queries import WorkerQueries
     from agenttasks.webhooks.service import WebhookService
     from agenttasks.webhooks.store import ensure_tables as ensure_webhook_tables
 
@@ -315,6 +338,7 @@ async def open_api_deps(
             queries=TaskQueries(pool),
             template_queries=TemplateQueries(pool),
             statistics=StatisticsQueries(pool),
+            workers=WorkerQueries(pool, bus, lost_after_seconds=settings.worker_lost_seconds),
             watcher=watcher,
             bus=bus,
             live=live,
@@ -340,6 +364,7 @@ async def open_api_deps(
             executor=executor,
             keepalive_seconds=keepalive_seconds,
             read_your_writes_timeout=settings.read_wait_ms / 1000,
+            workers_list_max=settings.workers_list_max,
         )
 
 
@@ -401,13 +426,16 @@ async def worker(
     limits: Limits | None = None,
     threads: int = 32,
     watchdog_every: float = 2.0,
+    budget: CallBudget | None = None,
 ) -> AsyncIterator[tuple[Worker, Watchdog]]:
     """A worker and its watchdog on one thread pool; closes the fetcher and the threads after.
 
-    `agents` replaces some of the engine's agents and `limits` the settings' caps (tests).
+    `agents` replaces some of the engine's agents and `limits` the settings' caps (tests);
+    `budget` checks every model call (docs/cost.md; None: no budget).
     """
     from psycopg_pool import AsyncConnectionPool
 
+    from agenttasks.application.prices import PriceTable
     from agenttasks.application.user_slots import UserSlots
     from agenttasks.projections.overdue_queries import OverdueAttempts
     from agenttasks.workers.agents import agents_for
@@ -446,6 +474,8 @@ async def worker(
         limits=limits or Limits.from_settings(settings),
         slots=slots,
         presence=presence,
+        prices=PriceTable.from_settings(settings),
+        budget=budget,
     )
     overdue = OverdueAttempts(require_database(settings))
     watchdog = Watchdog(commands, bus, overdue, executor, every=watchdog_every)
@@ -455,6 +485,73 @@ async def worker(
         await fetcher.aclose()
         executor.shutdown(wait=True)
         await opened.aclose()
+
+
+# Maintenance -------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def maintenance(
+    settings: Settings, store: EventStore, *, threads: int = 8
+) -> AsyncIterator[Maintenance]:
+    """The maintenance role: its leader election and its jobs (threads closed afterwards)."""
+    from agenttasks.maintenance.leader import Maintenance
+    from agenttasks.maintenance.scheduler import Scheduler
+
+    database_url = require_database(settings)
+    executor = ThreadPoolExecutor(threads, thread_name_prefix="maintenance")
+    try:
+        jobs = maintenance_jobs(settings, task_commands(store), executor)
+        yield Maintenance(database_url, Scheduler(jobs))
+    finally:
+        executor.shutdown(wait=True)
+
+
+def maintenance_jobs(
+    settings: Settings, commands: TaskCommands, executor: ThreadPoolExecutor
+) -> list[Job]:
+    """The jobs the maintenance leader runs, each on its interval (off ones left out)."""
+    from datetime import timedelta
+
+    from agenttasks.maintenance import jobs
+    from agenttasks.maintenance.scheduler import Job
+    from agenttasks.projections.overdue_queries import OverdueAttempts
+    from agenttasks.projections.pending_queries import StalePending
+    from agenttasks.workers.watchdog import Watchdog
+
+    database_url = require_database(settings)
+    batch = settings.maintenance_batch
+    chosen: list[Job] = []
+    if settings.pending_ttl is not None:
+        expiry = jobs.ExpirePending(
+            commands, StalePending(database_url), settings.pending_ttl, executor, batch=batch
+        )
+        chosen.append(Job("expiry", settings.maintenance_expiry_seconds, expiry.sweep))
+    watchdog = Watchdog(commands, None, OverdueAttempts(database_url, limit=batch), executor)
+    sweep = jobs.TimeoutSweep(watchdog, batch=batch)
+    chosen.append(Job("watchdog", settings.maintenance_watchdog_seconds, sweep.sweep))
+    purge = _retention_purge(settings, batch)
+    if purge is not None:
+        chosen.append(Job("purge", settings.maintenance_purge_seconds, purge.sweep))
+    liveness = jobs.WorkerLiveness(
+        database_url,
+        lost_after=timedelta(seconds=settings.worker_lost_seconds),
+        forget_after=timedelta(seconds=settings.worker_forget_seconds),
+    )
+    chosen.append(Job("liveness", settings.maintenance_liveness_seconds, liveness.sweep))
+    return chosen
+
+
+def _retention_purge(settings: Settings, batch: int) -> Any:
+    # The hook for the retention purge (workstream DEL: `build_purger`, AGENTTASKS_RETENTION);
+    # until both exist there is nothing to schedule.
+    from agenttasks.maintenance.jobs import RetentionPurge
+
+    retention = getattr(settings, "retention", None)
+    open_purger = globals().get("build_purger")
+    if retention is None or open_purger is None:
+        return None
+    return RetentionPurge(lambda: open_purger(settings), retention, batch=batch)
 
 
 # Webhooks ----------------------------------------------------------------------------------
