@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("relay", help="publish stored events to NATS JetStream")
     commands.add_parser("deliver", help="deliver webhooks for task endings (docs/webhooks.md)")
+    commands.add_parser(
+        "maintain",
+        help="expire, sweep and purge as the one leader of its replicas (docs/operations.md)",
+    )
 
     project = commands.add_parser("project", help="run the projectors that build read models")
     project.add_argument("names", nargs="*", help="read models (default: all)")
@@ -218,6 +222,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         "api": lambda: roles.run_api(settings),
         "relay": lambda: roles.run_relay(settings),
         "deliver": lambda: roles.run_deliverer(settings),
+        "maintain": lambda: roles.run_maintenance(settings),
         "migrate": lambda: _migrate(settings),
         "project": lambda: roles.run_projectors(settings, args.names),
         "replay": lambda: replay(settings, args.name, verify=args.verify),

@@ -1,4 +1,5 @@
-"""The process roles (`agenttasks api`, `relay`, `project`, `worker`, `deliver`), until signalled.
+"""The process roles (`agenttasks api`, `relay`, `project`, `worker`, `deliver`, `maintain`),
+until signalled.
 
 Each role resolves its settings, builds its parts through bootstrap.py and runs them; `up`
 (up.py) starts the servers and runs the roles as child processes.
@@ -128,6 +129,19 @@ def run_deliverer(settings: Settings) -> int:
                     await deliverer.run(stop)
         finally:
             await bus.close()
+
+    return run_until_signalled(main)
+
+
+def run_maintenance(settings: Settings) -> int:
+    """Leads the housekeeping jobs, or stands by for the leader, until stopped."""
+    settings = bootstrap.resolve(settings)
+    bootstrap.require_database(settings)
+
+    async def main(stop: asyncio.Event) -> None:
+        with bootstrap.event_store(settings) as store:
+            async with bootstrap.maintenance(settings, store) as maintenance:
+                await maintenance.run(stop)
 
     return run_until_signalled(main)
 

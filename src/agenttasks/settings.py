@@ -248,6 +248,13 @@ class Settings:
             values["webhook_retry_seconds"] = _delays(retries, "AGENTTASKS_WEBHOOK_RETRY_SECONDS")
         values.update(_observability(env))
         settings = cls(**values)
+        if settings.worker_lost_seconds < 2 * settings.worker_heartbeat_seconds:
+            # A worker between two beats would be marked lost (and back alive at its next).
+            raise SettingsError(
+                f"AGENTTASKS_WORKER_LOST_SECONDS ({settings.worker_lost_seconds}) must be at "
+                f"least twice AGENTTASKS_WORKER_HEARTBEAT_SECONDS "
+                f"({settings.worker_heartbeat_seconds})"
+            )
         if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
             raise SettingsError("AGENTTASKS_JWT_SECRET must be at least 32 bytes long")
         return settings

@@ -91,6 +91,9 @@ def up(settings: Settings, *, worker: bool = True) -> int:
             ("relay", ["relay"]),
             ("projector", ["project"]),
             ("worker", ["deliver"]),  # webhooks; NATS as `worker` (it may bind durables)
+            # Housekeeping (expiry, sweeps, purge, worker liveness): Postgres only; its NATS
+            # URL is the relay's, for whatever of the stream its purge may need.
+            ("relay", ["maintain"]),
         ]
         if worker:
             roles.append(("worker", ["worker"]))
@@ -100,7 +103,7 @@ def up(settings: Settings, *, worker: bool = True) -> int:
 
         if not _wait_for_api(api_url, supervisor, stopping):
             return 1
-        _print_banner(api_url, jwt_secret, role_urls.get("reader"), home)
+        _print_banner(api_url, jwt_secret, role_urls.get("reader"), home, supervisor)
         while not stopping():
             supervisor.check()
             time.sleep(0.2)
@@ -165,7 +168,9 @@ def _wait_for_api(api_url: str, supervisor: Supervisor, stopping: StopFlag) -> b
     return False
 
 
-def _print_banner(api_url: str, jwt_secret: str, reader_url: str | None, home: Path) -> None:
+def _print_banner(
+    api_url: str, jwt_secret: str, reader_url: str | None, home: Path, supervisor: Supervisor
+) -> None:
     # Imported here, once the API answers: the auth module brings Litestar and the event store
     # (~1-2 s of imports here) that `up` needs for nothing else, and that would delay every
     # server and role start if it were imported first.
@@ -182,5 +187,8 @@ def _print_banner(api_url: str, jwt_secret: str, reader_url: str | None, home: P
     ]
     if reader_url:
         lines.append(f"  NATS:     {reader_url}   (read-only subscriber)")
-    lines += [f"  Data:     {home}", "Press Ctrl-C to stop.", ""]
+    children = ", ".join(
+        f"{child.name} ({child.process.pid})" for child in supervisor.children if child.process
+    )
+    lines += [f"  Roles:    {children}", f"  Data:     {home}", "Press Ctrl-C to stop.", ""]
     print("\n".join(lines), flush=True)

@@ -261,6 +261,13 @@ class TaskCommands:
 
         return self._update(SYSTEM, task_id, command, known)
 
+    def expire(self, task_id: UUID, attempt: int, cutoff: datetime, message: str) -> Written:
+        """Fails a task pending since before `cutoff` (error_kind expired, not retried).
+
+        A worker that started it meanwhile wins: the aggregate refuses to expire a started task.
+        """
+        return self._update(SYSTEM, task_id, lambda t: t.expire(attempt, cutoff, message))
+
     def retry_automatically(
         self, task_id: UUID, reason: str, not_before: datetime | None = None
     ) -> Written:

@@ -257,6 +257,21 @@ class Task(Aggregate):
             progress=self.progress,
         )
 
+    def expire(self, attempt: int, cutoff: datetime, message: str) -> None:
+        """Fails a task still pending since before `cutoff`: no worker took it in time."""
+        self._check_current(attempt)
+        # Fenced against a worker starting it at the same moment: a started task is not expired.
+        check(self.status == "pending", f"cannot expire a {self.status} task")
+        check(self.waiting_since < cutoff, "the task has not been pending that long")
+        self.trigger_event(
+            self.Failed,
+            attempt=attempt,
+            error_kind="expired",
+            error_message=message,
+            retryable=False,
+            progress=self.progress,
+        )
+
     def cancel(self, by: str, reason: str = "") -> None:
         check(self.status not in FINISHED, f"cannot cancel a {self.status} task")
         self.trigger_event(
@@ -313,6 +328,14 @@ class Task(Aggregate):
     def _check_running(self, attempt: int) -> None:
         self._check_current(attempt)
         check(self.status == "running", f"the task is {self.status}, not running")
+
+    @property
+    def waiting_since(self) -> datetime:
+        """Since when a pending task has been waiting for a worker (after its retry's backoff)."""
+        # A pending task's last event is its Created or Retried (nothing else happens while
+        # it waits), so modified_on is when it was queued.
+        since: datetime = self.modified_on
+        return max(since, self.not_before) if self.not_before is not None else since
 
     @property
     def created_at(self) -> datetime:

@@ -32,12 +32,15 @@ GRACE_SECONDS = 5.0  # the worker's own timeout normally fires first
 
 
 class Watchdog:
-    """Fails overdue and undeliverable attempts; run one per worker process."""
+    """Fails overdue and undeliverable attempts; run one per worker process.
+
+    The maintenance leader calls `fail_overdue` too (built without a bus: no advisories).
+    """
 
     def __init__(
         self,
         commands: TaskCommands,
-        bus: Bus,
+        bus: Bus | None,
         overdue: OverdueAttempts,
         executor: Executor,
         *,
@@ -50,6 +53,8 @@ class Watchdog:
         self._every = every
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self._bus is None:
+            raise ValueError("the watchdog runs with a bus; without one only fail_overdue works")
         subscription = await self._bus.subscribe(ADVISORY, self._on_advisory)
         outage = Outage("watchdog: the timeout sweep", log)  # a database outage is said once
         try:
@@ -83,7 +88,7 @@ class Watchdog:
     async def _on_advisory(self, data: bytes) -> None:
         try:
             advisory = json.loads(data)
-            if not str(advisory.get("consumer", "")).startswith("worker-"):
+            if not str(advisory.get("consumer", "")).startswith("worker-") or self._bus is None:
                 return
             event = decode(await self._bus.stored(int(advisory["stream_seq"])))
         except Exception:

@@ -1,0 +1,35 @@
+"""Queries over the task read model for the maintenance role: tasks pending for too long."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+import psycopg
+
+# A pending task's row changes only when it is created or retried, so `updated_at` is when it
+# was queued. No ORDER BY: any stale tasks will do, the next sweep takes the rest, and the
+# status index finds the pending rows without sorting them.
+_STALE = """
+    SELECT id, attempt FROM tasks
+    WHERE status = 'pending' AND updated_at < now() - %s
+    LIMIT %s
+"""
+
+
+class StalePending:
+    """Finds tasks the read model shows pending for longer than a TTL."""
+
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
+
+    async def find(self, ttl: timedelta, limit: int) -> list[tuple[UUID, int]]:
+        """Up to `limit` (task id, attempt) pairs; none before any projector made the table."""
+        async with await psycopg.AsyncConnection.connect(
+            self._database_url, autocommit=True
+        ) as conn:
+            try:
+                cursor = await conn.execute(_STALE, (ttl, limit))
+            except psycopg.errors.UndefinedTable:
+                return []
+            return [(row[0], row[1]) for row in await cursor.fetchall()]
