@@ -10,12 +10,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg.conninfo import conninfo_to_dict
 
 from agenttasks.application.price_file import PriceFile, PriceFileError, read_price_file
+from agenttasks.domain.budget import MAX_BUDGET_USD, parse_budget
 from agenttasks.domain.limits import MAX_ACTIVE, parse_rate
 from agenttasks.durations import parse_duration
 
@@ -91,6 +93,14 @@ class Settings:
     maintenance_batch: int = 1000
     worker_lost_seconds: int = 30
     worker_forget_seconds: int = 86_400
+    # Retention and deletion (docs/operations.md, "Retention and deletion"): finished tasks
+    # older than `retention` are purged by the maintenance role (None: kept for ever), in
+    # batches of `purge_batch` tasks; the event stream keeps messages `stream_max_age` (None:
+    # for ever). Postgres is the source of truth: a consumer further behind than that loses
+    # messages (a read model is then rebuilt with `agenttasks replay`).
+    retention: timedelta | None = timedelta(days=30)
+    purge_batch: int = 100
+    stream_max_age: timedelta | None = timedelta(days=7)
     # The Workers view (docs/operations.md, "Workers and queues"): each worker process upserts
     # its heartbeat row this often; GET /utils/workers/ lists at most this many workers.
     worker_heartbeat_seconds: int = 5
@@ -105,6 +115,15 @@ class Settings:
     # max_reported_tokens each (a server reporting absurd usage cannot make absurd costs).
     prices: PriceFile | None = None
     max_reported_tokens: int = 10_000_000
+    # Budgets (docs/cost.md, "Budgets"): USD per UTC day or month for every user an admin has
+    # not given a budget ("5.00/day", "50/month", "off"); the share of it that emits the soft-limit
+    # event; how long a model call's reservation holds if its worker dies; the ceiling of every
+    # task's max_cost (None: none); how long a process keeps a user's budget.
+    default_budget: str = "off"
+    budget_soft_limit_percent: int = 80
+    budget_lease_seconds: int = 300
+    max_task_cost: Decimal | None = None
+    budgets_cache_seconds: int = 5
     fetch_allowed_hosts: frozenset[str] = frozenset()  # hosts exempt from the SSRF guard
     # What one task can multiply (docs/workers.md, "Caps"): a task over one fails, the worker not.
     fetch_max_bytes: int = 5_000_000  # one page's body
@@ -131,6 +150,15 @@ class Settings:
     webhook_concurrency_per_endpoint: int = 4  # attempts at once to one endpoint
     # Seconds before each retry; the last failure after the last one disables the endpoint.
     webhook_retry_seconds: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    # Metrics (docs/operations.md, "Metrics"): the API serves /metrics on its own port (with
+    # `metrics_token` set, only to `Authorization: Bearer <token>`); every other role serves it on
+    # `metrics_port` plus its offset (metrics/exposition.py; 0: off) on `metrics_host`. The
+    # system-wide figures are collected from Postgres and NATS at most once per
+    # `metrics_cache_seconds` per API process, however often it is scraped.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    metrics_cache_seconds: int = 5
+    metrics_token: str | None = field(default=None, repr=False)
     # Logs and traces (docs/operations.md, "Logs and traces"). None: text when stderr is a
     # terminal, JSON lines otherwise. The OTLP/HTTP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) turns
     # OpenTelemetry spans on; None: nothing of OpenTelemetry is imported.
@@ -220,6 +248,14 @@ class Settings:
             values["pending_ttl"] = _duration(ttl, "AGENTTASKS_PENDING_TTL")
         for key, name, low, high in _MAINTENANCE_CAPS:
             values[key] = _int(env, name, getattr(base, key), low, high)
+        if retention := env.get("AGENTTASKS_RETENTION", "").strip():
+            values["retention"] = _duration(retention, "AGENTTASKS_RETENTION")
+        values["purge_batch"] = _int(env, "AGENTTASKS_PURGE_BATCH", base.purge_batch, 1, 1000)
+        if max_age := env.get("AGENTTASKS_STREAM_MAX_AGE", "").strip():
+            age = _duration(max_age, "AGENTTASKS_STREAM_MAX_AGE")
+            if age is not None and age < timedelta(hours=1):
+                raise SettingsError("AGENTTASKS_STREAM_MAX_AGE: at least 1h, or off")
+            values["stream_max_age"] = age
         if key := env.get("OPENAI_API_KEY", "").strip():
             values["openai_api_key"] = key
         if base_url := env.get("OPENAI_BASE_URL", "").strip():
@@ -234,6 +270,7 @@ class Settings:
                 values["prices"] = read_price_file(prices)
             except PriceFileError as error:
                 raise SettingsError(f"AGENTTASKS_PRICES: {error}") from None
+        values.update(_budgets(env, base))
         hosts = env.get("AGENTTASKS_FETCH_ALLOWED_HOSTS", "")
         values["fetch_allowed_hosts"] = frozenset(
             h.strip().lower() for h in hosts.split(",") if h.strip()
@@ -247,6 +284,7 @@ class Settings:
         if retries := env.get("AGENTTASKS_WEBHOOK_RETRY_SECONDS", "").strip():
             values["webhook_retry_seconds"] = _delays(retries, "AGENTTASKS_WEBHOOK_RETRY_SECONDS")
         values.update(_observability(env))
+        values.update(_metrics(env, base))
         settings = cls(**values)
         if settings.worker_lost_seconds < 2 * settings.worker_heartbeat_seconds:
             # A worker between two beats would be marked lost (and back alive at its next).
@@ -254,6 +292,12 @@ class Settings:
                 f"AGENTTASKS_WORKER_LOST_SECONDS ({settings.worker_lost_seconds}) must be at "
                 f"least twice AGENTTASKS_WORKER_HEARTBEAT_SECONDS "
                 f"({settings.worker_heartbeat_seconds})"
+            )
+        if settings.budget_lease_seconds < settings.llm_timeout:
+            # A reservation must outlive the call it covers, or a slow call stops counting.
+            raise SettingsError(
+                f"AGENTTASKS_BUDGET_LEASE_SECONDS ({settings.budget_lease_seconds}) must be at "
+                f"least AGENTTASKS_LLM_TIMEOUT ({settings.llm_timeout})"
             )
         if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
             raise SettingsError("AGENTTASKS_JWT_SECRET must be at least 32 bytes long")
@@ -273,6 +317,11 @@ class Settings:
         if url is None:
             raise SettingsError("no NATS server configured (AGENTTASKS_NATS_URL)")
         return url
+
+    @property
+    def stream_max_seconds(self) -> float | None:
+        """The event stream's max_age in seconds (None: messages are kept for ever)."""
+        return None if self.stream_max_age is None else self.stream_max_age.total_seconds()
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The eventsourcing library's settings for our Postgres event store."""
@@ -408,6 +457,38 @@ def _observability(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+def _budgets(env: Mapping[str, str], base: Settings) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if budget := env.get("AGENTTASKS_DEFAULT_BUDGET", "").strip():
+        try:
+            parse_budget(budget)
+        except ValueError as error:
+            raise SettingsError(f"AGENTTASKS_DEFAULT_BUDGET: {error}") from None
+        values["default_budget"] = budget.lower().replace(" ", "")
+    values["budget_soft_limit_percent"] = _int(
+        env, "AGENTTASKS_BUDGET_SOFT_LIMIT_PERCENT", base.budget_soft_limit_percent, 1, 100
+    )
+    values["budget_lease_seconds"] = _int(
+        env, "AGENTTASKS_BUDGET_LEASE_SECONDS", base.budget_lease_seconds, 10, 86_400
+    )
+    values["budgets_cache_seconds"] = _int(
+        env, "AGENTTASKS_BUDGETS_CACHE_SECONDS", base.budgets_cache_seconds, 0, 300
+    )
+    raw = env.get("AGENTTASKS_MAX_TASK_COST", "").strip().lower()
+    if raw and raw != "off":
+        try:
+            cost = Decimal(raw) if len(raw) <= 20 else None
+        except InvalidOperation:
+            cost = None
+        if cost is None or not cost.is_finite() or not 0 < cost <= MAX_BUDGET_USD:
+            raise SettingsError(
+                f"AGENTTASKS_MAX_TASK_COST must be USD above 0 and at most {MAX_BUDGET_USD} "
+                "(such as 2.50), or off"
+            )
+        values["max_task_cost"] = cost
+    return values
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     raw = env.get(name, "").strip().lower()
     if raw in ("", "0", "false", "no"):
@@ -428,3 +509,20 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
     return value
+
+
+def _metrics(env: Mapping[str, str], base: Settings) -> dict[str, Any]:
+    # The highest offset (metrics/exposition.py) must still give a valid port.
+    values: dict[str, Any] = {
+        "metrics_port": _int(env, "AGENTTASKS_METRICS_PORT", base.metrics_port, 0, 65_000),
+        "metrics_cache_seconds": _int(
+            env, "AGENTTASKS_METRICS_CACHE_SECONDS", base.metrics_cache_seconds, 1, 300
+        ),
+    }
+    if host := env.get("AGENTTASKS_METRICS_HOST", "").strip():
+        values["metrics_host"] = host
+    if token := env.get("AGENTTASKS_METRICS_TOKEN", "").strip():
+        if len(token) < 16:
+            raise SettingsError("AGENTTASKS_METRICS_TOKEN must be at least 16 characters long")
+        values["metrics_token"] = token
+    return values

@@ -7,6 +7,7 @@ error names the field that caused it, so the API can put the message beside the 
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -22,6 +23,11 @@ MAX_POINTS = 100_000
 MAX_TEXT_CHARS = 200_000
 MAX_REFERENCES = 100  # `{{previous}}` / `{{steps.N}}` in one chain: each may copy a whole page
 MAX_TOKENS_ASKED = 128_000  # a config's max_tokens; the worker caps it at AGENTTASKS_MAX_TOKENS
+# Per-task caps (docs/cost.md, "Budgets"): the worker also applies AGENTTASKS_MAX_TASK_COST.
+MAX_COST_ASKED = Decimal(1_000_000)  # USD
+MAX_COST_DECIMALS = 6
+MAX_COST_CHARS = 32  # a max_cost given as a string: no 5,000-digit numbers to parse
+MAX_TOTAL_TOKENS_ASKED = 1_000_000_000
 # A custom task's free `custom_config` goes into every model step's prompt: kept small.
 MAX_CUSTOM_CONFIG_BYTES = 16 * 1024
 
@@ -40,6 +46,10 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
 
     # Fewer output tokens per model call than the type's default; never more than the cap.
     max_tokens: Annotated[int, Meta(ge=1, le=MAX_TOKENS_ASKED)] | None = None
+    # The most the task may spend, in USD (a decimal string such as "0.50", or a number), and
+    # the most tokens (prompt + completion) over all its model calls. Checked in parse_config.
+    max_cost: Annotated[str, Meta(max_length=MAX_COST_CHARS)] | int | float | None = None
+    max_total_tokens: Annotated[int, Meta(ge=1, le=MAX_TOTAL_TOKENS_ASKED)] | None = None
 
 
 class SummaryConfig(Config):
@@ -182,16 +192,49 @@ def parse_config(task_type: str, task_config: Any) -> Config:
     if contains_nul(task_config):
         raise ConfigError(["task_config must not contain NUL characters (\\u0000)"])
     try:
-        return msgspec.json.decode(encoded, type=config_type)
+        parsed = msgspec.json.decode(encoded, type=config_type)
     except msgspec.ValidationError as error:
         raise ConfigError([_readable(str(error))]) from None
+    if parsed.max_cost is not None:
+        cost_of(parsed.max_cost)  # raises ConfigError naming the field
+    return parsed
+
+
+def cost_of(value: Any) -> Decimal:
+    """A config's `max_cost` as Decimal USD; ConfigError (naming the field, not the value)."""
+    refused = ConfigError(
+        [
+            f"task_config.max_cost must be a number of US dollars above 0 and at most "
+            f"{MAX_COST_ASKED}, with at most {MAX_COST_DECIMALS} decimal places "
+            f'(a string such as "0.50", or a number)'
+        ]
+    )
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise refused
+    if isinstance(value, str) and (len(value) > MAX_COST_CHARS or not _DECIMAL.match(value)):
+        raise refused
+    try:
+        # repr of a float is its shortest round-trip form: 0.1 is 0.1, not 0.1000000000000000055
+        cost = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise refused from None
+    if not cost.is_finite() or not 0 < cost <= MAX_COST_ASKED:
+        raise refused
+    exponent = cost.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_COST_DECIMALS:
+        raise refused
+    return cost
+
+
+_DECIMAL = re.compile(r"^\s*\d{1,7}(\.\d{1,6})?\s*$")
 
 
 def normalized_config(task_type: str, task_config: Any) -> dict[str, Any]:
     """The configuration as stored: validated, with every default filled in."""
     parsed = parse_config(task_type, task_config)
     result: dict[str, Any] = msgspec.to_builtins(parsed)
-    for optional in ("max_tokens", "custom_config"):  # stored configs stay as they were
+    # Stored configs stay as they were: the optional fields not given are left out.
+    for optional in ("max_tokens", "custom_config", "max_cost", "max_total_tokens"):
         if result.get(optional) is None:
             result.pop(optional, None)
     return result

@@ -1,0 +1,179 @@
+"""Budgets as admins set them (Budget events) over the settings' default, and a lookup.
+
+A user's budget is their own if an admin set one, else the default budget an admin set, else
+AGENTTASKS_DEFAULT_BUDGET; the soft limit falls back the same way. The API and the workers
+read budgets through `BudgetLookup`, which keeps each user's for a few seconds: a change made
+in one process holds in the others within `ttl` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from agenttasks.application.prices import format_usd
+from agenttasks.application.spend_ledger import SpendLedger, Standing
+from agenttasks.application.store import EventStore
+from agenttasks.application.tasks import Actor
+from agenttasks.domain.budget import Budget, BudgetAlert, Limit, budget_id, parse_budget
+
+
+@dataclass(frozen=True)
+class EffectiveBudget:
+    """The budget that holds for a user (None: no budget) and where it comes from."""
+
+    limit: Limit | None
+    source: str  # "user", "default" (an admin's default budget) or "setting"
+    soft_limit_percent: int
+
+    @property
+    def text(self) -> str:
+        """The budget as a setting spells it: 5.00/day, or off."""
+        return "off" if self.limit is None else self.limit.text
+
+
+@dataclass(frozen=True)
+class BudgetDefaults:
+    """The settings' budget (AGENTTASKS_DEFAULT_BUDGET) and soft limit."""
+
+    budget: str = "off"
+    soft_limit_percent: int = 80
+
+
+class NotAdminForBudgets(PermissionError):
+    """Only an admin sets a budget."""
+
+
+class BudgetCommands:
+    """Sets budgets (admins) and resolves the one that holds for a user."""
+
+    def __init__(self, store: EventStore, defaults: BudgetDefaults) -> None:
+        self.store = store
+        self.defaults = defaults
+
+    def set(
+        self, actor: Actor, user_id: str | None, budget: str | None, soft_limit_percent: int | None
+    ) -> int:
+        """Replaces `user_id`'s budget (None: the default budget); the event's position."""
+        if not actor.is_admin:
+            raise NotAdminForBudgets("only an admin sets a budget")
+        found = self._load(user_id) or Budget.create(user_id)
+        found.set(by=actor.user_id, budget=budget, soft_limit_percent=soft_limit_percent)
+        recordings = self.store.save(found)
+        return recordings[-1].notification.id
+
+    def effective(self, user_id: str | None) -> EffectiveBudget:
+        """The budget that holds for `user_id` (None: for a user with no budget of their own)."""
+        user = self._load(user_id) if user_id is not None else None
+        default = self._load(None)
+        budget, source = self.defaults.budget, "setting"
+        percent = self.defaults.soft_limit_percent
+        for level, found in (("default", default), ("user", user)):  # the later one wins
+            if found is not None and found.budget is not None:
+                budget, source = found.budget, level
+            if found is not None and found.soft_limit_percent is not None:
+                percent = found.soft_limit_percent
+        return EffectiveBudget(parse_budget(budget), source, percent)
+
+    def _load(self, user_id: str | None) -> Budget | None:
+        try:
+            found: object = self.store.repository.get(budget_id(user_id))
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, Budget) else None
+
+
+class BudgetLookup:
+    """Each user's effective budget, kept `ttl` seconds (at most `size` users) per process."""
+
+    def __init__(
+        self,
+        load: Callable[[str], EffectiveBudget],
+        ttl: float = 5.0,
+        size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._size = size
+        self._clock = clock
+        self._kept: OrderedDict[str, tuple[float, EffectiveBudget]] = OrderedDict()
+        self._lock = threading.Lock()  # loads run on command threads
+
+    def get(self, user_id: str) -> EffectiveBudget:
+        """The user's budget, loaded from the store when not kept or kept too long."""
+        with self._lock:
+            kept = self._kept.get(user_id)
+        if kept is not None and self._clock() - kept[0] < self._ttl:
+            return kept[1]
+        now = self._clock()
+        budget = self._load(user_id)
+        with self._lock:
+            self._kept[user_id] = (now, budget)
+            self._kept.move_to_end(user_id)
+            while len(self._kept) > self._size:
+                self._kept.popitem(last=False)
+        return budget
+
+    def forget(self, user_id: str | None = None) -> None:
+        """Drops what is kept for `user_id` (None: for everyone: the default changed)."""
+        with self._lock:
+            if user_id is None:
+                self._kept.clear()
+            else:
+                self._kept.pop(user_id, None)
+
+
+class OverBudget(Exception):
+    """A create or retry by a user whose budget is spent for this period."""
+
+    def __init__(self, budget: EffectiveBudget, standing: Standing) -> None:
+        assert budget.limit is not None
+        super().__init__(
+            f"your budget of {budget.text} USD is spent for this {budget.limit.period} "
+            f"({format_usd(standing.spent)} USD); it resets at {standing.resets_at.isoformat()}"
+        )
+        self.budget = budget
+        self.standing = standing
+
+
+@dataclass
+class Budgets:
+    """What the API needs of budgets: the commands, each user's budget kept briefly, the ledger."""
+
+    commands: BudgetCommands
+    lookup: BudgetLookup
+    ledger: SpendLedger
+
+    async def standing(self, user: str) -> tuple[EffectiveBudget, Standing | None]:
+        """The user's budget and where they stand in its period (None: no budget)."""
+        budget = await asyncio.to_thread(self.lookup.get, user)
+        if budget.limit is None:
+            return budget, None
+        return budget, await self.ledger.standing(user, budget.limit)
+
+    async def admit(self, user: str) -> None:
+        """Raises OverBudget when `user` has spent their budget for this period."""
+        budget, standing = await self.standing(user)
+        if budget.limit is not None and standing is not None and standing.spent >= budget.limit.usd:
+            raise OverBudget(budget, standing)
+
+
+def alert_recorder(store: EventStore) -> Callable[..., None]:
+    """Saves a BudgetAlert; a second one for the same user and period is dropped."""
+
+    def record(**fields: Any) -> None:
+        # IntegrityError: recorded already (by another worker): once per period.
+        with contextlib.suppress(IntegrityError):
+            store.save(BudgetAlert.reached(**fields))
+
+    return record
