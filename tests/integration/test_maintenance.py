@@ -256,3 +256,31 @@ async def test_a_standby_process_takes_over_when_the_leader_is_killed(
         for process in processes:
             process.wait(15)
     assert survivor.returncode == 0, log.read_text()
+
+
+def lock_backend(database_url: str) -> int | None:
+    """The Postgres backend pid holding the maintenance lock."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        found = connection.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (LOCK_KEY,),
+        ).fetchone()
+    return int(found[0]) if found else None
+
+
+async def test_a_leader_whose_session_is_cut_leads_again_on_a_new_one(stack: Stack) -> None:
+    async with (
+        bootstrap.maintenance(settings(stack), stack.store) as maintenance,
+        leading(maintenance),
+    ):
+        await wait_until(lambda: maintenance.is_leader)
+        backend = await wait_for_value(lambda: lock_backend(stack.database_url), bool)
+        with psycopg.connect(stack.database_url, autocommit=True) as connection:
+            connection.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        await wait_for_value(
+            lambda: lock_backend(stack.database_url), lambda pid: pid not in (None, backend)
+        )
+        await wait_until(lambda: maintenance.is_leader)
+        task_id = create(stack)
+        assert (await expired(stack, task_id))[1] == "expired"
