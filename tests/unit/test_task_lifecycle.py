@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -90,6 +91,15 @@ class TaskLifecycle(RuleBasedStateMachine):
     @rule(offset=st.sampled_from([0, -1]), retryable=st.booleans())
     def fail(self, offset: int, retryable: bool) -> None:
         self.run(lambda: self.task.fail(self.attempt(offset), "network", "boom", retryable))
+
+    @rule(offset=st.sampled_from([0, 0, -1]), late=st.booleans())
+    def expire(self, offset: int, late: bool) -> None:
+        was = self.task.status
+        cutoff = self.task.waiting_since + timedelta(seconds=1 if late else -1)
+        if self.run(lambda: self.task.expire(self.attempt(offset), cutoff, "no worker came")):
+            assert was == "pending"
+            assert late
+            assert (self.task.status, self.task.error_kind) == ("failed", "expired")
 
     @rule()
     def cancel(self) -> None:
