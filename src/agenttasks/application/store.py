@@ -17,7 +17,9 @@ import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent, Transcoder
+from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.conninfo import make_conninfo
+from psycopg.sql import SQL, Composable, Identifier
 
 from agenttasks.application.transcoding import SafeJSONTranscoder
 from agenttasks.application.undecodable import decoded
@@ -41,11 +43,63 @@ class EventStore(Application[UUID]):
         return transcoder
 
 
+class OrderedAppendRecorder(PostgresApplicationRecorder):
+    """The library's recorder with a cheaper append that keeps its ordering guarantee.
+
+    The library appends in psycopg's pipeline mode: five statements whose client-side
+    bookkeeping cost ~0.5 ms of CPU per save here, more than the round trips it saves
+    (docs/performance.md). This append sends the same statements in three round trips:
+    BEGIN + the EXCLUSIVE table lock + NOTIFY as one simple query, the insert (prepared), and
+    COMMIT. The lock is taken before the insert draws its notification ids and held until the
+    commit, so ids still commit in order and a tailing reader never passes over a gap that
+    fills later; a unique-key clash still surfaces as eventsourcing's IntegrityError.
+    """
+
+    _begin_lock_notify: bytes | None = None
+    _insert: bytes | None = None
+
+    def insert_events(self, stored_events: Any, **kwargs: Any) -> Any:
+        """Appends the events in one transaction; returns their notification ids in order."""
+        if self.datastore.enable_db_functions or not stored_events:
+            return super().insert_events(stored_events, **kwargs)
+        rows = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        with self.datastore.get_connection() as connection:
+            if self._begin_lock_notify is None or self._insert is None:
+                statements = [
+                    SQL("BEGIN"),
+                    *self.lock_table_statements,
+                    SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
+                ]
+                self._begin_lock_notify = b"; ".join(_as_bytes(q, connection) for q in statements)
+                self._insert = _as_bytes(self.insert_events_statement, connection)
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(self._begin_lock_notify)
+                    cursor.execute(self._insert, (rows,), prepare=True)
+                    ids = [row["notification_id"] for row in cursor.fetchall()]
+                connection.execute(b"COMMIT")
+            except BaseException:
+                with suppress(Exception):  # a broken connection is discarded by the pool
+                    connection.execute(b"ROLLBACK")
+                raise
+        return ids
+
+
+def _as_bytes(query: Any, connection: Any) -> bytes:
+    return query.as_bytes(connection) if isinstance(query, Composable) else bytes(query)
+
+
 def open_event_store(env: Mapping[str, str] | None = None) -> EventStore:
     """An EventStore configured by `env` (eventsourcing keys); in memory when `env` is None."""
     settings = {"PERSISTENCE_MODULE": "eventsourcing.popo"} if env is None else dict(env)
     if settings.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
         return EventStore(env=settings)
+    settings.setdefault(
+        "APPLICATION_RECORDER_TOPIC", f"{__name__}:{OrderedAppendRecorder.__qualname__}"
+    )
     with psycopg.connect(_conninfo(settings), autocommit=True) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (STORE_DDL_LOCK,))
         try:
