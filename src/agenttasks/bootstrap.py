@@ -23,8 +23,10 @@ from agenttasks.settings import Settings, SettingsError
 # (~1 s of imports and ~40 MB per process; docs/performance.md). The names are typed here.
 if TYPE_CHECKING:
     from litestar import Litestar
+    from psycopg_pool import AsyncConnectionPool
 
     from agenttasks.api.deps import ApiConfig, ApiDeps
+    from agenttasks.application.budgets import Budgets
     from agenttasks.application.schema_document import SchemaLimits
     from agenttasks.application.store import EventStore
     from agenttasks.application.tasks import TaskCommands
@@ -33,12 +35,15 @@ if TYPE_CHECKING:
     from agenttasks.application.webhooks import WebhookLimits
     from agenttasks.bus.connection import Bus
     from agenttasks.live.service import LiveUpdates
+    from agenttasks.maintenance.jobs import RetentionPurge
     from agenttasks.maintenance.leader import Maintenance
     from agenttasks.maintenance.scheduler import Job
+    from agenttasks.metrics.system import ApiMetrics
     from agenttasks.projections.base import Projection
     from agenttasks.projections.projector import Projector
     from agenttasks.projections.selfcheck import SelfCheck
     from agenttasks.relay import Relay
+    from agenttasks.retention import Purger
     from agenttasks.webhooks.deliverer import Deliverer
     from agenttasks.webhooks.sender import Sender
     from agenttasks.workers.agents import Agent
@@ -164,6 +169,18 @@ def relay(
     )
 
 
+@contextmanager
+def build_purger(settings: Settings) -> Iterator[Purger]:
+    """The retention purger on the configured store (batches of AGENTTASKS_PURGE_BATCH)."""
+    from agenttasks.retention import Purger
+
+    settings = resolve(settings)
+    database_url = require_database(settings)
+    ensure_read_models(database_url)  # the tasks table it selects from, and its own
+    with event_store(settings) as store:
+        yield Purger(store, settings.purge_batch)
+
+
 # The read side -----------------------------------------------------------------------------
 
 
@@ -220,6 +237,7 @@ def ensure_read_models(database_url: str) -> None:
 
     from agenttasks import deletion, quarantine, relay_status
     from agenttasks.application.quotas import ensure_quota_tables
+    from agenttasks.application.spend_ledger import ensure_budget_tables
     from agenttasks.projections.base import ensure_tables
     from agenttasks.projections.selfcheck import HEALTH_DDL
     from agenttasks.workers import heartbeats
@@ -237,6 +255,7 @@ def ensure_read_models(database_url: str) -> None:
         deletion.ensure_table(cursor)
         cursor.execute(HEALTH_DDL)
         ensure_quota_tables(cursor)  # the API counts quotas from its first request
+        ensure_budget_tables(cursor)  # budgets' ledger: the API and the workers read it
 
 
 # The API -----------------------------------------------------------------------------------
@@ -251,7 +270,17 @@ def api_config(settings: Settings) -> ApiConfig:
         jwt_secret=require_secret(settings),
         cors_origins=settings.cors_origins,
         cors_allow_credentials=settings.cors_allow_credentials,
+        plugins=_http_tracing(settings),
     )
+
+
+def _http_tracing(settings: Settings) -> tuple[Any, ...]:
+    """Litestar's OpenTelemetry plugin when spans are exported; nothing imported otherwise."""
+    if settings.otel_endpoint is None:
+        return ()
+    from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+    return (OpenTelemetryPlugin(OpenTelemetryConfig()),)
 
 
 def user_limits(settings: Settings, store: EventStore) -> UserLimitsCommands:
@@ -262,6 +291,41 @@ def user_limits(settings: Settings, store: EventStore) -> UserLimitsCommands:
 
     defaults = UserQuota(parse_rate(settings.rate_limit), settings.max_active_tasks)
     return UserLimitsCommands(store, defaults)
+
+
+def budgets(settings: Settings, store: EventStore, pool: AsyncConnectionPool[Any]) -> Budgets:
+    """Budgets as admins set them over AGENTTASKS_DEFAULT_BUDGET, and the spending ledger."""
+    from agenttasks.application.budgets import (
+        BudgetCommands,
+        BudgetDefaults,
+        BudgetLookup,
+        Budgets,
+    )
+    from agenttasks.application.spend_ledger import SpendLedger
+
+    defaults = BudgetDefaults(settings.default_budget, settings.budget_soft_limit_percent)
+    commands = BudgetCommands(store, defaults)
+    return Budgets(
+        commands,
+        BudgetLookup(commands.effective, ttl=settings.budgets_cache_seconds),
+        SpendLedger(pool, settings.budget_lease_seconds),
+    )
+
+
+def budget_guard(
+    settings: Settings, store: EventStore, pool: AsyncConnectionPool[Any]
+) -> CallBudget:
+    """The workers' check of every model call against budgets and task caps (docs/cost.md)."""
+    from agenttasks.application.budgets import alert_recorder
+    from agenttasks.workers.budget_guard import BudgetGuard
+
+    found = budgets(settings, store, pool)
+    return BudgetGuard(
+        found.ledger,
+        found.lookup.get,
+        alert_recorder(store),
+        max_task_cost=settings.max_task_cost,
+    )
 
 
 def live_updates(settings: Settings, store: EventStore, bus: Bus) -> LiveUpdates:
@@ -351,6 +415,7 @@ async def open_api_deps(
             quotas=Quotas(pool),
             user_limits=limits,
             limits=LimitsLookup(limits.effective, ttl=settings.limits_cache_seconds),
+            budgets=budgets(settings, store, pool),
             ready_checks=readiness_checks(
                 pool=pool,
                 newest=store.recorder.max_notification_id,
@@ -365,7 +430,30 @@ async def open_api_deps(
             keepalive_seconds=keepalive_seconds,
             read_your_writes_timeout=settings.read_wait_ms / 1000,
             workers_list_max=settings.workers_list_max,
+            metrics=api_metrics(settings, store, pool, bus, live),
         )
+
+
+def api_metrics(
+    settings: Settings,
+    store: EventStore,
+    pool: AsyncConnectionPool[Any],
+    bus: Bus,
+    live: LiveUpdates,
+) -> ApiMetrics:
+    """GET /metrics: the system-wide collector (cached) and this process's stream gauge."""
+    from agenttasks.metrics.process import LIVE_STREAMS
+    from agenttasks.metrics.system import ApiMetrics, SystemMetrics
+
+    LIVE_STREAMS.set_function(lambda: live.slots.total)
+    system = SystemMetrics(
+        pool=pool,
+        newest=store.recorder.max_notification_id,
+        bus=bus,
+        read_models=projections(),
+        cache_seconds=settings.metrics_cache_seconds,
+    )
+    return ApiMetrics(system, settings.metrics_token)
 
 
 def api_app(
@@ -475,7 +563,7 @@ async def worker(
         slots=slots,
         presence=presence,
         prices=PriceTable.from_settings(settings),
-        budget=budget,
+        budget=budget if budget is not None else budget_guard(settings, store, pool),
     )
     overdue = OverdueAttempts(require_database(settings))
     watchdog = Watchdog(commands, bus, overdue, executor, every=watchdog_every)
@@ -542,16 +630,13 @@ def maintenance_jobs(
     return chosen
 
 
-def _retention_purge(settings: Settings, batch: int) -> Any:
-    # The hook for the retention purge (workstream DEL: `build_purger`, AGENTTASKS_RETENTION);
-    # until both exist there is nothing to schedule.
+def _retention_purge(settings: Settings, batch: int) -> RetentionPurge | None:
+    # The purger is DEL's (retention.py, `build_purger`); the schedule is the maintenance role's.
     from agenttasks.maintenance.jobs import RetentionPurge
 
-    retention = getattr(settings, "retention", None)
-    open_purger = globals().get("build_purger")
-    if retention is None or open_purger is None:
+    if settings.retention is None:
         return None
-    return RetentionPurge(lambda: open_purger(settings), retention, batch=batch)
+    return RetentionPurge(lambda: build_purger(settings), settings.retention, batch=batch)
 
 
 # Webhooks ----------------------------------------------------------------------------------

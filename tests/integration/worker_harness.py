@@ -42,14 +42,15 @@ async def running_worker(
     agents: dict[str, Any] | None = None,
     limits: Limits | None = None,
     fetcher: Fetcher | None = None,
+    settings: Settings | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker with short leases (tests wait for redeliveries) and a watchdog, built as
-    `agenttasks worker` builds them."""
+    `agenttasks worker` builds them (`settings`: default, the stack's database alone)."""
     options = options or WorkerOptions(ack_wait=2.0)
     bus = await connect(stack.nats.url_for("worker"), f"test-worker-{options.worker_id}")
     try:
         async with bootstrap.worker(
-            Settings(database_url=stack.database_url),
+            settings or Settings(database_url=stack.database_url),
             stack.store,
             bus,
             options,

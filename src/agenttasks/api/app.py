@@ -13,6 +13,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from agenttasks.api.auth import current_actor
 from agenttasks.api.browser import hide_query_token, require_json_body
+from agenttasks.api.budgets import EXCEPTION_HANDLERS as BUDGET_EXCEPTION_HANDLERS
+from agenttasks.api.budgets import BudgetController
 from agenttasks.api.cors import cors_config, vary_on_origin
 from agenttasks.api.dashboard import dashboard
 from agenttasks.api.deps import ApiConfig, ApiDeps
@@ -20,6 +22,7 @@ from agenttasks.api.errors import EXCEPTION_HANDLERS
 from agenttasks.api.health import health, ready
 from agenttasks.api.limits import EXCEPTION_HANDLERS as LIMIT_EXCEPTION_HANDLERS
 from agenttasks.api.limits import LimitsController
+from agenttasks.api.metrics import counting_429s, metrics
 from agenttasks.api.read_your_writes import EXCEPTION_HANDLERS as READ_EXCEPTION_HANDLERS
 from agenttasks.api.statistics import task_statistics
 from agenttasks.api.streams import all_tasks_stream, task_stream
@@ -29,6 +32,9 @@ from agenttasks.api.templates import TemplateController
 from agenttasks.api.webhooks import EXCEPTION_HANDLERS as WEBHOOK_EXCEPTION_HANDLERS
 from agenttasks.api.webhooks import WebhookController
 from agenttasks.api.websocket import task_updates_socket
+from agenttasks.api.workers import workers_view
+from agenttasks.metrics.http import http_metrics_config
+from agenttasks.observability.http import trace_requests
 
 OpenDeps = Callable[[], AbstractAsyncContextManager[ApiDeps]]
 
@@ -54,11 +60,14 @@ def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
             TemplateController,
             WebhookController,
             LimitsController,
+            BudgetController,
             task_statistics,
+            workers_view,
             task_stream,
             all_tasks_stream,
             task_updates_socket,
             health,
+            metrics,
             ready,
             dashboard,
             *config.extra_route_handlers,
@@ -67,14 +76,24 @@ def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
             "deps": Provide(provide_deps),
             "actor": Provide(current_actor),
         },
-        exception_handlers={
-            **EXCEPTION_HANDLERS,
-            **TEMPLATE_EXCEPTION_HANDLERS,
-            **READ_EXCEPTION_HANDLERS,
-            **WEBHOOK_EXCEPTION_HANDLERS,
-            **LIMIT_EXCEPTION_HANDLERS,
-        },
-        middleware=[hide_query_token, vary_on_origin],
+        exception_handlers=counting_429s(
+            {
+                **EXCEPTION_HANDLERS,
+                **TEMPLATE_EXCEPTION_HANDLERS,
+                **READ_EXCEPTION_HANDLERS,
+                **WEBHOOK_EXCEPTION_HANDLERS,
+                **LIMIT_EXCEPTION_HANDLERS,
+                **BUDGET_EXCEPTION_HANDLERS,
+            }
+        ),
+        # trace_requests first: every later middleware's and handler's lines name the trace.
+        middleware=[
+            trace_requests,
+            http_metrics_config().middleware,
+            hide_query_token,
+            vary_on_origin,
+        ],
+        plugins=list(config.plugins),
         guards=[require_json_body],
         lifespan=[lifespan],
         state=State({"jwt_secret": config.jwt_secret, "cors_origins": config.cors_origins}),

@@ -12,16 +12,19 @@ from uuid import UUID
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from agenttasks.application.budgets import Budgets
 from agenttasks.application.quotas import Quotas
 from agenttasks.application.tasks import Actor, TaskCommands
 from agenttasks.application.templates import TemplateCommands
 from agenttasks.application.user_limits import LimitsLookup, UserLimitsCommands
 from agenttasks.bus.connection import Bus
 from agenttasks.live.service import LiveUpdates
+from agenttasks.metrics.system import ApiMetrics
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.statistics_queries import StatisticsQueries
 from agenttasks.projections.task_queries import TaskQueries
 from agenttasks.projections.template_queries import TemplateQueries
+from agenttasks.projections.worker_queries import WorkerQueries
 from agenttasks.webhooks.service import WebhookService
 
 T = TypeVar("T")
@@ -36,6 +39,7 @@ class ApiConfig:
     cors_origins: frozenset[str] = frozenset()  # pages besides ours that may use the cookie
     extra_route_handlers: tuple[Any, ...] = ()
     cors_allow_credentials: bool = False  # CORS answers let the cookie through (never with *)
+    plugins: tuple[Any, ...] = ()  # e.g. OpenTelemetry's, when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
 
 @dataclass
@@ -47,6 +51,7 @@ class ApiDeps:
     queries: TaskQueries
     template_queries: TemplateQueries
     statistics: StatisticsQueries
+    workers: WorkerQueries  # the Workers view (admins): heartbeats, backlog, oldest pending
     watcher: ProjectionWatcher
     bus: Bus  # NATS as the `api` user, for live streams
     live: LiveUpdates  # the streams' feeds (one hub per process)
@@ -54,12 +59,15 @@ class ApiDeps:
     quotas: Quotas  # per-user limits, counted in Postgres (api/limits.py)
     user_limits: UserLimitsCommands
     limits: LimitsLookup  # each user's limits, kept briefly
+    budgets: Budgets  # users' budgets and spending (api/budgets.py)
     ready_checks: Mapping[str, ReadyCheck]
     # eventsourcing is synchronous: commands run here, and enough threads at once let the
     # group committer put many of them in one transaction.
     executor: ThreadPoolExecutor
     keepalive_seconds: float
     read_your_writes_timeout: float = 5.0
+    metrics: ApiMetrics | None = None  # GET /metrics: the system-wide collector, the token
+    workers_list_max: int = 200  # AGENTTASKS_WORKERS_LIST_MAX
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Runs a synchronous command off the event loop."""

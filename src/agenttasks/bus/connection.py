@@ -26,9 +26,11 @@ from nats.js.errors import NotFoundError
 
 from agenttasks.bus import publisher
 from agenttasks.bus.consumers import (
+    ConsumerCounts,
     ConsumerOptions,
     PullConsumer,
     StreamReader,
+    consumer_counts,
     delete_consumer,
     stream_bounds,
 )
@@ -52,17 +54,29 @@ class Bus:
         if not self.nc.is_closed:
             await self.nc.close()
 
-    async def ensure_stream(self, replicas: int = 1) -> None:
-        """Creates the event stream, or brings an existing one's config up to date."""
-        await ensure_stream(self.js, replicas)
+    async def ensure_stream(self, replicas: int = 1, max_age: float | None = None) -> None:
+        """Creates the event stream, or brings an existing one's config up to date.
+
+        `max_age`: seconds a message is kept (None: for ever); Postgres is the source of truth.
+        """
+        await ensure_stream(self.js, replicas, max_age)
+
+    async def purge_subject(self, subject: str) -> None:
+        """Removes every message of the event stream on `subject` (wildcards allowed)."""
+        await self.js.purge_stream(STREAM, subject=subject)
 
     async def last_published(self) -> tuple[int, int]:
         """(position of the last event in the stream, its stream sequence); (0, 0) when empty."""
         return await publisher.last_published(self.js)
 
-    async def publish_in_order(self, events: Sequence[BusEvent], after_sequence: int) -> int:
+    async def publish_in_order(
+        self,
+        events: Sequence[BusEvent],
+        after_sequence: int,
+        traceparents: Sequence[str | None] | None = None,
+    ) -> int:
         """Publishes `events` after stream message `after_sequence`; returns the new last one."""
-        return await publisher.publish_in_order(self.js, events, after_sequence)
+        return await publisher.publish_in_order(self.js, events, after_sequence, traceparents)
 
     async def pull_consumer(self, name: str, **options: Unpack[ConsumerOptions]) -> PullConsumer:
         """Declares (or updates) durable consumer `name` and binds to it (StreamMissing: none)."""
@@ -91,6 +105,13 @@ class Bus:
         except NotFoundError:
             return False
         return True
+
+    async def consumer_counts(self, names: Sequence[str]) -> dict[str, ConsumerCounts]:
+        """Pending and unacknowledged counts of the named durable consumers that exist.
+
+        Raises BusUnavailable when NATS cannot be asked (each question waits at most 2 s).
+        """
+        return await consumer_counts(self.js, list(names))
 
     async def stream_bounds(self) -> tuple[int, int]:
         """(first, last) sequence held by the event stream; (1, 0) when it does not exist yet."""
@@ -191,8 +212,8 @@ class _ConnectionWatch:
         return server, backoff(attempts)
 
 
-def stream_config(replicas: int = 1) -> StreamConfig:
-    """The event stream: every event kept (LIMITS), de-duplicated by `Nats-Msg-Id`."""
+def stream_config(replicas: int = 1, max_age: float | None = None) -> StreamConfig:
+    """The event stream: every event kept (LIMITS, up to `max_age`), de-duplicated by id."""
     return StreamConfig(
         name=STREAM,
         subjects=[ALL_SUBJECTS],
@@ -200,12 +221,15 @@ def stream_config(replicas: int = 1) -> StreamConfig:
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
         num_replicas=replicas,
+        max_age=max_age or 0.0,  # 0: no limit (nats-py sends seconds as nanoseconds)
     )
 
 
-async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_stream(
+    js: JetStreamContext, replicas: int = 1, max_age: float | None = None
+) -> None:
     """Creates the event stream, or brings an existing one's config up to date."""
-    config = stream_config(replicas)
+    config = stream_config(replicas, max_age)
     try:
         await js.stream_info(STREAM)
     except NotFoundError:

@@ -58,6 +58,12 @@ class Delivery:
     _message: object
     sequence: int = 0  # its stream sequence: dense, one per published event
 
+    @property
+    def traceparent(self) -> str | None:
+        """The message's `traceparent` header as sent (unchecked: parse it before use)."""
+        headers = getattr(self._message, "headers", None)
+        return headers.get("traceparent") if headers else None
+
     async def ack(self) -> None:
         """Done with it: never deliver it again."""
         await self._message.ack()  # type: ignore[attr-defined]
@@ -236,6 +242,38 @@ async def stream_bounds(js: JetStreamContext) -> tuple[int, int]:
     except Exception as error:
         raise BusUnavailable(f"cannot read the stream's state: {error!r}") from error
     return info.state.first_seq, info.state.last_seq
+
+
+@dataclass(frozen=True)
+class ConsumerCounts:
+    """What a durable consumer holds: messages not yet delivered, delivered and not acked."""
+
+    pending: int  # num_pending: matching messages no one has fetched yet
+    ack_pending: int  # num_ack_pending: fetched, not acknowledged (held or running)
+    redelivered: int  # num_redelivered: of those, delivered more than once
+
+
+# Each consumer's question waits this long: a view refreshed every few seconds must not hang.
+COUNTS_TIMEOUT_SECONDS = 2.0
+
+
+async def consumer_counts(js: JetStreamContext, names: list[str]) -> dict[str, ConsumerCounts]:
+    """The counts of each named consumer of the event stream that exists (asked at once)."""
+
+    async def one(name: str) -> tuple[str, ConsumerCounts | None]:
+        try:
+            info = await js.consumer_info(STREAM, name, timeout=COUNTS_TIMEOUT_SECONDS)
+        except NotFoundError:  # never bound (or no stream yet): nothing waits on it
+            return name, None
+        return name, ConsumerCounts(
+            info.num_pending or 0, info.num_ack_pending or 0, info.num_redelivered or 0
+        )
+
+    try:
+        answers = await asyncio.gather(*(one(name) for name in names))
+    except Exception as error:
+        raise BusUnavailable(f"cannot read the consumers' state: {error!r}") from error
+    return {name: counts for name, counts in answers if counts is not None}
 
 
 async def delete_consumer(js: JetStreamContext, name: str) -> None:

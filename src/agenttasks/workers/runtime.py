@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import secrets
@@ -24,18 +25,22 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from agenttasks.application.prices import PriceTable
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
 from agenttasks.application.user_slots import NoSlots, RunSlots
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.consumers import PullConsumer
 from agenttasks.bus.messages import TaskEvent, decode, task_subject
 from agenttasks.domain.rules import TASK_TYPES, RuleViolation
+from agenttasks.observability import tracing
 from agenttasks.workers.agents import Agent
 from agenttasks.workers.backlog import Backlog, Job
+from agenttasks.workers.call_budget import CallBudget
 from agenttasks.workers.consumers import bind_all
 from agenttasks.workers.context import AgentContext, AttemptOver
 from agenttasks.workers.errors import AgentError, as_agent_error
 from agenttasks.workers.fetch import Fetcher
+from agenttasks.workers.heartbeats import NoPresence, Presence, RunningAttempt
 from agenttasks.workers.intake import NotAJob, job_from
 from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel
@@ -69,6 +74,7 @@ class _Running:
     job: Job
     task: asyncio.Task[None]
     stopping_because: str | None = None  # "cancelled" or "shutdown" when we stop it
+    since: datetime = field(default_factory=lambda: datetime.now(UTC))  # for the Workers view
 
 
 class Worker:
@@ -86,8 +92,13 @@ class Worker:
         executor: Executor,
         limits: Limits,
         slots: RunSlots | None = None,
+        presence: Presence | None = None,
+        prices: PriceTable | None = None,
+        budget: CallBudget | None = None,
     ) -> None:
         self.options = options
+        # This process's row in the Workers view (workers/heartbeats.py).
+        self._presence: Presence = presence if presence is not None else NoPresence()
         # Running tasks per user across every worker (application/user_slots.py).
         self._slots: RunSlots = slots if slots is not None else NoSlots()
         self._commands = commands
@@ -96,6 +107,9 @@ class Worker:
         self._llm = llm
         self._fetcher = fetcher
         self._limits = limits
+        # Every model call is priced and offered to the budget first (docs/cost.md).
+        self._prices = prices
+        self._budget = budget
         self._executor = executor
         self._backlog = Backlog(self.options.per_user_limit)
         self._running: dict[tuple[UUID, int], _Running] = {}
@@ -127,6 +141,7 @@ class Worker:
         loops += [
             asyncio.create_task(self._schedule_loop()),
             asyncio.create_task(self._heartbeats()),
+            asyncio.create_task(self._presence.run(self.running_attempts)),
         ]
         log.info(
             "worker %s: %s, concurrency %d",
@@ -142,10 +157,18 @@ class Worker:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._hand_back()
+            await self._presence.stopped()
             await cancellations.close()
             for _, consumer in consumers:
                 with contextlib.suppress(Exception):
                     await consumer.close()
+
+    def running_attempts(self) -> list[RunningAttempt]:
+        """The attempts this worker runs now (ids and start times only)."""
+        return [
+            RunningAttempt(task_id, attempt, running.since)
+            for (task_id, attempt), running in self._running.items()
+        ]
 
     # Taking messages.
 
@@ -216,6 +239,15 @@ class Worker:
     # Running one attempt.
 
     async def _attempt(self, job: Job) -> None:
+        # The attempt continues the trace its message carries (the command that queued the
+        # task): its log lines and the events it stores name that trace (docs/operations.md).
+        attributes = {"task.type": job.task_type, "agenttasks.attempt": job.attempt}
+        with tracing.span(
+            "worker attempt", job.delivery.traceparent, task=job.task_id, attributes=attributes
+        ):
+            await self._attempt_traced(job)
+
+    async def _attempt_traced(self, job: Job) -> None:
         try:
             taken = await self._slots.take(job.user, job.task_id, job.attempt, self.worker_id)
         except Exception:
@@ -250,6 +282,7 @@ class Worker:
         self.started += 1
         task = started.task
         assert task is not None
+        log.info("attempt %d of %s task started", job.attempt, job.task_type)
         ctx = AgentContext(
             task,
             self._commands,
@@ -257,6 +290,8 @@ class Worker:
             llm=self._llm,
             fetcher=self._fetcher,
             limits=self._limits,
+            prices=self._prices,
+            budget=self._budget,
         )
         try:
             await self._run_agent(job, ctx, task.timeout_seconds, task.started_at)
@@ -274,6 +309,7 @@ class Worker:
             async with deadline:
                 result = await self._agents[job.task_type](ctx)
             await ctx.complete(result)
+            log.info("attempt %d of %s task completed", job.attempt, job.task_type)
         except AttemptOver as over:
             log.info("attempt %s/%d ended elsewhere: %s", job.task_id, job.attempt, over)
         except asyncio.CancelledError:
@@ -395,4 +431,7 @@ class Worker:
 
     async def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+        # run_in_executor (unlike to_thread) does not carry context variables: the command
+        # must see the attempt's trace and task id.
+        call = contextvars.copy_context().run
+        return await loop.run_in_executor(self._executor, lambda: call(function, *args, **kwargs))
