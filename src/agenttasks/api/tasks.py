@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromQuery, HeaderParameter, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from agenttasks.api.budgets import BUDGET_402, within_budget
 from agenttasks.api.deps import CurrentActor, Deps, TaskId
 from agenttasks.api.limits import QUOTA_429, admitted
 from agenttasks.api.openapi import AUTHENTICATED, QUERY, REPEATED_KEY, WITH_BODY, problems
@@ -16,6 +18,7 @@ from agenttasks.api.read_your_writes import (
     EVENT_STORE,
     TASKS,
     MinPosition,
+    ReadModelBehind,
     position_headers,
     reflecting,
     view_after_write,
@@ -37,6 +40,7 @@ from agenttasks.api.schemas import (
 from agenttasks.application.bus_payloads import event_fields
 from agenttasks.application.task_configs import ConfigError, normalized_config
 from agenttasks.application.tasks import NewTask, TaskNotFound
+from agenttasks.deletion import Deleter
 from agenttasks.domain.updates import KINDS
 from agenttasks.projections.task_queries import TaskFilter, TaskView
 
@@ -65,7 +69,10 @@ class TaskController(Controller):
     @post(
         "/",
         status_code=HTTP_201_CREATED,
-        responses={**REPEATED_KEY, **problems(*WITH_BODY, 409, 422, 429, described=QUOTA_429)},
+        responses={
+            **REPEATED_KEY,
+            **problems(*WITH_BODY, 402, 409, 422, 429, described={**QUOTA_429, **BUDGET_402}),
+        },
     )
     async def create(
         self,
@@ -86,6 +93,7 @@ class TaskController(Controller):
             timeout_seconds=data.timeout_seconds,
             webhook_url=data.webhook_url,
         )
+        await within_budget(deps, actor)  # 402 when the user's budget is spent (api/budgets.py)
         written, limit_headers = await admitted(
             deps, actor, lambda: deps.run(deps.commands.create, actor, new, idempotency_key)
         )
@@ -176,16 +184,30 @@ class TaskController(Controller):
     @post(
         "/{task_id:uuid}/retry/",
         status_code=HTTP_200_OK,
-        responses=problems(*WITH_BODY, 404, 409, 429, described=QUOTA_429),
+        responses=problems(*WITH_BODY, 402, 404, 409, 429, described={**QUOTA_429, **BUDGET_402}),
     )
     async def retry(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> Response[TaskView]:
         """Retries a failed or cancelled task as a new attempt (409 with the reason otherwise)."""
-        # A retry by hand makes the task active again: it counts against active tasks.
+        # A retry by hand makes the task active again: it counts against active tasks, and it
+        # will spend: it needs budget left.
+        await within_budget(deps, actor)
         written, _ = await admitted(
             deps, actor, lambda: deps.run(deps.commands.retry, actor, task_id), creation=False
         )
         view = await view_after_write(deps, actor, written)
         return Response(view, headers=position_headers(written.position))
+
+    @delete(
+        "/{task_id:uuid}/",
+        status_code=HTTP_204_NO_CONTENT,
+        responses=problems(*AUTHENTICATED, 404, 409),
+    )
+    async def delete_task(self, task_id: TaskId, actor: CurrentActor, deps: Deps) -> None:
+        """Deletes a finished task for good (409 while it is not finished; docs/api.md)."""
+        deleted = await deps.run(Deleter(deps.commands.store).delete, actor, task_id)
+        # Gone from the reads too before the answer (a 204 that was slow to show stays a 204).
+        with contextlib.suppress(ReadModelBehind):
+            await reflecting(deps, deleted.position, TASKS)
 
     @get("/{task_id:uuid}/updates/", responses=problems(*QUERY, 404))
     async def updates(

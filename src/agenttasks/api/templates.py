@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from msgspec import Meta
 
+from agenttasks.api.budgets import BUDGET_402, within_budget
 from agenttasks.api.deps import ApiDeps, CurrentActor, Deps
 from agenttasks.api.errors import problem
 from agenttasks.api.limits import QUOTA_429, admitted
@@ -187,7 +188,10 @@ class TemplateController(Controller):
     @post(
         "/{template_id:uuid}/create_task/",
         status_code=HTTP_201_CREATED,
-        responses={**REPEATED_KEY, **problems(*WITH_BODY, 404, 409, 422, 429, described=QUOTA_429)},
+        responses={
+            **REPEATED_KEY,
+            **problems(*WITH_BODY, 402, 404, 409, 422, 429, described={**QUOTA_429, **BUDGET_402}),
+        },
     )
     async def create_task(
         self,
@@ -202,6 +206,7 @@ class TemplateController(Controller):
         if body.webhook_url is not None:  # SSRF guard and length cap (docs/webhooks.md)
             await deps.webhooks.check_url(body.webhook_url)
         request = TaskFromTemplate(**msgspec.structs.asdict(body))
+        await within_budget(deps, actor)  # 402 when the user's budget is spent (api/budgets.py)
         written, limit_headers = await admitted(
             deps,
             actor,

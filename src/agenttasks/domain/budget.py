@@ -130,7 +130,8 @@ class Budget(Aggregate):
 class BudgetAlert(Aggregate):
     """A user's spending passed the soft limit of one period (created once per period)."""
 
-    class SoftLimitReached(Aggregate.Created):
+    # Its creation is the fact: the soft limit was reached (an alert has no other event).
+    class Created(Aggregate.Created):
         user_id: str
         period: str  # day or month
         period_start: datetime
@@ -170,7 +171,7 @@ class BudgetAlert(Aggregate):
     ) -> BudgetAlert:
         """The alert of `user_id`'s period starting at `started`."""
         return cls._create(
-            cls.SoftLimitReached,
+            cls.Created,
             id=alert_id(user_id, started),
             user_id=user_id,
             period=limit.period,

@@ -1,0 +1,260 @@
+"""Budgets and per-task caps against the real stack, the fake model and an AGENTTASKS_PRICES file.
+
+Prices: 1,000 USD per million prompt tokens and 2,000 per million completion tokens, so a token
+costs 0.001 or 0.002 USD and the fake model's usage (a token a word) gives round figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+
+from agenttasks import bootstrap
+from agenttasks.application.price_file import read_price_file
+from agenttasks.application.tasks import Actor
+from agenttasks.domain.budget import BudgetAlert, alert_id
+from agenttasks.domain.task import Task
+from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.postgres import EmbeddedPostgres, create_database
+from agenttasks.settings import Settings
+from agenttasks.workers.llm import OpenAIModel
+from tests.conftest import free_port
+from tests.fakes.llm_server import MODEL, FakeLlm, reply, serve_llm
+from tests.integration.api_client import bearer, serving, settings_for
+from tests.integration.stack import Stack, running_stack
+from tests.integration.worker_harness import create, events, finished, running_worker
+from tests.waiting import wait_until
+
+BASE = "/api/v1/utils"
+ADMIN = bearer("root", admin=True)
+PRICES = {MODEL: {"input_per_mtok": 1000, "output_per_mtok": 2000}}
+ANSWER = "one two three four five"  # five completion tokens: 0.010 USD
+
+
+@pytest.fixture(scope="module")
+def prices_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("prices") / "prices.json"
+    path.write_text(json.dumps(PRICES))
+    return path
+
+
+@pytest.fixture(scope="module")
+def module_database(postgres: EmbeddedPostgres) -> str:
+    return create_database(postgres.url, "test_budgets")
+
+
+@pytest.fixture(scope="module")
+def module_nats(
+    tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
+) -> Iterator[EmbeddedNats]:
+    server = start_nats(tmp_path_factory.mktemp("nats"), port=free_port(), passwords=nats_passwords)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+async def stack(module_database: str, module_nats: EmbeddedNats) -> AsyncIterator[Stack]:
+    bootstrap.ensure_read_models(module_database)
+    async with running_stack(module_database, module_nats) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def fake() -> AsyncIterator[FakeLlm]:
+    async with serve_llm() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def api(stack: Stack, module_nats: EmbeddedNats) -> AsyncIterator[httpx.AsyncClient]:
+    settings = settings_for(stack.database_url, module_nats).with_(budgets_cache_seconds=0)
+    async with serving(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        yield client
+
+
+def worker_settings(stack: Stack, prices_file: Path, **changes: Any) -> Settings:
+    return Settings(
+        database_url=stack.database_url,
+        prices=read_price_file(prices_file),
+        budgets_cache_seconds=0,
+    ).with_(**changes)
+
+
+def model(fake: FakeLlm, name: str = MODEL) -> OpenAIModel:
+    return OpenAIModel(api_key="test-key", base_url=fake.base_url, model=name)
+
+
+def chain(steps: int, **config: Any) -> dict[str, Any]:
+    return {"steps": [f"Say five words, step {n}." for n in range(steps)], **config}
+
+
+def model_calls(stack: Stack, task_id: UUID) -> list[Task.ModelCalled]:
+    return [e for e in events(stack, task_id) if isinstance(e, Task.ModelCalled)]
+
+
+def ledger_spent(stack: Stack, user: str) -> Decimal:
+    rows = stack.rows(
+        f"SELECT spent FROM budget_ledger WHERE user_id = '{user}' AND period = 'day' "
+        "AND period_start = date_trunc('day', now(), 'UTC')"
+    )
+    return Decimal(rows[0][0]) if rows else Decimal(0)
+
+
+async def set_budget(api: httpx.AsyncClient, user: str, body: dict[str, Any]) -> dict[str, Any]:
+    answer = await api.put(f"{BASE}/users/{user}/budget/", json=body, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+async def test_a_chain_stops_at_the_budget_keeping_its_steps_and_the_next_create_is_refused(
+    stack: Stack, api: httpx.AsyncClient, fake: FakeLlm, prices_file: Path
+) -> None:
+    # Each call: about 0.01 USD of prompt and 0.010 of answer; its reservation (max_tokens 20
+    # of output, the prompt estimated high) is about 0.11. 0.15 leaves room for a few calls.
+    await set_budget(api, "bob", {"budget": "0.15/day", "soft_limit_percent": 10})
+    fake.script(*(reply(ANSWER) for _ in range(10)))
+    settings = worker_settings(stack, prices_file)
+    async with running_worker(stack, llm=model(fake), settings=settings):
+        task_id = create(stack, "custom", chain(10, max_tokens=20), Actor("bob"))
+        done = await finished(stack, task_id)
+    assert done.status == "failed", done.error_message
+    assert done.error_kind == "budget_exceeded"
+    assert "budget of 0.15/day USD" in (done.error_message or "")
+    assert "resets at" in (done.error_message or "")
+    calls = model_calls(stack, task_id)
+    # Stopped mid-chain: the steps before the stop are kept as events (their notes, their text).
+    assert 1 <= len(calls) < 10
+    notes = [e for e in events(stack, task_id) if isinstance(e, Task.Noted)]
+    assert [n.data["step"] for n in notes] == list(range(1, len(calls) + 1))
+    assert all(n.data["output"] == ANSWER for n in notes)
+    spent = sum(Decimal(c.cost_usd or "x") for c in calls)
+    assert ledger_spent(stack, "bob") == spent <= Decimal("0.15")
+
+    # The soft limit (10 %: 0.015 USD) was passed: one alert for the day.
+    view = (await api.get(f"{BASE}/users/bob/budget/", headers=bearer("bob"))).json()
+    assert Decimal(view["spent_usd"]) == spent
+    alert = stack.store.repository.get(alert_id("bob", _start(view["period_start"])))
+    assert isinstance(alert, BudgetAlert)
+    assert alert.user_id == "bob"
+    assert Decimal(alert.soft_limit_usd) == Decimal("0.015")
+
+    # An admin lowers the budget below what was spent: creating (and retrying) is refused.
+    await set_budget(api, "bob", {"budget": "0.01/day"})
+    body = {"title": "t", "task_type": "summary", "task_config": {"content": "x"}}
+    refused = await api.post(f"{BASE}/ai-tasks/", json=body, headers=bearer("bob"))
+    assert refused.status_code == 402, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    problem = refused.json()
+    assert problem["budget"] == "0.01/day"
+    assert problem["budget_source"] == "user"
+    assert problem["resets_at"] == view["resets_at"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 86_400
+    retried = await api.post(f"{BASE}/ai-tasks/{task_id}/retry/", headers=bearer("bob"))
+    assert retried.status_code == 402, retried.text
+    # Others are not concerned.
+    assert (
+        await api.post(f"{BASE}/ai-tasks/", json=body, headers=bearer("eve"))
+    ).status_code == 201
+
+
+def _start(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+async def test_the_per_task_caps_end_a_chain_naming_the_cap(
+    stack: Stack, fake: FakeLlm, prices_file: Path
+) -> None:
+    fake.script(*(reply(ANSWER) for _ in range(20)))
+    settings = worker_settings(stack, prices_file)
+    async with running_worker(stack, llm=model(fake), settings=settings):
+        by_tokens = create(stack, "custom", chain(10, max_total_tokens=150), Actor("cap"))
+        by_cost = create(stack, "custom", chain(10, max_cost="0.20", max_tokens=10), Actor("cap"))
+        tokens_done = await finished(stack, by_tokens)
+        cost_done = await finished(stack, by_cost)
+    for done in (tokens_done, cost_done):
+        assert done.status == "failed"
+        assert done.error_kind == "budget_exceeded"
+    assert "max_total_tokens of 150" in (tokens_done.error_message or "")
+    assert "max_cost of 0.2 USD" in (cost_done.error_message or "")
+    used = sum(c.prompt_tokens + c.completion_tokens for c in model_calls(stack, by_tokens))
+    assert 0 < used <= 150
+    spent = sum(Decimal(c.cost_usd or "x") for c in model_calls(stack, by_cost))
+    assert 0 < spent <= Decimal("0.20")
+
+
+async def test_a_model_with_no_price_is_refused_when_a_budget_applies(
+    stack: Stack, api: httpx.AsyncClient, fake: FakeLlm, prices_file: Path
+) -> None:
+    await set_budget(api, "una", {"budget": "5/month"})
+    settings = worker_settings(stack, prices_file)
+    async with running_worker(stack, llm=model(fake, "no-such-model"), settings=settings):
+        task_id = create(stack, "custom", chain(2), Actor("una"))
+        done = await finished(stack, task_id)
+    assert done.error_kind == "budget_exceeded"
+    assert "no known price" in (done.error_message or "")
+    assert model_calls(stack, task_id) == []
+
+
+def worker_process(stack: Stack, fake: FakeLlm, prices: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`agenttasks worker` in its own process, with the price file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTTASKS_", "OPENAI_"))}
+    env.update(
+        AGENTTASKS_DATABASE_URL=stack.database_url,
+        AGENTTASKS_NATS_URL=stack.nats.url_for("worker"),
+        AGENTTASKS_HOME=str(log.parent),
+        AGENTTASKS_PRICES=str(prices),
+        AGENTTASKS_BUDGETS_CACHE_SECONDS="0",
+        OPENAI_API_KEY="test-key",
+        OPENAI_BASE_URL=fake.base_url,
+        AGENTTASKS_MODEL=MODEL,
+        PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "agenttasks.cli", "worker", "--ack-wait", "5"],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def test_two_worker_processes_spending_for_one_user_overshoot_by_at_most_one_reservation(
+    stack: Stack, api: httpx.AsyncClient, fake: FakeLlm, prices_file: Path, tmp_path: Path
+) -> None:
+    limit = Decimal("0.60")
+    await set_budget(api, "cat", {"budget": f"{limit}/day"})
+    fake.script(*(reply(ANSWER, chunk_delay=0.01) for _ in range(60)))
+    logs = [tmp_path / f"w{i}.log" for i in range(2)]
+    workers = [worker_process(stack, fake, prices_file, log) for log in logs]
+    try:
+        await wait_until(lambda: all("concurrency" in log.read_text() for log in logs), within=60)
+        tasks = [create(stack, "custom", chain(10, max_tokens=20), Actor("cat")) for _ in range(6)]
+        done = [await finished(stack, task_id, within=60) for task_id in tasks]
+    finally:
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            process.wait(15)
+    calls = [c for task_id in tasks for c in model_calls(stack, task_id)]
+    assert any(d.error_kind == "budget_exceeded" for d in done), [d.error_kind for d in done]
+    started = {e.worker_id for t in tasks for e in events(stack, t) if isinstance(e, Task.Started)}
+    assert len(started) == 2, started  # both processes spent
+    spent = sum(Decimal(c.cost_usd or "x") for c in calls)
+    # One call's reservation: 20 tokens of output and the prompt estimated from its characters.
+    prompt_chars = max(len(json.dumps(r.messages)) for r in fake.requests[-len(calls) :])
+    one_reservation = Decimal(prompt_chars // 3 + 16) / 1000 + Decimal(20 * 2) / 1000
+    assert spent <= limit + one_reservation, (spent, one_reservation)
+    assert ledger_spent(stack, "cat") == spent
