@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from agenttasks import bootstrap
@@ -54,13 +55,17 @@ def run_relay(settings: Settings) -> int:
         with bootstrap.event_store(settings) as store:
             try:
                 relay = bootstrap.relay(
-                    store, database_url, bus, stream_replicas=settings.stream_replicas
+                    store,
+                    database_url,
+                    bus,
+                    stream_replicas=settings.stream_replicas,
+                    stream_max_age=settings.stream_max_seconds,
                 )
                 await relay.run(stop)
             finally:
                 await bus.close()
 
-    return run_until_signalled(main)
+    return run_until_signalled(main, _metrics(settings, "relay"))
 
 
 def run_projectors(settings: Settings, names: list[str]) -> int:
@@ -78,7 +83,7 @@ def run_projectors(settings: Settings, names: list[str]) -> int:
         finally:
             await bus.close()
 
-    return run_until_signalled(main)
+    return run_until_signalled(main, _metrics(settings, "project"))
 
 
 def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto") -> int:
@@ -96,6 +101,10 @@ def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto")
             settings.nats_url_for("worker"), f"agenttasks-worker-{options.worker_id}"
         )
         llm = bootstrap.language_model(settings) if engine == "auto" else None
+        if llm is not None:
+            from agenttasks.metrics.llm import MeteredModel
+
+            llm = MeteredModel(llm)  # agenttasks_llm_tokens_total of this process
         try:
             with bootstrap.event_store(settings) as store:
                 async with bootstrap.worker(
@@ -113,7 +122,7 @@ def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto")
                 await llm.aclose()
             await bus.close()
 
-    return run_until_signalled(main)
+    return run_until_signalled(main, _metrics(settings, "worker"))
 
 
 def run_deliverer(settings: Settings) -> int:
@@ -130,7 +139,7 @@ def run_deliverer(settings: Settings) -> int:
         finally:
             await bus.close()
 
-    return run_until_signalled(main)
+    return run_until_signalled(main, _metrics(settings, "deliver"))
 
 
 def run_maintenance(settings: Settings) -> int:
@@ -141,13 +150,26 @@ def run_maintenance(settings: Settings) -> int:
     async def main(stop: asyncio.Event) -> None:
         with bootstrap.event_store(settings) as store:
             async with bootstrap.maintenance(settings, store) as maintenance:
+                from agenttasks.metrics.process import MAINTENANCE_LEADER
+
+                MAINTENANCE_LEADER.set_function(lambda: float(maintenance.is_leader))
                 await maintenance.run(stop)
 
-    return run_until_signalled(main)
+    return run_until_signalled(main, _metrics(settings, "maintain"))
 
 
-def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
-    """Runs `main(stop)` on a new event loop; SIGTERM or SIGINT sets `stop`."""
+def _metrics(settings: Settings, role: str) -> AbstractContextManager[object]:
+    """This role's /metrics server (metrics/exposition.py), on while the role runs."""
+    from agenttasks.metrics.exposition import serving
+
+    return serving(settings, role)
+
+
+def run_until_signalled(
+    main: Callable[[asyncio.Event], Awaitable[None]],
+    metrics: AbstractContextManager[object] | None = None,
+) -> int:
+    """Runs `main(stop)` on a new event loop, inside `metrics`; SIGTERM or SIGINT sets `stop`."""
 
     async def runner() -> None:
         stop = asyncio.Event()
@@ -156,6 +178,6 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> int
             loop.add_signal_handler(signum, stop.set)
         await main(stop)
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt), metrics or contextlib.nullcontext():
         asyncio.run(runner())
     return 0

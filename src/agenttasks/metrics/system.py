@@ -1,0 +1,264 @@
+"""The system-wide metrics, read from Postgres and JetStream at scrape time, cached briefly.
+
+Any API replica answers the same: task totals, the status gauge and the two histograms come
+from the metrics read model (projections/metrics.py), the lags from the store's newest
+position against the stream's and the read models' tracking, the backlog from JetStream's
+consumer counts (projections/worker_queries.py). A scrape within `cache_seconds` of the last
+collection gets the same figures, and concurrent scrapes share one collection, so a hostile
+scraper costs Postgres at most one collection per period; every query is bounded by a
+statement timeout and the whole collection by a deadline. A source that fails is reported by
+`agenttasks_metrics_source_up{source}` = 0 and its figures are left out, never guessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
+from psycopg_pool import AsyncConnectionPool
+
+from agenttasks import quarantine
+from agenttasks.bus.connection import Bus
+from agenttasks.domain.rules import STATUSES, TASK_TYPES
+from agenttasks.projections.metrics import QUEUE_WAIT_BUCKETS, RUN_BUCKETS
+from agenttasks.projections.worker_queries import oldest_pending_age, queue_backlog
+
+log = logging.getLogger(__name__)
+
+STATEMENT_TIMEOUT_MS = 2_000  # each query of a collection
+COLLECTION_TIMEOUT_SECONDS = 5.0  # the whole collection, NATS included
+_FIGURES = """
+SELECT metric, task_type, label, sum(value)::bigint FROM (
+    SELECT metric, task_type, label, value FROM task_metrics
+    UNION ALL SELECT metric, task_type, label, value FROM task_metrics_purged
+) m GROUP BY 1, 2, 3
+"""
+_COUNTERS = {
+    "created": ("agenttasks_tasks_created", "Tasks created"),
+    "completed": ("agenttasks_tasks_completed", "Tasks completed"),
+    "cancelled": ("agenttasks_tasks_cancelled", "Tasks cancelled"),
+    "retried": ("agenttasks_tasks_retried", "Retries (by hand or automatic)"),
+}
+Figures = dict[tuple[str, str, str], int]  # (metric, task_type, label) -> value
+
+
+@dataclass
+class Snapshot:
+    """One collection: the metric families, and when (monotonic) it was taken."""
+
+    families: list[Metric]
+    taken: float
+    sources: dict[str, bool] = field(default_factory=dict)
+
+
+class SystemMetrics:
+    """Collects the system-wide families at most once per `cache_seconds`."""
+
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool[Any],
+        newest: Callable[[], int | None],
+        bus: Bus,
+        read_models: Iterable[str],
+        cache_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pool = pool
+        self.newest = newest
+        self.bus = bus
+        self.read_models = tuple(read_models)
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self.collections = 0  # how many times Postgres was asked (the tests count them)
+        self._snapshot: Snapshot | None = None
+        self._lock = asyncio.Lock()
+
+    async def families(self) -> list[Metric]:
+        """The families of the last collection, collected again when older than the cache."""
+        async with self._lock:  # concurrent scrapes wait for the one collection under way
+            snapshot = self._snapshot
+            if snapshot is None or self.clock() - snapshot.taken >= self.cache_seconds:
+                snapshot = self._snapshot = await self._collect()
+            return snapshot.families
+
+    async def _collect(self) -> Snapshot:
+        self.collections += 1
+        families: list[Metric] = []
+        sources: dict[str, bool] = {}
+        stored = 0
+        for source, part in (
+            ("postgres", self._postgres),
+            ("nats", self._nats),
+        ):
+            try:
+                found, stored_seen = await asyncio.wait_for(
+                    part(stored), COLLECTION_TIMEOUT_SECONDS
+                )
+            except Exception as error:  # a source that fails is a figure (up=0), not a 500
+                log.warning("metrics: %s could not be read (%s)", source, type(error).__name__)
+                sources[source] = False
+                continue
+            stored = max(stored, stored_seen)
+            families += found
+            sources[source] = True
+        up = GaugeMetricFamily(
+            "agenttasks_metrics_source_up",
+            "1 when this collection could read the source (postgres, nats), else 0",
+            labels=["source"],
+        )
+        for source, ok in sources.items():
+            up.add_metric([source], 1.0 if ok else 0.0)
+        families.append(up)
+        return Snapshot(families, self.clock(), sources)
+
+    async def _postgres(self, _: int) -> tuple[list[Metric], int]:
+        stored = await asyncio.to_thread(self.newest) or 0
+        async with self.pool.connection() as connection, connection.transaction():
+            await connection.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            rows = await (await connection.execute(_FIGURES)).fetchall()
+            tracked = await (
+                await connection.execute("SELECT name, position FROM projection_tracking")
+            ).fetchall()
+            summary = await (await connection.execute(quarantine.SUMMARY_SQL)).fetchone()
+        figures: Figures = {(m, t, label): int(v) for m, t, label, v in rows}
+        oldest = await oldest_pending_age(self.pool)
+        families = [*task_families(figures)]
+        positions = {str(name): int(position) for name, position in tracked}
+        lag = GaugeMetricFamily(
+            "agenttasks_projection_lag_events",
+            "Stored events a read model has not applied yet",
+            labels=["read_model"],
+        )
+        for name in self.read_models:
+            lag.add_metric([name], float(max(0, stored - positions.get(name, 0))))
+        families.append(lag)
+        families.append(
+            GaugeMetricFamily(
+                "agenttasks_quarantined_events",
+                "Events a consumer set aside (unresolved; agenttasks quarantine list)",
+                value=float(summary[0] if summary else 0),
+            )
+        )
+        families.append(
+            GaugeMetricFamily(
+                "agenttasks_queue_oldest_age_seconds",
+                "Seconds the oldest pending task has waited since it was created (0: none)",
+                value=oldest or 0.0,
+            )
+        )
+        families.append(
+            GaugeMetricFamily(
+                "agenttasks_store_position", "The event store's newest position", value=stored
+            )
+        )
+        return families, stored
+
+    async def _nats(self, stored: int) -> tuple[list[Metric], int]:
+        published, _ = await self.bus.last_published()
+        backlog = GaugeMetricFamily(
+            "agenttasks_queue_backlog",
+            "Messages of each work consumer: pending (not delivered yet) or in_flight (unacked)",
+            labels=["task_type", "priority", "state"],
+        )
+        for depth in await queue_backlog(self.bus):
+            backlog.add_metric([depth.task_type, depth.priority, "pending"], depth.pending)
+            backlog.add_metric([depth.task_type, depth.priority, "in_flight"], depth.in_flight)
+        relay = GaugeMetricFamily(
+            "agenttasks_relay_lag_events",
+            "Stored events not yet published to the stream",
+            value=float(max(0, stored - published)) if stored else 0.0,
+        )
+        return [backlog, relay], 0
+
+
+@dataclass(frozen=True)
+class ApiMetrics:
+    """What the API's /metrics needs: the system-wide collector and the optional scrape token."""
+
+    system: SystemMetrics
+    token: str | None = None
+
+
+def task_families(figures: Figures) -> Iterator[Metric]:
+    """The task counters, the status gauge and the histograms from the read model's figures."""
+    types = sorted({*TASK_TYPES, *(t for _, t, _ in figures)})
+
+    def value(metric: str, task_type: str, label: str = "") -> int:
+        return figures.get((metric, task_type, label), 0)
+
+    for metric, (name, documentation) in _COUNTERS.items():
+        counter = CounterMetricFamily(name, documentation, labels=["task_type"])
+        for task_type in types:
+            counter.add_metric([task_type], value(metric, task_type))
+        yield counter
+    failed = CounterMetricFamily(
+        "agenttasks_tasks_failed",
+        "Attempts that failed, by error kind",
+        labels=["task_type", "error_kind"],
+    )
+    for (metric, task_type, label), count in sorted(figures.items()):
+        if metric == "failed":
+            failed.add_metric([task_type, label], count)
+    yield failed
+    tokens = CounterMetricFamily(
+        "agenttasks_task_tokens",
+        "Tokens the completed tasks' results reported (result_data.usage)",
+        labels=["task_type", "kind"],
+    )
+    for task_type in types:
+        tokens.add_metric([task_type, "prompt"], value("prompt_tokens", task_type))
+        tokens.add_metric([task_type, "completion"], value("completion_tokens", task_type))
+    yield tokens
+    statuses = GaugeMetricFamily(
+        "agenttasks_tasks", "Tasks in the store, by status", labels=["task_type", "status"]
+    )
+    for task_type in types:
+        for status in sorted({*STATUSES, *(s for m, t, s in figures if m == "status")}):
+            statuses.add_metric([task_type, status], value("status", task_type, status))
+    yield statuses
+    for name, metric, bounds, documentation in (
+        (
+            "agenttasks_task_queue_wait_seconds",
+            "wait",
+            QUEUE_WAIT_BUCKETS,
+            "From created (or retried, after any backoff) to started",
+        ),
+        ("agenttasks_task_run_seconds", "run", RUN_BUCKETS, "From started to completed or failed"),
+    ):
+        histogram = HistogramMetricFamily(name, documentation, labels=["task_type"])
+        for task_type in types:
+            cumulative, buckets = 0, []
+            for index, bound in enumerate((*bounds, float("inf"))):
+                cumulative += value(f"{metric}_bucket", task_type, str(index))
+                buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+            total = value(f"{metric}_sum_us", task_type) / 1_000_000
+            histogram.add_metric([task_type], buckets, sum_value=total)
+        yield histogram
+
+
+class _Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+def exposition(families: list[Metric]) -> bytes:
+    """The Prometheus text of `families`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry)
