@@ -91,9 +91,9 @@ def up(settings: Settings, *, worker: bool = True) -> int:
             ("relay", ["relay"]),
             ("projector", ["project"]),
             ("worker", ["deliver"]),  # webhooks; NATS as `worker` (it may bind durables)
-            # Housekeeping (expiry, sweeps, purge, worker liveness): Postgres only; its NATS
-            # URL is the relay's, for whatever of the stream its purge may need.
-            ("relay", ["maintain"]),
+            # Housekeeping (expiry, sweeps, purge, worker liveness): Postgres only. It opens no
+            # NATS connection; should it ever, the read-only user is all it gets.
+            ("reader", ["maintain"]),
         ]
         if worker:
             roles.append(("worker", ["worker"]))
