@@ -31,6 +31,7 @@ DESCRIBES: dict[type[EventData], type[Any]] = {
     event_data.TaskCompleted: Task.Completed,
     event_data.TaskFailed: Task.Failed,
     event_data.TaskRetried: Task.Retried,
+    event_data.TaskModelCalled: Task.ModelCalled,
     event_data.TemplateCreated: Template.Created,
     event_data.TemplateRevised: Template.Revised,
 }

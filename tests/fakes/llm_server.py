@@ -25,6 +25,8 @@ class Reply:
     usage: bool = True  # False: like servers that never report usage
     error_after: int | None = None  # chunks sent before an error event ends the stream
     garbage: bool = False  # a stream whose events are not JSON
+    cached_tokens: int = 0  # of the prompt's tokens, reported as prompt_tokens_details
+    usage_report: Any = None  # sent instead of the counted usage, as is (absurd values too)
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,13 @@ def reply(
     words_per_chunk: int = 1,
     usage: bool = True,
     error_after: int | None = None,
+    cached_tokens: int = 0,
+    usage_report: Any = None,
 ) -> Reply:
-    return Reply(text, chunk_delay, words_per_chunk, usage, error_after)
+    return Reply(
+        text, chunk_delay, words_per_chunk, usage, error_after,
+        cached_tokens=cached_tokens, usage_report=usage_report,
+    )  # fmt: skip
 
 
 def slow(seconds_per_chunk: float = 0.2, text: str | None = None) -> Reply:
@@ -176,16 +183,25 @@ async def _sse(
            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}  # fmt: skip
     yield f"data: {json.dumps(end)}\n\n".encode()
     if include_usage:
+        report = behaviour.usage_report
+        if report is None:
+            report = _usage(prompt, text, behaviour.cached_tokens)
         usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": MODEL,
-                 "choices": [], "usage": _usage(prompt, text)}  # fmt: skip
+                 "choices": [], "usage": report}  # fmt: skip
         yield f"data: {json.dumps(usage)}\n\n".encode()
     yield b"data: [DONE]\n\n"
 
 
-def _usage(prompt: str, text: str) -> dict[str, int]:
-    prompt_tokens, completion_tokens = _tokens(prompt), _tokens(text)
+def usage_of(prompt: str, text: str) -> tuple[int, int]:
+    """The (prompt, completion) tokens the server reports for a prompt and its answer."""
+    return _tokens(prompt), _tokens(text)
+
+
+def _usage(prompt: str, text: str, cached: int = 0) -> dict[str, Any]:
+    prompt_tokens, completion_tokens = usage_of(prompt, text)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": min(cached, prompt_tokens)}}  # fmt: skip
 
 
 def _completion(text: str, prompt: str) -> dict[str, Any]:

@@ -18,10 +18,11 @@ from litestar.params import QueryParameter
 from agenttasks.api.deps import ApiDeps
 from agenttasks.api.errors import problem
 from agenttasks.api.schemas import MAX_POSITION
+from agenttasks.application.prices import format_usd
 from agenttasks.application.tasks import Actor, Written
 from agenttasks.domain.task import Task
 from agenttasks.live.settled import FinalMessageGate
-from agenttasks.projections.task_queries import TaskView
+from agenttasks.projections.task_queries import TaskView, token_counts
 
 log = logging.getLogger(__name__)
 
@@ -157,4 +158,8 @@ def view_of(task: Task) -> TaskView:
         completed_at=task.completed_at,
         updated_at=task.updated_at,
         webhook_url=task.webhook_url,
+        cost_usd=None if task.cost_usd is None else format_usd(task.cost_usd),
+        tokens=token_counts(task.prompt_tokens, task.completion_tokens, task.cached_tokens),
+        model_calls=task.model_calls,
+        unpriced_calls=task.unpriced_calls,
     )

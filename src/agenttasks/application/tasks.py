@@ -8,7 +8,8 @@ progress report) are retried with a fresh load, and the domain's rules decide th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,8 @@ from agenttasks.application.group_commit import GroupCommitter
 from agenttasks.application.store import EventStore, PositionedEvent, history
 from agenttasks.application.task_configs import normalized_config
 from agenttasks.application.undecodable import Undecodable
-from agenttasks.domain.task import Task
+from agenttasks.domain.task import Task, command_trace
+from agenttasks.observability import context
 
 MAX_TITLE_CHARS = 200
 _TASK_TOPIC = f"{Task.__module__}:{Task.__qualname__}."
@@ -96,7 +98,8 @@ class TaskCommands:
 
         The key reused with a different request raises IdempotencyKeyReused.
         """
-        task = self.build(actor, new, idempotency_key)
+        with _traced():
+            task = self.build(actor, new, idempotency_key)
         try:
             recordings = self._save(task)
         except IntegrityError:
@@ -216,6 +219,14 @@ class TaskCommands:
             SYSTEM, task_id, lambda t: t.note(attempt, message, data, error=error), known
         )
 
+    def record_model_call(
+        self, task_id: UUID, attempt: int, call: dict[str, Any], *, known: Task | None = None
+    ) -> Written:
+        """Records one model call of the running attempt (Task.ModelCalled; docs/cost.md)."""
+        return self._update(
+            SYSTEM, task_id, lambda t: t.record_model_call(attempt, **call), known
+        )
+
     def complete(
         self,
         task_id: UUID,
@@ -292,11 +303,23 @@ class TaskCommands:
 
         def attempt() -> Written:
             task = held.pop() if held else self.get(actor, task_id)
-            command(task)
+            with _traced():
+                command(task)
             recordings = self._save(task)
             return Written(task_id, recordings[-1].notification.id, task=task)
 
-        return retry_on_conflict(attempt, f"task {task_id}")
+        with context.bound(task=task_id):
+            return retry_on_conflict(attempt, f"task {task_id}")
+
+
+@contextmanager
+def _traced() -> Iterator[None]:
+    """The events a command triggers within the block record the trace of the span under way."""
+    token = command_trace.set(context.current_traceparent())
+    try:
+        yield
+    finally:
+        command_trace.reset(token)
 
 
 def _request_of(task: Task) -> str:

@@ -59,6 +59,21 @@ class TaskFailed(EventData):
     progress: int
 
 
+class TaskModelCalled(EventData):
+    attempt: int
+    step: int
+    model: str
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    usage: str
+    latency_ms: int
+    cost_usd: str | None
+    price_source: str
+    price_version: str | None
+
+
 class TaskRetried(EventData):
     attempt: int
     by: str

@@ -41,6 +41,12 @@ class Task(msgspec.Struct, kw_only=True):
     completed_at: datetime | None
     updated_at: datetime
     error_kind: str | None = None  # why a failed task failed (timeout, invalid_input, ...)
+    # What the task's model calls cost, every attempt (docs/cost.md): USD as a decimal string,
+    # null when a call's price is unknown (`unpriced_calls` of them); tokens {prompt, ...}.
+    cost_usd: str | None = "0"
+    tokens: dict[str, int] = msgspec.field(default_factory=dict)
+    model_calls: int = 0
+    unpriced_calls: int = 0
 
 
 class TaskPage(msgspec.Struct, kw_only=True):

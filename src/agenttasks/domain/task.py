@@ -7,7 +7,9 @@ fields are a storage contract: never rename or retype them; new fields get defau
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -21,12 +23,21 @@ from agenttasks.domain.rules import (
     check,
 )
 
+# The W3C `traceparent` of the command under way, set by the application around each command
+# (application/tasks.py): every event the command triggers records it in its `trace` field, so
+# one task's log lines and spans join up across processes (docs/events.md, "Traces").
+command_trace: ContextVar[str | None] = ContextVar("command_trace", default=None)
+
+
+def _trace_v2(state: dict[str, Any]) -> None:
+    state["trace"] = None  # stored before traces were recorded
+
 
 class Task(Aggregate):
     """A task an agent works on, with its attempts, progress and outcome."""
 
     class Created(Aggregate.Created):
-        class_version = 2
+        class_version = 3
 
         title: str
         task_type: str
@@ -39,14 +50,22 @@ class Task(Aggregate):
         timeout_seconds: int
         # v2: where the deliverer posts the task's end (docs/webhooks.md); None: nowhere.
         webhook_url: str | None = None
+        # v3 (on every task event): the traceparent of the command that caused it; None: none.
+        trace: str | None = None
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["webhook_url"] = None
 
+        upcast_v2_v3 = staticmethod(_trace_v2)
+
     class Started(Aggregate.Event):
+        class_version = 2
+
         attempt: int
         worker_id: str
+        trace: str | None = None  # v2
+        upcast_v1_v2 = staticmethod(_trace_v2)
 
         def apply(self, task: Task) -> None:
             task.status = "running"
@@ -55,9 +74,13 @@ class Task(Aggregate):
             task.progress = 0
 
     class Progressed(Aggregate.Event):
+        class_version = 2
+
         attempt: int
         progress: int
         message: str
+        trace: str | None = None  # v2
+        upcast_v1_v2 = staticmethod(_trace_v2)
 
         def apply(self, task: Task) -> None:
             task.progress = self.progress
@@ -65,7 +88,7 @@ class Task(Aggregate):
     class ResultRecorded(Aggregate.Event):
         """A partial result while the agent streams (e.g. the text so far)."""
 
-        class_version = 2
+        class_version = 3
 
         attempt: int
         data: dict[str, Any]
@@ -74,15 +97,22 @@ class Task(Aggregate):
         # v2: the streamed piece `{offset, text}` also stands here, flat, so that readers need
         # not know it nests in `data` (where it stays, for the payloads' existing readers).
         partial: dict[str, Any] | None = None
+        trace: str | None = None  # v3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["partial"] = streamed_piece(state["data"])
 
+        upcast_v2_v3 = staticmethod(_trace_v2)
+
     class Completed(Aggregate.Event):
+        class_version = 2
+
         attempt: int
         result_data: dict[str, Any]
         message: str
+        trace: str | None = None  # v2
+        upcast_v1_v2 = staticmethod(_trace_v2)
 
         def apply(self, task: Task) -> None:
             task.status = "completed"
@@ -91,11 +121,15 @@ class Task(Aggregate):
             task.completed_at = self.timestamp
 
     class Failed(Aggregate.Event):
+        class_version = 2
+
         attempt: int
         error_kind: str
         error_message: str
         retryable: bool
         progress: int
+        trace: str | None = None  # v2
+        upcast_v1_v2 = staticmethod(_trace_v2)
 
         def apply(self, task: Task) -> None:
             task.status = "failed"
@@ -104,21 +138,29 @@ class Task(Aggregate):
             task.completed_at = self.timestamp
 
     class Cancelled(Aggregate.Event):
+        class_version = 2
+
         attempt: int
         by: str
         reason: str
         progress: int
+        trace: str | None = None  # v2
+        upcast_v1_v2 = staticmethod(_trace_v2)
 
         def apply(self, task: Task) -> None:
             task.status = "cancelled"
             task.completed_at = self.timestamp
 
     class Retried(Aggregate.Event):
+        class_version = 2
+
         attempt: int  # the new attempt's number
         by: str
         automatic: bool
         reason: str
         not_before: datetime | None  # automatic retries wait out their backoff
+        trace: str | None = None  # v2
+        upcast_v1_v2 = staticmethod(_trace_v2)
 
         def apply(self, task: Task) -> None:
             task.status = "pending"
@@ -137,11 +179,43 @@ class Task(Aggregate):
     class Noted(Aggregate.Event):
         """Information or a non-fatal error (e.g. one source failed) during an attempt."""
 
+        class_version = 2
+
         attempt: int
         level: str  # "info" | "error"
         message: str
         data: dict[str, Any]
         progress: int
+        trace: str | None = None  # v2
+        upcast_v1_v2 = staticmethod(_trace_v2)
+
+    class ModelCalled(Aggregate.Event):
+        """One model call of an attempt: what it used and cost (docs/cost.md)."""
+
+        attempt: int
+        step: int  # the call's number within its attempt, from 1
+        model: str  # as the server named it
+        provider: str  # the base URL's host; "offline" for the offline engine
+        prompt_tokens: int  # cached ones included, as OpenAI counts
+        completion_tokens: int
+        cached_tokens: int
+        usage: str  # reported | missing | invalid | capped
+        latency_ms: int
+        cost_usd: str | None  # a decimal string; None: unknown (no price, or no usage)
+        price_source: str  # AGENTTASKS_PRICES | genai-prices | offline engine | unknown
+        price_version: str | None
+        progress: int
+        trace: str | None = None  # the W3C traceparent of the command that stored it
+
+        def apply(self, task: Task) -> None:
+            task.model_calls += 1
+            task.prompt_tokens += self.prompt_tokens
+            task.completion_tokens += self.completion_tokens
+            task.cached_tokens += self.cached_tokens
+            if self.cost_usd is None:
+                task.unpriced_calls += 1
+            else:
+                task.spent_usd += Decimal(self.cost_usd)
 
     def __init__(
         self,
@@ -177,6 +251,13 @@ class Task(Aggregate):
         self.started_at: datetime | None = None
         self.completed_at: datetime | None = None
         self.not_before: datetime | None = None
+        # What the task's model calls used, every attempt (Task.ModelCalled).
+        self.model_calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+        self.unpriced_calls = 0
+        self.spent_usd = Decimal(0)
 
     @classmethod
     def create(
@@ -212,7 +293,14 @@ class Task(Aggregate):
             max_retries=max_retries,
             timeout_seconds=timeout_seconds,
             webhook_url=webhook_url,
+            trace=command_trace.get(),
         )
+
+    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        # Like the timestamp, the trace comes from the moment of the command, not its caller.
+        if "trace" in event_class.__dataclass_fields__:
+            kwargs.setdefault("trace", command_trace.get())
+        super().trigger_event(event_class, **kwargs)
 
     # Commands. Each checks its guards, then triggers exactly one event.
 
@@ -318,6 +406,49 @@ class Task(Aggregate):
             progress=self.progress,
         )
 
+    def record_model_call(
+        self,
+        attempt: int,
+        *,
+        step: int,
+        model: str,
+        provider: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int,
+        usage: str,
+        latency_ms: int,
+        cost_usd: str | None,
+        price_source: str,
+        price_version: str | None,
+    ) -> None:
+        """Records a model call of the running attempt; a stale attempt's call is refused."""
+        self._check_running(attempt)
+        check(step >= 1, "a model call's step counts from 1")
+        check(
+            min(prompt_tokens, completion_tokens, cached_tokens, latency_ms) >= 0,
+            "token counts and latency cannot be negative",
+        )
+        check(cached_tokens <= prompt_tokens, "cached tokens are part of the prompt tokens")
+        check(usage in USAGE_STATES, f"unknown usage state {usage!r}")
+        check(cost_usd is None or _is_amount(cost_usd), "cost_usd must be a non-negative amount")
+        self.trigger_event(
+            self.ModelCalled,
+            attempt=attempt,
+            step=step,
+            model=model,
+            provider=provider,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+            usage=usage,
+            latency_ms=latency_ms,
+            cost_usd=cost_usd,
+            price_source=price_source,
+            price_version=price_version,
+            progress=self.progress,
+        )
+
     # Guards.
 
     def _check_current(self, attempt: int) -> None:
@@ -338,12 +469,35 @@ class Task(Aggregate):
         return max(since, self.not_before) if self.not_before is not None else since
 
     @property
+    def model_tokens(self) -> int:
+        """Prompt and completion tokens of every model call of the task, every attempt."""
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        """What the task's model calls cost, every attempt; None when one had no known price."""
+        return None if self.unpriced_calls else self.spent_usd
+
+    @property
     def created_at(self) -> datetime:
         return self.created_on
 
     @property
     def updated_at(self) -> datetime:
         return self.modified_on
+
+
+# What a call's token counts are: as the server reported them, not reported at all, unusable
+# (negative, not a number: recorded as 0), or over AGENTTASKS_MAX_REPORTED_TOKENS (capped).
+USAGE_STATES = frozenset({"reported", "missing", "invalid", "capped"})
+
+
+def _is_amount(text: Any) -> bool:
+    try:
+        amount = Decimal(text)
+    except (ArithmeticError, TypeError, ValueError):
+        return False
+    return amount.is_finite() and amount >= 0
 
 
 def streamed_piece(data: dict[str, Any]) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ KINDS: dict[type[Any], str] = {
     Task.Cancelled: "cancelled",
     Task.Retried: "retried",
     Task.Noted: "info",
+    Task.ModelCalled: "model_call",
 }
 
 
@@ -66,5 +67,23 @@ def describe(event: DomainEventProtocol[Any]) -> TaskUpdate:
         not_before = e.not_before.isoformat() if e.not_before else None
         data = {"attempt": e.attempt, "automatic": e.automatic, "not_before": not_before}
         return TaskUpdate(kind, "status", "pending", 0, e.reason, data)
+    if kind == "model_call":
+        return TaskUpdate(kind, "info", "running", e.progress, _call_message(e), _call_data(e))
     update_type = "error" if e.level == "error" else "info"
     return TaskUpdate(kind, update_type, "running", e.progress, e.message, e.data)
+
+
+def _call_message(e: Any) -> str:
+    tokens = e.prompt_tokens + e.completion_tokens
+    cost = "cost unknown" if e.cost_usd is None else f"${e.cost_usd}"
+    if e.price_source == "offline engine":
+        cost = "offline engine, no cost"
+    return f"Model call {e.step}: {e.model}, {tokens:,} tokens, {cost}"
+
+
+def _call_data(e: Any) -> dict[str, Any]:
+    fields = (
+        "attempt", "step", "model", "provider", "prompt_tokens", "completion_tokens",
+        "cached_tokens", "usage", "latency_ms", "cost_usd", "price_source", "price_version",
+    )  # fmt: skip
+    return {name: getattr(e, name) for name in fields}

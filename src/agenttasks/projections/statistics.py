@@ -13,13 +13,14 @@ one INSERT or UPDATE per task, with the same result as applying the events one b
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 from psycopg import Cursor, sql
 
-from agenttasks.bus.event_data import TaskCompleted, data_of
-from agenttasks.bus.messages import BusEvent, TaskEvent
+from agenttasks.bus.event_data import TaskCompleted, TaskCreated, TaskModelCalled, data_of
+from agenttasks.bus.messages import BusEvent, PurgedEvent, TaskEvent
 from agenttasks.projections.base import Projection, Tables
 
 DDL = {
@@ -37,13 +38,27 @@ DDL = {
             completion_tokens bigint,
             last_position bigint NOT NULL
         )""",
+        # Added with cost (docs/cost.md): the template, and the sums of the task's model calls
+        # over every attempt (cost_usd: the priced ones; unpriced_calls: the others).
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS template_id uuid",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS cost_usd numeric NOT NULL DEFAULT 0",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS model_calls integer NOT NULL DEFAULT 0",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS unpriced_calls integer NOT NULL DEFAULT 0",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS call_prompt_tokens bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS call_completion_tokens bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS cached_tokens bigint NOT NULL DEFAULT 0",
         "CREATE INDEX IF NOT EXISTS {t_user} ON {t} (created_by, created_at)",
         "CREATE INDEX IF NOT EXISTS {t_created} ON {t} (created_at)",
     ],
 }
 ROW = (
     "created_by", "task_type", "priority", "status", "created_at", "started_at", "finished_at",
-    "prompt_tokens", "completion_tokens",
+    "prompt_tokens", "completion_tokens", "template_id",
+)  # fmt: skip
+# Columns that model_call events add to rather than set (a batch folds them into one sum).
+SUMS = (
+    "cost_usd", "model_calls", "unpriced_calls", "call_prompt_tokens", "call_completion_tokens",
+    "cached_tokens",
 )  # fmt: skip
 Assignments = dict[str, Any]
 
@@ -59,6 +74,19 @@ def _created(e: TaskEvent) -> Assignments:
         "finished_at": None,
         "prompt_tokens": None,
         "completion_tokens": None,
+        "template_id": data_of(e, TaskCreated).template_id,
+    }
+
+
+def _call_sums(e: TaskEvent) -> dict[str, Any]:
+    d = data_of(e, TaskModelCalled)
+    return {
+        "cost_usd": Decimal(d.cost_usd) if d.cost_usd is not None else Decimal(0),
+        "model_calls": 1,
+        "unpriced_calls": 1 if d.cost_usd is None else 0,
+        "call_prompt_tokens": d.prompt_tokens,
+        "call_completion_tokens": d.completion_tokens,
+        "cached_tokens": d.cached_tokens,
     }
 
 
@@ -100,7 +128,9 @@ TYPES = {
     "task_id": "uuid", "created_by": "text", "task_type": "text", "priority": "text",
     "status": "text", "created_at": "timestamptz", "started_at": "timestamptz",
     "finished_at": "timestamptz", "prompt_tokens": "bigint", "completion_tokens": "bigint",
-    "last_position": "bigint", "first_position": "bigint",
+    "last_position": "bigint", "first_position": "bigint", "template_id": "uuid",
+    "cost_usd": "numeric", "model_calls": "integer", "unpriced_calls": "integer",
+    "call_prompt_tokens": "bigint", "call_completion_tokens": "bigint", "cached_tokens": "bigint",
 }  # fmt: skip
 CHUNK = 1000  # rows per statement: one statement of a megabyte or more stalls pipeline mode
 _encoder = msgspec.json.Encoder()
@@ -113,7 +143,7 @@ def _rows_of(columns: tuple[str, ...]) -> sql.Composed:
     binding a parameter per value or per column array.
     """
     fields = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(TYPES[c])) for c in columns
+        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(TYPES[c.lstrip("+")])) for c in columns
     )
     return sql.SQL("json_to_recordset(%s::json) AS v({})").format(fields)
 
@@ -124,7 +154,7 @@ def _write(cursor: Cursor[Any], query: sql.Composed, rows: list[dict[str, Any]])
 
 
 def _insert(cursor: Cursor[Any], t: Tables, rows: list[dict[str, Any]]) -> None:
-    columns = ("task_id", *ROW, "last_position")
+    columns = ("task_id", *ROW, *SUMS, "last_position")
     names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     query = sql.SQL(
         "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT (task_id) DO NOTHING"
@@ -135,8 +165,12 @@ def _insert(cursor: Cursor[Any], t: Tables, rows: list[dict[str, Any]]) -> None:
 def _update(
     cursor: Cursor[Any], t: Tables, columns: tuple[str, ...], rows: list[dict[str, Any]]
 ) -> None:
+    # A "+column" of the rows is added to the column (model calls' sums), others are set.
     assignments = sql.SQL(", ").join(
-        sql.SQL("{0} = v.{0}").format(sql.Identifier(c)) for c in (*columns, "last_position")
+        sql.SQL("{0} = t.{0} + v.{1}").format(sql.Identifier(c[1:]), sql.Identifier(c))
+        if c.startswith("+")
+        else sql.SQL("{0} = v.{0}").format(sql.Identifier(c))
+        for c in (*columns, "last_position")
     )
     # The row must be older than the first event folded in: all of them apply, or none.
     query = sql.SQL(
@@ -152,12 +186,66 @@ def _update(
 
 def apply_events(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None:
     """Folds each task's events of the batch into one row write; same tables as one by one."""
+    run: list[BusEvent] = []
+    for e in events:
+        if isinstance(e, PurgedEvent):
+            _fold(cursor, t, run)  # what came before the purge, then the purge: in order
+            run = []
+            _purged(cursor, t, e)
+        else:
+            run.append(e)
+    _fold(cursor, t, run)
+
+
+def purged_row(e: PurgedEvent) -> Assignments:
+    """The row a deleted task keeps: the figures its purge event carries."""
+    return {
+        "created_by": e.user,
+        "task_type": e.task_type,
+        "priority": e.priority,
+        "status": e.status,
+        "created_at": e.created_at,
+        "started_at": e.started_at,
+        "finished_at": e.finished_at,
+        "prompt_tokens": e.prompt_tokens,
+        "completion_tokens": e.completion_tokens,
+        "template_id": e.template_id,
+    }
+
+
+def _purged(cursor: Cursor[Any], t: Tables, e: PurgedEvent) -> None:
+    # A deleted task still counts: its row is set to the figures the purge event carries,
+    # which are the ones its events gave it. Live the row is there already (same values); a
+    # replay after the purge, without the task's events, writes it from the purge alone.
+    columns = ("task_id", *ROW, "last_position")
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in (*ROW, "last_position")
+    )
+    query = sql.SQL(
+        "INSERT INTO {t} AS s ({names}) SELECT {names} FROM {rows}"
+        " ON CONFLICT (task_id) DO UPDATE SET {updates}"
+        " WHERE s.last_position < excluded.last_position"
+    ).format(t=t.id("task_statistics"), names=names, rows=_rows_of(columns), updates=updates)
+    _write(cursor, query, [{"task_id": e.task_id, **purged_row(e), "last_position": e.position}])
+
+
+def _fold(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None:
     created: dict[str, tuple[Assignments, int]] = {}
     changed: dict[str, tuple[Assignments, int, int]] = {}  # assignments, first, last position
+    sums: dict[str, dict[str, Any]] = {}  # task -> what its model calls of the batch add
     for e in events:
-        if not isinstance(e, TaskEvent) or (assign := ASSIGNMENTS.get(e.type)) is None:
+        if not isinstance(e, TaskEvent):
             continue
-        values = assign(e)
+        if e.type == "model_call":
+            values: Assignments = {}
+            added = sums.setdefault(e.task_id, dict.fromkeys(SUMS, 0))
+            for column, value in _call_sums(e).items():
+                added[column] += value
+        elif (assign := ASSIGNMENTS.get(e.type)) is not None:
+            values = assign(e)
+        else:
+            continue
         if e.type == "created":
             created[e.task_id] = (values, e.position)
         elif e.task_id in created:
@@ -172,12 +260,16 @@ def apply_events(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None
         _insert(
             cursor,
             t,
-            [{"task_id": k, **row, "last_position": last} for k, (row, last) in created.items()],
+            [
+                {"task_id": k, **row, **sums.get(k, dict.fromkeys(SUMS, 0)), "last_position": last}
+                for k, (row, last) in created.items()
+            ],
         )
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for task_id, (row, first, last) in changed.items():
-        by_columns.setdefault(tuple(row), []).append(
-            {"task_id": task_id, **row, "last_position": last, "first_position": first}
+        added = {f"+{c}": v for c, v in sums[task_id].items()} if task_id in sums else {}
+        by_columns.setdefault((*row, *added), []).append(
+            {"task_id": task_id, **row, **added, "last_position": last, "first_position": first}
         )
     for columns, rows in by_columns.items():
         _update(cursor, t, columns, rows)
@@ -192,6 +284,7 @@ def statistics_projection() -> Projection:
     return Projection(
         name="statistics",
         ddl=DDL,
-        task_handlers=dict.fromkeys(ASSIGNMENTS, _one),
+        task_handlers=dict.fromkeys((*ASSIGNMENTS, "model_call"), _one),
         batch_handler=apply_events,
+        purge_handler=_purged,
     )

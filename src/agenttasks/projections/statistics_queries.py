@@ -14,6 +14,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from agenttasks.application.prices import format_usd
 from agenttasks.application.tasks import Actor
 from agenttasks.domain.rules import PRIORITIES, STATUSES, TASK_TYPES
 
@@ -43,6 +44,29 @@ class TokenStats(msgspec.Struct, kw_only=True):
     total_tokens: int
 
 
+class CostGroup(msgspec.Struct, kw_only=True):
+    """What the model calls of one group's tasks cost (docs/cost.md)."""
+
+    key: str  # the user, task type, template id ("none": no template) or UTC day of creation
+    tasks: int
+    model_calls: int
+    cost_usd: str  # the priced calls' sum, a decimal string
+    unpriced_calls: int  # calls with no known price: cost_usd is then a lower bound
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+class CostStats(msgspec.Struct, kw_only=True):
+    """Cost of the tasks in scope, in total and by user, task type, template and day."""
+
+    total: CostGroup
+    by_user: list[CostGroup]  # a user sees only their own row; an admin (scope=all) everyone's
+    by_type: list[CostGroup]
+    by_template: list[CostGroup]
+    by_day: list[CostGroup]  # by the UTC day each task was created
+
+
 class StatisticsView(msgspec.Struct, kw_only=True):
     """The figures of GET /task-statistics/."""
 
@@ -56,6 +80,7 @@ class StatisticsView(msgspec.Struct, kw_only=True):
     duration: DurationStats
     tasks_per_day: list[DayCount]
     tokens: TokenStats
+    cost: CostStats | None = None  # added with cost; always present in answers
 
 
 _GROUPS = (("status", STATUSES), ("task_type", TASK_TYPES), ("priority", PRIORITIES))
@@ -139,6 +164,17 @@ async def _figures(
     )
     tokens = await cursor.fetchone()
     assert tokens is not None
+    cost = CostStats(
+        total=(await _cost_groups(cursor, sql.SQL("'all'"), where, params))[0],
+        by_user=await _cost_groups(cursor, sql.SQL("created_by"), where, params),
+        by_type=await _cost_groups(cursor, sql.SQL("task_type"), where, params),
+        by_template=await _cost_groups(
+            cursor, sql.SQL("coalesce(template_id::text, 'none')"), where, params
+        ),
+        by_day=await _cost_groups(
+            cursor, sql.SQL("((created_at AT TIME ZONE 'UTC')::date)::text"), where, params
+        ),
+    )
     by_status = groups["status"]
     ended = by_status["completed"] + by_status["failed"] + by_status["cancelled"]
     return StatisticsView(
@@ -162,7 +198,41 @@ async def _figures(
             completion_tokens=int(tokens["completion"]),
             total_tokens=int(tokens["prompt"]) + int(tokens["completion"]),
         ),
+        cost=cost,
     )
+
+
+async def _cost_groups(
+    cursor: Any, key: sql.Composable, where: sql.Composable, params: list[Any]
+) -> list[CostGroup]:
+    await cursor.execute(
+        sql.SQL(
+            "SELECT {k} AS key, count(*) AS tasks, coalesce(sum(model_calls), 0) AS calls,"
+            " coalesce(sum(cost_usd), 0) AS cost, coalesce(sum(unpriced_calls), 0) AS unpriced,"
+            " coalesce(sum(call_prompt_tokens), 0) AS prompt,"
+            " coalesce(sum(call_completion_tokens), 0) AS completion,"
+            " coalesce(sum(cached_tokens), 0) AS cached"
+            " FROM task_statistics WHERE {w} GROUP BY 1 ORDER BY 1"
+        ).format(k=key, w=where),
+        params,
+    )
+    groups = [
+        CostGroup(
+            key=str(row["key"]),
+            tasks=int(row["tasks"]),
+            model_calls=int(row["calls"]),
+            cost_usd=format_usd(row["cost"]),
+            unpriced_calls=int(row["unpriced"]),
+            prompt_tokens=int(row["prompt"]),
+            completion_tokens=int(row["completion"]),
+            cached_tokens=int(row["cached"]),
+        )
+        for row in await cursor.fetchall()
+    ]
+    if not groups and key.as_string(None) == "'all'":  # no task in scope: a total of zeros
+        groups = [CostGroup(key="all", tasks=0, model_calls=0, cost_usd="0", unpriced_calls=0,
+                            prompt_tokens=0, completion_tokens=0, cached_tokens=0)]  # fmt: skip
+    return groups
 
 
 def _float(value: Any) -> float | None:

@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from agenttasks.application.prices import format_usd
 from agenttasks.application.tasks import Actor
 from agenttasks.projections.ordering import order_by
 
@@ -41,6 +42,12 @@ class TaskView(msgspec.Struct, kw_only=True):
     completed_at: datetime | None
     updated_at: datetime
     webhook_url: str | None = None  # where the task's end is posted (docs/webhooks.md)
+    # Added with cost (docs/cost.md): USD as a decimal string, every attempt's model calls;
+    # null when any call's price is unknown (then `unpriced_calls` says how many).
+    cost_usd: str | None = "0"
+    tokens: dict[str, int] = msgspec.field(default_factory=dict)  # {prompt, completion, cached}
+    model_calls: int = 0
+    unpriced_calls: int = 0
 
 
 class UpdateView(msgspec.Struct, kw_only=True):
@@ -80,7 +87,33 @@ ORDERINGS = {
     "title": "title",
     "progress": "progress",
 }
-_TASK_COLUMNS = sql.SQL(", ").join(sql.Identifier(f) for f in TaskView.__struct_fields__)
+_COMPUTED = ("cost_usd", "tokens")
+_TASK_COLUMNS = sql.SQL(", ").join(
+    sql.Identifier(f)
+    for f in (
+        *(f for f in TaskView.__struct_fields__ if f not in _COMPUTED),
+        "cost_usd", "prompt_tokens", "completion_tokens", "cached_tokens",
+    )
+)  # fmt: skip
+
+
+def token_counts(prompt: int, completion: int, cached: int) -> dict[str, int]:
+    """A task's `tokens`: its model calls' sums, every attempt (cached ones are in prompt)."""
+    return {"prompt": prompt, "completion": completion, "cached": cached}
+
+
+def task_view(row: dict[str, Any]) -> TaskView:
+    """A `tasks` row as the API shows it (cost as a string, tokens grouped)."""
+    tokens = token_counts(
+        row.pop("prompt_tokens"), row.pop("completion_tokens"), row.pop("cached_tokens")
+    )
+    cost = row.pop("cost_usd")
+    view = msgspec.convert(row, TaskView)
+    view.tokens = tokens
+    view.cost_usd = None if row["unpriced_calls"] else format_usd(cost)
+    return view
+
+
 # `partial`: the stored piece stands flat in `data.partial` since ResultRecorded v2; rows
 # projected before v2 have it only nested, at `data.data.partial`.
 _UPDATE_COLUMNS = sql.SQL(
@@ -112,7 +145,7 @@ class TaskQueries:
         )
         if not rows or not actor.may_see(rows[0]["created_by"]):
             return None
-        return msgspec.convert(rows[0], TaskView)
+        return task_view(rows[0])
 
     async def page(
         self, actor: Actor, filter: TaskFilter, ordering: str, offset: int, limit: int
@@ -146,7 +179,7 @@ class TaskQueries:
             ),
             [*params, offset, limit],
         )
-        return int(total[0]["n"]), [msgspec.convert(row, TaskView) for row in page]
+        return int(total[0]["n"]), [task_view(row) for row in page]
 
     async def updates(
         self, actor: Actor, task_id: UUID, after: int, offset: int, limit: int

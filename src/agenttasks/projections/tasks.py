@@ -13,11 +13,12 @@ from agenttasks.bus.event_data import (
     TaskCompleted,
     TaskCreated,
     TaskFailed,
+    TaskModelCalled,
     TaskRetried,
     TaskStarted,
     data_of,
 )
-from agenttasks.bus.messages import TaskEvent
+from agenttasks.bus.messages import PurgedEvent, TaskEvent
 from agenttasks.projections.base import Projection, Tables
 
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
@@ -54,8 +55,19 @@ DDL = {
         )""",
         # Added with webhooks: tables created before gain the column (old tasks have none).
         "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS webhook_url text",
+        # Added with cost (docs/cost.md): what the task's model calls used, every attempt.
+        # cost_usd sums the priced calls; unpriced_calls > 0 makes the task's cost unknown.
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS cost_usd numeric NOT NULL DEFAULT 0",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS model_calls integer NOT NULL DEFAULT 0",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS unpriced_calls integer NOT NULL DEFAULT 0",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS prompt_tokens bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS completion_tokens bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS cached_tokens bigint NOT NULL DEFAULT 0",
         "CREATE INDEX IF NOT EXISTS {t_created_by} ON {t} (created_by, created_at DESC)",
         "CREATE INDEX IF NOT EXISTS {t_status} ON {t} (status, priority_rank DESC, created_at)",
+        # Retention finds finished tasks by their end (retention.py).
+        "CREATE INDEX IF NOT EXISTS {t_completed} ON {t} (completed_at)"
+        " WHERE completed_at IS NOT NULL",
     ],
     "task_updates": [
         """CREATE TABLE IF NOT EXISTS {t} (
@@ -146,6 +158,34 @@ def _changes(**columns: Any) -> Any:
     return handler
 
 
+@lru_cache(maxsize=64)
+def _add_call(table: str) -> str:
+    return (
+        sql.SQL(
+            "UPDATE {} SET cost_usd = cost_usd + coalesce(%s::numeric, 0),"
+            " unpriced_calls = unpriced_calls + %s, model_calls = model_calls + 1,"
+            " prompt_tokens = prompt_tokens + %s, completion_tokens = completion_tokens + %s,"
+            " cached_tokens = cached_tokens + %s, progress = %s, updated_at = %s,"
+            " version = %s, last_position = %s WHERE id = %s AND last_position < %s"
+        )
+        .format(sql.Identifier(table))
+        .as_string(None)
+    )
+
+
+def _model_called(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
+    # Sums, not assignments: the position guard keeps a redelivered call from counting twice.
+    d = data_of(e, TaskModelCalled)
+    cursor.execute(
+        _add_call(t["tasks"]),
+        (
+            d.cost_usd, 1 if d.cost_usd is None else 0, d.prompt_tokens, d.completion_tokens,
+            d.cached_tokens, e.progress, e.timestamp, e.version, e.position, e.task_id,
+            e.position,
+        ),
+    )  # fmt: skip
+
+
 def _usage(e: TaskEvent) -> Jsonb | None:
     usage = data_of(e, TaskCompleted).result_data.get("usage")
     return Jsonb(usage) if isinstance(usage, dict) else None
@@ -161,6 +201,7 @@ HANDLERS = {
     "progress": _changes(),
     "result": _changes(),
     "info": _changes(),
+    "model_call": _model_called,
     "completed": _changes(
         result_data=lambda e: Jsonb(data_of(e, TaskCompleted).result_data),
         usage=_usage,
@@ -208,10 +249,19 @@ def _both(handler: Any) -> Any:
     return apply
 
 
+def _purged(cursor: Cursor[Any], t: Tables, e: PurgedEvent) -> None:
+    # The task's events all come before its purge, so nothing re-creates these rows later.
+    cursor.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(t.id("tasks")), (e.task_id,))
+    cursor.execute(
+        sql.SQL("DELETE FROM {} WHERE task_id = %s").format(t.id("task_updates")), (e.task_id,)
+    )
+
+
 def task_projection() -> Projection:
     """The `tasks` and `task_updates` read model."""
     return Projection(
         name="tasks",
         ddl=DDL,
         task_handlers={kind: _both(handler) for kind, handler in HANDLERS.items()},
+        purge_handler=_purged,
     )

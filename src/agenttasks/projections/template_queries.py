@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +18,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from agenttasks.application.prices import format_usd
 from agenttasks.application.tasks import Actor
 from agenttasks.projections.ordering import order_by
 
@@ -31,6 +33,10 @@ class UsageView(msgspec.Struct, kw_only=True):
     cancelled: int
     success_rate: float | None  # completed / (completed + failed + cancelled)
     average_duration_seconds: float | None  # of its completed tasks
+    # Added with cost (docs/cost.md): USD per finished task whose every call had a known price
+    # (a decimal string; null when there is none); `unpriced_tasks` finished tasks are left out.
+    average_cost_usd: str | None = None
+    unpriced_tasks: int = 0
 
 
 class TemplateView(msgspec.Struct, kw_only=True):
@@ -68,13 +74,17 @@ _SELECT = sql.SQL(
     "SELECT t.id, t.name, t.description, t.task_type, t.default_config, t.config_schema,"
     " t.shared, t.owner, t.revision AS version, t.archived, t.created_at, t.updated_at,"
     " coalesce(u.usage_count, 0) AS usage_count, u.last_used_at, s.completed, s.failed,"
-    " s.cancelled, s.average_duration_seconds"
+    " s.cancelled, s.average_duration_seconds, s.average_cost_usd, s.unpriced_tasks"
     " FROM templates t LEFT JOIN template_usage u ON u.template_id = t.id"
     " LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE status = 'completed') AS completed,"
     " count(*) FILTER (WHERE status = 'failed') AS failed,"
     " count(*) FILTER (WHERE status = 'cancelled') AS cancelled,"
     " avg(extract(epoch FROM finished_at - started_at)::float8)"
-    " FILTER (WHERE status = 'completed') AS average_duration_seconds"
+    " FILTER (WHERE status = 'completed') AS average_duration_seconds,"
+    " avg(cost_usd) FILTER (WHERE status IN ('completed', 'failed', 'cancelled')"
+    " AND unpriced_calls = 0) AS average_cost_usd,"
+    " count(*) FILTER (WHERE status IN ('completed', 'failed', 'cancelled')"
+    " AND unpriced_calls > 0) AS unpriced_tasks"
     " FROM template_usage_tasks k WHERE k.template_id = t.id) s ON true"
 )
 
@@ -162,9 +172,16 @@ def view_of(row: dict[str, Any]) -> TemplateView:
         cancelled=cancelled,
         success_rate=completed / ended if ended else None,
         average_duration_seconds=row["average_duration_seconds"],
+        average_cost_usd=_usd(row["average_cost_usd"]),
+        unpriced_tasks=int(row["unpriced_tasks"] or 0),
     )
     fields = {k: row[k] for k in TemplateView.__struct_fields__ if k != "usage"}
     return TemplateView(**fields, usage=usage)
+
+
+def _usd(average: Decimal | None) -> str | None:
+    # Averages of decimals run to 20 digits; a millionth of a cent is finer than any price.
+    return None if average is None else format_usd(average.quantize(Decimal("1e-8")))
 
 
 def _visible(actor: Actor, mine: bool) -> tuple[list[sql.Composable], list[Any]]:

@@ -13,8 +13,8 @@ from typing import Any
 
 from psycopg import Cursor, sql
 
-from agenttasks.bus.event_data import TaskCreated, data_of
-from agenttasks.bus.messages import TaskEvent
+from agenttasks.bus.event_data import TaskCreated, TaskModelCalled, data_of
+from agenttasks.bus.messages import PurgedEvent, TaskEvent
 from agenttasks.projections.base import Projection, Tables
 
 DDL = {
@@ -38,6 +38,9 @@ DDL = {
             last_position bigint NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS {t_template} ON {t} (template_id, status)",
+        # Added with cost (docs/cost.md): the task's model calls, every attempt.
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS cost_usd numeric NOT NULL DEFAULT 0",
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS unpriced_calls integer NOT NULL DEFAULT 0",
     ],
 }
 
@@ -98,6 +101,45 @@ def _update_task(table: str, columns: tuple[str, ...]) -> str:
     )
 
 
+def _purged(cursor: Cursor[Any], t: Tables, e: PurgedEvent) -> None:
+    """A deleted task leaves `template_usage_tasks`; the template's usage keeps counting it.
+
+    Live, its created event counted it already; in a replay after the purge that event is gone
+    and the purge counts it instead, so both ways end with the same row.
+    """
+    cursor.execute(
+        sql.SQL("DELETE FROM {} WHERE task_id = %s RETURNING task_id").format(
+            t.id("template_usage_tasks")
+        ),
+        (e.task_id,),
+    )
+    counted = cursor.fetchone() is not None
+    if e.template_id is None:
+        return
+    cursor.execute(
+        sql.SQL(
+            "INSERT INTO {t} AS u (template_id, usage_count, last_used_at, last_position)"
+            " VALUES (%s, 1, %s, %s) ON CONFLICT (template_id) DO UPDATE SET"
+            " usage_count = u.usage_count + %s,"
+            " last_used_at = greatest(u.last_used_at, excluded.last_used_at),"
+            " last_position = greatest(u.last_position, excluded.last_position)"
+        ).format(t=t.id("template_usage")),
+        (e.template_id, e.created_at, e.position, 0 if counted else 1),
+    )
+
+
+def _model_called(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
+    cost = data_of(e, TaskModelCalled).cost_usd
+    cursor.execute(
+        sql.SQL(
+            "UPDATE {} SET cost_usd = cost_usd + coalesce(%s::numeric, 0),"
+            " unpriced_calls = unpriced_calls + %s, last_position = %s"
+            " WHERE task_id = %s AND last_position < %s"
+        ).format(t.id("template_usage_tasks")),
+        (cost, 1 if cost is None else 0, e.position, e.task_id, e.position),
+    )
+
+
 def template_usage_projection() -> Projection:
     """The `template_usage` and `template_usage_tasks` read model."""
     return Projection(
@@ -110,5 +152,7 @@ def template_usage_projection() -> Projection:
             "failed": _changes("failed", started=False, finished=True),
             "cancelled": _changes("cancelled", started=False, finished=True),
             "retried": _changes("pending", started=None, finished=False),
+            "model_call": _model_called,
         },
+        purge_handler=_purged,
     )

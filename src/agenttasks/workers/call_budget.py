@@ -60,6 +60,9 @@ class RecordedCall:
 class Reservation:
     """What `reserve` set aside for one call; a budget returns its own subclass."""
 
+    # Lower than the planned call's: send at most this many (a per-task cap's remainder).
+    max_tokens: int | None = None
+
 
 class BudgetExceeded(AgentError):
     """The call would go over a budget or a task's cap: it is not made, the task fails."""

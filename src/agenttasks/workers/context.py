@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import Executor
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
 import msgspec
 
+from agenttasks.application.prices import PriceTable, format_usd
 from agenttasks.application.tasks import TaskCommands, Written
 from agenttasks.application.transcoding import UnstorableValue
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.domain.task import Task
+from agenttasks.workers.call_budget import CallBudget, NoBudget, RecordedCall
 from agenttasks.workers.errors import AgentError
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.limits import Limits
@@ -31,6 +35,20 @@ PARTIAL_EVERY = 0.25  # seconds between partial-result events while text streams
 # 4 MB) and every projector. Inserts of a megabyte or more were measured to stall psycopg's
 # pipeline mode (which the event store uses) on these machines, so results stay well below.
 MAX_RESULT_BYTES = 256 * 1024
+
+
+OFFLINE_CALL = RecordedCall(
+    model="offline",
+    provider="offline",
+    prompt_tokens=0,
+    completion_tokens=0,
+    cached_tokens=0,
+    usage="reported",
+    latency_ms=0,
+    cost_usd=Decimal(0),
+    price_source="offline engine",
+    price_version=None,
+)
 
 
 class AttemptOver(Exception):
@@ -49,6 +67,8 @@ class AgentContext:
         llm: LanguageModel | None,
         fetcher: Fetcher,
         limits: Limits,
+        prices: PriceTable | None = None,
+        budget: CallBudget | None = None,
         partial_every: float = PARTIAL_EVERY,
     ) -> None:
         self.task_id = task.id
@@ -60,6 +80,15 @@ class AgentContext:
         self.llm = llm
         self.fetcher = fetcher
         self.limits = limits
+        self.template_id = task.template_id
+        self.prices = prices if prices is not None else PriceTable(None, bundled=False)
+        self.budget: CallBudget = budget if budget is not None else NoBudget()
+        # What the task's model calls used before and during this attempt (Task.ModelCalled).
+        self.model_calls = 0  # of this attempt: the next call's step is model_calls + 1
+        self.spent_usd = task.spent_usd
+        self.model_tokens = task.model_tokens
+        self.unpriced_calls = task.unpriced_calls
+        self.offline_result = False  # set when the offline engine produced the result
         self._known: Task | None = task
         self._commands = commands
         self._executor = executor
@@ -99,6 +128,29 @@ class AgentContext:
             "total_tokens": self._prompt_tokens + self._completion_tokens,
         }
 
+    async def record_model_call(self, call: RecordedCall) -> Written:
+        """Records a model call of this attempt as a Task.ModelCalled event (docs/cost.md)."""
+        self.model_calls += 1
+        self.model_tokens += call.prompt_tokens + call.completion_tokens
+        if call.cost_usd is None:
+            self.unpriced_calls += 1
+        else:
+            self.spent_usd += call.cost_usd
+        fields = {
+            "step": self.model_calls,
+            "model": call.model,
+            "provider": call.provider,
+            "prompt_tokens": call.prompt_tokens,
+            "completion_tokens": call.completion_tokens,
+            "cached_tokens": call.cached_tokens,
+            "usage": call.usage,
+            "latency_ms": call.latency_ms,
+            "cost_usd": None if call.cost_usd is None else format_usd(call.cost_usd),
+            "price_source": call.price_source,
+            "price_version": call.price_version,
+        }
+        return await self._write(self._commands.record_model_call, fields)
+
     async def progress(self, percent: int, message: str) -> None:
         """Reports progress; it never goes down, and 100 is left to completion."""
         percent = max(self._progress, min(99, int(percent)))
@@ -137,6 +189,10 @@ class AgentContext:
                 f"{MAX_RESULT_BYTES:,} bytes",
             )
         await self.end_stream()
+        if self.offline_result and self.model_calls == 0:
+            # The offline engine's work is recorded like a model call, at no cost, so a task's
+            # cost says "0, offline" rather than nothing at all.
+            await self.record_model_call(OFFLINE_CALL)
         return await self._write(self._commands.complete, result, message)
 
     async def close(self) -> None:
@@ -170,7 +226,9 @@ class AgentContext:
             known, self._known = self._known, None
             call = partial(command, self.task_id, self.attempt, *args, known=known, **kwargs)
             try:
-                written = await asyncio.get_running_loop().run_in_executor(self._executor, call)
+                # With the attempt's context variables (its trace), which run_in_executor drops.
+                traced = partial(contextvars.copy_context().run, call)
+                written = await asyncio.get_running_loop().run_in_executor(self._executor, traced)
             except RuleViolation as refused:
                 raise AttemptOver(str(refused)) from None
             except UnstorableValue as refused:  # e.g. a model's JSON nested 500 levels deep

@@ -11,7 +11,8 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from agenttasks.settings import Settings
 from agenttasks.workers.retry_policy import retry_after_seconds
@@ -25,14 +26,41 @@ ErrorKind = Literal[
     "rate_limited", "server_error", "timeout", "network", "auth", "bad_request", "empty"
 ]
 
+OPENAI_HOST = "api.openai.com"  # where the SDK goes without a base URL
+
 # The variables model_from_env reads; Settings validates them, as for every other setting.
 ENV_KEYS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AGENTTASKS_MODEL", "AGENTTASKS_LLM_TIMEOUT")
 
 
 @dataclass(frozen=True)
 class Usage:
-    prompt_tokens: int
+    prompt_tokens: int  # cached ones included, as OpenAI counts
     completion_tokens: int
+    cached_tokens: int = 0
+    # reported; invalid (a count that is not a non-negative integer: all counts recorded as 0);
+    # capped (a count over AGENTTASKS_MAX_REPORTED_TOKENS, recorded as the cap)
+    status: str = "reported"
+
+
+def usage_from(raw: Any, cap: int) -> Usage:
+    """A server's usage report, checked: what it says when sane, never a negative or absurd count.
+
+    A server can report anything (the SDK does not validate it); a negative count would lower a
+    user's spending and a huge one would exhaust a budget, so neither is taken as it is.
+    """
+    given = [
+        getattr(raw, "prompt_tokens", None),
+        getattr(raw, "completion_tokens", None),
+        getattr(getattr(raw, "prompt_tokens_details", None), "cached_tokens", None) or 0,
+    ]
+    counts = [c for c in given if isinstance(c, int) and not isinstance(c, bool) and c >= 0]
+    if len(counts) < len(given):
+        return Usage(0, 0, 0, "invalid")
+    prompt, completion, cached = (min(c, cap) for c in counts)
+    if cached > prompt:  # cached tokens are part of the prompt's: a report that says otherwise
+        return Usage(0, 0, 0, "invalid")
+    capped = any(c > cap for c in counts)
+    return Usage(prompt, completion, cached, "capped" if capped else "reported")
 
 
 @dataclass(frozen=True)
@@ -65,6 +93,7 @@ class LanguageModel(Protocol):
 
     engine: str
     model: str
+    provider: str  # the host of the API's base URL: where the money goes
 
     async def complete(
         self, system: str, prompt: str, *, max_tokens: int,
@@ -80,11 +109,19 @@ class OpenAIModel:
     engine = "openai"
 
     def __init__(
-        self, *, api_key: str, base_url: str | None, model: str, timeout: float = 120.0
+        self,
+        *,
+        api_key: str,
+        base_url: str | None,
+        model: str,
+        timeout: float = 120.0,
+        max_reported_tokens: int = 10_000_000,
     ) -> None:
         import openai
 
         self.model = model
+        self.provider = (urlsplit(base_url).hostname or "unknown") if base_url else OPENAI_HOST
+        self._max_reported_tokens = max_reported_tokens
         self._client = openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
         )
@@ -118,7 +155,7 @@ class OpenAIModel:
                 async for chunk in stream:
                     model = chunk.model or model
                     if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                        usage = usage_from(chunk.usage, self._max_reported_tokens)
                     for choice in chunk.choices:
                         finish_reason = choice.finish_reason or finish_reason
                         delta = choice.delta.content if choice.delta else None
@@ -151,6 +188,7 @@ def model_from_settings(settings: Settings) -> LanguageModel | None:
         base_url=settings.openai_base_url,
         model=settings.model,
         timeout=float(settings.llm_timeout),
+        max_reported_tokens=settings.max_reported_tokens,
     )
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from agenttasks.workers.call_budget import RecordedCall, Reservation
 from agenttasks.workers.context import AgentContext
 from agenttasks.workers.errors import AgentError
 from agenttasks.workers.fetch import FetchError
+from agenttasks.workers.metering import planned_call, recorded_call
 from agenttasks.workers.offline.passages import Document
+
+log = logging.getLogger(__name__)
 
 MAX_MODEL_INPUT_CHARS = 48_000  # what one prompt carries of the sources (about 12k tokens)
 
@@ -76,17 +82,41 @@ async def ask_model(
     assert ctx.llm is not None
     ctx.limits.check_prompt(system, prompt)
     asked = ctx.config.get("max_tokens")
-    completion = await ctx.llm.complete(
-        system,
-        prompt,
-        max_tokens=ctx.limits.tokens_for(max_tokens, asked if isinstance(asked, int) else None),
-        on_text=ctx.stream_text if stream else None,
-    )
-    await ctx.end_stream()
+    tokens = ctx.limits.tokens_for(max_tokens, asked if isinstance(asked, int) else None)
+    planned = planned_call(ctx, len(system) + len(prompt), tokens)
+    # The budget may refuse the call (BudgetExceeded) or allow fewer tokens; never more.
+    reservation = await ctx.budget.reserve(planned)
+    if reservation.max_tokens is not None:
+        tokens = max(1, min(tokens, reservation.max_tokens))
+    started = time.monotonic()
+    try:
+        completion = await ctx.llm.complete(
+            system, prompt, max_tokens=tokens, on_text=ctx.stream_text if stream else None
+        )
+    except BaseException:
+        await _settle(ctx, reservation, None)
+        raise
+    latency_ms = int((time.monotonic() - started) * 1000)
+    call = recorded_call(ctx.prices, ctx.llm.provider, planned, completion, latency_ms)
+    try:
+        await ctx.end_stream()
+        await ctx.record_model_call(call)
+    finally:
+        # Even when the event cannot be stored (the attempt is over) the money is spent.
+        await _settle(ctx, reservation, call)
     ctx.add_usage(completion.usage)
     return completion.text
 
 
+async def _settle(ctx: AgentContext, reservation: Reservation, call: RecordedCall | None) -> None:
+    try:
+        await ctx.budget.settle(reservation, call)
+    except Exception:  # the budget's own failure must not lose the task's result
+        log.exception("could not settle the budget of a model call of task %s", ctx.task_id)
+
+
 def engine_fields(ctx: AgentContext) -> dict[str, Any]:
     """`engine`, `model` and `usage`: which engine produced the result, honestly."""
+    if ctx.llm is None:
+        ctx.offline_result = True  # recorded as a zero-cost call with the result
     return {"engine": ctx.engine, "model": ctx.model, "usage": ctx.usage()}
