@@ -19,18 +19,20 @@ from uuid import UUID
 
 import httpx
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from agenttasks import bootstrap
 from agenttasks.application.price_file import read_price_file
+from agenttasks.application.spend_ledger import Hold, Refused, SpendLedger
 from agenttasks.application.tasks import Actor
-from agenttasks.domain.budget import BudgetAlert, alert_id
+from agenttasks.domain.budget import BudgetAlert, Limit, alert_id
 from agenttasks.domain.task import Task
 from agenttasks.servers.nats import EmbeddedNats, start_nats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.settings import Settings
 from agenttasks.workers.llm import OpenAIModel
 from tests.conftest import free_port
-from tests.fakes.llm_server import MODEL, FakeLlm, reply, serve_llm
+from tests.fakes.llm_server import MODEL, FakeLlm, reply, serve_llm, status
 from tests.integration.api_client import bearer, serving, settings_for
 from tests.integration.stack import Stack, running_stack
 from tests.integration.worker_harness import create, events, finished, running_worker
@@ -258,3 +260,41 @@ async def test_two_worker_processes_spending_for_one_user_overshoot_by_at_most_o
     one_reservation = Decimal(prompt_chars // 3 + 16) / 1000 + Decimal(20 * 2) / 1000
     assert spent <= limit + one_reservation, (spent, one_reservation)
     assert ledger_spent(stack, "cat") == spent
+
+
+async def test_a_failed_call_releases_its_reservation_and_a_dead_workers_lapses_with_its_lease(
+    stack: Stack, api: httpx.AsyncClient, fake: FakeLlm, prices_file: Path
+) -> None:
+    await set_budget(api, "dan", {"budget": "1/day"})
+    fake.script(status(400))  # refused by the model: not transient, the task fails at once
+    async with running_worker(stack, llm=model(fake), settings=worker_settings(stack, prices_file)):
+        task_id = create(stack, "custom", chain(1, max_tokens=20), Actor("dan"))
+        done = await finished(stack, task_id)
+    assert done.error_kind == "bad_request"
+    assert stack.rows("SELECT count(*) FROM budget_reservations WHERE user_id = 'dan'") == [(0,)]
+    assert ledger_spent(stack, "dan") == 0
+
+    # A worker that dies mid-call leaves its reservation: it counts until its lease ends.
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(stack.database_url, open=False)
+    await pool.open()
+    try:
+        ledger = SpendLedger(pool, lease_seconds=300)
+        limit = Limit(Decimal(1), "day")
+        held = await ledger.reserve("dan", limit, task_id, 1, Decimal("0.9"))
+        assert isinstance(held, Hold)
+        refused = await ledger.reserve("dan", limit, task_id, 1, Decimal("0.2"))
+        assert isinstance(refused, Refused)
+        assert refused.standing.reserved == Decimal("0.9")
+        # Its lease runs out (as 300 s later): it no longer counts, and the next one clears it.
+        stack.rows(
+            f"UPDATE budget_reservations SET expires_at = now() - interval '1 second' "
+            f"WHERE id = '{held.id}' RETURNING id"
+        )
+        taken = await ledger.reserve("dan", limit, task_id, 1, Decimal("0.2"))
+        assert isinstance(taken, Hold)
+        assert stack.rows(f"SELECT count(*) FROM budget_reservations WHERE id = '{held.id}'") == [
+            (0,)
+        ]
+        await ledger.release(taken)
+    finally:
+        await pool.close()
