@@ -104,6 +104,7 @@ def up(settings: Settings, *, worker: bool = True) -> int:
         if not _wait_for_api(api_url, supervisor, stopping):
             return 1
         _print_banner(api_url, jwt_secret, role_urls.get("reader"), home, supervisor)
+        print(_metrics_banner(settings, api_url), flush=True)
         while not stopping():
             supervisor.check()
             time.sleep(0.2)
@@ -166,6 +167,20 @@ def _wait_for_api(api_url: str, supervisor: Supervisor, stopping: StopFlag) -> b
     if not stopping():
         print(f"The API did not answer on {api_url} within {API_START_SECONDS:.0f}s; stopping.")
     return False
+
+
+def _metrics_banner(settings: Settings, api_url: str) -> str:
+    """Where each role's /metrics is (docs/operations.md, "Metrics")."""
+    from agenttasks.metrics.exposition import OFFSETS, metrics_address
+
+    lines = [f"  Metrics:  {api_url}/metrics (API; system-wide figures)"]
+    for role in OFFSETS:
+        address = metrics_address(settings, role)
+        if address is not None:
+            lines.append(f"            http://{address[0]}:{address[1]}/metrics ({role})")
+    if settings.metrics_port == 0:
+        lines.append("            other roles: off (AGENTTASKS_METRICS_PORT=9470 turns them on)")
+    return "\n".join(lines) + "\n"
 
 
 def _print_banner(
