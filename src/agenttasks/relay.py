@@ -18,17 +18,20 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from agenttasks import quarantine, relay_status
+from agenttasks import deletion, quarantine, relay_status
 from agenttasks.application.bus_payloads import BusEventMapper
 from agenttasks.application.store import EventStore, PositionedEvent, read_log
 from agenttasks.application.undecodable import Undecodable
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.messages import BusEvent, SkippedEvent
 from agenttasks.bus.publisher import PublishFailed
+from agenttasks.observability import context, tracing
+from agenttasks.observability.traceparent import parse
 from agenttasks.outage import Outage
 from agenttasks.stoppable import Stopped, unless_stopped
 
@@ -38,6 +41,7 @@ LOCK_KEY = 0x61677474_72656C79 & 0x7FFFFFFFFFFFFFFF  # "agttrely": one relay per
 BATCH = 1000
 POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 1.0  # at most one heartbeat write a second, however busy
+PURGE_SECONDS = 1.0  # when idle, deleted tasks' stream messages are looked for this often
 CONSUMER = "relay"  # its name in the quarantine table
 # Failures of the store itself, not of one event: retried as a whole, never quarantined.
 TRANSIENT = (psycopg.Error, OSError, PersistenceError)
@@ -54,8 +58,14 @@ class Relay:
         mapper: BusEventMapper,
         *,
         stream_replicas: int = 1,
+        stream_max_age: float | None = None,
+        stream_purge: Callable[[Bus], Awaitable[int]] | None = None,
     ) -> None:
         self.store = store
+        self.stream_max_age = stream_max_age  # seconds (AGENTTASKS_STREAM_MAX_AGE); None: ever
+        # Deleted tasks' messages go from the stream here: the relay owns the stream (deletion.py).
+        self.stream_purge = stream_purge
+        self._last_purge = 0.0
         # Declared each time it leads: the stream's replicas follow AGENTTASKS_STREAM_REPLICAS.
         self.stream_replicas = stream_replicas
         self.database_url = database_url
@@ -101,22 +111,34 @@ class Relay:
         if channel:
             await lock.execute(f'LISTEN "{channel}"')
         await asyncio.to_thread(self._ensure_tables)
-        await self.bus.ensure_stream(self.stream_replicas)
+        await self.bus.ensure_stream(self.stream_replicas, self.stream_max_age)
         position, sequence = await self.bus.last_published()
+        if position == 0 and sequence > 0:
+            # The stream has held messages but holds none now (they outlived its max_age):
+            # resume after the position the last heartbeat recorded, not from the start.
+            position = await relay_status.published(lock)
         self._outage.restored()
         self.published_position = position
         self._last_beat = 0.0
         while not stop.is_set():
-            events, read_up_to = await asyncio.to_thread(self._next_batch, position)
+            events, traces, read_up_to = await asyncio.to_thread(self._next_batch, position)
+            # A short read reached the end of the log (_next_batch stops early only at BATCH).
+            at_end = read_up_to - position < BATCH and len(events) < BATCH
             if events:
-                sequence = await self.bus.publish_in_order(events, sequence)
+                sequence = await self.bus.publish_in_order(events, sequence, traces)
                 self.published_position = events[-1].position
             if read_up_to > position:
                 position = read_up_to
-                await self._beat(lock)
-                continue
+                if not at_end:
+                    await self._beat(lock)
+                    continue
+                # At the end: not read again before waiting. Whatever commits after that read
+                # sends a NOTIFY this session (LISTENing since it began to lead) holds, so the
+                # wait ends at once. The re-read cost a thread hop and a query per wake-up,
+                # ~a third of the relay's CPU at 100 creates/s (docs/performance.md).
             self.published_position = position
             await self._beat(lock)
+            await self._purge_deleted()
             await self._wait_for_news(lock, stop)
         return True
 
@@ -124,6 +146,7 @@ class Relay:
         with psycopg.connect(self.database_url) as connection, connection.cursor() as cursor:
             quarantine.ensure_table(cursor)
             relay_status.ensure_table(cursor)
+            deletion.ensure_table(cursor)
 
     async def _beat(self, lock: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         now = time.monotonic()
@@ -131,18 +154,52 @@ class Relay:
             await relay_status.beat(lock, self.published_position)
             self._last_beat = now
 
-    def _next_batch(self, after: int) -> tuple[list[BusEvent], int]:
-        """Up to BATCH payloads after `after`, and the last position read (skipped ones too)."""
+    async def _purge_deleted(self) -> None:
+        now = time.monotonic()
+        if self.stream_purge is None or now - self._last_purge < PURGE_SECONDS:
+            return
+        self._last_purge = now
+        try:
+            purged = await self.stream_purge(self.bus)
+        except TRANSIENT:
+            raise
+        except Exception as error:  # e.g. no permission to purge: publishing goes on
+            log.warning(
+                "relay: cannot purge deleted tasks' messages: %s", quarantine.describe(error)
+            )
+            return
+        if purged:
+            log.info("relay: purged the stream messages of %d deleted task(s)", purged)
+
+    def _next_batch(self, after: int) -> tuple[list[BusEvent], list[str | None], int]:
+        """Up to BATCH payloads after `after`, their traceparents, and the last position read."""
         batch: list[BusEvent] = []
+        traces: list[str | None] = []
         read_up_to = after
+        debug = log.isEnabledFor(logging.DEBUG)
         for item in read_log(self.store, after, batch=BATCH):
             read_up_to = item.position
             event = self._payload(item)
             if event is not None:
                 batch.append(event)
+                traces.append(self._trace(item, event, debug))
             if read_up_to - after >= BATCH or len(batch) >= BATCH:
                 break
-        return batch, read_up_to
+        return batch, traces, read_up_to
+
+    def _trace(self, item: PositionedEvent, event: BusEvent, debug: bool) -> str | None:
+        """The traceparent the event's message carries: the stored one, or our publish span's."""
+        stored = getattr(item.event, "trace", None)
+        if stored is None and not debug:
+            return None
+        originator = str(item.event.originator_id)
+        traceparent = tracing.emitted(
+            "relay publish", stored, {"agenttasks.position": item.position, "task.id": originator}
+        )
+        if debug:  # one line per event only when asked for: publishing must stay cheap
+            with context.bound(task=originator, span=parse(traceparent)):
+                log.debug("relay: publishing event %d (%s)", item.position, type(event).__name__)
+        return traceparent
 
     def _payload(self, item: PositionedEvent) -> BusEvent | None:
         """The event's payload; a SkippedEvent (and a quarantine entry) if it is poison."""
@@ -167,9 +224,11 @@ class Relay:
                 error=reason,
             )
         self.skipped += 1
-        log.error(
-            "relay: event %d of %s quarantined and skipped (%s)", item.position, originator, reason
-        )
+        with context.bound(task=originator):
+            log.error(
+                "relay: event %d of %s quarantined and skipped (%s)",
+                item.position, originator, reason,
+            )  # fmt: skip
         return SkippedEvent(position=item.position, originator_id=originator, reason=reason)
 
     async def _wait_for_news(

@@ -46,6 +46,12 @@ async def beat(connection: AsyncConnection[Any], published_position: int) -> Non
     )
 
 
+async def published(connection: AsyncConnection[Any]) -> int:
+    """The position the newest heartbeat recorded as published (0 if none)."""
+    heartbeat = await last_beat(connection)
+    return heartbeat.published_position if heartbeat is not None else 0
+
+
 async def last_beat(connection: AsyncConnection[Any]) -> RelayBeat | None:
     """The newest heartbeat, or None if no relay has ever beaten here."""
     cursor = await connection.execute(

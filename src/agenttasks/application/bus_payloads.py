@@ -17,7 +17,8 @@ from eventsourcing.domain import DomainEventProtocol
 
 from agenttasks.application.store import EventStore
 from agenttasks.application.task_configs import contains_nul
-from agenttasks.bus.messages import BusEvent, TaskEvent, TemplateEvent
+from agenttasks.bus.messages import BusEvent, PurgedEvent, TaskEvent, TemplateEvent
+from agenttasks.domain.deletion import TaskDeletion
 from agenttasks.domain.task import Task
 from agenttasks.domain.template import TEMPLATE_KINDS, Template
 from agenttasks.domain.updates import KINDS, describe
@@ -55,6 +56,8 @@ class BusEventMapper:
 
     def map(self, event: Any, position: int) -> BusEvent | None:
         """The payload for `event`, or None for events that are not published."""
+        if isinstance(event, TaskDeletion.Created):
+            return purged_payload(event, position)
         if type(event) not in KINDS:
             return self._extra(event, position) if self._extra else None
         facts = self._facts_of(event)
@@ -90,6 +93,29 @@ class BusEventMapper:
         if len(self._facts) > self._cache_size:
             self._facts.popitem(last=False)
         return facts
+
+
+def purged_payload(event: TaskDeletion.Created, position: int) -> PurgedEvent:
+    """The payload of a task's deletion record (no user content: the record has none)."""
+    return PurgedEvent(
+        position=position,
+        task_id=str(event.task_id),
+        timestamp=event.timestamp,
+        actor=event.actor,
+        reason=event.reason,
+        user=event.owner,
+        task_type=event.task_type,
+        priority=event.priority,
+        status=event.status,
+        created_at=event.created_at,
+        started_at=event.started_at,
+        finished_at=event.finished_at,
+        prompt_tokens=event.prompt_tokens,
+        completion_tokens=event.completion_tokens,
+        template_id=None if event.template_id is None else str(event.template_id),
+        template_version=event.template_version,
+        events=event.events,
+    )
 
 
 def event_fields(event: DomainEventProtocol[Any]) -> dict[str, Any]:

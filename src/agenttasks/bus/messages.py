@@ -7,6 +7,7 @@ Subjects:
     agenttasks.events.task.<task_type>.<priority>.<task_id>.<kind>
     agenttasks.events.template.<template_id>.<kind>
     agenttasks.events.skipped.<position>
+    agenttasks.events.purged.<task_id>
 """
 
 from __future__ import annotations
@@ -66,7 +67,33 @@ class SkippedEvent(msgspec.Struct, tag_field="stream", tag="skipped", kw_only=Tr
     reason: str  # our text (exception type names), never the stored content
 
 
-BusEvent = TaskEvent | TemplateEvent | SkippedEvent
+class PurgedEvent(msgspec.Struct, tag_field="stream", tag="purged", kw_only=True):
+    """A task was deleted (by its owner, an admin or retention): read models drop its rows.
+
+    Carries what the statistics keep of the task, never its title, config, result or error.
+    Published on its own subject, so a purge of the task's subjects never removes it.
+    """
+
+    position: int
+    task_id: str
+    timestamp: datetime  # when it was deleted
+    actor: str  # who deleted it
+    reason: str  # user, admin, retention
+    user: str  # the task's owner
+    task_type: str
+    priority: str
+    status: str  # its final status
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    template_id: str | None
+    template_version: int | None
+    events: int  # stored events removed with it
+
+
+BusEvent = TaskEvent | TemplateEvent | SkippedEvent | PurgedEvent
 
 _decoder = msgspec.json.Decoder(BusEvent)
 _encoder = msgspec.json.Encoder()
@@ -91,6 +118,8 @@ def subject_of(event: BusEvent) -> str:
         )
     if isinstance(event, TemplateEvent):
         return f"{SUBJECT_ROOT}.template.{event.template_id}.{event.type}"
+    if isinstance(event, PurgedEvent):
+        return f"{SUBJECT_ROOT}.purged.{event.task_id}"
     return f"{SUBJECT_ROOT}.skipped.{event.position}"
 
 

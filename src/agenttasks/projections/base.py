@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from psycopg import Cursor, sql
 
-from agenttasks.bus.messages import BusEvent, SkippedEvent, TaskEvent
+from agenttasks.bus.messages import BusEvent, PurgedEvent, SkippedEvent, TaskEvent
 
 TRACKING_DDL = (
     """CREATE TABLE IF NOT EXISTS projection_tracking (
@@ -51,6 +51,8 @@ class Projection:
     task_handlers: dict[str, Handler] = field(default_factory=dict)  # kind -> handler
     template_handlers: dict[str, Handler] = field(default_factory=dict)
     batch_handler: BatchHandler | None = None
+    # A deleted task (PurgedEvent): drops the task's rows, keeps what the model keeps of it.
+    purge_handler: Handler | None = None
 
     def live_tables(self) -> Tables:
         """The tables queries read and the live runner writes."""
@@ -72,6 +74,10 @@ class Projection:
         """Applies one event (events of kinds it does not handle change nothing)."""
         if isinstance(event, SkippedEvent):
             return  # a stored event nobody could read: no rows
+        if isinstance(event, PurgedEvent):
+            if self.purge_handler is not None:
+                self.purge_handler(cursor, tables, event)
+            return
         handlers = self.task_handlers if isinstance(event, TaskEvent) else self.template_handlers
         handler = handlers.get(event.type)
         if handler is not None:
@@ -81,16 +87,32 @@ class Projection:
         """Whether `event` changes this read model at all."""
         if isinstance(event, SkippedEvent):
             return False
+        if isinstance(event, PurgedEvent):
+            return self.purge_handler is not None
         handlers = self.task_handlers if isinstance(event, TaskEvent) else self.template_handlers
         return event.type in handlers
 
     def apply_many(self, cursor: Cursor[Any], tables: Tables, events: list[BusEvent]) -> None:
-        """Applies events in order: through the batch handler if there is one, else one by one."""
-        if self.batch_handler is not None:
-            self.batch_handler(cursor, tables, events)
+        """Applies events in order: through the batch handler if there is one, else one by one.
+
+        A deleted task's PurgedEvent goes to the purge handler between the runs before and
+        after it, so a batch handler never folds a task's events across its deletion.
+        """
+        if self.batch_handler is None:
+            for event in events:
+                self.apply(cursor, tables, event)
             return
+        run: list[BusEvent] = []
         for event in events:
-            self.apply(cursor, tables, event)
+            if isinstance(event, PurgedEvent):
+                if run:
+                    self.batch_handler(cursor, tables, run)
+                    run = []
+                self.apply(cursor, tables, event)
+            else:
+                run.append(event)
+        if run:
+            self.batch_handler(cursor, tables, run)
 
 
 DDL_LOCK = 0x61677474_64646C  # concurrent CREATE ... IF NOT EXISTS can still collide: serialise

@@ -24,6 +24,7 @@ from psycopg import sql
 
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.consumers import BusUnavailable
+from agenttasks.domain.deletion import TaskDeletion
 from agenttasks.domain.task import Task
 from agenttasks.domain.template import Template
 from agenttasks.projections.runner import ProjectionRunner
@@ -44,12 +45,13 @@ CREATE TABLE IF NOT EXISTS projection_health (
     problem text
 )
 """
-# Per read model: the table with one row per aggregate, and the event that creates one.
-COUNTED: dict[str, tuple[str, str]] = {
-    "tasks": ("tasks", get_topic(Task.Created)),
-    "statistics": ("task_statistics", get_topic(Task.Created)),
-    "metrics": ("metric_tasks", get_topic(Task.Created)),
-    "templates": ("templates", get_topic(Template.Created)),
+# Per read model: the table with one row per aggregate, and the events that create one. A
+# deleted task's statistics row stays (its deletion record counts it, deletion.py).
+COUNTED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "tasks": ("tasks", (get_topic(Task.Created),)),
+    "statistics": ("task_statistics", (get_topic(Task.Created), get_topic(TaskDeletion.Created))),
+    "metrics": ("metric_tasks", (get_topic(Task.Created),)),
+    "templates": ("templates", (get_topic(Template.Created),)),
 }
 
 
@@ -155,7 +157,7 @@ class SelfCheck:
 
     def _count(self, connection: psycopg.Connection[Any], health: Health) -> None:
         """Rows vs. creating events at the tracked position, in one snapshot."""
-        table, topic = COUNTED[health.name]
+        table, topics = COUNTED[health.name]
         connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         try:
             with connection.transaction(), connection.cursor() as cursor:
@@ -168,9 +170,9 @@ class SelfCheck:
                 rows = int(cursor.fetchone()[0])  # type: ignore[index]
                 cursor.execute(
                     sql.SQL(
-                        "SELECT count(*) FROM {} WHERE topic = %s AND notification_id <= %s"
+                        "SELECT count(*) FROM {} WHERE topic = ANY(%s) AND notification_id <= %s"
                     ).format(sql.Identifier(self.events_table)),
-                    (topic, position),
+                    (list(topics), position),
                 )
                 expected = int(cursor.fetchone()[0])  # type: ignore[index]
         finally:

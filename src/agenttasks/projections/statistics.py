@@ -184,19 +184,6 @@ def _update(
     _write(cursor, query, rows)
 
 
-def apply_events(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None:
-    """Folds each task's events of the batch into one row write; same tables as one by one."""
-    run: list[BusEvent] = []
-    for e in events:
-        if isinstance(e, PurgedEvent):
-            _fold(cursor, t, run)  # what came before the purge, then the purge: in order
-            run = []
-            _purged(cursor, t, e)
-        else:
-            run.append(e)
-    _fold(cursor, t, run)
-
-
 def purged_row(e: PurgedEvent) -> Assignments:
     """The row a deleted task keeps: the figures its purge event carries."""
     return {
@@ -230,7 +217,11 @@ def _purged(cursor: Cursor[Any], t: Tables, e: PurgedEvent) -> None:
     _write(cursor, query, [{"task_id": e.task_id, **purged_row(e), "last_position": e.position}])
 
 
-def _fold(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None:
+def apply_events(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None:
+    """Folds each task's events of the batch into one row write; same tables as one by one.
+
+    A PurgedEvent never comes here: Projection.apply_many hands it to `_purged`, in order.
+    """
     created: dict[str, tuple[Assignments, int]] = {}
     changed: dict[str, tuple[Assignments, int, int]] = {}  # assignments, first, last position
     sums: dict[str, dict[str, Any]] = {}  # task -> what its model calls of the batch add
