@@ -3,7 +3,9 @@ figures, and those move as tasks run; a non-API role answers on its metrics port
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from tests.integration.stack import running_stack
 from tests.integration.test_live_two_apis import api_process, ready_client
 from tests.waiting import wait_for_value
 
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 ALICE = bearer("alice-7f3e")  # a user id no label may carry
 # Read from the store at scrape time (the oldest pending age too, but it grows between scrapes).
 SYSTEM_WIDE = (
@@ -127,6 +130,7 @@ async def test_two_api_replicas_report_the_same_task_figures_and_they_move_as_ta
                     return done == 1
 
                 on_one = await wait_for_value(lambda: scrape(one), settled, 15)
+                on_one_text = (await one.get("/metrics")).text
                 on_two = await wait_for_value(lambda: scrape(two), settled, 15)
 
                 relay_metrics = await wait_for_value(
@@ -160,6 +164,17 @@ async def test_two_api_replicas_report_the_same_task_figures_and_they_move_as_ta
     assert relay_metrics is not None
     relay = samples(relay_metrics)
     assert value(relay, "agenttasks_role_info", role="relay") == 1
+
+    # The Grafana dashboard: valid JSON, and every expression names metrics that are exported.
+    exported = {name for (name, _) in on_one} | {name for (name, _) in relay}
+    for family in text_string_to_metric_families(on_one_text):  # families with no sample yet
+        exported.add(family.name + ("_total" if family.type == "counter" else ""))
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 15
+    named = {n for expr in exprs for n in re.findall(r"\bagenttasks_[a-z_]+", expr)}
+    assert named, exprs
+    assert named - exported == set()
 
 
 async def _get(url: str) -> str | None:
