@@ -284,3 +284,26 @@ async def test_a_leader_whose_session_is_cut_leads_again_on_a_new_one(stack: Sta
         await wait_until(lambda: maintenance.is_leader)
         task_id = create(stack)
         assert (await expired(stack, task_id))[1] == "expired"
+
+
+async def test_the_leader_purges_finished_tasks_past_the_retention(stack: Stack) -> None:
+    task_id = create(stack)
+    stack.commands.start(task_id, 1, "worker-1")
+    stack.commands.complete(task_id, 1, {"summary": "Tides."})
+    young = create(stack)  # pending: never purged, whatever its age
+    await stack.projected()
+    retention = settings(
+        stack, pending_ttl=None, retention=timedelta(seconds=1), maintenance_purge_seconds=1
+    )
+    async with (
+        bootstrap.maintenance(retention, stack.store) as maintenance,
+        leading(maintenance),
+    ):
+        assert [job.name for job in maintenance.scheduler.jobs] == [
+            "watchdog",
+            "purge",
+            "liveness",
+        ]
+        await wait_until(lambda: not stack.store.recorder.select_events(task_id))
+    assert stack.commands.get(SYSTEM, young).status == "pending"
+    assert maintenance.scheduler.runs["purge"] >= 1

@@ -4,7 +4,7 @@
   (not retried), through the same command path as every transition;
 - watchdog: the workers' timeout sweep, run here too, so a task whose worker vanished ends
   even when no worker is left (workers/watchdog.py);
-- purge: the retention purge of finished tasks (DEL's purger);
+- purge: the retention purge of finished tasks (retention.py's purger, on a schedule);
 - liveness: workers whose heartbeat went silent are marked lost; long-ended rows removed.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import psycopg
@@ -27,6 +27,9 @@ from agenttasks.maintenance.scheduler import Swept
 from agenttasks.projections.pending_queries import StalePending
 from agenttasks.workers import heartbeats
 from agenttasks.workers.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from agenttasks.retention import Purger
 
 
 class ExpirePending:
@@ -87,21 +90,6 @@ class TimeoutSweep:
         """Fails up to `batch` overdue attempts."""
         failed = await self._watchdog.fail_overdue()
         return Swept(failed, more=failed >= self._batch)
-
-
-class PurgeReport(Protocol):
-    """What DEL's purger reports (application side of `agenttasks purge`)."""
-
-    tasks: int
-    remaining: bool
-
-
-class Purger(Protocol):
-    """DEL's purger, as this job uses it."""
-
-    def purge_finished_before(
-        self, cutoff: datetime, *, dry_run: bool, actor: str, limit: int
-    ) -> PurgeReport: ...
 
 
 class RetentionPurge:
