@@ -304,6 +304,8 @@ def test_a_task_created_through_the_form_completes_live_and_its_title_stays_text
     kinds = page.locator("#timeline .kind").all_text_contents()
     assert kinds[0] == "created", kinds
     assert kinds[-1] == "completed", kinds
+    assert kinds[-2] == "model_call", kinds  # the offline engine's call, at no cost
+    expect(page.locator("#task-cost")).to_have_text("$0")
     page.click("#raw-events summary")
     expect(page.locator("#events table tbody tr").first).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "task.png", full_page=True)
@@ -312,6 +314,7 @@ def test_a_task_created_through_the_form_completes_live_and_its_title_stays_text
     row = page.locator("#task-rows tr", has_text=HOSTILE)
     expect(row).to_have_count(1)
     expect(row.locator("[data-status]")).to_have_text("completed")
+    expect(row.locator(".cost-cell")).to_have_text("$0")
     assert page.locator("main script").count() == 0
     page.screenshot(path=SCREENSHOTS / "tasks.png", full_page=True)
 
@@ -486,6 +489,8 @@ def test_templates_statistics_and_a_task_from_a_template(page: Page, service: Se
     expect(page.locator("#total")).not_to_have_text("0")
     expect(page.locator("#stats-body canvas").first).to_be_visible()
     expect(page.locator("#stats-body")).to_contain_text("Short summary")
+    expect(page.locator("#total-cost")).to_have_text("$0")  # the offline engine costs nothing
+    expect(page.locator("#cost-by-type")).to_contain_text("summary")
     page.screenshot(path=SCREENSHOTS / "statistics.png", full_page=True)
 
 
@@ -553,6 +558,8 @@ def test_a_models_answer_grows_on_the_task_page_while_it_streams(
         expect(page.locator("#task-header [data-status]")).to_have_text("completed")
         streamed = partial.text_content() or ""
         result = page.locator("#result").text_content() or ""
+        # No AGENTTASKS_PRICES and genai-prices knows no fake-gpt: unknown, never "$0".
+        expect(page.locator("#task-cost")).to_have_text("unknown (1 of 1 call without a price)")
     assert "word79" not in early, "the page saw the text only once it was complete"
     assert streamed.split() == words  # the pieces joined by offset: every word once, in order
     assert "word79" in result

@@ -59,6 +59,27 @@ export function when(iso) {
   return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString();
 }
 
+/**
+ * What a task's model calls cost, as text: "$0.0012" (offline tasks: "$0"), or "unknown" when a
+ * call had no price (docs/cost.md). The amount is the API's decimal string, shown as it is.
+ */
+export function costText(task) {
+  if (task.cost_usd === undefined) return "";
+  const calls = task.model_calls ?? 0;
+  if (task.cost_usd === null) {
+    const unpriced = task.unpriced_calls ?? 0;
+    return `unknown (${unpriced} of ${calls} call${calls === 1 ? "" : "s"} without a price)`;
+  }
+  return `$${task.cost_usd}`;
+}
+
+/** A task's tokens {prompt, completion, cached} as text. */
+export function tokensText(tokens) {
+  if (!tokens || tokens.prompt === undefined) return "";
+  const n = (v) => Number(v || 0).toLocaleString();
+  return `${n(tokens.prompt)} prompt (${n(tokens.cached)} cached) · ${n(tokens.completion)} completion`;
+}
+
 /** A JSON value shown as text. */
 export function jsonBlock(value) {
   return h("pre", { class: "json" }, JSON.stringify(value, null, 2));
@@ -83,6 +104,7 @@ export function table(rows, columns) {
 
 function cell(value) {
   if (value === null || value === undefined) return "";
+  if (value instanceof Node) return value; // an element built with h(), e.g. to carry an id
   if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toFixed(3);
   if (typeof value === "object") return JSON.stringify(value);
   return String(value);

@@ -73,7 +73,8 @@ export async function render(ctx, main) {
         h("section", {}, h("h2", {}, "Durations of completed tasks"), table([
           ["count", d.count ?? 0], ["average", seconds(d.average_seconds)],
           ["p50", seconds(d.p50_seconds)], ["p95", seconds(d.p95_seconds)]])),
-        h("section", {}, h("h2", {}, "Tokens"), table(Object.entries(stats.tokens || {})))),
+        h("section", {}, h("h2", {}, "Tokens"), table(Object.entries(stats.tokens || {}))),
+        costSection(stats.cost)),
       h("div", { class: "grid" },
         h("section", {}, h("h2", {}, "By status"),
           chart("doughnut", statuses, statuses.map((s) => stats.by_status[s]),
@@ -84,13 +85,15 @@ export async function render(ctx, main) {
           chart("bar", Object.keys(stats.by_priority), Object.values(stats.by_priority))),
         h("section", {}, h("h2", {}, "Tasks per day"),
           chart("bar", stats.tasks_per_day.map((p) => p.date), stats.tasks_per_day.map((p) => p.count)))),
+      costGroups(stats.cost),
       h("section", {}, h("h2", {}, "Template usage"),
         popular.length
           ? table(popular.map((t) => ({ name: t.archived ? `${t.name} (archived)` : t.name, type: t.task_type, version: t.version,
               used: t.usage.usage_count, "success rate": t.usage.success_rate,
               "average duration (s)": t.usage.average_duration_seconds,
+              "average cost": t.usage.average_cost_usd == null ? "–" : `$${t.usage.average_cost_usd}`,
               "last used": t.usage.last_used_at })),
-            ["name", "type", "version", "used", "success rate", "average duration (s)", "last used"])
+            ["name", "type", "version", "used", "success rate", "average duration (s)", "average cost", "last used"])
           : h("p", { class: "muted" }, "No template has been used yet.")));
   }
 
@@ -111,4 +114,33 @@ export async function render(ctx, main) {
     ctx.onReconnect.delete(reload);
     for (const c of charts.splice(0)) c.destroy();
   };
+}
+
+
+/** The cost of the tasks in scope (docs/cost.md): the priced calls' sum, and what is unpriced. */
+function costSection(cost) {
+  if (!cost) return null;
+  const total = cost.total;
+  const unpriced = total.unpriced_calls
+    ? `${total.unpriced_calls} call(s) without a price are not counted: at least this much`
+    : "every call priced";
+  return h("section", {}, h("h2", {}, "Cost"),
+    h("div", { class: "figure", id: "total-cost" }, `$${total.cost_usd}`),
+    h("p", { class: "muted" }, `${total.model_calls} model call(s) · ${unpriced}`));
+}
+
+/** Cost by user, task type, template and day, as tables. */
+function costGroups(cost) {
+  if (!cost) return null;
+  const rows = (groups) => groups.map((g) => ({
+    "": g.key, tasks: g.tasks, calls: g.model_calls, cost: `$${g.cost_usd}`,
+    unpriced: g.unpriced_calls, prompt: g.prompt_tokens, completion: g.completion_tokens }));
+  const columns = ["", "tasks", "calls", "cost", "unpriced", "prompt", "completion"];
+  const part = (title, id, groups) => h("section", { id },
+    h("h2", {}, title), groups.length ? table(rows(groups), columns) : h("p", { class: "muted" }, "None yet."));
+  return h("div", { class: "grid" },
+    part("Cost by user", "cost-by-user", cost.by_user),
+    part("Cost by type", "cost-by-type", cost.by_type),
+    part("Cost by template", "cost-by-template", cost.by_template),
+    part("Cost by day", "cost-by-day", cost.by_day));
 }

@@ -5,7 +5,7 @@
  */
 
 import { FINISHED, PartialText } from "../client.js";
-import { h, jsonBlock, progressBar, replace, statusBadge, table, when } from "../dom.js";
+import { costText, h, jsonBlock, progressBar, replace, statusBadge, table, tokensText, when } from "../dom.js";
 import { renderResult } from "../results.js";
 
 export async function render(ctx, main, taskId) {
@@ -48,6 +48,9 @@ export async function render(ctx, main, taskId) {
       ["Started", when(task.started_at)],
       ["Finished", when(task.completed_at)],
       ["Template", task.template_id || ""],
+      ["Cost", h("span", { id: "task-cost" }, costText(task))],
+      ["Model calls", `${task.model_calls ?? 0}`],
+      ["Tokens", tokensText(task.tokens)],
       ["Error", task.error_message || ""],
     ]));
     const configBlock = h("details", {}, h("summary", {}, "Configuration"), jsonBlock(task.task_config));
@@ -105,10 +108,25 @@ export async function render(ctx, main, taskId) {
     }
     if (update.type === "failed") task.error_message = update.message;
     showTask();
+    // A call's cost is summed by the read model (exact decimals): read it there, once a burst.
+    if (update.type === "model_call" && !FINISHED.has(update.status)) costSoon(update.position);
     if (FINISHED.has(update.status)) {
+      clearTimeout(costTimer); // the finished read below brings the final cost
       showFinished(update.position);
       if (eventsSection.open) loadEvents();
     }
+  }
+
+  let costTimer = null;
+  function costSoon(position) {
+    clearTimeout(costTimer);
+    costTimer = setTimeout(() => {
+      ctx.api.getTask(task.id, { minPosition: position }).then((fresh) => {
+        task = { ...task, cost_usd: fresh.cost_usd, tokens: fresh.tokens,
+                 model_calls: fresh.model_calls, unpriced_calls: fresh.unpriced_calls };
+        showTask();
+      }).catch(() => {}); // the next update or the finished read shows it
+    }, 300);
   }
 
   /** Shows the finished task as stored (times, result): a read that reflects `position`. */
@@ -135,6 +153,7 @@ export async function render(ctx, main, taskId) {
   showTask();
   follow();
   return () => {
+    clearTimeout(costTimer);
     follower.close();
     ctx.setStreamState(`task-${task.id}`, null);
   };

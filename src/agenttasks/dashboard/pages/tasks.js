@@ -5,7 +5,7 @@
  */
 
 import { FINISHED } from "../client.js";
-import { h, progressBar, replace, statusBadge, when } from "../dom.js";
+import { costText, h, progressBar, replace, statusBadge, when } from "../dom.js";
 
 const STATUSES = ["pending", "running", "completed", "failed", "cancelled"];
 const TYPES = ["summary", "research", "content_generation", "data_analysis", "custom"];
@@ -72,7 +72,7 @@ export async function render(ctx, main, query) {
       h("table", { id: "tasks" },
         h("thead", {}, h("tr", {},
           ctx.user.admin ? h("th", {}, selectAll) : null,
-          ["Title", "Type", "Priority", "Status", "Progress", "Created", ""].map((c) => h("th", {}, c)))),
+          ["Title", "Type", "Priority", "Status", "Progress", "Cost", "Created", ""].map((c) => h("th", {}, c)))),
         body),
       paging),
   );
@@ -126,13 +126,14 @@ export async function render(ctx, main, query) {
       status: h("td", { class: "status-cell" }, statusBadge(task.status)),
       progress: h("td", { class: "progress-cell" }, progressBar(task.progress), ` ${task.progress}%`),
       actions: h("td", { class: "actions" }, actionsFor(task)),
+      cost: h("td", { class: "cost-cell" }, costText(task)),
     };
     const row = h("tr", { dataset: { taskId: task.id } },
       checkbox ? h("td", {}, checkbox) : null,
       h("td", { class: "title" }, h("a", { href: `#/task/${task.id}` }, task.title)),
       h("td", {}, task.task_type),
       h("td", {}, task.priority),
-      cells.status, cells.progress,
+      cells.status, cells.progress, cells.cost,
       h("td", {}, when(task.created_at)),
       cells.actions);
     return { task, row, cells, checkbox };
@@ -147,6 +148,14 @@ export async function render(ctx, main, query) {
     replace(entry.cells.status, statusBadge(change.status));
     replace(entry.cells.progress, progressBar(change.progress), ` ${change.progress}%`);
     replace(entry.cells.actions, actionsFor(entry.task));
+    // The read model sums the cost exactly; a finished task's is read once, from there.
+    if (change.position && FINISHED.has(change.status)) {
+      ctx.api.getTask(id, { minPosition: change.position }).then((fresh) => {
+        entry.task = { ...entry.task, cost_usd: fresh.cost_usd, model_calls: fresh.model_calls,
+                       unpriced_calls: fresh.unpriced_calls };
+        replace(entry.cells.cost, costText(entry.task));
+      }).catch(() => {});
+    }
     return true;
   }
 
@@ -173,7 +182,7 @@ export async function render(ctx, main, query) {
     }
     for (const update of late) patch(update);
     if (!page.results.length) {
-      body.append(h("tr", {}, h("td", { colspan: "8", class: "muted" }, "No tasks match.")));
+      body.append(h("tr", {}, h("td", { colspan: "9", class: "muted" }, "No tasks match.")));
     }
     const pages = Math.max(1, Math.ceil(page.count / filters.page_size));
     replace(paging,
