@@ -9,8 +9,9 @@ same figures and a replay rebuilds them. Two tables:
   buckets (not cumulative) and sums in microseconds, tokens. Labels are closed sets: anything
   else is stored as "other", so the table stays a few hundred rows whatever users send.
 - `metric_tasks`: one row per task with what the next event needs (status, since when it waits,
-  when its attempt started) and its `contribution` to `task_metrics`, so a purge can take a
-  task's figures out again (`forget_tasks`) and `replay --verify` stays clean.
+  when its attempt started) and its `contribution` to `task_metrics`, so a deletion's
+  PurgedEvent can take the task's figures out again (`forget_tasks`) and `replay --verify`
+  stays clean.
 
 Counts are integers (sums in microseconds): a batch and the same events one by one give the
 same rows exactly, which float sums would not. A row whose value comes back to 0 is deleted, so
@@ -29,7 +30,7 @@ import msgspec
 from psycopg import Cursor, sql
 
 from agenttasks.bus.event_data import TaskFailed, TaskRetried, data_of
-from agenttasks.bus.messages import BusEvent, TaskEvent
+from agenttasks.bus.messages import BusEvent, PurgedEvent, TaskEvent
 from agenttasks.domain.rules import STATUSES, TASK_TYPES
 from agenttasks.projections.base import Projection, Tables
 from agenttasks.projections.statistics import tokens_of
@@ -80,6 +81,11 @@ DDL = {
             task_type text NOT NULL,
             label text NOT NULL,
             value bigint NOT NULL
+        )""",
+        # Not a read model either: the tasks whose counts are in task_metrics_purged.
+        """CREATE TABLE IF NOT EXISTS task_metrics_forgotten (
+            task_id uuid PRIMARY KEY,
+            forgotten_at timestamptz NOT NULL DEFAULT now()
         )""",
     ],
 }
@@ -275,31 +281,44 @@ def add_to(cursor: Cursor[Any], table: sql.Identifier, deltas: dict[str, int]) -
     )
 
 
-def forget_tasks(cursor: Cursor[Any], task_ids: Iterable[str | UUID]) -> int:
-    """Takes deleted tasks out of the live metrics (their counter parts go to the purged table).
+def forget_tasks(cursor: Cursor[Any], t: Tables, task_ids: Iterable[str | UUID]) -> int:
+    """Takes deleted tasks out of the metrics tables `t`; their counts go to the purged table.
 
-    Call it in the transaction that deletes the tasks' events and read-model rows: the live
-    tables then equal a replay of what the store still holds, and the exported totals keep
-    counting the purged tasks. Returns how many tasks it found.
+    The purge handler of the read model (a deletion's PurgedEvent, after every event of its
+    task): the tables then equal a replay of what the store still holds, and the exported
+    totals keep counting the purged tasks. A task's counts join `task_metrics_purged` once
+    (`task_metrics_forgotten` remembers it), whether the live tables or a replay's rebuild
+    forgets it first. Returns how many of the tasks had a row.
     """
-    live = Tables({name: name for name in DDL})
     cursor.execute(
-        sql.SQL("DELETE FROM {} WHERE task_id = ANY(%s::uuid[]) RETURNING contribution").format(
-            live.id("metric_tasks")
-        ),
+        sql.SQL(
+            "DELETE FROM {} WHERE task_id = ANY(%s::uuid[]) RETURNING task_id::text, contribution"
+        ).format(t.id("metric_tasks")),
         ([str(task_id) for task_id in task_ids],),
     )
     found = cursor.fetchall()
+    if not found:
+        return 0
+    cursor.execute(
+        "INSERT INTO task_metrics_forgotten (task_id) SELECT unnest(%s::uuid[])"
+        " ON CONFLICT DO NOTHING RETURNING task_id::text",
+        ([task_id for task_id, _ in found],),
+    )
+    first_time = {row[0] for row in cursor.fetchall()}
     removed: dict[str, int] = {}
     kept: dict[str, int] = {}
-    for (contribution,) in found:
+    for task_id, contribution in found:
         for key, value in contribution.items():
             removed[key] = removed.get(key, 0) - value
-            if key.split("|", 1)[0] in COUNTERS:
+            if task_id in first_time and key.split("|", 1)[0] in COUNTERS:
                 kept[key] = kept.get(key, 0) + value
-    add_to(cursor, live.id("task_metrics"), removed)
+    add_to(cursor, t.id("task_metrics"), removed)
     add_to(cursor, sql.Identifier("task_metrics_purged"), kept)
     return len(found)
+
+
+def _purged(cursor: Cursor[Any], t: Tables, e: PurgedEvent) -> None:
+    forget_tasks(cursor, t, [e.task_id])
 
 
 def _one(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
@@ -313,4 +332,5 @@ def metrics_projection() -> Projection:
         ddl=DDL,
         task_handlers=dict.fromkeys(KINDS, _one),
         batch_handler=apply_events,
+        purge_handler=_purged,
     )
