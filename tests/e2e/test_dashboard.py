@@ -191,7 +191,9 @@ def running_up(home: Path, held: HeldPages, **settings: str) -> Iterator[Service
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One `up` on the offline engine for the module."""
-    with HeldPages() as held, running_up(tmp_path_factory.mktemp("dashboard") / "home", held) as up:
+    home = tmp_path_factory.mktemp("dashboard") / "home"
+    # Heartbeats every second: the Workers page shows a task running within a refresh or two.
+    with HeldPages() as held, running_up(home, held, AGENTTASKS_WORKER_HEARTBEAT_SECONDS="1") as up:
         yield up
 
 
@@ -564,3 +566,31 @@ def test_a_models_answer_grows_on_the_task_page_while_it_streams(
     assert streamed.split() == words  # the pieces joined by offset: every word once, in order
     assert "word79" in result
     assert "Engine: openai (fake-gpt)" in result
+
+
+def test_the_workers_page_shows_a_running_worker_and_its_task_to_admins_only(
+    browser: Browser, page: Page, service: Service
+) -> None:
+    task_id = service.held_task("Held for the Workers page", "workers-page")
+    try:
+        assert service.held.seen("workers-page").wait(30), "the worker never fetched the page"
+        page.click("#nav-workers")
+        alive = page.locator("#worker-rows tr[data-state='alive']")
+        expect(alive.first).to_be_visible()
+        expect(alive.locator("a.running-task", has_text=task_id)).to_have_count(1)
+        expect(page.locator("#workers-alive")).not_to_have_text("0")
+        page.screenshot(path=SCREENSHOTS / "workers.png", full_page=True)
+    finally:
+        service.held.release("workers-page")
+    context = browser.new_context()
+    try:
+        user_page = context.new_page()
+        user_page.goto(f"{service.url}/#token={service.mint('bob', ttl=600)}")
+        expect(user_page.locator("#tasks")).to_be_visible()
+        expect(user_page.locator("#nav-workers")).to_be_hidden()
+        go(user_page, service, "#/workers")
+        expect(user_page.locator("main .error")).to_have_text(
+            "Only admins see the workers and queues."
+        )
+    finally:
+        context.close()

@@ -12,6 +12,7 @@ import * as statsPage from "./pages/stats.js";
 import * as taskPage from "./pages/task.js";
 import * as tasksPage from "./pages/tasks.js";
 import * as templatesPage from "./pages/templates.js";
+import * as workersPage from "./pages/workers.js";
 
 const TOKEN_KEY = "agenttasks.token";
 const main = document.getElementById("main");
@@ -67,6 +68,7 @@ const ctx = {
     clearTimeout(expiryTimer);
     stopLive();
     ctx.user = null;
+    document.getElementById("nav-workers").hidden = true;
     ctx.signedOutBecause = reason;
     replace(who);
     navigate("#/signin");
@@ -111,6 +113,8 @@ function startSession() {
   ctx.user = claims
     ? { id: claims.sub, admin: Array.isArray(claims.roles) && claims.roles.includes("admin") }
     : { id: "?", admin: false };
+  // The Workers view answers admins only: users do not see its link.
+  document.getElementById("nav-workers").hidden = !ctx.user.admin;
   replace(
     who,
     `${ctx.user.id}${ctx.user.admin ? " (admin)" : ""} `,
@@ -167,6 +171,7 @@ const routes = [
   [/^#\/task\/([0-9a-f-]+)$/, taskPage],
   [/^#\/templates$/, templatesPage],
   [/^#\/stats$/, statsPage],
+  [/^#\/workers$/, workersPage],
 ];
 let cleanup = null;
 

@@ -118,6 +118,12 @@ export class AgentTasksClient {
     return this.request("GET", "/task-statistics/", { query });
   }
 
+  // Operations (admins)
+  /** The workers, the backlog per type and priority, the oldest pending task's age. */
+  workers() {
+    return this.request("GET", "/workers/");
+  }
+
   // Templates
   listTemplates(filters = {}) {
     return this.request("GET", "/ai-task-templates/", { query: filters });
