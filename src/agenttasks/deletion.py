@@ -38,7 +38,7 @@ from agenttasks.bus.messages import TaskEvent, task_subject
 from agenttasks.domain.deletion import TaskDeletion, deletion_id
 from agenttasks.domain.rules import FINISHED, RuleViolation
 from agenttasks.domain.task import Task
-from agenttasks.projections.statistics import ASSIGNMENTS
+from agenttasks.projections.statistics import ASSIGNMENTS, SUMS, call_sums
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +120,18 @@ class Deleter:
         if not isinstance(first, Task.Created):
             raise TaskNotFound(task_id)
         row: dict[str, Any] = {}
+        sums: dict[str, Any] = dict.fromkeys(SUMS, 0)
         # The statistics read model's own fold over the task's payloads: the figures the
         # record keeps are exactly the ones the live row holds.
         for item in items:
             event = self._mapper.map(item.event, item.position)
-            if isinstance(event, TaskEvent) and (assign := ASSIGNMENTS.get(event.type)):
+            if not isinstance(event, TaskEvent):
+                continue
+            if assign := ASSIGNMENTS.get(event.type):
                 row.update(assign(event))
+            elif event.type == "model_call":
+                for column, value in call_sums(event).items():
+                    sums[column] += value
         status = str(row.get("status"))
         if status not in FINISHED:
             raise TaskNotFinished(f"only a finished task can be deleted; this one is {status}")
@@ -147,6 +153,12 @@ class Deleter:
             template_id=first.template_id,
             template_version=first.template_version,
             events=len(items),
+            cost_usd=str(sums["cost_usd"]) if sums["model_calls"] else None,
+            model_calls=sums["model_calls"],
+            unpriced_calls=sums["unpriced_calls"],
+            call_prompt_tokens=sums["call_prompt_tokens"],
+            call_completion_tokens=sums["call_completion_tokens"],
+            cached_tokens=sums["cached_tokens"],
         )
         return Candidate(task_id, first.task_type, first.priority, record)
 

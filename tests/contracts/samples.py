@@ -272,6 +272,12 @@ CURRENT: dict[str, Any] = {
         template_id=TEMPLATE_ID,
         template_version=2,
         events=4,
+        cost_usd="0.0012",
+        model_calls=2,
+        unpriced_calls=0,
+        call_prompt_tokens=10,
+        call_completion_tokens=5,
+        cached_tokens=0,
     ),
 }
 

@@ -115,6 +115,12 @@ def purged_payload(event: TaskDeletion.Created, position: int) -> PurgedEvent:
         template_id=None if event.template_id is None else str(event.template_id),
         template_version=event.template_version,
         events=event.events,
+        cost_usd=event.cost_usd,
+        model_calls=event.model_calls,
+        unpriced_calls=event.unpriced_calls,
+        call_prompt_tokens=event.call_prompt_tokens,
+        call_completion_tokens=event.call_completion_tokens,
+        cached_tokens=event.cached_tokens,
     )
 
 

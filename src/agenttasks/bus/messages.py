@@ -91,6 +91,13 @@ class PurgedEvent(msgspec.Struct, tag_field="stream", tag="purged", kw_only=True
     template_id: str | None
     template_version: int | None
     events: int  # stored events removed with it
+    # The sums of its model calls over every attempt (docs/cost.md), as the statistics keep them.
+    cost_usd: str | None = None  # decimal string: the priced calls
+    model_calls: int = 0
+    unpriced_calls: int = 0
+    call_prompt_tokens: int = 0
+    call_completion_tokens: int = 0
+    cached_tokens: int = 0
 
 
 BusEvent = TaskEvent | TemplateEvent | SkippedEvent | PurgedEvent

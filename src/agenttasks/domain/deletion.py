@@ -45,6 +45,13 @@ class TaskDeletion(Aggregate):
         template_id: UUID | None
         template_version: int | None
         events: int
+        # The sums of the task's model calls (every attempt), as the statistics keep them.
+        cost_usd: str | None = None  # a decimal string: the priced calls
+        model_calls: int = 0
+        unpriced_calls: int = 0
+        call_prompt_tokens: int = 0
+        call_completion_tokens: int = 0
+        cached_tokens: int = 0
 
     def __init__(
         self,
@@ -63,6 +70,12 @@ class TaskDeletion(Aggregate):
         template_id: UUID | None,
         template_version: int | None,
         events: int,
+        cost_usd: str | None = None,
+        model_calls: int = 0,
+        unpriced_calls: int = 0,
+        call_prompt_tokens: int = 0,
+        call_completion_tokens: int = 0,
+        cached_tokens: int = 0,
     ) -> None:
         self.task_id = task_id
         self.actor = actor
@@ -79,6 +92,12 @@ class TaskDeletion(Aggregate):
         self.template_id = template_id
         self.template_version = template_version
         self.events = events
+        self.cost_usd = cost_usd
+        self.model_calls = model_calls
+        self.unpriced_calls = unpriced_calls
+        self.call_prompt_tokens = call_prompt_tokens
+        self.call_completion_tokens = call_completion_tokens
+        self.cached_tokens = cached_tokens
 
     @classmethod
     def record(
@@ -99,6 +118,12 @@ class TaskDeletion(Aggregate):
         template_id: UUID | None,
         template_version: int | None,
         events: int,
+        cost_usd: str | None = None,
+        model_calls: int = 0,
+        unpriced_calls: int = 0,
+        call_prompt_tokens: int = 0,
+        call_completion_tokens: int = 0,
+        cached_tokens: int = 0,
     ) -> TaskDeletion:
         check(reason in REASONS, f"unknown deletion reason {reason!r}")
         check(status in FINISHED, f"only a finished task can be deleted; this one is {status}")
@@ -120,4 +145,10 @@ class TaskDeletion(Aggregate):
             template_id=template_id,
             template_version=template_version,
             events=events,
+            cost_usd=cost_usd,
+            model_calls=model_calls,
+            unpriced_calls=unpriced_calls,
+            call_prompt_tokens=call_prompt_tokens,
+            call_completion_tokens=call_completion_tokens,
+            cached_tokens=cached_tokens,
         )

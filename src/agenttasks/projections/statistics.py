@@ -90,6 +90,9 @@ def _call_sums(e: TaskEvent) -> dict[str, Any]:
     }
 
 
+call_sums = _call_sums  # the deletion record sums a task's calls the same way (deletion.py)
+
+
 def _completed(e: TaskEvent) -> Assignments:
     prompt, completion = tokens_of(data_of(e, TaskCompleted).result_data)
     return {
@@ -197,6 +200,12 @@ def purged_row(e: PurgedEvent) -> Assignments:
         "prompt_tokens": e.prompt_tokens,
         "completion_tokens": e.completion_tokens,
         "template_id": e.template_id,
+        "cost_usd": Decimal(e.cost_usd) if e.cost_usd is not None else Decimal(0),
+        "model_calls": e.model_calls,
+        "unpriced_calls": e.unpriced_calls,
+        "call_prompt_tokens": e.call_prompt_tokens,
+        "call_completion_tokens": e.call_completion_tokens,
+        "cached_tokens": e.cached_tokens,
     }
 
 
@@ -204,10 +213,10 @@ def _purged(cursor: Cursor[Any], t: Tables, e: PurgedEvent) -> None:
     # A deleted task still counts: its row is set to the figures the purge event carries,
     # which are the ones its events gave it. Live the row is there already (same values); a
     # replay after the purge, without the task's events, writes it from the purge alone.
-    columns = ("task_id", *ROW, "last_position")
+    columns = ("task_id", *ROW, *SUMS, "last_position")
     names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     updates = sql.SQL(", ").join(
-        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in (*ROW, "last_position")
+        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in columns[1:]
     )
     query = sql.SQL(
         "INSERT INTO {t} AS s ({names}) SELECT {names} FROM {rows}"
