@@ -6,6 +6,7 @@ costs 0.001 or 0.002 USD and the fake model's usage (a token a word) gives round
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -74,7 +75,7 @@ async def stack(module_database: str, module_nats: EmbeddedNats) -> AsyncIterato
         yield running
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one per test: a test's unused scripted replies must not reach the next
 async def fake() -> AsyncIterator[FakeLlm]:
     async with serve_llm() as server:
         yield server
@@ -234,16 +235,25 @@ def worker_process(stack: Stack, fake: FakeLlm, prices: Path, log: Path) -> subp
 
 
 async def test_two_worker_processes_spending_for_one_user_overshoot_by_at_most_one_reservation(
-    stack: Stack, api: httpx.AsyncClient, fake: FakeLlm, prices_file: Path, tmp_path: Path
+    stack: Stack, api: httpx.AsyncClient, fake: FakeLlm, tmp_path: Path
 ) -> None:
-    limit = Decimal("0.60")
+    # Prompts nearly free and answers as long as max_tokens allows: a call costs all but
+    # exactly its reservation, so calls admitted together past the budget would show as an
+    # overshoot of several reservations (without the ledger's row locks they do).
+    input_per_mtok, output_per_mtok, max_tokens = 1, 2000, 20
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        json.dumps({MODEL: {"input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok}})
+    )
+    limit = Decimal("0.10")  # two calls: eight tasks starting together race for them
     await set_budget(api, "cat", {"budget": f"{limit}/day"})
-    fake.script(*(reply(ANSWER, chunk_delay=0.01) for _ in range(60)))
+    fake.script(*(reply(" ".join(["word"] * max_tokens)) for _ in range(80)))
     logs = [tmp_path / f"w{i}.log" for i in range(2)]
-    workers = [worker_process(stack, fake, prices_file, log) for log in logs]
+    workers = [worker_process(stack, fake, prices, log) for log in logs]
     try:
         await wait_until(lambda: all("concurrency" in log.read_text() for log in logs), within=60)
-        tasks = [create(stack, "custom", chain(10, max_tokens=20), Actor("cat")) for _ in range(6)]
+        config = chain(10, max_tokens=max_tokens)
+        tasks = [create(stack, "custom", config, Actor("cat")) for _ in range(8)]
         done = [await finished(stack, task_id, within=60) for task_id in tasks]
     finally:
         for process in workers:
@@ -255,10 +265,11 @@ async def test_two_worker_processes_spending_for_one_user_overshoot_by_at_most_o
     started = {e.worker_id for t in tasks for e in events(stack, t) if isinstance(e, Task.Started)}
     assert len(started) == 2, started  # both processes spent
     spent = sum(Decimal(c.cost_usd or "x") for c in calls)
-    # One call's reservation: 20 tokens of output and the prompt estimated from its characters.
-    prompt_chars = max(len(json.dumps(r.messages)) for r in fake.requests[-len(calls) :])
-    one_reservation = Decimal(prompt_chars // 3 + 16) / 1000 + Decimal(20 * 2) / 1000
-    assert spent <= limit + one_reservation, (spent, one_reservation)
+    prompt_chars = max(len(m["content"]) for r in fake.requests for m in r.messages) * 2
+    one_reservation = (
+        Decimal(prompt_chars // 3 + 16) * input_per_mtok + max_tokens * output_per_mtok
+    ) / 1_000_000
+    assert spent <= limit + one_reservation, (spent, one_reservation, len(calls))
     assert ledger_spent(stack, "cat") == spent
 
 
@@ -296,5 +307,31 @@ async def test_a_failed_call_releases_its_reservation_and_a_dead_workers_lapses_
             (0,)
         ]
         await ledger.release(taken)
+    finally:
+        await pool.close()
+
+
+async def test_concurrent_reservations_take_exactly_what_the_budget_holds(stack: Stack) -> None:
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        stack.database_url, min_size=16, max_size=16, open=False
+    )
+    await pool.open()
+    try:
+        ledger = SpendLedger(pool)
+        limit = Limit(Decimal("0.5"), "day")
+        task_id = uuid4()
+        # The user's ledger rows exist already (their creation would queue the first callers).
+        first = await ledger.reserve("eli", limit, task_id, 1, Decimal("0.1"))
+        assert isinstance(first, Hold)
+        await ledger.release(first)
+        # Sixteen workers' calls at once, on sixteen connections: five fit.
+        taken = await asyncio.gather(
+            *(ledger.reserve("eli", limit, task_id, 1, Decimal("0.1")) for _ in range(16))
+        )
+        holds = [t for t in taken if isinstance(t, Hold)]
+        assert len(holds) == 5
+        for hold in holds:
+            await ledger.settle(hold, Decimal("0.1"), None)
+        assert ledger_spent(stack, "eli") == Decimal("0.5")
     finally:
         await pool.close()
