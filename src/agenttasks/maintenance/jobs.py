@@ -20,7 +20,7 @@ from uuid import UUID
 
 import psycopg
 
-from agenttasks.application.tasks import TaskCommands, TaskNotFound
+from agenttasks.application.tasks import ConcurrencyError, TaskCommands, TaskNotFound
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.durations import format_duration
 from agenttasks.maintenance.scheduler import Swept
@@ -76,6 +76,8 @@ class ExpirePending:
             self._commands.expire(task_id, attempt, cutoff, self._message)
         except (RuleViolation, TaskNotFound):
             return False  # a worker started it, someone cancelled or retried it: not expired
+        except ConcurrencyError:
+            return False  # busy with other writers: the next sweep looks again
         return True
 
 
