@@ -30,11 +30,15 @@ def run_api(settings: Settings) -> int:
     import uvicorn
 
     settings = bootstrap.resolve(settings)
+    # uvicorn re-raises the signal it stopped on once it has shut down; with this handler the
+    # process then ends through SystemExit, so exit handlers (the span exporter's flush) run.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     uvicorn.run(
         bootstrap.api_app(settings),
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        log_config=None,  # its records go through our one handler (observability/logs.py)
         access_log=False,
         loop="uvloop",
         http="httptools",
@@ -43,6 +47,10 @@ def run_api(settings: Settings) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def run_relay(settings: Settings) -> int:

@@ -44,7 +44,7 @@ def test_an_old_and_a_new_result_publish_the_same_shape_with_the_piece_still_in_
     # Subscribers read data.data.partial today (the dashboard among them): it must stay.
     old = event_fields(mapper.to_domain_event(stored("Task.ResultRecorded.v1.streamed")))
     new = event_fields(mapper.to_domain_event(stored("Task.ResultRecorded.v2.streamed")))
-    assert set(old) == set(new) == {"attempt", "data", "message", "progress", "partial"}
+    assert set(old) == set(new) == {"attempt", "data", "message", "progress", "partial", "trace"}
     assert old["data"]["partial"] == old["partial"]
     assert new["data"]["partial"] == new["partial"]
 

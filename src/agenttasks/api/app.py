@@ -109,4 +109,6 @@ def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
             security=[{"bearer": []}],
         ),
         debug=False,
+        # Litestar's default would replace the root handler the role set up (JSON or text).
+        logging_config=None,
     )

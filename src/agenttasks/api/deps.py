@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -72,7 +73,10 @@ class ApiDeps:
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Runs a synchronous command off the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, lambda: function(*args))
+        # With the request's context variables (its trace: the events it stores record it),
+        # which run_in_executor, unlike to_thread, does not carry over.
+        call = contextvars.copy_context().run
+        return await loop.run_in_executor(self.executor, lambda: call(function, *args))
 
 
 # Handler parameter types: explicit markers, as Litestar 3 requires.

@@ -8,6 +8,7 @@ progress report) are retried with a fresh load, and the domain's rules decide th
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from agenttasks.observability import context
 
 MAX_TITLE_CHARS = 200
 _TASK_TOPIC = f"{Task.__module__}:{Task.__qualname__}."
+log = logging.getLogger(__name__)
 _IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "https://agenttasks/idempotency-key")
 
 
@@ -108,7 +110,11 @@ class TaskCommands:
             if _request_of(self.get(actor, task.id)) != _request_of(task):
                 raise IdempotencyKeyReused() from None
             return Written(task.id, None, created=False)
-        return Written(task.id, recordings[-1].notification.id, task=task)
+        position = recordings[-1].notification.id
+        if log.isEnabledFor(logging.DEBUG):
+            with context.bound(task=task.id):
+                log.debug("created a %s task at position %d", task.task_type, position)
+        return Written(task.id, position, task=task)
 
     def build(self, actor: Actor, new: NewTask, idempotency_key: str | None = None) -> Task:
         """The new, unsaved aggregate (batching writers save many in one transaction)."""

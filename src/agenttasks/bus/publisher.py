@@ -20,6 +20,9 @@ from nats.js.api import Header, PubAck
 from agenttasks.bus.messages import STREAM, BusEvent, encode, message_id, subject_of
 
 ACK_TIMEOUT_SECONDS = 5.0
+# W3C trace context on each message (docs/operations.md, "Logs and traces"): consumers continue
+# the trace of the command that stored the event.
+TRACEPARENT = "traceparent"
 
 
 class PublishFailed(RuntimeError):
@@ -41,14 +44,22 @@ async def last_published(js: JetStreamContext) -> tuple[int, int]:
 
 
 async def publish_in_order(
-    js: JetStreamContext, events: Sequence[BusEvent], after_sequence: int
+    js: JetStreamContext,
+    events: Sequence[BusEvent],
+    after_sequence: int,
+    traceparents: Sequence[str | None] | None = None,
 ) -> int:
-    """Publishes `events` after the stream's message `after_sequence`; returns the new last one."""
+    """Publishes `events` after the stream's message `after_sequence`; returns the new last one.
+
+    `traceparents[i]`, when given and not None, goes with `events[i]` as its `traceparent` header.
+    """
     futures: list[asyncio.Future[PubAck]] = []
     previous: str | None = None
     try:
-        for event in events:
-            headers = {Header.MSG_ID: message_id(event)}
+        for index, event in enumerate(events):
+            headers: dict[str, str] = {Header.MSG_ID: message_id(event)}
+            if traceparents is not None and (traceparent := traceparents[index]) is not None:
+                headers[TRACEPARENT] = traceparent
             if previous is None:
                 headers[Header.EXPECTED_LAST_SEQUENCE] = str(after_sequence)
             else:

@@ -25,6 +25,7 @@ from agenttasks.bus.consumers import (
     StreamMissing,
     StreamReader,
 )
+from agenttasks.observability import tracing
 from agenttasks.outage import Outage
 from agenttasks.projections.runner import CONNECTION_ERRORS, ProjectionRunner
 from agenttasks.stoppable import Stopped, unless_stopped
@@ -37,6 +38,12 @@ RETRY_SECONDS = 0.5
 
 class _Position(msgspec.Struct):
     position: int = 0
+
+
+class _Subject(msgspec.Struct):
+    position: int = 0
+    task_id: str | None = None
+    template_id: str | None = None
 
 
 class Projector:
@@ -113,6 +120,9 @@ class Projector:
         except CONNECTION_ERRORS as error:
             self._postgres.failed(error)  # _connect_all paces the reconnects
             _close(runner)
+            return
+        if tracing.enabled() or log.isEnabledFor(logging.DEBUG):
+            _traced(runner.consumer, deliveries)
 
     async def _connect_all(self, stop: asyncio.Event) -> None:
         for runner in self.runners:
@@ -165,6 +175,22 @@ async def locate(bus: Bus, position: int) -> int:
         return low
     finally:
         await probe.close()
+
+
+def _traced(consumer: str, deliveries: list[Delivery]) -> None:
+    """A span (and, at DEBUG, a line) per applied event, in the trace its message carries."""
+    for delivery in deliveries:
+        if delivery.traceparent is None:
+            continue
+        try:
+            about = msgspec.json.decode(delivery.data, type=_Subject)
+        except msgspec.DecodeError:
+            continue  # the runner quarantined it already
+        task = about.task_id or about.template_id
+        attributes = {"agenttasks.position": about.position, "agenttasks.read_model": consumer}
+        parent = delivery.traceparent
+        with tracing.span("projector apply", parent, task=task, attributes=attributes):
+            log.debug("%s: applied event %d", consumer, about.position)
 
 
 def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
