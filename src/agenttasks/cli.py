@@ -214,8 +214,13 @@ def _observe(args: argparse.Namespace, settings: Settings) -> None:
     role = ROLE_OF.get(args.command, args.command)
     logs.setup(role, args.log_level.upper(), settings.log_format)
     if settings.otel_endpoint is not None:  # otherwise nothing of OpenTelemetry is imported
-        from agenttasks.observability import otel
-
+        try:
+            from agenttasks.observability import otel
+        except ImportError:
+            raise SettingsError(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed: "
+                "pip install 'agenttasks[otel]'"
+            ) from None
         otel.start(settings.otel_endpoint, settings.otel_service_name, role)
 
 
