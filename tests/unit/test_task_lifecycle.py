@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -118,6 +119,32 @@ class TaskLifecycle(RuleBasedStateMachine):
     @rule(offset=st.sampled_from([0, -1]), error=st.booleans())
     def note(self, offset: int, error: bool) -> None:
         self.run(lambda: self.task.note(self.attempt(offset), "a source failed", error=error))
+
+    @rule(
+        offset=st.sampled_from([0, 0, -1]),
+        tokens=st.integers(-2, 5000),
+        cost=st.sampled_from([None, "0", "0.0003012", "1.5", "-1", "NaN", "x"]),
+    )
+    def record_model_call(self, offset: int, tokens: int, cost: str | None) -> None:
+        spent, calls = self.task.spent_usd, self.task.model_calls
+        accepted = self.run(
+            lambda: self.task.record_model_call(
+                self.attempt(offset), step=calls + 1, model="m", provider="p",
+                prompt_tokens=tokens, completion_tokens=7, cached_tokens=min(tokens, 3),
+                usage="reported", latency_ms=12, cost_usd=cost, price_source="test",
+                price_version=None,
+            )
+        )  # fmt: skip
+        if accepted:
+            assert cost is not None or self.task.unpriced_calls > 0
+            assert self.task.spent_usd == spent + Decimal(cost or 0)
+            assert self.task.model_calls == calls + 1
+
+    @invariant()
+    def spending_is_never_negative(self) -> None:
+        assert self.task.spent_usd >= 0
+        assert min(self.task.prompt_tokens, self.task.cached_tokens) >= 0
+        assert self.task.cached_tokens <= self.task.prompt_tokens
 
     @precondition(lambda self: self.task.status in FINISHED)
     @rule()

@@ -23,7 +23,7 @@ async def task_statistics(
     since: FromQuery[str | None] = None,
     min_position: MinPosition = None,
 ) -> StatisticsView:
-    """Totals by status, type and priority, success rate, durations, tasks per day, tokens."""
+    """Totals by status, type and priority, success rate, durations, tasks per day, tokens, cost."""
     if of not in ("mine", "all"):
         raise ValueError(f"query parameter `scope`: {of[:50]!r} is not one of: mine, all")
     start = parse_since(since) if since is not None else None

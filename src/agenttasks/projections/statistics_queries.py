@@ -165,7 +165,7 @@ async def _figures(
     tokens = await cursor.fetchone()
     assert tokens is not None
     cost = CostStats(
-        total=(await _cost_groups(cursor, sql.SQL("'all'"), where, params))[0],
+        total=(await _cost_groups(cursor, sql.SQL("'all'"), where, params) or [_NO_COST])[0],
         by_user=await _cost_groups(cursor, sql.SQL("created_by"), where, params),
         by_type=await _cost_groups(cursor, sql.SQL("task_type"), where, params),
         by_template=await _cost_groups(
@@ -216,7 +216,7 @@ async def _cost_groups(
         ).format(k=key, w=where),
         params,
     )
-    groups = [
+    return [
         CostGroup(
             key=str(row["key"]),
             tasks=int(row["tasks"]),
@@ -229,10 +229,13 @@ async def _cost_groups(
         )
         for row in await cursor.fetchall()
     ]
-    if not groups and key.as_string(None) == "'all'":  # no task in scope: a total of zeros
-        groups = [CostGroup(key="all", tasks=0, model_calls=0, cost_usd="0", unpriced_calls=0,
-                            prompt_tokens=0, completion_tokens=0, cached_tokens=0)]  # fmt: skip
-    return groups
+
+
+# The total when no task is in scope.
+_NO_COST = CostGroup(
+    key="all", tasks=0, model_calls=0, cost_usd="0", unpriced_calls=0,
+    prompt_tokens=0, completion_tokens=0, cached_tokens=0,
+)  # fmt: skip
 
 
 def _float(value: Any) -> float | None:
