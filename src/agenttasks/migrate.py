@@ -1,9 +1,10 @@
 """`agenttasks migrate`: creates or upgrades everything the service needs, then exits.
 
-The event store's tables, every read model's tables, the quarantine, relay-status and health
-tables, the JetStream event stream (with AGENTTASKS_STREAM_REPLICAS copies) and the workers'
-durable consumers. Each step is idempotent, and the whole run holds one Postgres advisory lock:
-several machines may run it at once, the later ones wait and then find everything in place.
+The event store's tables, every read model's tables, the quarantine, relay-status, health
+and worker-heartbeat tables, the JetStream event stream (with AGENTTASKS_STREAM_REPLICAS
+copies) and the workers' durable consumers. Each step is idempotent, and the whole run holds
+one Postgres advisory lock: several machines may run it at once, the later ones wait and then
+find everything in place.
 The roles still create what they need themselves, so running it is optional on one machine;
 on a cluster it runs once before the roles start (compose.yaml, docs/deployment.md).
 """

@@ -62,6 +62,7 @@ class QueueDepth:
 
 async def queue_backlog(bus: Bus) -> list[QueueDepth]:
     """Every (type, priority) work consumer's counts (0 for one not created yet)."""
+    # The consumers' names are the workers' (workers/consumers.py): read there, never restated.
     pairs = [(t, p) for t in TASK_TYPES for p in PRIORITY_ORDER]
     counts = await bus.consumer_counts([consumer_name(t, p) for t, p in pairs])
     depths = []
