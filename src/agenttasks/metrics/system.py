@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from agenttasks import quarantine
 from agenttasks.bus.connection import Bus
 from agenttasks.domain.rules import STATUSES, TASK_TYPES
-from agenttasks.projections.metrics import QUEUE_WAIT_BUCKETS, RUN_BUCKETS
+from agenttasks.projections.metrics_fold import QUEUE_WAIT_BUCKETS, RUN_BUCKETS
 from agenttasks.projections.worker_queries import oldest_pending_age, queue_backlog
 
 log = logging.getLogger(__name__)
