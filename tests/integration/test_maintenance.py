@@ -154,6 +154,9 @@ async def test_a_sweep_expires_at_most_its_batch_and_leaves_started_tasks(stack:
     # to expire it either way, and the sweep goes on with the others.
     assert first.done + second.done + third.done == 3
     assert max(first.done, second.done, third.done) <= 2
+    # The read model may still show the first sweep's tasks pending: the next one passes over
+    # them rather than spend its batch on refusals.
+    assert second.done >= 1
     assert first.more or first.done < 2  # a full batch says so: the next sweep follows at once
     assert stack.commands.get(SYSTEM, started).status == "running"
     with pytest.raises(RuleViolation):

@@ -49,6 +49,9 @@ class ExpirePending:
         self._ttl = ttl
         self._executor = executor
         self._batch = batch
+        # What the last sweep settled: the read model may still show those tasks pending (it
+        # lags the store), and a sweep right after a full one would only be refused on them.
+        self._settled: set[UUID] = set()
         self._message = (
             f"no worker started the task within {format_duration(ttl)} of it being queued "
             f"(AGENTTASKS_PENDING_TTL); is a worker running for its task type?"
@@ -56,7 +59,7 @@ class ExpirePending:
 
     async def sweep(self) -> Swept:
         """Expires up to `batch` tasks the read model shows pending for longer than the TTL."""
-        found = await self._stale.find(self._ttl, self._batch)
+        found = await self._stale.find(self._ttl, self._batch, self._settled)
         # The read model may lag: the aggregate checks the age again, from its own events.
         cutoff = datetime.now(UTC) - self._ttl
         loop = asyncio.get_running_loop()
@@ -69,6 +72,7 @@ class ExpirePending:
             )
         )
         expired = sum(outcomes)
+        self._settled = {task_id for task_id, _ in found}
         return Swept(expired, more=len(found) >= self._batch and expired > 0)
 
     def _expire(self, task_id: UUID, attempt: int, cutoff: datetime) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 from uuid import UUID
 
@@ -12,7 +13,7 @@ import psycopg
 # status index finds the pending rows without sorting them.
 _STALE = """
     SELECT id, attempt FROM tasks
-    WHERE status = 'pending' AND updated_at < now() - %s
+    WHERE status = 'pending' AND updated_at < now() - %s AND NOT (id = ANY(%s))
     LIMIT %s
 """
 
@@ -23,13 +24,15 @@ class StalePending:
     def __init__(self, database_url: str) -> None:
         self._database_url = database_url
 
-    async def find(self, ttl: timedelta, limit: int) -> list[tuple[UUID, int]]:
-        """Up to `limit` (task id, attempt) pairs; none before any projector made the table."""
+    async def find(
+        self, ttl: timedelta, limit: int, skip: Collection[UUID] = ()
+    ) -> list[tuple[UUID, int]]:
+        """Up to `limit` (task id, attempt) pairs but `skip`; none before the table exists."""
         async with await psycopg.AsyncConnection.connect(
             self._database_url, autocommit=True
         ) as conn:
             try:
-                cursor = await conn.execute(_STALE, (ttl, limit))
+                cursor = await conn.execute(_STALE, (ttl, list(skip), limit))
             except psycopg.errors.UndefinedTable:
                 return []
             return [(row[0], row[1]) for row in await cursor.fetchall()]
