@@ -12,29 +12,36 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
+import nats
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from standardwebhooks import Webhook
 
 from agenttasks import bootstrap
+from agenttasks.application.budgets import alert_recorder
 from agenttasks.application.price_file import read_price_file
 from agenttasks.application.spend_ledger import Hold, Refused, SpendLedger
 from agenttasks.application.tasks import Actor
+from agenttasks.bus.connection import connect
+from agenttasks.bus.messages import STREAM
 from agenttasks.domain.budget import BudgetAlert, Limit, alert_id
 from agenttasks.domain.task import Task
 from agenttasks.servers.nats import EmbeddedNats, start_nats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.settings import Settings
+from agenttasks.webhooks import store as webhook_tables
 from agenttasks.workers.llm import OpenAIModel
 from tests.conftest import free_port
+from tests.fakes.http import LoopbackServer, Request, Response
 from tests.fakes.llm_server import MODEL, FakeLlm, reply, serve_llm, status
-from tests.integration.api_client import bearer, serving, settings_for
+from tests.integration.api_client import SECRET, bearer, serving, settings_for
 from tests.integration.stack import Stack, running_stack
 from tests.integration.worker_harness import create, events, finished, running_worker
 from tests.waiting import wait_until
@@ -335,3 +342,88 @@ async def test_concurrent_reservations_take_exactly_what_the_budget_holds(stack:
         assert ledger_spent(stack, "eli") == Decimal("0.5")
     finally:
         await pool.close()
+
+
+async def test_a_soft_limit_alert_is_published_once_and_sent_to_the_webhooks_that_asked(
+    stack: Stack, module_nats: EmbeddedNats
+) -> None:
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    received: list[dict[str, Any]] = []
+
+    async def receive(request: Request) -> Response:
+        received.append(Webhook(secret).verify(request.body, request.headers))
+        return Response(200, body=b"ok")
+
+    settings = Settings(
+        database_url=stack.database_url,
+        jwt_secret=SECRET,
+        fetch_allowed_hosts=frozenset({"127.0.0.1"}),  # the receiver is on loopback
+    )
+    async with LoopbackServer(receive) as receiver:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(stack.database_url, open=False)
+        await pool.open()
+        try:
+            async with pool.connection() as connection:
+                await webhook_tables.ensure_tables(connection)
+            for owner, events in (("fay", ["budget.soft_limit_reached"]), ("gus", ["task.failed"])):
+                await webhook_tables.register(
+                    pool,
+                    owner=owner,
+                    url=f"{receiver.base_url}/{owner}",
+                    events=events,
+                    secret=secret,
+                    max_per_user=10,
+                )
+        finally:
+            await pool.close()
+        stop = asyncio.Event()
+        bus = await connect(module_nats.url_for("worker"), "test-deliverer")
+        try:
+            async with bootstrap.deliverer(settings, stack.store, bus) as deliverer:
+                running = asyncio.create_task(deliverer.run(stop))
+                record = alert_recorder(stack.store)
+                for user in ("fay", "fay", "gus"):  # fay's twice: stored (and sent) once
+                    await asyncio.to_thread(
+                        record,
+                        user_id=user,
+                        limit=Limit(Decimal(5), "day"),
+                        started=datetime(2026, 12, 1, tzinfo=UTC),
+                        soft_limit_usd=Decimal(4),
+                        spent_usd=Decimal("4.01"),
+                        task_id=uuid4(),
+                    )
+                await wait_until(lambda: len(receiver.requests) >= 1, 30)
+                await settled_webhooks(stack)
+                stop.set()
+                await running
+        finally:
+            await bus.close()
+    assert [r.path for r in receiver.requests] == ["/fay"]  # gus asked for task endings only
+    (body,) = received
+    assert body["type"] == "budget.soft_limit_reached"
+    assert body["data"]["user"] == "fay"
+    assert body["data"]["data"]["spent_usd"] == "4.01"
+    assert body["data"]["data"]["period_start"] == "2026-12-01T00:00:00+00:00"
+
+
+async def settled_webhooks(stack: Stack) -> None:
+    """Every stored event published and taken by the deliverer, and no delivery pending."""
+    # nats-py directly: the server's own counts of the deliverer's consumer.
+    nc = await nats.connect(stack.nats.url_for("worker"))
+    try:
+        js = nc.jetstream()
+
+        async def idle() -> bool:
+            newest = stack.store.recorder.max_notification_id() or 0
+            info = await js.consumer_info(STREAM, "webhooks")
+            pending = stack.rows("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+            return (
+                stack.relay.published_position >= newest
+                and not info.num_pending
+                and not info.num_ack_pending
+                and pending == [(0,)]
+            )
+
+        await wait_until(idle, 30)
+    finally:
+        await nc.close()

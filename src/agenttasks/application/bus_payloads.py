@@ -17,7 +17,8 @@ from eventsourcing.domain import DomainEventProtocol
 
 from agenttasks.application.store import EventStore
 from agenttasks.application.task_configs import contains_nul
-from agenttasks.bus.messages import BusEvent, PurgedEvent, TaskEvent, TemplateEvent
+from agenttasks.bus.messages import BudgetEvent, BusEvent, PurgedEvent, TaskEvent, TemplateEvent
+from agenttasks.domain.budget import SOFT_LIMIT_REACHED, BudgetAlert
 from agenttasks.domain.deletion import TaskDeletion
 from agenttasks.domain.task import Task
 from agenttasks.domain.template import TEMPLATE_KINDS, Template
@@ -58,6 +59,8 @@ class BusEventMapper:
         """The payload for `event`, or None for events that are not published."""
         if isinstance(event, TaskDeletion.Created):
             return purged_payload(event, position)
+        if isinstance(event, BudgetAlert.Created):
+            return budget_payload(event, position)
         if type(event) not in KINDS:
             return self._extra(event, position) if self._extra else None
         facts = self._facts_of(event)
@@ -93,6 +96,24 @@ class BusEventMapper:
         if len(self._facts) > self._cache_size:
             self._facts.popitem(last=False)
         return facts
+
+
+def budget_payload(event: BudgetAlert.Created, position: int) -> BudgetEvent:
+    """The payload of a budget alert: a user's spending passed the soft limit of a period."""
+    return BudgetEvent(
+        position=position,
+        type=SOFT_LIMIT_REACHED,
+        timestamp=event.timestamp,
+        user=event.user_id,
+        task_id=str(event.task_id),
+        data={
+            "period": event.period,
+            "period_start": event.period_start.isoformat(),
+            "limit_usd": event.limit_usd,
+            "soft_limit_usd": event.soft_limit_usd,
+            "spent_usd": event.spent_usd,
+        },
+    )
 
 
 def purged_payload(event: TaskDeletion.Created, position: int) -> PurgedEvent:

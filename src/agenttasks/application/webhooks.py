@@ -19,9 +19,12 @@ from urllib.parse import urlsplit
 
 from agenttasks.workers.fetch_guard import Resolver, normalized_host, refused_addresses
 
-# The task events a webhook may be sent for: the three ways a task ends.
-EVENT_TYPES = ("task.completed", "task.failed", "task.cancelled")
-KIND_OF_EVENT = {name: name.removeprefix("task.") for name in EVENT_TYPES}
+# The events a webhook may be sent for: the three ways a task ends, and a user's budget alert
+# (docs/cost.md, "Budgets").
+TASK_EVENT_TYPES = ("task.completed", "task.failed", "task.cancelled")
+BUDGET_EVENT_TYPES = ("budget.soft_limit_reached",)
+EVENT_TYPES = TASK_EVENT_TYPES + BUDGET_EVENT_TYPES
+KIND_OF_EVENT = {name: name.removeprefix("task.") for name in TASK_EVENT_TYPES}
 RESOLVE_SECONDS = 5.0  # a host name that does not resolve by then is refused
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the form of a secret, not one)
 

@@ -8,6 +8,7 @@ Subjects:
     agenttasks.events.template.<template_id>.<kind>
     agenttasks.events.skipped.<position>
     agenttasks.events.purged.<task_id>
+    agenttasks.events.budget.<kind>
 """
 
 from __future__ import annotations
@@ -100,7 +101,18 @@ class PurgedEvent(msgspec.Struct, tag_field="stream", tag="purged", kw_only=True
     cached_tokens: int = 0
 
 
-BusEvent = TaskEvent | TemplateEvent | SkippedEvent | PurgedEvent
+class BudgetEvent(msgspec.Struct, tag_field="stream", tag="budget", kw_only=True):
+    """A user's budget alert (BudgetAlert.Created: the soft limit of a period was passed)."""
+
+    position: int
+    type: str  # soft_limit_reached
+    timestamp: datetime
+    user: str  # whose budget
+    task_id: str  # the task whose model call passed the soft limit
+    data: dict[str, Any]  # period, period_start, limit_usd, soft_limit_usd, spent_usd
+
+
+BusEvent = TaskEvent | TemplateEvent | SkippedEvent | PurgedEvent | BudgetEvent
 
 _decoder = msgspec.json.Decoder(BusEvent)
 _encoder = msgspec.json.Encoder()
@@ -127,12 +139,19 @@ def subject_of(event: BusEvent) -> str:
         return f"{SUBJECT_ROOT}.template.{event.template_id}.{event.type}"
     if isinstance(event, PurgedEvent):
         return f"{SUBJECT_ROOT}.purged.{event.task_id}"
+    if isinstance(event, BudgetEvent):
+        return budget_subject(event.type)
     return f"{SUBJECT_ROOT}.skipped.{event.position}"
 
 
 def message_id(event: BusEvent) -> str:
     """A stable id of the stored event, for JetStream's de-duplication (`Nats-Msg-Id`)."""
     return f"agenttasks:{event.position}"
+
+
+def budget_subject(kind: str = "*") -> str:
+    """The subject of budget alerts (no user in it: a user id may hold any character)."""
+    return f"{SUBJECT_ROOT}.budget.{kind}"
 
 
 def task_subject(

@@ -27,6 +27,9 @@ MAX_BUDGET_CHARS = 40
 PERIODS = ("day", "month")
 OFF = "off"
 DEFAULT_SCOPE = "default"
+# The published kind of a BudgetAlert (bus subject agenttasks.events.budget.<kind>, and the
+# webhook event type budget.<kind>).
+SOFT_LIMIT_REACHED = "soft_limit_reached"
 _BUDGET = re.compile(r"^(\d{1,8}(?:\.\d{1,6})?)\s*/\s*(day|month)s?$")
 
 

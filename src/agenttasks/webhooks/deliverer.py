@@ -26,14 +26,21 @@ from psycopg_pool import AsyncConnectionPool
 
 from agenttasks.application.store import EventStore
 from agenttasks.application.webhooks import (
-    EVENT_TYPES,
+    BUDGET_EVENT_TYPES,
     KIND_OF_EVENT,
     host_and_port,
     task_url_secret,
 )
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.consumers import Delivery, PullConsumer, StreamMissing
-from agenttasks.bus.messages import TaskEvent, decode, message_id, task_subject
+from agenttasks.bus.messages import (
+    BudgetEvent,
+    TaskEvent,
+    budget_subject,
+    decode,
+    message_id,
+    task_subject,
+)
 from agenttasks.domain.task import Task
 from agenttasks.outage import Outage
 from agenttasks.webhooks import store as tables
@@ -127,7 +134,8 @@ class Deliverer:
                 await consumer.close()
 
     async def _bind(self, stop: asyncio.Event) -> PullConsumer | None:
-        subjects = [task_subject(kind=KIND_OF_EVENT[name]) for name in EVENT_TYPES]
+        subjects = [task_subject(kind=kind) for kind in KIND_OF_EVENT.values()]
+        subjects += [budget_subject(name.removeprefix("budget.")) for name in BUDGET_EVENT_TYPES]
         while not stop.is_set():
             try:
                 return await self._bus.pull_consumer(CONSUMER, subjects=subjects, ack_wait=60.0)
@@ -143,11 +151,14 @@ class Deliverer:
             log.warning("webhooks: stream message %s is not an event; skipped", delivery.sequence)
             await delivery.ack()
             return
-        if not isinstance(event, TaskEvent):
+        if not isinstance(event, TaskEvent | BudgetEvent):
             await delivery.ack()
             return
         try:
-            await self._enqueue(event)
+            if isinstance(event, BudgetEvent):
+                await self._enqueue_budget(event)
+            else:
+                await self._enqueue(event)
         except Exception as error:  # the database is away: the message comes again
             log.warning("webhooks: cannot enqueue position %s: %r", event.position, error)
             await delivery.nak(delay=2.0)
@@ -176,6 +187,27 @@ class Deliverer:
                 task_id=task_id,
                 event_type=event_type,
                 body=body_of(event),
+            )
+
+    async def _enqueue_budget(self, event: BudgetEvent) -> None:
+        # To the user's endpoints that asked for it; never to a task's own webhook_url.
+        event_type = f"budget.{event.type}"
+        async with self._pool.connection() as connection, connection.transaction():
+            targets = await tables.targets(connection, event.user, event_type, event.timestamp)
+            await tables.enqueue(
+                connection,
+                targets,
+                message_id=message_id(event),
+                owner=event.user,
+                task_id=UUID(event.task_id),
+                event_type=event_type,
+                body=_encoder.encode(
+                    {
+                        "type": event_type,
+                        "timestamp": event.timestamp,
+                        "data": msgspec.to_builtins(event),
+                    }
+                ),
             )
 
     def _task_url(self, task_id: UUID) -> str | None:
