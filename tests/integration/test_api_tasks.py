@@ -18,6 +18,7 @@ TASK_FIELDS = {
     "error_message", "error_kind", "created_by", "template_id", "attempt", "max_retries",
     "timeout_seconds",
     "created_at", "started_at", "completed_at", "updated_at", "webhook_url",
+    "cost_usd", "tokens", "model_calls", "unpriced_calls",
 }  # fmt: skip
 
 
@@ -48,6 +49,10 @@ async def test_a_created_task_is_returned_whole_and_readable_at_once(api: Api) -
     assert set(task) == TASK_FIELDS
     assert (task["status"], task["priority"], task["created_by"]) == ("pending", "urgent", "alice")
     assert task["task_config"] == {"content": "Some text.", "urls": [], "max_length": 200}
+    # No model call yet: nothing spent (a known zero), and the answer built from the events
+    # says exactly what the read model says below.
+    assert (task["cost_usd"], task["model_calls"], task["unpriced_calls"]) == ("0", 0, 0)
+    assert task["tokens"] == {"prompt": 0, "completion": 0, "cached": 0}
     assert task["created_at"].endswith("Z") or task["created_at"].endswith("+00:00")
 
     read = await api.client.get(f"{BASE}/ai-tasks/{task['id']}/", headers=ALICE)
