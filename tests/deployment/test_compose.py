@@ -38,6 +38,7 @@ NATS_USER = {
     "project": ["projector"],
     "worker": ["worker"],
     "deliver": ["worker"],
+    "maintain": [],  # Postgres only
     "migrate": ["relay", "worker"],
 }
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::?[-?](?P<rest>[^}]*))?\}")
@@ -146,7 +147,7 @@ def test_every_role_it_runs_is_a_command_and_waits_for_migrate() -> None:
             assert service["depends_on"]["migrate"] == {
                 "condition": "service_completed_successfully"
             }, name
-    assert {"migrate", "api", "relay", "project", "worker"} <= ran
+    assert {"migrate", "api", "relay", "project", "worker", "deliver", "maintain"} <= ran
     migrate = compose["services"]["migrate"]["depends_on"]
     assert migrate.pop("postgres") == {"condition": "service_healthy"}
     nats_nodes = nats_services(compose)
@@ -161,7 +162,7 @@ def test_two_of_every_replicated_role() -> None:
         role = service["command"][0]
         count[role] = count.get(role, 0) + service.get("deploy", {}).get("replicas", 1)
     assert count["migrate"] == 1
-    for role in ("api", "relay", "project", "worker"):
+    for role in ("api", "relay", "project", "worker", "deliver", "maintain"):
         assert count[role] == 2, role
 
 
