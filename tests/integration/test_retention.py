@@ -194,3 +194,34 @@ async def test_a_relay_restarting_on_an_emptied_stream_resumes_after_its_heartbe
         assert await stream_messages(relay_bus, later) == 1
     finally:
         await relay_bus.close()
+
+
+async def test_a_read_model_behind_the_deletion_catches_up_without_recreating_rows(
+    database_url: str, nats_server: EmbeddedNats
+) -> None:
+    bootstrap.ensure_read_models(database_url)
+    everything = bootstrap.projections()
+    lagging = everything.pop("statistics")
+    async with running_stack(
+        database_url, nats_server, projections=tuple(everything.values())
+    ) as stack:
+        task_id = run(stack.commands, ALICE, "completed")
+        await projected(stack)
+        Deleter(stack.store).delete(ALICE, task_id)  # statistics has not seen the task at all
+        await projected(stack)
+        assert stored_events(stack, task_id) == 0
+        reader = await connect(nats_server.url_for("reader"), "test-lagging-reader")
+        try:
+            # Its stream messages wait: the statistics read model has still to read them.
+            assert await stream_messages(reader, task_id) == 4
+            await stack.start_projector(lagging)
+            await stack.projected("statistics")
+            rows = stack.rows(f"SELECT status FROM task_statistics WHERE task_id = '{task_id}'")
+            assert rows == [("completed",)]  # counted once, from its events then its record
+            recreated = stack.rows(f"SELECT count(*) FROM tasks WHERE id = '{task_id}'")
+            assert recreated == [(0,)]  # nobody re-created the task's row
+            await wait_for_value(lambda: stream_messages(reader, task_id), lambda n: n == 0, 15)
+        finally:
+            await reader.close()
+        settings = Settings(database_url=database_url)
+        assert cli.replay(settings, "all", verify=True) == 0
