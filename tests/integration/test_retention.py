@@ -16,7 +16,7 @@ import pytest
 
 from agenttasks import bootstrap, cli, purge_command
 from agenttasks.application.store import history
-from agenttasks.application.tasks import Actor
+from agenttasks.application.tasks import Actor, TaskNotFound
 from agenttasks.application.user_log import UserLog
 from agenttasks.bus.connection import Bus, connect
 from agenttasks.bus.messages import STREAM
@@ -109,6 +109,8 @@ async def test_a_dry_run_deletes_nothing_and_a_purge_removes_only_old_finished_t
     await projected(stack)
     for task_id in old:
         assert stored_events(stack, task_id) == 0
+        with pytest.raises(TaskNotFound):  # what GET /ai-tasks/{id}/events/ answers 404 with
+            stack.commands.history(ALICE, task_id)
         assert set(rows_of(stack, task_id).values()) == {0}, rows_of(stack, task_id)
         await wait_for_value(lambda t=task_id: stream_messages(bus, t), lambda n: n == 0, 15)
     assert stored_events(stack, running) == 2  # not finished: kept
