@@ -116,6 +116,16 @@ async def test_two_api_replicas_report_the_same_task_figures_and_they_move_as_ta
                 await one.get(f"{BASE}/ai-tasks/{ids[0]}/", headers=ALICE)
                 commands = stack.commands
                 commands.start(ids[0], 1, "w1")
+                for step, (model, cost) in enumerate(
+                    [("gpt-test", "0.000125"), ("gpt-test", None), ("bad name {x}", "0.5")], 1
+                ):
+                    call = {
+                        "step": step, "model": model, "provider": "models.example",
+                        "prompt_tokens": 100, "completion_tokens": 20, "cached_tokens": 0,
+                        "usage": "reported", "latency_ms": 5, "cost_usd": cost,
+                        "price_source": "AGENTTASKS_PRICES", "price_version": None,
+                    }  # fmt: skip
+                    commands.record_model_call(ids[0], 1, call)
                 commands.complete(ids[0], 1, {"summary": "done", "usage": {"prompt_tokens": 7}})
                 commands.start(ids[1], 1, "w1")
                 # A kind no list knows (workers may write anything): it must become "other".
@@ -152,6 +162,13 @@ async def test_two_api_replicas_report_the_same_task_figures_and_they_move_as_ta
         kind = {"task_type": "summary", "kind": "prompt"}
         assert value(found, "agenttasks_task_tokens_total", **kind) == 7
         assert value(found, "agenttasks_queue_oldest_age_seconds") > 0
+        by_model = {"model": "gpt-test", "task_type": "summary"}
+        assert value(found, "agenttasks_model_calls_total", **by_model) == 2
+        assert value(found, "agenttasks_model_unpriced_calls_total", **by_model) == 1
+        assert value(found, "agenttasks_model_tokens_total", **by_model, kind="prompt") == 200
+        assert value(found, "agenttasks_model_cost_usd_total", **by_model) == 0.000125
+        other = {"model": "other", "task_type": "summary"}
+        assert value(found, "agenttasks_model_cost_usd_total", **other) == 0.5
         assert value(found, "agenttasks_metrics_source_up", source="postgres") == 1
         assert value(found, "agenttasks_metrics_source_up", source="nats") == 1
         labels = " ".join(f"{k}={v}" for (_, pairs) in found for k, v in pairs)

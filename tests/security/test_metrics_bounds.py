@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from agenttasks.application.store import open_event_store
 from agenttasks.bus.connection import connect
+from agenttasks.bus.event_data import TaskModelCalled
 from agenttasks.metrics.system import SystemMetrics
 from agenttasks.projections.metrics import metrics_projection
 from agenttasks.projections.tasks import task_projection
@@ -194,3 +195,24 @@ def test_metrics_settings_are_bounded(variable: str, value: str, says: str) -> N
     with pytest.raises(SettingsError, match=variable) as raised:
         Settings.from_env({variable: value})
     assert says in str(raised.value)
+
+
+def test_model_names_a_server_invents_stay_bounded() -> None:
+    from agenttasks.metrics.families import MODELS_SHOWN, model_families
+    from agenttasks.projections.metrics_fold import Fold, State
+
+    fold = Fold({})
+    state = State("summary", "running", None, None, {}, 0)
+    for n in range(MODELS_SHOWN + 30):
+        name = f"model-{n}" if n % 2 else f"<script>{n}</script> {uuid4()}"
+        call = TaskModelCalled(
+            attempt=1, step=1, model=name, provider="p", prompt_tokens=n + 1,
+            completion_tokens=1, cached_tokens=0, usage="reported", latency_ms=1,
+            cost_usd="0.001", price_source="x", price_version=None,
+        )  # fmt: skip
+        fold.model_call(state, call)
+    figures = {tuple(k.split("|")): v for k, v in fold.deltas.items()}
+    for family in model_families(figures):  # type: ignore[arg-type]
+        models = {s.labels["model"] for s in family.samples}
+        assert len(models) <= MODELS_SHOWN + 1, family.name
+        assert not any("<" in m or " " in m for m in models)

@@ -15,24 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.utils import floatToGoString
 from psycopg_pool import AsyncConnectionPool
 
 from agenttasks import quarantine
 from agenttasks.bus.connection import Bus
-from agenttasks.domain.rules import STATUSES, TASK_TYPES
-from agenttasks.projections.metrics_fold import QUEUE_WAIT_BUCKETS, RUN_BUCKETS
+from agenttasks.metrics.families import Figures, task_families
 from agenttasks.projections.worker_queries import oldest_pending_age, queue_backlog
 
 log = logging.getLogger(__name__)
@@ -45,13 +41,6 @@ SELECT metric, task_type, label, sum(value)::bigint FROM (
     UNION ALL SELECT metric, task_type, label, value FROM task_metrics_purged
 ) m GROUP BY 1, 2, 3
 """
-_COUNTERS = {
-    "created": ("agenttasks_tasks_created", "Tasks created"),
-    "completed": ("agenttasks_tasks_completed", "Tasks completed"),
-    "cancelled": ("agenttasks_tasks_cancelled", "Tasks cancelled"),
-    "retried": ("agenttasks_tasks_retried", "Retries (by hand or automatic)"),
-}
-Figures = dict[tuple[str, str, str], int]  # (metric, task_type, label) -> value
 
 
 @dataclass
@@ -190,63 +179,6 @@ class ApiMetrics:
 
     system: SystemMetrics
     token: str | None = None
-
-
-def task_families(figures: Figures) -> Iterator[Metric]:
-    """The task counters, the status gauge and the histograms from the read model's figures."""
-    types = sorted({*TASK_TYPES, *(t for _, t, _ in figures)})
-
-    def value(metric: str, task_type: str, label: str = "") -> int:
-        return figures.get((metric, task_type, label), 0)
-
-    for metric, (name, documentation) in _COUNTERS.items():
-        counter = CounterMetricFamily(name, documentation, labels=["task_type"])
-        for task_type in types:
-            counter.add_metric([task_type], value(metric, task_type))
-        yield counter
-    failed = CounterMetricFamily(
-        "agenttasks_tasks_failed",
-        "Attempts that failed, by error kind",
-        labels=["task_type", "error_kind"],
-    )
-    for (metric, task_type, label), count in sorted(figures.items()):
-        if metric == "failed":
-            failed.add_metric([task_type, label], count)
-    yield failed
-    tokens = CounterMetricFamily(
-        "agenttasks_task_tokens",
-        "Tokens the completed tasks' results reported (result_data.usage)",
-        labels=["task_type", "kind"],
-    )
-    for task_type in types:
-        tokens.add_metric([task_type, "prompt"], value("prompt_tokens", task_type))
-        tokens.add_metric([task_type, "completion"], value("completion_tokens", task_type))
-    yield tokens
-    statuses = GaugeMetricFamily(
-        "agenttasks_tasks", "Tasks in the store, by status", labels=["task_type", "status"]
-    )
-    for task_type in types:
-        for status in sorted({*STATUSES, *(s for m, t, s in figures if m == "status")}):
-            statuses.add_metric([task_type, status], value("status", task_type, status))
-    yield statuses
-    for name, metric, bounds, documentation in (
-        (
-            "agenttasks_task_queue_wait_seconds",
-            "wait",
-            QUEUE_WAIT_BUCKETS,
-            "From created (or retried, after any backoff) to started",
-        ),
-        ("agenttasks_task_run_seconds", "run", RUN_BUCKETS, "From started to completed or failed"),
-    ):
-        histogram = HistogramMetricFamily(name, documentation, labels=["task_type"])
-        for task_type in types:
-            cumulative, buckets = 0, []
-            for index, bound in enumerate((*bounds, float("inf"))):
-                cumulative += value(f"{metric}_bucket", task_type, str(index))
-                buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
-            total = value(f"{metric}_sum_us", task_type) / 1_000_000
-            histogram.add_metric([task_type], buckets, sum_value=total)
-        yield histogram
 
 
 class _Families:

@@ -7,9 +7,11 @@ reads the states and writes the sums. Integers only, so any batching gives the s
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
-from agenttasks.bus.event_data import TaskFailed, TaskRetried, data_of
+from agenttasks.bus.event_data import TaskFailed, TaskModelCalled, TaskRetried, data_of
 from agenttasks.bus.messages import TaskEvent
 from agenttasks.domain.rules import STATUSES, TASK_TYPES
 from agenttasks.projections.statistics import tokens_of
@@ -29,8 +31,13 @@ RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800,
 COUNTERS = frozenset({
     "created", "completed", "failed", "cancelled", "retried", "wait_bucket", "wait_sum_us",
     "run_bucket", "run_sum_us", "prompt_tokens", "completion_tokens",
+    "model_calls", "model_unpriced_calls", "model_prompt_tokens", "model_completion_tokens",
+    "model_cost_nano_usd",
 })  # fmt: skip
-KINDS = ("created", "started", "completed", "failed", "cancelled", "retried")
+KINDS = ("created", "started", "completed", "failed", "cancelled", "retried", "model_call")
+# A model's name as the server gave it (users never choose it): kept when it looks like a
+# name, else "other". A server inventing names adds rows; the exposition shows the top ones.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,79}")
 
 _US = timedelta(microseconds=1)
 
@@ -110,6 +117,21 @@ class Fold:
         self.add(state, f"{name}_bucket", str(bucket_of(micros, bounds)))
         self.add(state, f"{name}_sum_us", "", micros)
 
+    def model_call(self, state: State, call: TaskModelCalled) -> None:
+        model = call.model if _MODEL_NAME.fullmatch(call.model) else OTHER
+        self.add(state, "model_calls", model)
+        for metric, tokens in (
+            ("model_prompt_tokens", call.prompt_tokens),
+            ("model_completion_tokens", call.completion_tokens),
+        ):
+            if tokens > 0:
+                self.add(state, metric, model, tokens)
+        cost = _nano_usd(call.cost_usd)
+        if cost is None:
+            self.add(state, "model_unpriced_calls", model)
+        elif cost:
+            self.add(state, "model_cost_nano_usd", model, cost)
+
     def apply(self, e: TaskEvent) -> None:
         state = self.states.get(e.task_id)
         if e.type == "created":
@@ -137,6 +159,8 @@ class Fold:
                 self.observe(state, "run", state.started_at, e.timestamp)
         elif e.type == "cancelled":
             self.add(state, "cancelled", "")
+        elif e.type == "model_call":
+            self.model_call(state, data_of(e, TaskModelCalled))
         elif e.type == "retried":
             self.add(state, "retried", "")
             # A chosen backoff is not time spent waiting for a worker.
@@ -151,3 +175,16 @@ class Fold:
             state.status = status
         state.last_position = e.position
         self.touched.add(e.task_id)
+
+
+def _nano_usd(cost: str | None) -> int | None:
+    """A call's cost in whole nano-dollars (integers sum the same in any order); None: unpriced."""
+    if cost is None:
+        return None
+    try:
+        value = Decimal(cost)
+    except InvalidOperation:
+        return None
+    if not value.is_finite() or value < 0 or value > 10**6:
+        return None
+    return int((value * 10**9).to_integral_value())
