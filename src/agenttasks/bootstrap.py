@@ -551,6 +551,9 @@ async def worker(
         every=float(settings.worker_heartbeat_seconds),
     )
     await presence.ensure_table()
+    prices = PriceTable.from_settings(settings)
+    if llm is not None:  # off the event loop: the first model call must not wait for it
+        await asyncio.to_thread(prices.load)
     running = Worker(
         commands,
         bus,
@@ -562,7 +565,7 @@ async def worker(
         limits=limits or Limits.from_settings(settings),
         slots=slots,
         presence=presence,
-        prices=PriceTable.from_settings(settings),
+        prices=prices,
         budget=budget if budget is not None else budget_guard(settings, store, pool),
     )
     overdue = OverdueAttempts(require_database(settings))

@@ -107,6 +107,13 @@ class PriceTable:
     def bundled_version(self) -> str:
         return self._bundled_version
 
+    def load(self) -> None:
+        """Imports the bundled data now (about 0.4 s), so no model call waits for it."""
+        if self._bundled:
+            from genai_prices import data_snapshot
+
+            data_snapshot.get_snapshot()
+
     def price_for(
         self, model: str, provider_url: str | None = None, at: datetime | None = None
     ) -> ModelPrice | None:
