@@ -9,7 +9,8 @@ a scraper costs Postgres either way (metrics/system.py).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from litestar import Request, Response, get
@@ -37,20 +38,26 @@ async def metrics(request: Request[Any, Any, Any], deps: Deps) -> Response[Any]:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-Handler = Callable[[Request[Any, Any, Any], Any], Response[Any]]
-
-
 def counting_429s(
     handlers: Mapping[int | type[Exception], Any],
 ) -> dict[int | type[Exception], Any]:
     """The same exception handlers; each 429 they answer is counted (rate_limited_requests)."""
 
-    def counted(handler: Handler) -> Handler:
+    def count(response: Response[Any], error: Any) -> Response[Any]:
+        if response.status_code == 429:
+            rate_limited(str(getattr(error, "which", "streams")))
+        return response
+
+    def counted(handler: Any) -> Any:
+        if inspect.iscoroutinefunction(handler):
+
+            async def answer_later(request: Request[Any, Any, Any], error: Any) -> Response[Any]:
+                return count(await handler(request, error), error)
+
+            return answer_later
+
         def answer(request: Request[Any, Any, Any], error: Any) -> Response[Any]:
-            response = handler(request, error)
-            if response.status_code == 429:
-                rate_limited(str(getattr(error, "which", "streams")))
-            return response
+            return count(handler(request, error), error)
 
         return answer
 
