@@ -109,12 +109,19 @@ class BudgetLookup:
         self._kept: OrderedDict[str, tuple[float, EffectiveBudget]] = OrderedDict()
         self._lock = threading.Lock()  # loads run on command threads
 
-    def get(self, user_id: str) -> EffectiveBudget:
-        """The user's budget, loaded from the store when not kept or kept too long."""
+    def cached(self, user_id: str) -> EffectiveBudget | None:
+        """The user's budget if kept and fresh (no I/O: safe on the event loop)."""
         with self._lock:
             kept = self._kept.get(user_id)
         if kept is not None and self._clock() - kept[0] < self._ttl:
             return kept[1]
+        return None
+
+    def get(self, user_id: str) -> EffectiveBudget:
+        """The user's budget, loaded from the store when not kept or kept too long."""
+        found = self.cached(user_id)
+        if found is not None:
+            return found
         now = self._clock()
         budget = self._load(user_id)
         with self._lock:
@@ -156,7 +163,10 @@ class Budgets:
 
     async def standing(self, user: str) -> tuple[EffectiveBudget, Standing | None]:
         """The user's budget and where they stand in its period (None: no budget)."""
-        budget = await asyncio.to_thread(self.lookup.get, user)
+        # A create with budgets off costs a dictionary lookup, not a thread hop.
+        budget = self.lookup.cached(user)
+        if budget is None:
+            budget = await asyncio.to_thread(self.lookup.get, user)
         if budget.limit is None:
             return budget, None
         return budget, await self.ledger.standing(user, budget.limit)
