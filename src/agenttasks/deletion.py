@@ -57,6 +57,7 @@ _OWNERS_LOCK = 0x61677474_6F776E72  # user_log's: its index extension never re-a
 DDL_LOCK = 0x61677464_656C6574  # "agtdelet": one creator of the table at a time
 RECORD_TOPIC = get_topic(TaskDeletion.Created)
 STREAM_BATCH = 500  # tasks' stream messages purged per idle step of the relay
+INTERRUPTED_AFTER_SECONDS = 300  # an intent row this old without its deletes: a killed run
 
 
 class TaskNotFinished(RuleViolation):
@@ -189,8 +190,12 @@ class Deleter:
     def finish_interrupted(self) -> int:
         """Finishes deletions a killed run left half done; returns how many it finished."""
         with self._datastore.transaction(commit=False) as cursor:
+            # Only rows older than any deletion takes: a younger one is another deleter's, under
+            # way now (removing its intent row would leave its stream messages behind).
             cursor.execute(
                 f"SELECT task_id, position FROM {TABLE} WHERE NOT stored_deleted"  # noqa: S608
+                " AND started_at < now() - make_interval(secs => %s)",
+                (INTERRUPTED_AFTER_SECONDS,),
             )
             rows = cursor.fetchall()
         done: list[tuple[UUID, int]] = []

@@ -141,6 +141,9 @@ async def test_a_killed_purge_is_finished_by_the_next_one(stack: Stack) -> None:
     )
     stack.store.save(candidate.record)
     assert stored_events(stack, task_id) == 4
+    deleter.finish_interrupted()  # a deletion under way (as far as anyone can tell) is left alone
+    assert stored_events(stack, task_id) == 4
+    stack.rows(f"UPDATE {TABLE} SET started_at = now() - interval '1 hour' RETURNING task_id")
 
     report = Purger(stack.store, batch=10).purge_finished_before(
         datetime.now(UTC) - timedelta(days=1), dry_run=False, actor="maintenance", limit=10
