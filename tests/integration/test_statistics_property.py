@@ -37,7 +37,10 @@ USAGES: tuple[dict[str, Any] | None, ...] = (
     {"prompt_tokens": 5},
     {"completion_tokens": "many"},
 )
-COMMANDS = ("start", "progress", "result", "complete", "fail", "cancel", "retry", "auto", "note")
+COMMANDS = (
+    "start", "progress", "result", "complete", "fail", "cancel", "retry", "auto", "note", "call",
+)  # fmt: skip
+COSTS = (None, "0", "0.0003012", "1.25")  # a model call's cost; None: no known price
 _schemas = itertools.count(1)
 
 
@@ -69,6 +72,12 @@ def command(task: Task, name: str, n: int) -> None:
         task.retry("alice")
     elif name == "auto":
         task.retry("system", automatic=True)
+    elif name == "call":
+        task.record_model_call(
+            attempt, step=task.model_calls + 1, model="m", provider="p", prompt_tokens=10 * n,
+            completion_tokens=n, cached_tokens=n, usage="reported", latency_ms=5,
+            cost_usd=COSTS[n % len(COSTS)], price_source="test", price_version=None,
+        )  # fmt: skip
     else:
         task.note(attempt, "a note", error=n % 2 == 0)
 
