@@ -75,6 +75,8 @@ def agenttasks_up(home: Path, port: int, nats_port: int) -> Iterator[Up]:
     """
     log = home.parent / f"up-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTTASKS_", "OPENAI_"))}
+    # What a terminal shows (its output here is a file, where the default would be JSON lines).
+    env["AGENTTASKS_LOG_FORMAT"] = "text"
     with log.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "agenttasks.cli", "--data-dir", str(home), "up",
