@@ -149,6 +149,51 @@ def tracking(cursor: Cursor[Any], name: str, *, lock: bool = False) -> Tracking:
     return Tracking(int(row[0]), None if row[1] is None else int(row[1]))
 
 
+def lock_tracking(cursor: Cursor[Any], names: list[str]) -> dict[str, Tracking]:
+    """The tracking rows of `names` (created at 0, 0 if missing), locked in name order.
+
+    Whoever locks several rows locks them in this order, so two lockers never deadlock.
+    """
+    query = (
+        "SELECT name, position, sequence FROM projection_tracking WHERE name = ANY(%s)"
+        " ORDER BY name FOR UPDATE"
+    )
+    cursor.execute(query, (names,))
+    rows = cursor.fetchall()
+    if len(rows) < len(set(names)):  # a first run: create them (prepare() usually has)
+        cursor.execute(
+            "INSERT INTO projection_tracking (name, position, sequence)"
+            " SELECT unnest(%s::text[]), 0, 0 ON CONFLICT DO NOTHING",
+            (names,),
+        )
+        cursor.execute(query, (names,))
+        rows = cursor.fetchall()
+    return {
+        str(name): Tracking(int(position), None if sequence is None else int(sequence))
+        for name, position, sequence in rows
+    }
+
+
+def set_positions(cursor: Cursor[Any], moved: Mapping[str, Tracking]) -> None:
+    """Records several projections' tracking in one statement, and announces each (NOTIFY)."""
+    if not moved:
+        return
+    names = list(moved)
+    cursor.execute(
+        "WITH m AS (SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[])"
+        " AS m(name, position, sequence)),"
+        " u AS (UPDATE projection_tracking t SET position = m.position, sequence = m.sequence"
+        " FROM m WHERE t.name = m.name RETURNING t.name, t.position)"
+        " SELECT pg_notify(%s, u.name || ':' || u.position) FROM u",
+        (
+            names,
+            [moved[name].position for name in names],
+            [moved[name].sequence for name in names],
+            NOTIFY_CHANNEL,
+        ),
+    )
+
+
 def tracked_position(cursor: Cursor[Any], name: str, *, lock: bool = False) -> int:
     """The position projection `name` has applied up to (0 if none), optionally locking it."""
     return tracking(cursor, name, lock=lock).position

@@ -1,11 +1,13 @@
 """The live projector: one in-order stream reader feeding every projection of the process.
 
 The reader starts after the lowest tracked sequence of its runners and hands each batch to
-all of them at once (each applies it in its own transaction, on its own connection, skipping
-what it has). After each batch, if the reader is not where the slowest runner needs it (a
-runner stopped at missing messages, lost its connection, or a standby moved its tracking
-ahead), the reader seeks there. So whatever dies when, every projection resumes from exactly
-the message after its tracking, and no message is passed over.
+all of them at once, on one connection, in one transaction (runner.apply_together: each read
+model skips what its own tracking row says it has, and applies the rest in a savepoint of its
+own). One commit per batch, not one per read model, keeps a batch of one event (the common
+case at a hundred creates a second) cheap. After each batch, if the reader is not where the
+slowest runner needs it (a runner stopped at missing messages, the connection was lost, or a
+standby moved a tracking row ahead), the reader seeks there. So whatever dies when, every
+projection resumes from exactly the message after its tracking, and no message is passed over.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from agenttasks.bus.consumers import (
 )
 from agenttasks.observability import tracing
 from agenttasks.outage import Outage
-from agenttasks.projections.runner import CONNECTION_ERRORS, ProjectionRunner
+from agenttasks.projections.runner import CONNECTION_ERRORS, ProjectionRunner, apply_together
 from agenttasks.stoppable import Stopped, unless_stopped
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Projector:
         self.bus = bus
         self.batch = batch
         self.reader: StreamReader | None = None
+        self.connection: psycopg.Connection[Any] | None = None  # shared by the runners
         # Each kind of outage is logged once when it starts and once when it ends.
         self._nats = Outage("projector: NATS", log)
         self._postgres = Outage("projector: Postgres", log)
@@ -76,8 +79,7 @@ class Projector:
         finally:
             if self.reader is not None:
                 await self.reader.close()
-            for runner in self.runners:
-                _close(runner)
+            self._close()
 
     async def _forget_durables(self) -> None:
         # Before stream sequences were tracked, each read model had a durable consumer; the
@@ -99,50 +101,53 @@ class Projector:
             return
         before = [runner.sequence for runner in self.runners]
         if deliveries:
-            await asyncio.gather(*(self._apply(runner, deliveries) for runner in self.runners))
-            if self._postgres.lost:
-                # One connection found the server gone: the others are as dead, only idle.
-                # Closed now (no thread uses them), all reconnect together and it is said once.
-                for runner in self.runners:
-                    _close(runner)
+            await self._apply(deliveries)
         wanted = self._wanted()
         if wanted != reader.next_sequence:
             if before == [runner.sequence for runner in self.runners]:
                 await asyncio.sleep(RETRY_SECONDS)  # stuck (missing messages, no database)
             await reader.seek(wanted)
 
-    async def _apply(self, runner: ProjectionRunner, deliveries: list[Delivery]) -> None:
-        connection = runner.connection
+    async def _apply(self, deliveries: list[Delivery]) -> None:
+        connection = self.connection
         if connection is None:
             return
         try:
-            await asyncio.to_thread(runner.apply_batch, connection, deliveries)
+            await asyncio.to_thread(apply_together, self.runners, connection, deliveries)
         except CONNECTION_ERRORS as error:
             self._postgres.failed(error)  # _connect_all paces the reconnects
-            _close(runner)
+            self._close()
             return
         if tracing.enabled() or log.isEnabledFor(logging.DEBUG):
-            _traced(runner.consumer, deliveries)
+            for runner in self.runners:
+                _traced(runner.consumer, deliveries)
 
     async def _connect_all(self, stop: asyncio.Event) -> None:
-        for runner in self.runners:
-            while runner.connection is None and not stop.is_set():
-                try:
-                    connection = await asyncio.to_thread(_connect, runner.database_url)
-                    runner.connection = connection
+        while self.connection is None and not stop.is_set():
+            try:
+                connection = await asyncio.to_thread(_connect, self.runners[0].database_url)
+                self.connection = connection
+                for runner in self.runners:
                     await asyncio.to_thread(runner.prepare, connection)
-                except CONNECTION_ERRORS as error:
-                    _close(runner)
-                    await asyncio.sleep(self._postgres.failed(error))
-                    continue
+            except CONNECTION_ERRORS as error:
+                self._close()
+                await asyncio.sleep(self._postgres.failed(error))
+                continue
+            for runner in self.runners:
                 if runner.sequence is None:
                     runner.sequence = await locate(self.bus, runner.position)
                     log.info(
                         "%s: tracking from before stream sequences: position %s is at %s",
                         runner.consumer, runner.position, runner.sequence,
                     )  # fmt: skip
-        if all(runner.connection is not None for runner in self.runners):
+        if self.connection is not None:
             self._postgres.restored()
+
+    def _close(self) -> None:
+        if self.connection is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.connection.close()
+            self.connection = None
 
 
 async def locate(bus: Bus, position: int) -> int:
@@ -195,10 +200,3 @@ def _traced(consumer: str, deliveries: list[Delivery]) -> None:
 
 def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     return psycopg.connect(url)
-
-
-def _close(runner: ProjectionRunner) -> None:
-    if runner.connection is not None:
-        with contextlib.suppress(psycopg.Error):
-            runner.connection.close()
-        runner.connection = None

@@ -8,6 +8,10 @@ dense, so a message further on means the ones in between are missing. Those are 
 skipped: the batch stops there, the tracking stays, and the projector reads again from the
 tracked sequence. A crash anywhere loses nothing: rows and tracking commit together, and the
 next run starts after what was committed. `projector.py` feeds batches to runners.
+
+The runners of one projector share one transaction per batch (`apply_together`): each read
+model keeps its own tracking row and applies its rows in a savepoint of its own, so one model's
+bad event is set aside without touching the others, and all commit (or roll back) together.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from agenttasks.bus.messages import BusEvent, SkippedEvent, decode
 from agenttasks.projections.base import (
     Projection,
     Tables,
+    Tracking,
     ensure_tables,
-    set_position,
+    lock_tracking,
+    set_positions,
     tracking,
 )
 
@@ -52,7 +58,6 @@ class ProjectionRunner:
         self.position = 0
         self.sequence: int | None = 0  # None: a tracking row from before sequences were kept
         self.missing: tuple[int, int] | None = None  # stream sequences the stream lacks
-        self.connection: psycopg.Connection[Any] | None = None
 
     @property
     def consumer(self) -> str:
@@ -76,43 +81,58 @@ class ProjectionRunner:
 
     def apply_batch(self, connection: psycopg.Connection[Any], deliveries: list[Delivery]) -> None:
         """Applies the batch's messages that follow the tracked sequence, in one transaction."""
-        name = self.projection.name
-        with connection.transaction(), connection.cursor() as cursor:
-            tracked = tracking(cursor, name, lock=True)
-            # A row from before sequences were tracked: the projector located one for it.
-            sequence = tracked.sequence if tracked.sequence is not None else self.sequence or 0
-            position = tracked.position
-            events: list[BusEvent] = []
-            for delivery in deliveries:
-                if delivery.sequence <= sequence:
-                    continue  # applied already (by a standby, or read twice after a seek)
-                event = self._decode(connection, cursor, delivery)
-                if delivery.sequence != sequence + 1 and not _covered(event, position):
-                    self._missing(sequence + 1, delivery.sequence - 1)
-                    break
-                self.missing = None
-                sequence = delivery.sequence
-                if event is None:
-                    continue  # undecodable: quarantined, its sequence passed
-                if isinstance(event, SkippedEvent) or event.position <= position:
-                    # A marker for a stored event nobody can read, or an event a replay has
-                    # applied already: its position counts as applied, no rows change.
-                    position = max(position, event.position)
-                    continue
-                events.append(event)
-                position = event.position
-            if events:
-                self._apply(connection, cursor, self.projection.live_tables(), events)
-            if (position, sequence) != tracked:
-                set_position(cursor, name, position, sequence)
-        self.position, self.sequence = position, sequence
+        apply_together([self], connection, deliveries)
+
+    def _advance(
+        self,
+        connection: psycopg.Connection[Any],
+        cursor: psycopg.Cursor[Any],
+        tracked: Tracking,
+        deliveries: list[Delivery],
+        decoded: dict[int, BusEvent | None],
+    ) -> Tracking:
+        """Applies what follows `tracked` (its row locked); returns the tracking to record."""
+        # A row from before sequences were tracked: the projector located one for it.
+        sequence = tracked.sequence if tracked.sequence is not None else self.sequence or 0
+        position = tracked.position
+        events: list[BusEvent] = []
+        for delivery in deliveries:
+            if delivery.sequence <= sequence:
+                continue  # applied already (by a standby, or read twice after a seek)
+            event = self._decode(connection, cursor, delivery, decoded)
+            if delivery.sequence != sequence + 1 and not _covered(event, position):
+                self._missing(sequence + 1, delivery.sequence - 1)
+                break
+            self.missing = None
+            sequence = delivery.sequence
+            if event is None:
+                continue  # undecodable: quarantined, its sequence passed
+            if isinstance(event, SkippedEvent) or event.position <= position:
+                # A marker for a stored event nobody can read, or an event a replay has
+                # applied already: its position counts as applied, no rows change.
+                position = max(position, event.position)
+                continue
+            events.append(event)
+            position = event.position
+        if events:
+            self._apply(connection, cursor, self.projection.live_tables(), events)
+        return Tracking(position, sequence)
 
     def _decode(
-        self, connection: psycopg.Connection[Any], cursor: psycopg.Cursor[Any], delivery: Delivery
+        self,
+        connection: psycopg.Connection[Any],
+        cursor: psycopg.Cursor[Any],
+        delivery: Delivery,
+        decoded: dict[int, BusEvent | None],
     ) -> BusEvent | None:
-        try:
-            return decode(delivery.data)
-        except msgspec.DecodeError:
+        # Decoded once per batch for every runner; each runner quarantines for itself.
+        if delivery.sequence not in decoded:
+            try:
+                decoded[delivery.sequence] = decode(delivery.data)
+            except msgspec.DecodeError:
+                decoded[delivery.sequence] = None
+        event = decoded[delivery.sequence]
+        if event is None:
             try:
                 position = msgspec.json.decode(delivery.data, type=_Position).position
             except msgspec.DecodeError:
@@ -129,6 +149,7 @@ class ProjectionRunner:
                     error=f"undecodable message at stream sequence {delivery.sequence}",
                 )
             return None
+        return event
 
     def _missing(self, first: int, last: int) -> None:
         if self.missing != (first, last):
@@ -175,6 +196,35 @@ class ProjectionRunner:
                         originator_id=_originator(event),
                         error=quarantine.describe(error),
                     )
+
+
+def apply_together(
+    runners: list[ProjectionRunner],
+    connection: psycopg.Connection[Any],
+    deliveries: list[Delivery],
+) -> None:
+    """Applies a batch to every runner's read model in one transaction, each tracked apart.
+
+    The tracking rows are locked together, in name order (standbys and a replay's switch wait
+    on them; an order shared by every locker cannot deadlock); each runner skips what its own
+    row says it has; the rows that moved are written at once. A lost connection rolls the
+    whole batch back, and every runner reads it again from its tracking.
+    """
+    decoded: dict[int, BusEvent | None] = {}
+    reached: list[Tracking] = []
+    with connection.transaction(), connection.cursor() as cursor:
+        tracked = lock_tracking(cursor, [runner.projection.name for runner in runners])
+        for runner in runners:
+            before = tracked[runner.projection.name]
+            reached.append(runner._advance(connection, cursor, before, deliveries, decoded))
+        moved = {
+            runner.projection.name: after
+            for runner, after in zip(runners, reached, strict=True)
+            if after != tracked[runner.projection.name]
+        }
+        set_positions(cursor, moved)
+    for runner, after in zip(runners, reached, strict=True):
+        runner.position, runner.sequence = after
 
 
 def _covered(event: BusEvent | None, position: int) -> bool:

@@ -1,0 +1,111 @@
+"""One transaction per batch for every read model of a projector, each tracked on its own row."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+
+from agenttasks import bootstrap, quarantine
+from agenttasks.application.bus_payloads import mapper_for
+from agenttasks.bus.connection import connect
+from agenttasks.projections.base import set_position
+from agenttasks.projections.projector import Projector
+from agenttasks.projections.replay import replay
+from agenttasks.projections.runner import ProjectionRunner, apply_together
+from agenttasks.projections.statistics import statistics_projection
+from agenttasks.projections.tasks import task_projection
+from agenttasks.servers.nats import EmbeddedNats
+from tests.integration.stack import running_stack
+from tests.integration.test_projections import Delivered, created, lifecycle
+from tests.waiting import wait_until
+
+
+def tracking_rows(database_url: str) -> dict[str, tuple[Any, ...]]:
+    """Each read model's tracking row, with the transaction that last wrote it (xmin)."""
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute(
+            "SELECT name, position, sequence, xmin::text FROM projection_tracking"
+        ).fetchall()
+    return {str(name): (position, sequence, xmin) for name, position, sequence, xmin in rows}
+
+
+async def test_a_batch_commits_once_for_every_read_model_each_skipping_what_it_has(
+    database_url: str,
+) -> None:
+    runners = [ProjectionRunner(task_projection(), database_url)]
+    runners.append(ProjectionRunner(statistics_projection(), database_url))
+    with psycopg.connect(database_url) as connection:
+        for runner in runners:
+            runner.prepare(connection)
+        with connection.transaction(), connection.cursor() as cursor:
+            set_position(cursor, "statistics", 2, 2)  # a standby applied the first two already
+        batch = [
+            Delivered(created(1), 1),
+            Delivered(created(2), 2),
+            Delivered(created(3, task_id="not-a-uuid"), 3),  # Postgres refuses it: a data error
+            Delivered(b"{not json", 4),
+            Delivered(created(5), 5),
+        ]
+        apply_together(runners, connection, batch)  # type: ignore[arg-type]
+
+        assert [(r.position, r.sequence) for r in runners] == [(5, 5), (5, 5)]
+        rows = tracking_rows(database_url)
+        assert rows["tasks"][:2] == rows["statistics"][:2] == (5, 5)
+        assert rows["tasks"][2] == rows["statistics"][2], "both rows moved in one transaction"
+        counts = connection.execute(
+            "SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM task_statistics)"
+        ).fetchone()
+        assert counts == (3, 1), "statistics applied only what its own tracking lacked"
+        with connection.cursor() as cursor:
+            tasks_entries = quarantine.pending(cursor, consumer="projector-tasks")
+            statistics_entries = quarantine.pending(cursor, consumer="projector-statistics")
+        # Each read model sets its own bad events aside; the good ones of the batch still apply.
+        assert [(e.position, e.originator_id) for e in tasks_entries] == [
+            (-4, None),
+            (3, "not-a-uuid"),
+        ]
+        assert [e.position for e in statistics_entries] == [-4, 3]
+
+        apply_together(runners, connection, batch)  # type: ignore[arg-type]
+        assert tracking_rows(database_url) == rows, "a repeat changes nothing, writes nothing"
+
+
+async def test_two_projectors_of_every_read_model_lose_and_repeat_nothing(
+    database_url: str, nats_server: EmbeddedNats
+) -> None:
+    async with running_stack(database_url, nats_server, projections=()) as stack:
+        stops: list[tuple[asyncio.Event, asyncio.Task[None], Any]] = []
+        replicas: list[list[ProjectionRunner]] = []
+        for replica in range(2):  # a standby of all five read models beside the first
+            bus = await connect(nats_server.url_for("projector"), f"test-batch-{replica}")
+            runners = [
+                ProjectionRunner(p, database_url, bus) for p in bootstrap.projections().values()
+            ]
+            stop = asyncio.Event()
+            task = asyncio.create_task(Projector(runners, bus).run(stop))
+            stops.append((stop, task, bus))
+            replicas.append(runners)
+        try:
+            for i in range(20):
+                lifecycle(stack.commands, f"task {i}", ("completed", "retried", "cancelled")[i % 3])
+            newest = stack.store.recorder.max_notification_id() or 0
+            await wait_until(
+                lambda: all(r.position >= newest for runners in replicas for r in runners)
+            )
+        finally:
+            for stop, task, bus in stops:
+                stop.set()
+                await task
+                await bus.close()
+        rows = tracking_rows(database_url)
+        assert {name: row[0] for name, row in rows.items()} == dict.fromkeys(
+            bootstrap.projections(), newest
+        )
+        mapper = mapper_for(stack.store)
+        for projection in bootstrap.projections().values():
+            report = await asyncio.to_thread(
+                replay, projection, stack.store, mapper, database_url, verify=True
+            )
+            assert report.differences == [], projection.name
