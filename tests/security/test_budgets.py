@@ -64,7 +64,9 @@ async def test_a_user_cannot_set_their_own_budget_nor_the_default(
     assert_ours(own, 403, "only an admin sets a budget")
     default = await client.put(f"{BASE}/budgets/default/", json=body, headers=ALICE)
     assert_ours(default, 403, "only an admin sets a budget")
-    # Nor read another's.
+    # Nor read another's, and nobody reads without a token.
+    assert (await client.get(f"{BASE}/budgets/default/")).status_code == 401
+    assert (await client.get(f"{BASE}/users/alice/budget/")).status_code == 401
     other = await client.get(f"{BASE}/users/bob/budget/", headers=ALICE)
     assert other.status_code == 403
     # Nothing changed: alice's budget is still the setting's (off).

@@ -77,8 +77,9 @@ class BudgetController(Controller):
         return _view(user, budget, standing)
 
     @get("/budgets/default/", responses=problems(*AUTHENTICATED))
-    async def read_default(self, deps: Deps) -> BudgetView:
-        """The budget of every user without one of their own."""
+    async def read_default(self, actor: CurrentActor, deps: Deps) -> BudgetView:
+        """The budget of every user without one of their own (to anyone signed in)."""
+        del actor  # asked for so that the request is authenticated at all
         return _view(None, await deps.run(deps.budgets.commands.effective, None), None)
 
     @put("/budgets/default/", responses=problems(*WITH_BODY, 403))
