@@ -668,6 +668,8 @@ async def deliverer(
         concurrency_per_endpoint=settings.webhook_concurrency_per_endpoint,
         timeout=float(settings.webhook_timeout),
         retry_seconds=settings.webhook_retry_seconds,
+        task_url_cache=settings.webhook_task_url_cache,
+        owner_cache=settings.webhook_owner_cache,
     )
     sender = sender or Sender(
         settings.fetch_allowed_hosts,

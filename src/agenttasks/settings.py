@@ -148,6 +148,10 @@ class Settings:
     webhook_max_response_bytes: int = 64 * 1024  # of an endpoint's answer read (then dropped)
     webhook_concurrency: int = 32  # attempts at once, per deliverer process
     webhook_concurrency_per_endpoint: int = 4  # attempts at once to one endpoint
+    # The deliverer's caches (docs/webhooks.md, "How fresh"): tasks' webhook_url from Created,
+    # and the owners with endpoints (more owners than this: not cached, the database is asked).
+    webhook_task_url_cache: int = 20_000
+    webhook_owner_cache: int = 100_000
     # Seconds before each retry; the last failure after the last one disables the endpoint.
     webhook_retry_seconds: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     # Metrics (docs/operations.md, "Metrics"): the API serves /metrics on its own port (with
@@ -427,6 +431,8 @@ _WEBHOOK_CAPS = (
     ("webhook_max_response_bytes", "AGENTTASKS_WEBHOOK_MAX_RESPONSE_BYTES", 1024, 10_000_000),
     ("webhook_concurrency", "AGENTTASKS_WEBHOOK_CONCURRENCY", 1, 1000),
     ("webhook_concurrency_per_endpoint", "AGENTTASKS_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 1, 100),
+    ("webhook_task_url_cache", "AGENTTASKS_WEBHOOK_TASK_URL_CACHE", 0, 1_000_000),
+    ("webhook_owner_cache", "AGENTTASKS_WEBHOOK_OWNER_CACHE", 0, 1_000_000),
 )
 
 

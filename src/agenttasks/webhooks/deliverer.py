@@ -3,7 +3,10 @@
 Intake: a durable pull consumer (`webhooks`) on the task events that end a task. For each, the
 owner's endpoints that take the event, and the task's own `webhook_url`, each get one pending
 row in `webhook_deliveries` (unique by target and webhook-id) before the message is acked: a
-redelivered message adds nothing, and a crash before the ack loses nothing.
+redelivered message adds nothing, and a crash before the ack loses nothing. The consumer also
+takes Created messages, for the task's `webhook_url`: an ending whose owner has no endpoint and
+whose task has no URL is acked with no database work at all (interest.py says when that is
+known; otherwise the store and the endpoint table are read as before).
 
 Dispatch: due rows are claimed with a lease (FOR UPDATE SKIP LOCKED), never more than the total
 concurrency and never more than the per-endpoint concurrency for one target, so a slow endpoint
@@ -44,6 +47,7 @@ from agenttasks.bus.messages import (
 from agenttasks.domain.task import Task
 from agenttasks.outage import Outage
 from agenttasks.webhooks import store as tables
+from agenttasks.webhooks.interest import EndpointOwners, TaskUrls
 from agenttasks.webhooks.sender import Sender
 from agenttasks.webhooks.signing import headers
 
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 CONSUMER = "webhooks"
 POLL_SECONDS = 0.5  # a due retry is noticed within this long
 _encoder = msgspec.json.Encoder()
+_UNKNOWN = object()  # a Created payload without the field (not a URL, not None)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class DeliveryOptions:
     concurrency_per_endpoint: int = 4
     timeout: float = 10.0
     retry_seconds: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    task_url_cache: int = 20_000  # tasks whose webhook_url is remembered from Created
+    owner_cache: int = 100_000  # owners with endpoints cached (more: never cached)
 
 
 def body_of(event: TaskEvent) -> bytes:
@@ -95,6 +102,9 @@ class Deliverer:
         self._service_secret = service_secret
         self._wake = asyncio.Event()
         self._in_flight: dict[str, int] = {}
+        self.task_urls = TaskUrls(options.task_url_cache)
+        self.owners = EndpointOwners(_url_of(pool), options.owner_cache)
+        self.skipped = 0  # endings passed over without the database (tests and logs)
         self._tasks: set[asyncio.Task[None]] = set()
         # An outage of Postgres or NATS is logged when it starts and when it ends, not per poll.
         self._database = Outage("webhooks: Postgres", log)
@@ -106,7 +116,7 @@ class Deliverer:
         async with self._pool.connection() as connection:
             await tables.ensure_tables(connection)
         try:
-            await asyncio.gather(self._intake(stop), self._dispatch(stop))
+            await asyncio.gather(self._intake(stop), self._dispatch(stop), self.owners.run(stop))
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -127,6 +137,7 @@ class Deliverer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
                     continue
+                await asyncio.sleep(0)  # an endpoint change already in the socket is read first
                 for delivery in deliveries:
                     await self._take(delivery)
         finally:
@@ -134,7 +145,7 @@ class Deliverer:
                 await consumer.close()
 
     async def _bind(self, stop: asyncio.Event) -> PullConsumer | None:
-        subjects = [task_subject(kind=kind) for kind in KIND_OF_EVENT.values()]
+        subjects = [task_subject(kind=kind) for kind in ("created", *KIND_OF_EVENT.values())]
         subjects += [budget_subject(name.removeprefix("budget.")) for name in BUDGET_EVENT_TYPES]
         while not stop.is_set():
             try:
@@ -154,11 +165,17 @@ class Deliverer:
         if not isinstance(event, TaskEvent | BudgetEvent):
             await delivery.ack()
             return
+        if isinstance(event, TaskEvent) and event.type == "created":
+            url = event.data.get("webhook_url", _UNKNOWN)
+            if url is None or isinstance(url, str):
+                self.task_urls.learn(event.task_id, url)
+            await delivery.ack()
+            return
         try:
             if isinstance(event, BudgetEvent):
-                await self._enqueue_budget(event)
+                enqueued = await self._enqueue_budget(event)
             else:
-                await self._enqueue(event)
+                enqueued = await self._enqueue(event)
         except Exception as error:  # the database is away: the message comes again
             log.warning("webhooks: cannot enqueue position %s: %r", event.position, error)
             await delivery.nak(delay=2.0)
@@ -167,14 +184,26 @@ class Deliverer:
             await delivery.ack()
         except Exception as error:  # redelivered later; the outbox row is already there
             log.warning("webhooks: cannot ack position %s: %r", event.position, error)
-        self._wake.set()
+        if enqueued:
+            self._wake.set()  # only then is there anything new to claim
 
-    async def _enqueue(self, event: TaskEvent) -> None:
+    async def _enqueue(self, event: TaskEvent) -> bool:
         event_type = f"task.{event.type}"
         task_id = UUID(event.task_id)
-        task_url = await asyncio.to_thread(self._task_url, task_id)
+        known, task_url = self.task_urls.get(event.task_id)
+        no_endpoints = self.owners.has_none(event.user)
+        if known and task_url is None and no_endpoints:
+            self.skipped += 1
+            return False  # nobody asked for it: no store read, no transaction
+        if not known:
+            task_url = await asyncio.to_thread(self._task_url, task_id)
+        if task_url is None and no_endpoints:
+            self.skipped += 1
+            return False
         async with self._pool.connection() as connection, connection.transaction():
-            targets = await tables.targets(connection, event.user, event_type, event.timestamp)
+            targets = []
+            if not no_endpoints:
+                targets = await tables.targets(connection, event.user, event_type, event.timestamp)
             if task_url is not None:
                 # Tasks' own URLs are grouped by the host they go to, for the per-endpoint cap.
                 host, port = host_and_port(task_url)
@@ -188,10 +217,13 @@ class Deliverer:
                 event_type=event_type,
                 body=body_of(event),
             )
+        return bool(targets)
 
-    async def _enqueue_budget(self, event: BudgetEvent) -> None:
+    async def _enqueue_budget(self, event: BudgetEvent) -> bool:
         # To the user's endpoints that asked for it; never to a task's own webhook_url.
         event_type = f"budget.{event.type}"
+        if self.owners.has_none(event.user):
+            return False
         async with self._pool.connection() as connection, connection.transaction():
             targets = await tables.targets(connection, event.user, event_type, event.timestamp)
             await tables.enqueue(
@@ -209,6 +241,7 @@ class Deliverer:
                     }
                 ),
             )
+        return bool(targets)
 
     def _task_url(self, task_id: UUID) -> str | None:
         # The Created event alone: a task's later events do not change its webhook_url.
@@ -312,3 +345,8 @@ class Deliverer:
                 )
         except Exception:  # the lease runs out and the attempt is made again
             log.exception("webhooks: attempt of delivery %s failed unexpectedly", due.id)
+
+
+def _url_of(pool: AsyncConnectionPool[Any]) -> str:
+    """The pool's connection string (the owners' LISTEN connection is one of its own)."""
+    return str(pool.conninfo)

@@ -67,6 +67,19 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
 CREATE INDEX IF NOT EXISTS webhook_attempts_endpoint ON webhook_attempts (endpoint_id, id);
 CREATE INDEX IF NOT EXISTS webhook_attempts_owner ON webhook_attempts (owner, id);
 """
+# Every change that can add an endpoint to an owner is announced, so a deliverer's cache of
+# the owners with endpoints (interest.py) is read again at once, not on a timer.
+CHANGES_CHANNEL = "agenttasks_webhook_endpoints"
+TRIGGER_DDL = f"""
+CREATE OR REPLACE FUNCTION webhook_endpoints_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{CHANGES_CHANNEL}', '');
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER webhook_endpoints_changed
+    AFTER INSERT OR DELETE OR UPDATE OF status ON webhook_endpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION webhook_endpoints_changed();
+"""
 ERROR_MAX_CHARS = 300
 
 _ENDPOINT = (
@@ -127,6 +140,7 @@ async def ensure_tables(connection: AsyncConnection[Any]) -> None:
     async with connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
         await connection.execute(DDL)
+        await connection.execute(TRIGGER_DDL)
 
 
 async def register(
