@@ -161,6 +161,11 @@ class Relay:
         self._last_purge = now
         try:
             purged = await self.stream_purge(self.bus)
+        except psycopg.errors.UndefinedTable:
+            # No read model has run yet (no tracking table): none has passed a deletion, so
+            # nothing is due. Not an outage: re-raised, it cost the relay its leadership every
+            # idle second until a projector started (seen in test_relay's poison test).
+            return
         except TRANSIENT:
             raise
         except Exception as error:  # e.g. no permission to purge: publishing goes on
