@@ -229,9 +229,7 @@ class TaskCommands:
         self, task_id: UUID, attempt: int, call: dict[str, Any], *, known: Task | None = None
     ) -> Written:
         """Records one model call of the running attempt (Task.ModelCalled; docs/cost.md)."""
-        return self._update(
-            SYSTEM, task_id, lambda t: t.record_model_call(attempt, **call), known
-        )
+        return self._update(SYSTEM, task_id, lambda t: t.record_model_call(attempt, **call), known)
 
     def complete(
         self,
