@@ -237,7 +237,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             settings = settings.with_(nats_port=args.nats_port)
         from agenttasks.up import up
 
-        return up(settings, worker=not args.no_worker)
+        return up(settings, worker=not args.no_worker, log_level=args.log_level)
     if command == "token":
         print(bootstrap.token(settings, args.user, admin=args.admin, ttl=args.ttl))
         return 0

@@ -139,7 +139,7 @@ def run_deliverer(settings: Settings) -> int:
     bootstrap.require_database(settings)
 
     async def main(stop: asyncio.Event) -> None:
-        bus = await connect(settings.nats_url_for("worker"), "agenttasks-deliverer")
+        bus = await connect(settings.nats_url_for("deliverer"), "agenttasks-deliverer")
         try:
             with bootstrap.event_store(settings) as store:
                 async with bootstrap.deliverer(settings, store, bus) as deliverer:

@@ -28,7 +28,7 @@ Caps = TypeVar("Caps", bound="DataclassInstance")
 
 
 # The NATS users of nats.conf, one per role (servers/secrets.py generates their passwords).
-NATS_ROLES = ("relay", "projector", "worker", "api", "reader")
+NATS_ROLES = ("relay", "projector", "worker", "deliverer", "api", "reader")
 
 
 class SettingsError(ValueError):
@@ -316,7 +316,7 @@ class Settings:
         return kind(**{cap.name: getattr(self, prefix + cap.name) for cap in fields(kind)})
 
     def nats_url_for(self, role: str) -> str:
-        """The NATS URL a process of `role` (relay, projector, worker, api, reader) connects to."""
+        """The NATS URL a process of `role` (one of NATS_ROLES) connects to."""
         url = self.nats_role_urls.get(role) or self.nats_url
         if url is None:
             raise SettingsError("no NATS server configured (AGENTTASKS_NATS_URL)")

@@ -39,8 +39,25 @@ DATABASE = "agenttasks"
 API_START_SECONDS = 60.0
 
 
-def up(settings: Settings, *, worker: bool = True) -> int:
-    """Runs the whole service until interrupted."""
+def child_commands(*, worker: bool, log_level: str) -> list[tuple[str, list[str]]]:
+    """(NATS user, command line) of each role `up` runs as a child."""
+    roles = [
+        ("api", ["api"]),
+        ("relay", ["relay"]),
+        ("projector", ["project"]),
+        ("deliverer", ["deliver"]),  # webhooks: its own consumer, nothing of the workers'
+        # Housekeeping (expiry, sweeps, purge, worker liveness): Postgres only. It opens no
+        # NATS connection; should it ever, the read-only user is all it gets.
+        ("reader", ["maintain"]),
+    ]
+    if worker:
+        roles.append(("worker", ["worker"]))
+    # The roles log at up's level: `up --log-level DEBUG` is how one follows a task across them.
+    return [(role, [*args, "--log-level", log_level]) for role, args in roles]
+
+
+def up(settings: Settings, *, worker: bool = True, log_level: str = "INFO") -> int:
+    """Runs the whole service until interrupted; the roles log at `log_level` too."""
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     running = runtime_file.read(home)
@@ -85,18 +102,7 @@ def up(settings: Settings, *, worker: bool = True) -> int:
         for name, server in servers:
             supervisor.watch(name, server)
         base = _child_env(settings, database_url, jwt_secret)
-        roles = [
-            ("api", ["api"]),
-            ("relay", ["relay"]),
-            ("projector", ["project"]),
-            ("worker", ["deliver"]),  # webhooks; NATS as `worker` (it may bind durables)
-            # Housekeeping (expiry, sweeps, purge, worker liveness): Postgres only. It opens no
-            # NATS connection; should it ever, the read-only user is all it gets.
-            ("reader", ["maintain"]),
-        ]
-        if worker:
-            roles.append(("worker", ["worker"]))
-        for index, (role, args) in enumerate(roles):
+        for index, (role, args) in enumerate(child_commands(worker=worker, log_level=log_level)):
             env = {**base, "AGENTTASKS_NATS_URL": role_urls.get(role, nats_url)}
             supervisor.add(f"{args[0]}-{index}", args, env)
 

@@ -37,7 +37,7 @@ NATS_USER = {
     "relay": ["relay"],
     "project": ["projector"],
     "worker": ["worker"],
-    "deliver": ["worker"],
+    "deliver": ["deliverer"],
     "maintain": [],  # Postgres only
     "migrate": ["relay", "worker"],
 }

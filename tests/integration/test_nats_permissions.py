@@ -94,3 +94,29 @@ async def test_strangers_are_refused(nats_server: EmbeddedNats, credentials: str
             connect_timeout=2,
             allow_reconnect=False,
         )
+
+
+async def test_the_deliverer_binds_only_its_own_consumer_and_cannot_publish_events(
+    nats_server: EmbeddedNats,
+) -> None:
+    await seeded(nats_server)
+    client, errors = await with_errors(nats_server.url_for("deliverer"))
+    js = client.jetstream()
+    await js.add_consumer(STREAM, ConsumerConfig(durable_name="webhooks"))
+    subscription = await js.pull_subscribe_bind(durable="webhooks", stream=STREAM)
+    [message] = await subscription.fetch(1, timeout=5)
+    await message.ack()
+    # A worker's queue is not its own: it can neither create nor read one (its messages are
+    # the workers' to take and acknowledge).
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.add_consumer(
+            STREAM, ConsumerConfig(durable_name="worker-summary-normal"), timeout=1
+        )
+    await client.publish(SUBJECT, b"forged")
+    await client.flush()
+    await wait_until(lambda: sum("permissions violation" in e.lower() for e in errors) >= 2, 5)
+    await subscription.unsubscribe()
+    await client.close()
+    relay = await connect(nats_server.url_for("relay"), "check")
+    assert (await relay.js.stream_info(STREAM)).state.messages == 1, "nothing forged got in"
+    await relay.close()

@@ -37,7 +37,7 @@ async def test_endings_nobody_asked_for_skip_the_database_and_a_new_endpoint_get
     found: list[Deliverer] = []
 
     async def run() -> None:
-        bus = await connect(nats_server.url_for("worker"), "test-deliverer-interest")
+        bus = await connect(nats_server.url_for("deliverer"), "test-deliverer-interest")
         try:
             settings = deliverer_settings(database_url)
             async with bootstrap.deliverer(settings, stack.store, bus) as deliverer:

@@ -104,7 +104,7 @@ class Running:
 
     async def start(self) -> None:
         async def run() -> None:
-            bus = await connect(self.nats.url_for("worker"), "test-deliverer")
+            bus = await connect(self.nats.url_for("deliverer"), "test-deliverer")
             try:
                 async with bootstrap.deliverer(self.settings, self.stack.store, bus) as deliverer:
                     await deliverer.run(self._stop)
@@ -382,7 +382,7 @@ async def test_a_deliverer_killed_mid_attempt_leaves_it_to_the_next_with_the_sam
     async with LoopbackServer(first_hangs) as receiver:
         await register(database_url, f"{receiver.base_url}/hook", ["task.completed"])
         doomed = deliverer_process(
-            database_url, nats_server.url_for("worker"), tmp_path / "deliver.log"
+            database_url, nats_server.url_for("deliverer"), tmp_path / "deliver.log"
         )
         try:
             position = await asyncio.to_thread(finish, stack, "completed")

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-ROLES = ("relay", "projector", "worker", "api", "reader")
+ROLES = ("relay", "projector", "worker", "deliverer", "api", "reader")
 # nats-server parses an environment variable's value as a config value: "0e5..." would be a
 # number and "true" a boolean. A letter then hex digits always stays a plain string.
 _PASSWORD = re.compile(r"^p[0-9a-f]{32,}$")
