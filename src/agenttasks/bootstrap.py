@@ -379,8 +379,9 @@ async def open_api_deps(
         store = await asyncio.to_thread(open_event_store, settings.eventsourcing_env())
         opened.callback(close, store)
         await asyncio.to_thread(ensure_read_models, database_url)
+        # One kept open when idle; the rest opened when requests need them (operations.md).
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            database_url, min_size=2, max_size=16, open=False
+            database_url, min_size=1, max_size=16, open=False
         )
         await pool.open()
         opened.push_async_callback(pool.close)

