@@ -182,6 +182,19 @@ class TaskCommands:
         """Starts the given attempt; refused unless the task is pending on it."""
         return self._update(SYSTEM, task_id, lambda t: t.start(attempt, worker_id))
 
+    def start_offered(self, offered: Task, position: int, worker_id: str) -> Written:
+        """Starts attempt 1 from the task its created message built (at `position`).
+
+        The copy is used only while the store holds exactly that Created event and nothing
+        after it (one tiny query instead of reading and decoding the events); otherwise the
+        task is loaded as `start` does. A copy that goes stale after the check conflicts on
+        the version at save and the retry loads afresh. The position also tells a deleted
+        and re-created task (same id, from an Idempotency-Key) from the one the message offered.
+        """
+        fresh = _only_created(self.store, offered.id, position)
+        known = offered if fresh else None
+        return self._update(SYSTEM, offered.id, lambda t: t.start(1, worker_id), known)
+
     def report_progress(
         self,
         task_id: UUID,
@@ -314,6 +327,22 @@ class TaskCommands:
 
         with context.bound(task=task_id):
             return retry_on_conflict(attempt, f"task {task_id}")
+
+
+def _only_created(store: EventStore, task_id: UUID, position: int) -> bool:
+    """Whether the task's only stored event is the one at notification id `position`."""
+    recorder: Any = store.recorder
+    if not hasattr(recorder, "datastore"):  # in memory (tests): no cheap check, load instead
+        return False
+    with recorder.datastore.get_connection() as connection, connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT notification_id FROM {recorder.events_table_name} "  # noqa: S608
+            f"WHERE originator_id = %s ORDER BY originator_version LIMIT 2",
+            (task_id,),
+            prepare=True,
+        )
+        rows = cursor.fetchall()
+    return len(rows) == 1 and rows[0]["notification_id"] == position
 
 
 @contextmanager
