@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 STATEMENT_TIMEOUT_MS = 2_000  # each query of a collection
 COLLECTION_TIMEOUT_SECONDS = 5.0  # the whole collection, NATS included
+# webhooks/deliverer.py's durable consumer (named here so the API imports no deliverer code).
+WEBHOOK_CONSUMER = "webhooks"
 _FIGURES = """
 SELECT metric, task_type, label, sum(value)::bigint FROM (
     SELECT metric, task_type, label, value FROM task_metrics
@@ -170,7 +172,21 @@ class SystemMetrics:
             "Stored events not yet published to the stream",
             value=float(max(0, stored - published)) if stored else 0.0,
         )
-        return [backlog, relay], 0
+        return [backlog, relay, await self._webhook_backlog()], 0
+
+    async def _webhook_backlog(self) -> Metric:
+        # The deliverer has no /ready of its own: a `pending` that grows means no deliverer
+        # is taking task endings. Absent until a deliverer has created its consumer.
+        family = GaugeMetricFamily(
+            "agenttasks_webhook_backlog",
+            "Messages of the deliverer's consumer: pending (not taken yet) or in_flight (unacked)",
+            labels=["state"],
+        )
+        counts = (await self.bus.consumer_counts([WEBHOOK_CONSUMER])).get(WEBHOOK_CONSUMER)
+        if counts is not None:
+            family.add_metric(["pending"], counts.pending)
+            family.add_metric(["in_flight"], counts.ack_pending)
+        return family
 
 
 @dataclass(frozen=True)
