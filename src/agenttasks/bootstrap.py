@@ -629,6 +629,7 @@ def maintenance_jobs(
         database_url,
         lost_after=timedelta(seconds=settings.worker_lost_seconds),
         forget_after=timedelta(seconds=settings.worker_forget_seconds),
+        batch=settings.maintenance_batch,
     )
     chosen.append(Job("liveness", settings.maintenance_liveness_seconds, liveness.sweep))
     return chosen

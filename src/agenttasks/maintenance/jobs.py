@@ -128,19 +128,30 @@ class RetentionPurge:
 class WorkerLiveness:
     """Marks silent workers lost and removes the rows of workers that ended long ago."""
 
-    def __init__(self, database_url: str, *, lost_after: timedelta, forget_after: timedelta):
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        lost_after: timedelta,
+        forget_after: timedelta,
+        batch: int = 1000,
+    ):
         self._database_url = database_url
         self._lost_after = lost_after
         self._forget_after = forget_after
+        self._batch = batch
 
     async def sweep(self) -> Swept:
-        """One pass over the heartbeat table (a row per worker process: small)."""
+        """One pass over the heartbeat table: at most `batch` rows marked and `batch` removed."""
         async with await psycopg.AsyncConnection.connect(
             self._database_url, autocommit=True
         ) as connection:
             try:
-                lost = await heartbeats.mark_lost(connection, self._lost_after)
-                removed = await heartbeats.remove_lost(connection, self._forget_after)
+                lost = await heartbeats.mark_lost(connection, self._lost_after, limit=self._batch)
+                removed = await heartbeats.remove_lost(
+                    connection, self._forget_after, limit=self._batch
+                )
             except psycopg.errors.UndefinedTable:
                 return Swept(0)  # no worker has ever started here
-        return Swept(lost + removed)
+        # A full batch may have left more: the scheduler runs the sweep again at once.
+        return Swept(lost + removed, more=self._batch in (lost, removed))

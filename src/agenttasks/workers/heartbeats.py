@@ -62,12 +62,23 @@ _STOPPED = """
 UPDATE worker_heartbeats SET state = 'stopped', ended_at = now(), last_heartbeat = now(),
     running = '[]' WHERE worker_id = %s
 """
+# Both take at most `limit` rows a statement (oldest first; rows a beat holds are skipped), so
+# a table filled by thousands of short-lived workers never makes one long-locking statement.
 _MARK_LOST = """
 UPDATE worker_heartbeats SET state = 'lost', ended_at = now()
- WHERE state = 'alive' AND last_heartbeat < now() - %s
+ WHERE worker_id IN (
+    SELECT worker_id FROM worker_heartbeats
+     WHERE state = 'alive' AND last_heartbeat < now() - %s
+     ORDER BY last_heartbeat LIMIT %s FOR UPDATE SKIP LOCKED)
+   AND state = 'alive'
 """
 _REMOVE_ENDED = """
-DELETE FROM worker_heartbeats WHERE state IN ('lost', 'stopped') AND ended_at < now() - %s
+DELETE FROM worker_heartbeats
+ WHERE worker_id IN (
+    SELECT worker_id FROM worker_heartbeats
+     WHERE state IN ('lost', 'stopped') AND ended_at < now() - %s
+     ORDER BY ended_at LIMIT %s FOR UPDATE SKIP LOCKED)
+   AND state IN ('lost', 'stopped')
 """
 
 
@@ -185,17 +196,21 @@ class Heartbeats:
             log.warning("could not record worker %s as stopped: %s", self._me.worker_id, error)
 
 
-async def mark_lost(connection: psycopg.AsyncConnection[Any], older_than: timedelta) -> int:
-    """Marks `lost` every alive worker whose last beat is older than `older_than`; the count."""
-    cursor = await connection.execute(_MARK_LOST, (older_than,))
+async def mark_lost(
+    connection: psycopg.AsyncConnection[Any], older_than: timedelta, *, limit: int = 1000
+) -> int:
+    """Marks `lost` up to `limit` alive workers whose last beat is older than `older_than`."""
+    cursor = await connection.execute(_MARK_LOST, (older_than, limit))
     if not connection.autocommit:
         await connection.commit()
     return cursor.rowcount
 
 
-async def remove_lost(connection: psycopg.AsyncConnection[Any], older_than: timedelta) -> int:
-    """Deletes lost and stopped workers' rows that ended more than `older_than` ago; the count."""
-    cursor = await connection.execute(_REMOVE_ENDED, (older_than,))
+async def remove_lost(
+    connection: psycopg.AsyncConnection[Any], older_than: timedelta, *, limit: int = 1000
+) -> int:
+    """Deletes up to `limit` lost or stopped workers' rows that ended over `older_than` ago."""
+    cursor = await connection.execute(_REMOVE_ENDED, (older_than, limit))
     if not connection.autocommit:
         await connection.commit()
     return cursor.rowcount
