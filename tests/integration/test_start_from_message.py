@@ -14,12 +14,13 @@ from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.store import EventStore, close, history, open_event_store
 from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands, TaskNotFound
 from agenttasks.bootstrap import task_commands
+from agenttasks.bus.consumers import Delivery
 from agenttasks.bus.messages import encode
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.domain.task import Task
 from agenttasks.servers.postgres import create_database
 from agenttasks.settings import Settings
-from agenttasks.workers.intake import task_from_created
+from agenttasks.workers.intake import NotAJob, job_from, task_from_created
 
 ALICE = Actor("alice")
 
@@ -38,6 +39,11 @@ def created_message(store: EventStore, task_id: Any) -> tuple[bytes, int]:
     payload = mapper_for(store).map(first.event, first.position)
     assert payload is not None
     return encode(payload), first.position
+
+
+def offered(data: bytes) -> Task | None:
+    """What the worker starts from: the message taken as a job, then the job's copy."""
+    return task_from_created(job_from(Delivery(data, 1, None)))
 
 
 def state(task: Task) -> dict[str, Any]:
@@ -67,7 +73,7 @@ def test_the_copy_from_the_message_is_the_stored_task_exactly(
     commands = task_commands(store)
     task_id = commands.create(ALICE, new).task_id
     data, _ = created_message(store, task_id)
-    copy = task_from_created(data)
+    copy = offered(data)
     assert copy is not None
     assert state(copy) == state(commands.get(SYSTEM, task_id))
 
@@ -78,16 +84,17 @@ def test_a_payload_that_is_not_an_exact_created_gives_no_copy(store: EventStore)
     data, _ = created_message(store, task_id)
     message = msgspec.json.decode(data)
     newer = {**message, "data": {**message["data"], "a_field_of_v4": 1}}
-    assert task_from_created(msgspec.json.encode(newer)) is None  # a field it does not know
+    assert offered(msgspec.json.encode(newer)) is None  # a field it does not know
     cleaned = {**message, "data": {**message["data"], "title": "was \ufffd NUL"}}
-    assert task_from_created(msgspec.json.encode(cleaned)) is None  # NUL replaced on the way
-    assert task_from_created(msgspec.json.encode({**message, "type": "started"})) is None
-    assert task_from_created(b"not json") is None
+    assert offered(msgspec.json.encode(cleaned)) is None  # NUL replaced on the way
+    assert offered(msgspec.json.encode({**message, "version": 2})) is None
+    with pytest.raises(NotAJob):
+        offered(msgspec.json.encode({**message, "type": "started"}))
 
 
 def start_from_message(commands: TaskCommands, task_id: Any) -> Any:
     data, position = created_message(commands.store, task_id)
-    copy = task_from_created(data)
+    copy = offered(data)
     assert copy is not None
     return copy, position
 

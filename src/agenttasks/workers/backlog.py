@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from agenttasks.bus.consumers import Delivery
+from agenttasks.bus.messages import TaskEvent
 from agenttasks.domain.rules import PRIORITIES
 
 PRIORITY_ORDER = tuple(reversed(PRIORITIES))  # most urgent first
@@ -35,6 +36,8 @@ class Job:
     position: int
     delivery: Delivery
     ready_at: float = 0.0  # time.time() before which it must not start (retry backoff)
+    # A created message's payload, decoded once: attempt 1 starts from it (intake.py).
+    created: TaskEvent | None = field(default=None, compare=False, repr=False)
     dropped: bool = field(default=False, compare=False)
 
 

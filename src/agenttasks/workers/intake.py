@@ -65,21 +65,20 @@ def job_from(delivery: Delivery) -> Job:
         position=event.position,
         delivery=delivery,
         ready_at=ready_at,
+        created=event if event.type == "created" else None,
     )
 
 
-def task_from_created(data: bytes) -> Task | None:
-    """The task as its Created event builds it, from the created message; None if not exact.
+def task_from_created(job: Job) -> Task | None:
+    """The task as its Created event builds it, from the job's created message; None if not exact.
 
     A worker starts attempt 1 from this copy instead of reading the task's events (the store
     still checks that the copy is its current state: TaskCommands.start_offered).
     """
-    if _REPLACEMENT in data:
+    event = job.created
+    if event is None or event.version != 1 or _REPLACEMENT in job.delivery.data:
         return None
     try:
-        event = decode(data)
-        if not isinstance(event, TaskEvent) or event.type != "created" or event.version != 1:
-            return None
         fields = msgspec.convert(event.data, _CreatedFields, strict=False)
         created = Task.Created(
             originator_id=UUID(event.task_id),

@@ -267,7 +267,7 @@ class Worker:
     async def _attempt_in_slot(self, job: Job) -> None:
         # Attempt 1 starts from the task its created message carries: no read and decode of
         # its events first (~15% of the worker's Python time per task; docs/performance.md).
-        offered = task_from_created(job.delivery.data) if job.attempt == 1 else None
+        offered = task_from_created(job) if job.attempt == 1 else None
         try:
             if offered is not None:
                 started = await self._call(
