@@ -165,7 +165,7 @@ def relay(
         mapper_for(store),
         stream_replicas=stream_replicas,
         stream_max_age=stream_max_age,
-        stream_purge=StreamPurge(database_url, list(projections())),
+        stream_purge=StreamPurge(list(projections())),
     )
 
 

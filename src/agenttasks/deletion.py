@@ -16,7 +16,6 @@ Order, and why:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -274,48 +273,40 @@ def ensure_table(cursor: psycopg.Cursor[Any]) -> None:
 class StreamPurge:
     """Purges deleted tasks' stream messages once every read model has passed their deletion.
 
-    The relay runs it when idle (it holds the right to change the stream). A read model that
-    has never run (no tracking row) holds every purge back: it would read the stream from its
-    start and find the holes.
+    The relay runs it when idle (it holds the right to change the stream), on the connection it
+    already holds: one statement a second, no connection of its own (it used to open one every
+    idle second). A read model that has never run (no tracking row) holds every purge back: it
+    would read the stream from its start and find the holes.
     """
 
-    def __init__(self, database_url: str, projections: Sequence[str]) -> None:
-        self.database_url = database_url
+    def __init__(self, projections: Sequence[str]) -> None:
         self.projections = tuple(projections)
 
-    async def __call__(self, bus: Bus) -> int:
+    async def __call__(self, bus: Bus, connection: psycopg.AsyncConnection[Any]) -> int:
         """Purges what is due; returns the number of tasks whose messages went."""
-        due = await asyncio.to_thread(self._due)
+        due = await self._due(connection)
         for _, subject in due:
             await bus.purge_subject(subject)
         if due:
-            await asyncio.to_thread(self._forget, [task_id for task_id, _ in due])
+            query = f"DELETE FROM {TABLE} WHERE task_id = ANY(%s)"  # noqa: S608
+            await connection.execute(query, ([task_id for task_id, _ in due],))
         return len(due)
 
-    def _due(self) -> list[tuple[UUID, str]]:
-        with psycopg.connect(self.database_url) as connection:
-            tracked: dict[str, int] = dict(
-                connection.execute(
-                    "SELECT name, position FROM projection_tracking WHERE name = ANY(%s)",
-                    (list(self.projections),),
-                ).fetchall()
-            )
-            if len(tracked) < len(self.projections):
-                return []
-            rows = connection.execute(
-                f"SELECT task_id, task_type, priority FROM {TABLE}"  # noqa: S608
-                " WHERE stored_deleted AND position <= %s LIMIT %s",
-                (min(tracked.values()), STREAM_BATCH),
-            ).fetchall()
+    async def _due(self, connection: psycopg.AsyncConnection[Any]) -> list[tuple[UUID, str]]:
+        # One statement: the lowest tracked position, NULL (nothing due) while a read model
+        # has no tracking row yet.
+        cursor = await connection.execute(
+            f"SELECT task_id, task_type, priority FROM {TABLE}"  # noqa: S608
+            " WHERE stored_deleted AND position <= ("
+            "   SELECT CASE WHEN count(*) = %s THEN min(position) END"
+            "     FROM projection_tracking WHERE name = ANY(%s))"
+            " LIMIT %s",
+            (len(self.projections), list(self.projections), STREAM_BATCH),
+        )
         return [
             (task_id, task_subject(task_type=t, priority=p, task_id=str(task_id)))
-            for task_id, t, p in rows
+            for task_id, t, p in await cursor.fetchall()
         ]
-
-    def _forget(self, task_ids: list[UUID]) -> None:
-        with psycopg.connect(self.database_url) as connection:
-            query = f"DELETE FROM {TABLE} WHERE task_id = ANY(%s)"  # noqa: S608
-            connection.execute(query, (task_ids,))
 
 
 MAX_LISTED = 10_000  # deletion records one listing shows at most

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -59,7 +60,7 @@ class Relay:
         *,
         stream_replicas: int = 1,
         stream_max_age: float | None = None,
-        stream_purge: Callable[[Bus], Awaitable[int]] | None = None,
+        stream_purge: Callable[[Bus, psycopg.AsyncConnection[Any]], Awaitable[int]] | None = None,
     ) -> None:
         self.store = store
         self.stream_max_age = stream_max_age  # seconds (AGENTTASKS_STREAM_MAX_AGE); None: ever
@@ -138,7 +139,7 @@ class Relay:
                 # ~a third of the relay's CPU at 100 creates/s (docs/performance.md).
             self.published_position = position
             await self._beat(lock)
-            await self._purge_deleted()
+            await self._purge_deleted(lock)
             await self._wait_for_news(lock, stop)
         return True
 
@@ -154,13 +155,13 @@ class Relay:
             await relay_status.beat(lock, self.published_position)
             self._last_beat = now
 
-    async def _purge_deleted(self) -> None:
+    async def _purge_deleted(self, connection: psycopg.AsyncConnection[Any]) -> None:
         now = time.monotonic()
         if self.stream_purge is None or now - self._last_purge < PURGE_SECONDS:
             return
         self._last_purge = now
         try:
-            purged = await self.stream_purge(self.bus)
+            purged = await self.stream_purge(self.bus, connection)
         except psycopg.errors.UndefinedTable:
             # No read model has run yet (no tracking table): none has passed a deletion, so
             # nothing is due. Not an outage: re-raised, it cost the relay its leadership every
