@@ -12,30 +12,24 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from agenttasks import bootstrap
 from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.tasks import Actor, NewTask, TaskCommands
 from agenttasks.application.templates import TaskFromTemplate, TemplateCommands, TemplateDraft
 from agenttasks.projections.replay import replay
 from agenttasks.projections.statistics import statistics_projection
 from agenttasks.projections.statistics_queries import StatisticsQueries
-from agenttasks.projections.tasks import task_projection
 from agenttasks.projections.template_queries import TemplateFilter, TemplateQueries
-from agenttasks.projections.template_usage import template_usage_projection
-from agenttasks.projections.templates import template_projection
 from agenttasks.servers.nats import EmbeddedNats
 from tests.integration.stack import Stack, running_stack
 
 ALICE, BOB, ADMIN = Actor("alice"), Actor("bob"), Actor("root", is_admin=True)
-NAMES = ("tasks", "templates", "template_usage", "statistics")
+# Every read model `up` runs (the composition root's list), so `replay all` meets each live.
+NAMES = tuple(bootstrap.projections())
 
 
 def all_projections() -> tuple[Any, ...]:
-    return (
-        task_projection(),
-        template_projection(),
-        template_usage_projection(),
-        statistics_projection(),
-    )
+    return tuple(bootstrap.projections().values())
 
 
 @pytest.fixture
