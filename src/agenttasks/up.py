@@ -109,7 +109,7 @@ def up(settings: Settings, *, worker: bool = True, log_level: str = "INFO") -> i
         if not _wait_for_api(api_url, supervisor, stopping):
             return 1
         _print_banner(api_url, jwt_secret, role_urls.get("reader"), home, supervisor)
-        print(_metrics_banner(settings, api_url), flush=True)
+        print(_metrics_banner(settings, api_url, worker=worker), flush=True)
         while not stopping():
             supervisor.check()
             time.sleep(0.2)
@@ -189,13 +189,15 @@ def _healthy(api_url: str) -> bool:
         connection.close()
 
 
-def _metrics_banner(settings: Settings, api_url: str) -> str:
+def _metrics_banner(settings: Settings, api_url: str, *, worker: bool = True) -> str:
     """Where each role's /metrics is (docs/operations.md, "Metrics")."""
     from agenttasks.metrics.exposition import OFFSETS, metrics_address
 
     lines = [f"  Metrics:  {api_url}/metrics (API; system-wide figures)"]
     for role in OFFSETS:
         address = metrics_address(settings, role)
+        if role == "worker" and not worker:
+            continue  # --no-worker: nothing listens there (a worker started by hand would)
         if address is not None:
             lines.append(f"            http://{address[0]}:{address[1]}/metrics ({role})")
     if settings.metrics_port == 0:

@@ -26,3 +26,14 @@ def test_each_role_connects_as_its_own_least_privileged_nats_user() -> None:
         "worker": "worker",
     }
     assert "worker" not in {a[0] for _, a in child_commands(worker=False, log_level="INFO")}
+
+
+def test_the_banner_lists_no_worker_metrics_when_up_runs_no_worker() -> None:
+    from agenttasks.settings import Settings
+    from agenttasks.up import _metrics_banner
+
+    settings = Settings(metrics_port=9470)
+    assert "9472/metrics (worker)" in _metrics_banner(settings, "http://a", worker=True)
+    without = _metrics_banner(settings, "http://a", worker=False)
+    assert "(worker)" not in without
+    assert "9473/metrics (deliver)" in without
