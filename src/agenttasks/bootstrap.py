@@ -271,6 +271,7 @@ def api_config(settings: Settings) -> ApiConfig:
         cors_origins=settings.cors_origins,
         cors_allow_credentials=settings.cors_allow_credentials,
         plugins=_http_tracing(settings),
+        token_cache_size=settings.token_cache_size,
     )
 
 

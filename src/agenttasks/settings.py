@@ -105,6 +105,9 @@ class Settings:
     # its heartbeat row this often; GET /utils/workers/ lists at most this many workers.
     worker_heartbeat_seconds: int = 5
     workers_list_max: int = 200
+    # Bearer tokens each API process remembers as verified (0: verify every request): a repeat
+    # skips the signature check until its expiry (docs/operations.md, "Postgres connections").
+    token_cache_size: int = 1024
     # Workers. With no OpenAI key the built-in offline engine does the work.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None  # any OpenAI-compatible server (Ollama, vLLM, ...)
@@ -247,6 +250,9 @@ class Settings:
         )
         values["workers_list_max"] = _int(
             env, "AGENTTASKS_WORKERS_LIST_MAX", base.workers_list_max, 1, 10_000
+        )
+        values["token_cache_size"] = _int(
+            env, "AGENTTASKS_TOKEN_CACHE_SIZE", base.token_cache_size, 0, 100_000
         )
         if ttl := env.get("AGENTTASKS_PENDING_TTL", "").strip():
             values["pending_ttl"] = _duration(ttl, "AGENTTASKS_PENDING_TTL")

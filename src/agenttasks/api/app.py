@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from agenttasks.api.auth import current_actor
+from agenttasks.api.auth import TokenCache, current_actor
 from agenttasks.api.browser import hide_query_token, require_json_body
 from agenttasks.api.budgets import EXCEPTION_HANDLERS as BUDGET_EXCEPTION_HANDLERS
 from agenttasks.api.budgets import BudgetController
 from agenttasks.api.cors import cors_config, vary_on_origin
 from agenttasks.api.dashboard import dashboard
-from agenttasks.api.deps import ApiConfig, ApiDeps
+from agenttasks.api.deps import ApiConfig, ApiDeps, Deps
 from agenttasks.api.errors import EXCEPTION_HANDLERS
 from agenttasks.api.health import health, ready
 from agenttasks.api.limits import EXCEPTION_HANDLERS as LIMIT_EXCEPTION_HANDLERS
@@ -33,6 +34,7 @@ from agenttasks.api.webhooks import EXCEPTION_HANDLERS as WEBHOOK_EXCEPTION_HAND
 from agenttasks.api.webhooks import WebhookController
 from agenttasks.api.websocket import task_updates_socket
 from agenttasks.api.workers import workers_view
+from agenttasks.application.tasks import Actor
 from agenttasks.metrics.http import http_metrics_config
 from agenttasks.observability.http import trace_requests
 
@@ -49,9 +51,14 @@ def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
             app.state.deps = deps
             yield
 
-    async def provide_deps(state: State) -> ApiDeps:
+    def provide_deps(state: State) -> ApiDeps:
         deps: ApiDeps = state.deps
         return deps
+
+    async def provide_actor(request: Request[Any, Any, Any], deps: Deps) -> Actor:
+        # Taking `deps` makes Litestar resolve the two one after the other: two dependencies
+        # side by side cost every request an anyio task group (~8% of the API's time per create).
+        return await current_actor(request)
 
     return Litestar(
         route_handlers=[
@@ -73,8 +80,8 @@ def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
             *config.extra_route_handlers,
         ],
         dependencies={
-            "deps": Provide(provide_deps),
-            "actor": Provide(current_actor),
+            "deps": Provide(provide_deps, sync_to_thread=False),
+            "actor": Provide(provide_actor),
         },
         exception_handlers=counting_429s(
             {
@@ -96,7 +103,13 @@ def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
         plugins=list(config.plugins),
         guards=[require_json_body],
         lifespan=[lifespan],
-        state=State({"jwt_secret": config.jwt_secret, "cors_origins": config.cors_origins}),
+        state=State(
+            {
+                "jwt_secret": config.jwt_secret,
+                "cors_origins": config.cors_origins,
+                "token_cache": TokenCache(config.token_cache_size),
+            }
+        ),
         cors_config=cors_config(config.cors_origins, config.cors_allow_credentials),
         openapi_config=OpenAPIConfig(
             title="agenttasks",

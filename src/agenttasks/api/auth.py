@@ -12,7 +12,8 @@ a query token changes something only with a JSON body from an allowed page (api/
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
 import jwt
@@ -49,6 +50,11 @@ MAX_USER_CHARS = 200
 
 def verify_token(secret: str, token: str) -> Actor:
     """The actor a token speaks for; InvalidToken when it is expired, forged or malformed."""
+    return _verified(secret, token)[0]
+
+
+def _verified(secret: str, token: str) -> tuple[Actor, float]:
+    # The actor and the token's expiry (seconds since the epoch).
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
@@ -67,7 +73,46 @@ def verify_token(secret: str, token: str) -> Actor:
         raise InvalidToken(
             f"the token's `sub` claim must be printable and at most {MAX_USER_CHARS} characters"
         )
-    return Actor(user, is_admin=isinstance(roles, list) and "admin" in roles)
+    actor = Actor(user, is_admin=isinstance(roles, list) and "admin" in roles)
+    return actor, float(claims["exp"])  # PyJWT checked that it is a number
+
+
+# Longer tokens are verified every time rather than kept: the cache's memory stays bounded.
+MAX_CACHED_TOKEN_CHARS = 2048
+
+
+class TokenCache:
+    """Tokens already verified, by their exact text, until their expiry: a repeat skips the
+    signature and claim checks (~5% of the API's time per create, measured with py-spy).
+
+    Only a token that passed `verify_token` is kept, so a forged or altered one (any byte
+    differs) is never found; a kept one is refused once its `exp` has passed. At most `size`
+    are kept, the least recently used dropped first; size 0 keeps none.
+    """
+
+    def __init__(self, size: int, clock: Callable[[], float] = time.time) -> None:
+        self.size = size
+        self._clock = clock
+        self._verified: OrderedDict[str, tuple[Actor, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._verified)
+
+    def actor(self, secret: str, token: str) -> Actor:
+        """The actor of `token`, from the cache or verified now; InvalidToken like verify_token."""
+        kept = self._verified.get(token)
+        if kept is not None:
+            actor, expires = kept
+            if self._clock() < expires:
+                self._verified.move_to_end(token)
+                return actor
+            del self._verified[token]  # expired: verify_token says so in its own words
+        actor, expires = _verified(secret, token)
+        if self.size > 0 and len(token) <= MAX_CACHED_TOKEN_CHARS:
+            self._verified[token] = (actor, expires)
+            if len(self._verified) > self.size:
+                self._verified.popitem(last=False)
+        return actor
 
 
 class Credential(NamedTuple):
@@ -128,7 +173,10 @@ def _json_from_allowed_page(
 
 async def current_actor(request: ASGIConnection) -> Actor:  # type: ignore[type-arg]
     """Litestar dependency: the authenticated actor of this request."""
-    secret: str = request.app.state.jwt_secret
+    state = request.app.state
     credential = token_from(request.headers, query_token(request), request.cookies)
-    check_browser_rules(request, credential.source, request.app.state.cors_origins)
-    return verify_token(secret, credential.token)
+    check_browser_rules(request, credential.source, state.cors_origins)
+    cache: TokenCache | None = state.get("token_cache")
+    if cache is None:
+        return verify_token(state.jwt_secret, credential.token)
+    return cache.actor(state.jwt_secret, credential.token)

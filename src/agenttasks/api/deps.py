@@ -41,6 +41,7 @@ class ApiConfig:
     extra_route_handlers: tuple[Any, ...] = ()
     cors_allow_credentials: bool = False  # CORS answers let the cookie through (never with *)
     plugins: tuple[Any, ...] = ()  # e.g. OpenTelemetry's, when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    token_cache_size: int = 1024  # AGENTTASKS_TOKEN_CACHE_SIZE: verified tokens kept (api/auth.py)
 
 
 @dataclass
