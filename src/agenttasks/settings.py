@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 from agenttasks.application.price_file import PriceFile, PriceFileError, read_price_file
 from agenttasks.domain.budget import MAX_BUDGET_USD, parse_budget
 from agenttasks.domain.limits import MAX_ACTIVE, parse_rate
-from agenttasks.durations import parse_duration
+from agenttasks.durations import format_duration, parse_duration
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -303,6 +303,16 @@ class Settings:
                 f"least twice AGENTTASKS_WORKER_HEARTBEAT_SECONDS "
                 f"({settings.worker_heartbeat_seconds})"
             )
+        age, ttl = settings.stream_max_age, settings.pending_ttl
+        if age is not None and (ttl is None or ttl >= age):
+            # A pending task's message leaves the stream at max_age: no worker could start the
+            # task after that, and without an earlier expiry it would stay pending for ever.
+            raise SettingsError(
+                f"AGENTTASKS_PENDING_TTL ({_shown(ttl)}) must be shorter than "
+                f"AGENTTASKS_STREAM_MAX_AGE ({_shown(age)}): a task still pending when its "
+                "message leaves the stream can never start; shorten the TTL, or set "
+                "AGENTTASKS_STREAM_MAX_AGE=off too"
+            )
         if settings.budget_lease_seconds < settings.llm_timeout:
             # A reservation must outlive the call it covers, or a slow call stops counting.
             raise SettingsError(
@@ -380,6 +390,10 @@ _MAINTENANCE_CAPS = (
     ("worker_lost_seconds", "AGENTTASKS_WORKER_LOST_SECONDS", 3, 86_400),
     ("worker_forget_seconds", "AGENTTASKS_WORKER_FORGET_SECONDS", 60, 365 * 86_400),
 )
+
+
+def _shown(duration: timedelta | None) -> str:
+    return "off" if duration is None else format_duration(duration)
 
 
 def _duration(raw: str, name: str) -> timedelta | None:

@@ -40,6 +40,7 @@ def test_a_worker_is_not_lost_between_two_of_its_beats() -> None:
 
 def test_the_defaults_expire_after_a_day_and_off_never_expires() -> None:
     assert Settings.from_env({}).pending_ttl == timedelta(hours=24)
-    assert Settings.from_env({"AGENTTASKS_PENDING_TTL": "off"}).pending_ttl is None
+    off = {"AGENTTASKS_PENDING_TTL": "off", "AGENTTASKS_STREAM_MAX_AGE": "off"}
+    assert Settings.from_env(off).pending_ttl is None
     assert Settings.from_env({"AGENTTASKS_PENDING_TTL": "90m"}).pending_ttl == timedelta(hours=1.5)
     assert Settings.from_env({}).maintenance_batch == 1000
