@@ -303,13 +303,13 @@ class Settings:
                 f"least twice AGENTTASKS_WORKER_HEARTBEAT_SECONDS "
                 f"({settings.worker_heartbeat_seconds})"
             )
-        age, ttl = settings.stream_max_age, settings.pending_ttl
-        if age is not None and (ttl is None or ttl >= age):
+        kept, waits = settings.stream_max_age, settings.pending_ttl
+        if kept is not None and (waits is None or waits >= kept):
             # A pending task's message leaves the stream at max_age: no worker could start the
             # task after that, and without an earlier expiry it would stay pending for ever.
             raise SettingsError(
-                f"AGENTTASKS_PENDING_TTL ({_shown(ttl)}) must be shorter than "
-                f"AGENTTASKS_STREAM_MAX_AGE ({_shown(age)}): a task still pending when its "
+                f"AGENTTASKS_PENDING_TTL ({_shown(waits)}) must be shorter than "
+                f"AGENTTASKS_STREAM_MAX_AGE ({_shown(kept)}): a task still pending when its "
                 "message leaves the stream can never start; shorten the TTL, or set "
                 "AGENTTASKS_STREAM_MAX_AGE=off too"
             )
