@@ -20,6 +20,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import nats
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from standardwebhooks import Webhook
@@ -157,7 +158,7 @@ async def test_a_chain_stops_at_the_budget_keeping_its_steps_and_the_next_create
     # The soft limit (10 %: 0.015 USD) was passed: one alert for the day.
     view = (await api.get(f"{BASE}/users/bob/budget/", headers=bearer("bob"))).json()
     assert Decimal(view["spent_usd"]) == spent
-    alert = stack.store.repository.get(alert_id("bob", _start(view["period_start"])))
+    alert: object = stack.store.repository.get(alert_id("bob", _start(view["period_start"])))
     assert isinstance(alert, BudgetAlert)
     assert alert.user_id == "bob"
     assert Decimal(alert.soft_limit_usd) == Decimal("0.015")
@@ -219,7 +220,9 @@ async def test_a_model_with_no_price_is_refused_when_a_budget_applies(
     assert model_calls(stack, task_id) == []
 
 
-def worker_process(stack: Stack, fake: FakeLlm, prices: Path, log: Path) -> subprocess.Popen[bytes]:
+def worker_process(
+    stack: Stack, fake: FakeLlm, prices: Path, log: Path, concurrency: int = 8
+) -> subprocess.Popen[bytes]:
     """`agenttasks worker` in its own process, with the price file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTTASKS_", "OPENAI_"))}
     env.update(
@@ -234,39 +237,101 @@ def worker_process(stack: Stack, fake: FakeLlm, prices: Path, log: Path) -> subp
         PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"),
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "agenttasks.cli", "worker", "--ack-wait", "5"],
+        [sys.executable, "-m", "agenttasks.cli", "worker", "--ack-wait", "5",
+         "--concurrency", str(concurrency), "--prefetch", "1"],
         env=env,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-    )
+    )  # fmt: skip
+
+
+GATE_KEY = 18_018  # the advisory lock the test holds while reservations queue at the gate
+# Every reservation's INSERT waits at this gate while the test holds the lock: the reservations
+# of all the calls are then in flight together, past their checks, before any of them commits.
+# Without the ledger's row locks every one of them passes its check (the budget is overshot by
+# all but one); with them, one waits at the gate and the others wait for its row locks.
+GATE_DDL = (
+    f"""CREATE OR REPLACE FUNCTION test_reservation_gate() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN PERFORM pg_advisory_lock_shared({GATE_KEY});
+    PERFORM pg_advisory_unlock_shared({GATE_KEY}); RETURN NEW; END $$""",
+    "CREATE TRIGGER test_reservation_gate BEFORE INSERT ON budget_reservations "
+    "FOR EACH ROW EXECUTE FUNCTION test_reservation_gate()",
+)
+GATE_DROP = (
+    "DROP TRIGGER IF EXISTS test_reservation_gate ON budget_reservations",
+    "DROP FUNCTION IF EXISTS test_reservation_gate()",
+)
+WAITING_ON_BUDGETS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND wait_event_type = 'Lock' AND query LIKE '%budget_%' AND pid <> pg_backend_pid()"
+)
 
 
 async def test_two_worker_processes_spending_for_one_user_overshoot_by_at_most_one_reservation(
     stack: Stack, api: httpx.AsyncClient, fake: FakeLlm, tmp_path: Path
 ) -> None:
     # Prompts nearly free and answers as long as max_tokens allows: a call costs all but
-    # exactly its reservation, so calls admitted together past the budget would show as an
-    # overshoot of several reservations (without the ledger's row locks they do).
+    # exactly its reservation, so calls admitted together past the budget show as an
+    # overshoot of several reservations.
     input_per_mtok, output_per_mtok, max_tokens = 1, 2000, 20
     prices = tmp_path / "prices.json"
     prices.write_text(
         json.dumps({MODEL: {"input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok}})
     )
-    limit = Decimal("0.10")  # two calls: eight tasks starting together race for them
+    limit = Decimal("0.10")  # two calls' reservations: eight tasks' first calls race for them
     await set_budget(api, "cat", {"budget": f"{limit}/day"})
     fake.script(*(reply(" ".join(["word"] * max_tokens)) for _ in range(80)))
+    # Four tasks at once per process (its pool has four connections), one message held ahead:
+    # each process takes at most five of the eight tasks, so both spend.
+    per_process, tasks_count = 4, 8
     logs = [tmp_path / f"w{i}.log" for i in range(2)]
-    workers = [worker_process(stack, fake, prices, log) for log in logs]
+    gate = psycopg.connect(stack.database_url, autocommit=True)
     try:
-        await wait_until(lambda: all("concurrency" in log.read_text() for log in logs), within=60)
-        config = chain(10, max_tokens=max_tokens)
-        tasks = [create(stack, "custom", config, Actor("cat")) for _ in range(8)]
-        done = [await finished(stack, task_id, within=60) for task_id in tasks]
+        # The user's ledger rows exist already: creating them would queue the first callers.
+        gate.execute(
+            "INSERT INTO budget_ledger (user_id, period, period_start) VALUES "
+            "('cat', 'day', date_trunc('day', now(), 'UTC')), "
+            "('cat', 'month', date_trunc('month', now(), 'UTC')) ON CONFLICT DO NOTHING"
+        )
+        for statement in GATE_DDL:
+            gate.execute(statement)
+        gate.execute("SELECT pg_advisory_lock(%s)", (GATE_KEY,))
+        workers = [worker_process(stack, fake, prices, log, per_process) for log in logs]
+        try:
+            await wait_until(lambda: all("concurrency" in log.read_text() for log in logs), 60)
+            config = chain(10, max_tokens=max_tokens)
+            tasks = [create(stack, "custom", config, Actor("cat")) for _ in range(tasks_count)]
+
+            def started_count() -> int:
+                return sum(
+                    isinstance(e, Task.Started) for task_id in tasks for e in events(stack, task_id)
+                )
+
+            def all_started_are_queued() -> bool:
+                count = started_count()  # read first: a task started later only adds a waiter
+                waiting = gate.execute(WAITING_ON_BUDGETS).fetchone()
+                return count >= per_process and waiting is not None and waiting[0] == count
+
+            def activity() -> object:
+                return gate.execute(
+                    "SELECT wait_event_type, wait_event, left(query, 40) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND state = 'active'"
+                ).fetchall()
+
+            # The first reservations of every started task (at least four: all of one process)
+            # are in flight together, held at the gate or behind its row locks.
+            await wait_until(all_started_are_queued, 30, every=0.02, explain=activity)
+            gate.execute("SELECT pg_advisory_unlock(%s)", (GATE_KEY,))
+            done = [await finished(stack, task_id, within=60) for task_id in tasks]
+        finally:
+            for process in workers:
+                process.terminate()
+            for process in workers:
+                process.wait(15)
     finally:
-        for process in workers:
-            process.terminate()
-        for process in workers:
-            process.wait(15)
+        for statement in GATE_DROP:
+            gate.execute(statement)
+        gate.close()
     calls = [c for task_id in tasks for c in model_calls(stack, task_id)]
     assert any(d.error_kind == "budget_exceeded" for d in done), [d.error_kind for d in done]
     started = {e.worker_id for t in tasks for e in events(stack, t) if isinstance(e, Task.Started)}
