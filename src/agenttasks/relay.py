@@ -18,16 +18,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import PersistenceError, StoredEvent
+from psycopg.sql import SQL, Identifier
 
 from agenttasks import deletion, quarantine, relay_status
 from agenttasks.application.bus_payloads import BusEventMapper
 from agenttasks.application.store import EventStore, PositionedEvent, read_log
-from agenttasks.application.undecodable import Undecodable
+from agenttasks.application.undecodable import Undecodable, decoded
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.messages import BusEvent, SkippedEvent
 from agenttasks.bus.publisher import PublishFailed
@@ -76,6 +77,7 @@ class Relay:
         self.is_leader = False
         self.skipped = 0  # events quarantined and replaced by a marker, since start
         self._last_beat = 0.0
+        self._select: bytes | None = None  # the log read, built once for its session
         self._outage = Outage("relay: Postgres or NATS", log)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -122,8 +124,8 @@ class Relay:
         self.published_position = position
         self._last_beat = 0.0
         while not stop.is_set():
-            events, traces, read_up_to = await asyncio.to_thread(self._next_batch, position)
-            # A short read reached the end of the log (_next_batch stops early only at BATCH).
+            events, traces, read_up_to = await self._read(lock, position)
+            # A short read reached the end of the log (_read stops early only at BATCH).
             at_end = read_up_to - position < BATCH and len(events) < BATCH
             if events:
                 sequence = await self.bus.publish_in_order(events, sequence, traces)
@@ -177,13 +179,57 @@ class Relay:
         if purged:
             log.info("relay: purged the stream messages of %d deleted task(s)", purged)
 
+    async def _read(
+        self, session: psycopg.AsyncConnection[tuple[object, ...]], after: int
+    ) -> tuple[list[BusEvent], list[str | None], int]:
+        """Up to BATCH payloads after `after`, their traceparents, and the last position read.
+
+        Read on the relay's own session, on the event loop: the read through the store's
+        pool in a thread cost two thread hops and a pool checkout per wake-up, each a wait for
+        a core on a loaded machine (docs/performance.md, "created -> started"). What is left
+        blocking here is rare: the first event of a task created before this relay started
+        (its facts are loaded once) and a poison event's quarantine row.
+        """
+        recorder: Any = self.store.recorder
+        if not hasattr(recorder, "events_table_name"):  # not Postgres: the store's own reader
+            return await asyncio.to_thread(self._next_batch, after)
+        if self._select is None:
+            self._select = (
+                SQL(
+                    "SELECT notification_id, originator_id, originator_version, topic, state "
+                    "FROM {schema}.{table} WHERE notification_id > %s "
+                    "ORDER BY notification_id LIMIT %s"
+                )
+                .format(
+                    schema=Identifier(recorder.datastore.schema),
+                    table=Identifier(recorder.events_table_name),
+                )
+                .as_bytes(session)
+            )
+        cursor = await session.execute(self._select, (after, BATCH), prepare=True)
+        rows: list[Any] = await cursor.fetchall()
+        mapper = self.store.mapper
+        items = (
+            PositionedEvent(
+                position,
+                decoded(mapper, StoredEvent(originator, version, topic, bytes(state))),
+            )
+            for position, originator, version, topic, state in rows
+        )
+        return self._batch_of(items, after)
+
     def _next_batch(self, after: int) -> tuple[list[BusEvent], list[str | None], int]:
-        """Up to BATCH payloads after `after`, their traceparents, and the last position read."""
+        """Up to BATCH payloads after `after` through the store's reader (in a thread)."""
+        return self._batch_of(read_log(self.store, after, batch=BATCH), after)
+
+    def _batch_of(
+        self, items: Iterable[PositionedEvent], after: int
+    ) -> tuple[list[BusEvent], list[str | None], int]:
         batch: list[BusEvent] = []
         traces: list[str | None] = []
         read_up_to = after
         debug = log.isEnabledFor(logging.DEBUG)
-        for item in read_log(self.store, after, batch=BATCH):
+        for item in items:
             read_up_to = item.position
             event = self._payload(item)
             if event is not None:
