@@ -27,6 +27,7 @@ class Reply:
     garbage: bool = False  # a stream whose events are not JSON
     cached_tokens: int = 0  # of the prompt's tokens, reported as prompt_tokens_details
     usage_report: Any = None  # sent instead of the counted usage, as is (absurd values too)
+    model: Any = None  # sent instead of MODEL as the chunks' model, as is (absurd names too)
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,11 @@ def reply(
     error_after: int | None = None,
     cached_tokens: int = 0,
     usage_report: Any = None,
+    model: Any = None,
 ) -> Reply:
     return Reply(
         text, chunk_delay, words_per_chunk, usage, error_after,
-        cached_tokens=cached_tokens, usage_report=usage_report,
+        cached_tokens=cached_tokens, usage_report=usage_report, model=model,
     )  # fmt: skip
 
 
@@ -166,6 +168,7 @@ async def _sse(
         return
     words = text.split(" ")
     created = int(time.time())
+    name = MODEL if behaviour.model is None else behaviour.model
     for number, start in enumerate(range(0, len(words), behaviour.words_per_chunk)):
         if number == behaviour.error_after:
             error = {"error": {"message": "the model crashed mid-answer", "type": "server_error"}}
@@ -175,18 +178,18 @@ async def _sse(
         if start:
             piece = " " + piece
         chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
-                 "model": MODEL, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}  # fmt: skip
+                 "model": name, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}  # fmt: skip
         yield f"data: {json.dumps(chunk)}\n\n".encode()
         if behaviour.chunk_delay:
             await asyncio.sleep(behaviour.chunk_delay)  # the scenario: a model slow on purpose
-    end = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": MODEL,
+    end = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": name,
            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}  # fmt: skip
     yield f"data: {json.dumps(end)}\n\n".encode()
     if include_usage:
         report = behaviour.usage_report
         if report is None:
             report = _usage(prompt, text, behaviour.cached_tokens)
-        usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": MODEL,
+        usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": name,
                  "choices": [], "usage": report}  # fmt: skip
         yield f"data: {json.dumps(usage)}\n\n".encode()
     yield b"data: [DONE]\n\n"

@@ -153,7 +153,7 @@ class OpenAIModel:
             # so the server stops generating (and billing) for an answer nobody reads.
             async with stream:
                 async for chunk in stream:
-                    model = chunk.model or model
+                    model = served_model(chunk.model, model)
                     if chunk.usage is not None:
                         usage = usage_from(chunk.usage, self._max_reported_tokens)
                     for choice in chunk.choices:
@@ -177,6 +177,25 @@ class OpenAIModel:
     async def aclose(self) -> None:
         """Closes the HTTP connections the client keeps."""
         await self._client.close()
+
+
+MAX_MODEL_NAME_CHARS = 200  # as a price file's model names
+
+
+def served_model(name: Any, asked: str) -> str:
+    """The model name a server answered with, if it is a plausible name; else `asked`.
+
+    The SDK does not check the stream's `model`: a hostile or broken server could send 10 MB,
+    control characters, or a JSON object (which would end up in the Task.ModelCalled event).
+    """
+    if (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_MODEL_NAME_CHARS
+        and name.isprintable()
+        and name.strip() == name
+    ):
+        return name
+    return asked
 
 
 def model_from_settings(settings: Settings) -> LanguageModel | None:
