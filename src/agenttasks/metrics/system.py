@@ -146,7 +146,7 @@ class SystemMetrics:
         families.append(
             GaugeMetricFamily(
                 "agenttasks_queue_oldest_age_seconds",
-                "Seconds the oldest pending task has waited since it was created (0: none)",
+                "Seconds the longest-waiting pending task has waited since it was queued (0: none)",
                 value=oldest or 0.0,
             )
         )

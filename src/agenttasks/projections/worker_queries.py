@@ -79,13 +79,16 @@ async def queue_backlog(bus: Bus) -> list[QueueDepth]:
     return depths
 
 
+# A pending row changes only when its task is created or retried (pending_queries.py), so
+# `updated_at` is when it was queued: a task created long ago and retried now has just begun
+# to wait (from `created_at`, every retry of an old task looked like a backlog).
 _OLDEST_PENDING = """
-SELECT extract(epoch FROM now() - min(created_at))::float8 FROM tasks WHERE status = 'pending'
+SELECT extract(epoch FROM now() - min(updated_at))::float8 FROM tasks WHERE status = 'pending'
 """
 
 
 async def oldest_pending_age(pool: AsyncConnectionPool[Any]) -> float | None:
-    """Seconds since the oldest pending task (tasks read model) was created; None when none."""
+    """Seconds the longest-waiting pending task has waited since it was queued; None: none."""
     async with pool.connection() as connection:
         row = await (await connection.execute(_OLDEST_PENDING)).fetchone()
     return None if row is None or row[0] is None else max(0.0, float(row[0]))
@@ -126,7 +129,7 @@ class WorkerQueries:
         return await queue_backlog(self.bus)
 
     async def oldest_pending_age(self) -> float | None:
-        """Seconds since the oldest pending task was created; None when none is pending."""
+        """Seconds the longest-waiting pending task has waited since queued; None: none."""
         return await oldest_pending_age(self.pool)
 
     async def workers(self, limit: int) -> tuple[list[WorkerView], bool]:
