@@ -170,6 +170,7 @@ async def test_a_chain_stops_at_the_budget_keeping_its_steps_and_the_next_create
     assert refused.status_code == 402, refused.text
     assert refused.headers["content-type"].startswith("application/problem+json")
     problem = refused.json()
+    assert problem["title"] == "Payment required"  # was "Error": 402 had no title of its own
     assert problem["budget"] == "0.01/day"
     assert problem["budget_source"] == "user"
     assert problem["resets_at"] == view["resets_at"]

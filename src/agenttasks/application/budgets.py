@@ -24,7 +24,7 @@ from agenttasks.application.prices import format_usd
 from agenttasks.application.spend_ledger import SpendLedger, Standing
 from agenttasks.application.store import EventStore
 from agenttasks.application.tasks import Actor
-from agenttasks.domain.budget import Budget, BudgetAlert, Limit, budget_id, parse_budget
+from agenttasks.domain.budget import OFF, Budget, BudgetAlert, Limit, budget_id, parse_budget
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,8 @@ class BudgetCommands:
         if not actor.is_admin:
             raise NotAdminForBudgets("only an admin sets a budget")
         found = self._load(user_id) or Budget.create(user_id)
-        found.set(by=actor.user_id, budget=budget, soft_limit_percent=soft_limit_percent)
+        canonical = None if budget is None else canonical_budget(budget)
+        found.set(by=actor.user_id, budget=canonical, soft_limit_percent=soft_limit_percent)
         recordings = self.store.save(found)
         return recordings[-1].notification.id
 
@@ -90,6 +91,14 @@ class BudgetCommands:
         except AggregateNotFoundError:
             return None
         return found if isinstance(found, Budget) else None
+
+
+def canonical_budget(text: str) -> str:
+    """A budget as it is stored: `5.00/day`, `50/month` or `off`; ValueError (our words)."""
+    # Python's \d matches any script's digits (an Arabic-Indic five read as 5, stored as
+    # typed): only ASCII reaches the parser, and the parsed budget is stored, spelled one way.
+    limit = parse_budget(text if text.isascii() else "not ascii")
+    return OFF if limit is None else limit.text
 
 
 class BudgetLookup:

@@ -23,6 +23,9 @@ MAX_MODEL_CHARS = 200
 # No model costs anything near this per million tokens: a larger figure is a typo (cents for
 # dollars, tokens for millions) that would make every budget meaningless.
 MAX_USD_PER_MTOK = Decimal(10_000)
+# 1e-999990 is 9 characters: its calls' costs would be stored as a million digits, and the
+# budget guard's arithmetic would overflow. A nano-dollar per million tokens is fine enough.
+MAX_DECIMAL_PLACES = 9
 REQUIRED = ("input_per_mtok", "output_per_mtok")
 OPTIONAL = ("cached_input_per_mtok",)
 
@@ -114,6 +117,9 @@ def _usd(where: str, key: str, value: Any) -> Decimal:
         raise PriceFileError(f"{where}: {key} must be a number of USD per million tokens")
     if not value.is_finite() or value < 0 or value > MAX_USD_PER_MTOK:
         raise PriceFileError(f"{where}: {key} must be between 0 and {MAX_USD_PER_MTOK} USD")
+    exponent = value.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_DECIMAL_PLACES:
+        raise PriceFileError(f"{where}: {key} has more than {MAX_DECIMAL_PLACES} decimal places")
     return value
 
 

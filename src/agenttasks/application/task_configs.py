@@ -226,7 +226,8 @@ def cost_of(value: Any) -> Decimal:
     return cost
 
 
-_DECIMAL = re.compile(r"^\s*\d{1,7}(\.\d{1,6})?\s*$")
+# ASCII digits only: Python's \d (and Decimal) would read Arabic-Indic or fullwidth digits too.
+_DECIMAL = re.compile(r"^\s*[0-9]{1,7}(\.[0-9]{1,6})?\s*$")
 
 
 def normalized_config(task_type: str, task_config: Any) -> dict[str, Any]:
