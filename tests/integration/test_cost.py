@@ -15,6 +15,7 @@ from uuid import UUID
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from agenttasks.application.budgets import BudgetCommands, BudgetDefaults
 from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.price_file import read_price_file
 from agenttasks.application.tasks import Actor
@@ -272,3 +273,23 @@ async def test_statistics_by_user_type_template_and_day_match_a_replay(
     for projection in (task_projection(), template_usage_projection(), statistics_projection()):
         report = replay(projection, stack.store, mapper, stack.database_url, verify=True)
         assert report.differences == [], projection.name
+
+
+async def test_a_replay_verify_after_a_budget_change_finds_no_difference(
+    stack: Stack, fake: FakeLlm, priced: Settings
+) -> None:
+    # Before: a Budget.BudgetSet is never published, so the live tracking stayed before it and
+    # `replay --verify` waited out its deadline, then reported "the live tables are at N, the
+    # rebuild at N+1" (a difference) whenever the newest stored event was a budget change.
+    fake.script(reply("one two"))
+    async with running_worker(stack, llm=model(fake), settings=priced):
+        task_id = create(stack, "custom", {"steps": ["Say two."]}, BOB)
+        await finished(stack, task_id)
+    await projected(stack)
+    BudgetCommands(stack.store, BudgetDefaults()).set(ADMIN, "bob", "5/day", None)
+    mapper = mapper_for(stack.store)
+    report = replay(
+        statistics_projection(), stack.store, mapper, stack.database_url, verify=True,
+        verify_wait_seconds=5,
+    )  # fmt: skip
+    assert report.differences == []
