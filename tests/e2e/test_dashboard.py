@@ -307,7 +307,7 @@ def test_a_task_created_through_the_form_completes_live_and_its_title_stays_text
     assert kinds[0] == "created", kinds
     assert kinds[-1] == "completed", kinds
     assert kinds[-2] == "model_call", kinds  # the offline engine's call, at no cost
-    expect(page.locator("#task-cost")).to_have_text("$0")
+    expect(page.locator("#task-cost")).to_have_text("$0 (offline engine)")  # free, and why
     page.click("#raw-events summary")
     expect(page.locator("#events table tbody tr").first).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "task.png", full_page=True)
@@ -316,7 +316,7 @@ def test_a_task_created_through_the_form_completes_live_and_its_title_stays_text
     row = page.locator("#task-rows tr", has_text=HOSTILE)
     expect(row).to_have_count(1)
     expect(row.locator("[data-status]")).to_have_text("completed")
-    expect(row.locator(".cost-cell")).to_have_text("$0")
+    expect(row.locator(".cost-cell")).to_have_text("$0 (offline engine)")
     assert page.locator("main script").count() == 0
     page.screenshot(path=SCREENSHOTS / "tasks.png", full_page=True)
 

@@ -60,8 +60,9 @@ export function when(iso) {
 }
 
 /**
- * What a task's model calls cost, as text: "$0.0012" (offline tasks: "$0"), or "unknown" when a
- * call had no price (docs/cost.md). The amount is the API's decimal string, shown as it is.
+ * What a task's model calls cost, as text: "$0.0012" (offline tasks: "$0 (offline engine)", so
+ * that a free task says why), or "unknown" when a call had no price (docs/cost.md). The amount
+ * is the API's decimal string, shown as it is.
  */
 export function costText(task) {
   if (task.cost_usd === undefined) return "";
@@ -70,7 +71,8 @@ export function costText(task) {
     const unpriced = task.unpriced_calls ?? 0;
     return `unknown (${unpriced} of ${calls} call${calls === 1 ? "" : "s"} without a price)`;
   }
-  return `$${task.cost_usd}`;
+  const offline = task.result_data?.engine === "offline" ? " (offline engine)" : "";
+  return `$${task.cost_usd}${offline}`;
 }
 
 /** A task's tokens {prompt, completion, cached} as text. */
