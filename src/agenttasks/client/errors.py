@@ -22,6 +22,9 @@ class ApiError(Exception):
         detail: str | None = None,
         errors: list[Any] | None = None,
         type: str = "about:blank",
+        *,
+        problem: Problem | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(f"{status} {title}" + (f": {detail}" if detail else ""))
         self.status = status
@@ -29,6 +32,9 @@ class ApiError(Exception):
         self.detail = detail
         self.errors = errors or []
         self.type = type
+        # Every field of the problem document (a 402's budget and resets_at among them).
+        self.problem = problem or Problem(status=status, title=title, detail=detail)
+        self.retry_after = retry_after  # seconds (Retry-After of a 402, 429 or 503), or None
 
 
 def error_of(response: httpx.Response) -> ApiError:
@@ -44,4 +50,13 @@ def error_of(response: httpx.Response) -> ApiError:
         detail=problem.detail,
         errors=problem.errors,
         type=problem.type or "about:blank",
+        problem=problem,
+        retry_after=_seconds(response.headers.get("retry-after")),
     )
+
+
+def _seconds(value: str | None) -> int | None:
+    # Our API sends whole seconds; an HTTP date (from a proxy) is left to the caller's headers.
+    if value is None or not value.strip().isdigit() or len(value) > 12:
+        return None
+    return int(value)

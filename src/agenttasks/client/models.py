@@ -107,6 +107,11 @@ class Problem(msgspec.Struct, kw_only=True):
     detail: str | None = None
     type: str | None = None
     errors: list[Any] | None = None
+    # A 402 (the user's budget is spent, docs/cost.md): which budget, and when it resets.
+    budget: str | None = None
+    budget_source: str | None = None
+    spent_usd: str | None = None
+    resets_at: str | None = None
 
 
 Followed = TaskEvent | Resync
