@@ -180,3 +180,15 @@ def test_max_cost_is_parsed_exactly_and_capped() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config("summary", {"content": "x", "max_cost": "1000000.01"})
     assert "at most 1000000" in str(raised.value)
+
+
+async def test_a_user_id_with_control_characters_is_a_400_not_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    # Before: a NUL in the path stored a Budget event, then the ledger's text column refused
+    # it (a 500 on the PUT and on every later GET); a newline was stored and echoed.
+    for user in ("a%00b", "a%0Ab", "a%1Bb"):
+        path = f"{BASE}/users/{user}/budget/"
+        put = await client.put(path, json={"budget": "5/day"}, headers=ADMIN)
+        assert_ours(put, 400, "a user id is 1 to 200 printable characters")
+        assert_ours(await client.get(path, headers=ADMIN), 400, "printable characters")

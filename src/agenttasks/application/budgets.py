@@ -24,7 +24,15 @@ from agenttasks.application.prices import format_usd
 from agenttasks.application.spend_ledger import SpendLedger, Standing
 from agenttasks.application.store import EventStore
 from agenttasks.application.tasks import Actor
-from agenttasks.domain.budget import OFF, Budget, BudgetAlert, Limit, budget_id, parse_budget
+from agenttasks.domain.budget import (
+    MAX_USER_CHARS,
+    OFF,
+    Budget,
+    BudgetAlert,
+    Limit,
+    budget_id,
+    parse_budget,
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,8 @@ class BudgetCommands:
         """Replaces `user_id`'s budget (None: the default budget); the event's position."""
         if not actor.is_admin:
             raise NotAdminForBudgets("only an admin sets a budget")
+        if user_id is not None:
+            check_user_id(user_id)
         found = self._load(user_id) or Budget.create(user_id)
         canonical = None if budget is None else canonical_budget(budget)
         found.set(by=actor.user_id, budget=canonical, soft_limit_percent=soft_limit_percent)
@@ -91,6 +101,14 @@ class BudgetCommands:
         except AggregateNotFoundError:
             return None
         return found if isinstance(found, Budget) else None
+
+
+def check_user_id(user_id: str) -> None:
+    """ValueError (our words) for a user id the ledger cannot key: empty, long, or unprintable."""
+    # A NUL reached the ledger's text columns as a 500 (PostgreSQL refuses it), after the
+    # Budget event was stored; other control characters would be stored and echoed.
+    if not 0 < len(user_id) <= MAX_USER_CHARS or not user_id.isprintable():
+        raise ValueError(f"a user id is 1 to {MAX_USER_CHARS} printable characters")
 
 
 def canonical_budget(text: str) -> str:
@@ -172,6 +190,7 @@ class Budgets:
 
     async def standing(self, user: str) -> tuple[EffectiveBudget, Standing | None]:
         """The user's budget and where they stand in its period (None: no budget)."""
+        check_user_id(user)
         # A create with budgets off costs a dictionary lookup, not a thread hop.
         budget = self.lookup.cached(user)
         if budget is None:
