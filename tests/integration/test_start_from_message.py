@@ -157,3 +157,14 @@ def test_a_copy_of_a_deleted_and_recreated_task_runs_the_new_one(store: EventSto
     started = commands.start_offered(copy, position, "w1")
     assert started.task is not None
     assert started.task.title == "new"
+
+
+def test_the_copy_knows_every_field_of_created() -> None:
+    # A field Created gains makes every copy refused (safe, but every start loads again).
+    from dataclasses import fields
+
+    from agenttasks.workers.intake import _CreatedFields
+
+    envelope = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+    created = {f.name for f in fields(Task.Created)} - envelope
+    assert set(_CreatedFields.__struct_fields__) == created
