@@ -266,7 +266,7 @@ async def test_statistics_by_user_type_template_and_day_match_a_replay(
     template = await TemplateQueries(pool).get(ANN, template_id)
     assert template is not None
     assert Decimal(template.usage.average_cost_usd or "nan") == (
-        sum(Decimal(t.cost_usd or "nan") for t in template_tasks) / 2
+        sum((Decimal(t.cost_usd or "nan") for t in template_tasks), Decimal(0)) / 2
     ).quantize(Decimal("1e-8"))
 
     mapper = mapper_for(stack.store)
