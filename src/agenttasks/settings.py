@@ -489,10 +489,11 @@ def _budgets(env: Mapping[str, str], base: Settings) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if budget := env.get("AGENTTASKS_DEFAULT_BUDGET", "").strip():
         try:
-            parse_budget(budget)
+            # ASCII only: Python's \d reads other scripts' digits too (as the API refuses them).
+            limit = parse_budget(budget if budget.isascii() else "not ascii")
         except ValueError as error:
             raise SettingsError(f"AGENTTASKS_DEFAULT_BUDGET: {error}") from None
-        values["default_budget"] = budget.lower().replace(" ", "")
+        values["default_budget"] = "off" if limit is None else limit.text
     values["budget_soft_limit_percent"] = _int(
         env, "AGENTTASKS_BUDGET_SOFT_LIMIT_PERCENT", base.budget_soft_limit_percent, 1, 100
     )

@@ -161,6 +161,7 @@ async def test_sound_caps_are_taken_and_hostile_ones_refused_in_template_default
         ("AGENTTASKS_DEFAULT_BUDGET", "5/fortnight", "5.00/day"),
         ("AGENTTASKS_DEFAULT_BUDGET", "NaN/day", "5.00/day"),
         ("AGENTTASKS_DEFAULT_BUDGET", "99999999999/day", "5.00/day"),
+        ("AGENTTASKS_DEFAULT_BUDGET", "\u0665/day", "5.00/day"),  # not ASCII digits (was taken)
         ("AGENTTASKS_MAX_TASK_COST", "nan", "above 0"),
         ("AGENTTASKS_MAX_TASK_COST", "-1", "above 0"),
         ("AGENTTASKS_MAX_TASK_COST", "1e400", "above 0"),
@@ -173,6 +174,12 @@ def test_budget_settings_are_bounded(variable: str, value: str, says: str) -> No
     with pytest.raises(SettingsError, match=variable) as raised:
         Settings.from_env({variable: value})
     assert says in str(raised.value)
+
+
+def test_the_default_budget_setting_is_kept_as_parsed() -> None:
+    assert Settings.from_env({"AGENTTASKS_DEFAULT_BUDGET": "5.00 / Days"}).default_budget == (
+        "5.00/day"
+    )
 
 
 def test_max_cost_is_parsed_exactly_and_capped() -> None:
