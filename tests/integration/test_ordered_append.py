@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
@@ -92,3 +93,34 @@ def test_a_version_clash_is_the_librarys_integrity_error_and_stores_nothing(
     assert store.recorder.max_notification_id() == (before or 0) + 1
     # The connection that saw the clash is usable again: the next append goes through.
     commands.report_progress(task_id, 1, 10, "still here")
+
+
+def test_events_of_an_aggregate_whose_history_was_deleted_are_refused_and_store_nothing(
+    store: EventStore, database_url: str
+) -> None:
+    # A zombie attempt still holds a task in memory when the finished task is deleted: its
+    # next save must not start a history with no Created (deletion.py deletes stored events).
+    commands = task_commands(store)
+    kept = commands.create(Actor("a"), NewTask("kept", "summary", {"content": "x"})).task_id
+    gone = commands.create(Actor("a"), NewTask("gone", "summary", {"content": "x"})).task_id
+    zombie, other_zombie = store.repository.get(gone), store.repository.get(gone)
+    alive = store.repository.get(kept)
+    zombie.start(1, "w1")
+    other_zombie.start(1, "w1")
+    alive.start(1, "w2")
+    table = store.recorder.events_table_name  # type: ignore[attr-defined]
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(f"DELETE FROM {table} WHERE originator_id = %s", (gone,))
+    before = store.recorder.max_notification_id()
+    with pytest.raises(IntegrityError, match="does not continue"):
+        store.save(zombie)
+    # Saved together with a good one, the whole batch is refused (the group committer then
+    # retries each command alone), and nothing of either is stored.
+    with pytest.raises(IntegrityError):
+        store.save(alive, other_zombie)
+    assert store.recorder.max_notification_id() == before
+    assert store.recorder.select_events(gone) == []
+    again = store.repository.get(kept)
+    again.start(1, "w2")
+    store.save(again)  # alone, the continuing history goes in
+    assert [e.originator_version for e in store.recorder.select_events(kept)] == [1, 2]

@@ -16,7 +16,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import StoredEvent, Transcoder
+from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.conninfo import make_conninfo
 from psycopg.sql import SQL, Composable, Identifier
@@ -53,6 +53,13 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
     COMMIT. The lock is taken before the insert draws its notification ids and held until the
     commit, so ids still commit in order and a tailing reader never passes over a gap that
     fills later; a unique-key clash still surfaces as eventsourcing's IntegrityError.
+
+    The insert also refuses a history that does not continue: an aggregate's events are
+    stored only if the version before the first of them is there. The unique key alone
+    catches two writers of one version, not a writer whose aggregate's events were deleted
+    meanwhile (a finished task purged while a zombie attempt still held it in memory, or a
+    start from a message of a task deleted since): without this its events would be appended
+    to nothing and leave a history with no Created. Under the table lock the check cannot race.
     """
 
     _begin_lock_notify: bytes | None = None
@@ -66,6 +73,12 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
             self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
             for e in stored_events
         ]
+        first: dict[Any, int] = {}
+        for event in stored_events:
+            first[event.originator_id] = min(
+                first.get(event.originator_id, event.originator_version), event.originator_version
+            )
+        continued = [(key, version - 1) for key, version in first.items() if version > 1]
         with self.datastore.get_connection() as connection:
             if self._begin_lock_notify is None or self._insert is None:
                 statements = [
@@ -74,18 +87,45 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
                     SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
                 ]
                 self._begin_lock_notify = b"; ".join(_as_bytes(q, connection) for q in statements)
-                self._insert = _as_bytes(self.insert_events_statement, connection)
+                self._insert = _as_bytes(self._continuing_insert(), connection)
             try:
                 with connection.cursor() as cursor:
                     cursor.execute(self._begin_lock_notify)
-                    cursor.execute(self._insert, (rows,), prepare=True)
+                    cursor.execute(
+                        self._insert,
+                        (rows, [key for key, _ in continued], [v for _, v in continued]),
+                        prepare=True,
+                    )
                     ids = [row["notification_id"] for row in cursor.fetchall()]
+                if len(ids) != len(rows):
+                    raise IntegrityError(
+                        "an aggregate's stored history does not continue at the first version"
+                        " saved (its events were deleted meanwhile)"
+                    )
                 connection.execute(b"COMMIT")
             except BaseException:
                 with suppress(Exception):  # a broken connection is discarded by the pool
                     connection.execute(b"ROLLBACK")
                 raise
         return ids
+
+    def _continuing_insert(self) -> Composable:
+        """The library's insert, with nothing inserted when any (id, version) given is missing."""
+        return SQL(
+            "INSERT INTO {schema}.{table} AS t (originator_id, originator_version, topic, state)"
+            " SELECT originator_id, originator_version, topic, state"
+            " FROM unnest(%s::{schema}.{stored_event_type}[])"
+            " WHERE NOT EXISTS ("
+            "  SELECT 1 FROM unnest(%s::{id_type}[], %s::bigint[]) AS before(id, version)"
+            "  WHERE NOT EXISTS (SELECT 1 FROM {schema}.{table} AS s"
+            "   WHERE s.originator_id = before.id AND s.originator_version = before.version))"
+            " RETURNING notification_id"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+            stored_event_type=Identifier(self.stored_event_type_name),
+            id_type=Identifier(self.datastore.originator_id_type),
+        )
 
 
 def _as_bytes(query: Any, connection: Any) -> bytes:
