@@ -136,6 +136,7 @@ async def test_only_an_admin_sets_limits_and_bad_values_get_our_message(
         assert denied.headers["content-type"].startswith("application/problem+json")
         for body, says in (
             ({"rate_limit": "9/fortnight"}, "a rate limit is N/second"),
+            ({"rate_limit": "\u0665/minute"}, "a rate limit is N/second"),  # not ASCII digits
             ({"max_active_tasks": -1}, "max_active_tasks must be between 0"),
             ({"rate_limit": 5}, "rate_limit"),
             ({"burst": 5}, "burst"),
@@ -143,6 +144,7 @@ async def test_only_an_admin_sets_limits_and_bad_values_get_our_message(
             answer = await client.put(url, json=body, headers=ADMIN)
             assert answer.status_code == 400, (body, answer.text)
             assert says in answer.json()["detail"]
+            assert "fortnight" not in answer.text and "\u0665" not in answer.json()["detail"]
         too_long = await client.get(f"{BASE}/users/{'u' * 201}/limits/", headers=ADMIN)
         assert too_long.status_code == 400
         # Set, then back to the default with null: both are events; the last one holds.

@@ -29,8 +29,12 @@ def test_rates_are_spelled_count_slash_unit(text: str, parsed: tuple[int, int] |
 
 
 @pytest.mark.parametrize(
-    "text", ["", "120", "/minute", "x/minute", "-1/minute", "0/minute", "5/week", "1000001/day"]
-)
+    "text",
+    [
+        "", "120", "/minute", "x/minute", "-1/minute", "0/minute", "5/week", "1000001/day",
+        "\u0665/minute", "\uff15/minute",  # Arabic-Indic and full-width five
+    ],
+)  # fmt: skip
 def test_other_rates_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="rate limit"):
         parse_rate(text)

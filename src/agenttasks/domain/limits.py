@@ -34,10 +34,12 @@ def parse_rate(text: str) -> tuple[int, int] | None:
         return None
     count, sep, unit = raw.partition("/")
     seconds = WINDOWS.get(unit.strip().removesuffix("s"))
-    if not sep or seconds is None or not count.strip().isdigit():
-        raise ValueError(
-            f"a rate limit is N/second, N/minute, N/hour, N/day or off, not {text[:40]!r}"
-        )
+    digits = count.strip()
+    # ASCII digits only: str.isdigit() and int() also take other scripts' digits ("٥" is 5),
+    # which would be stored as typed and read differently by everyone else. The input is not
+    # echoed back: an admin's request body is as hostile as anyone's.
+    if not sep or seconds is None or not (digits.isascii() and digits.isdigit()):
+        raise ValueError("a rate limit is N/second, N/minute, N/hour, N/day or off")
     number = int(count)
     if not 1 <= number <= MAX_RATE_COUNT:
         raise ValueError(f"a rate limit's count must be between 1 and {MAX_RATE_COUNT}")
