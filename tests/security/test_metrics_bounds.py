@@ -133,14 +133,16 @@ async def test_hostile_urls_methods_ids_and_users_add_no_series_and_the_scrape_c
         ("GET", "/api/v1/utils/tasks/stream", "200"),
     }, grown
     # A stream is counted, but its duration (as long as the client stays) is not a latency.
+    # (By path and status: the registry is the process's, and an earlier test's refused stream,
+    # a problem document and no stream, is rightly timed under the same path with its 4xx.)
     timed = {
-        s.labels["path"]
+        (s.labels["path"], s.labels["status_code"])
         for family in text_string_to_metric_families(texts[0])
         for s in family.samples
         if s.name == "agenttasks_http_request_duration_seconds_count"
     }
-    assert "/api/v1/utils/ai-tasks" in timed
-    assert "/api/v1/utils/tasks/stream" not in timed
+    assert ("/api/v1/utils/ai-tasks", "201") in timed
+    assert ("/api/v1/utils/tasks/stream", "200") not in timed
     assert ("GET", "/api/v1/utils/tasks/stream", "200") in http_series(texts[0])
     for mark in marks:
         assert mark not in texts[0]
