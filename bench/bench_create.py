@@ -116,6 +116,38 @@ async def http_creates(
     return len(latencies), latencies, errors
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("FIGURES %%d %%d %%d %%f %%f\\n", summary.requests, summary.duration,
+    e.status + e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk_creates(
+    api: str, token: str, clients: int, seconds: float
+) -> tuple[float, float, float, int]:
+    """The same load from wrk (C, HTTP/1.1 keep-alive): (creates/s, p50 ms, p99 ms, errors)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % (json.dumps(BODY), token))
+    output = subprocess.run(
+        ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{int(seconds)}s",
+         "-s", script.name, f"{api}/api/v1/utils/ai-tasks/"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    os.unlink(script.name)
+    line = next(line for line in output.splitlines() if line.startswith("FIGURES"))
+    requests, duration_us, errors, p50_us, p99_us = line.split()[1:]
+    rate = int(requests) / (int(duration_us) / 1e6)
+    return rate, float(p50_us) / 1000, float(p99_us) / 1000, int(errors)
+
+
 def ab_creates(
     api: str, token: str, clients: int, seconds: float
 ) -> tuple[float, float, float, int]:
@@ -141,12 +173,12 @@ def ab_creates(
 
 
 def drained(database_url: str, timeout: float = 300) -> float:
-    """Waits until every bench task is completed in the read model; seconds it took."""
+    """Waits until every task (the HTTP ones and the direct ones) has ended; seconds it took."""
     begin = time.perf_counter()
     with psycopg.connect(database_url, autocommit=True) as connection:
         while True:
             left = connection.execute(
-                "SELECT count(*) FROM tasks WHERE title = 'bench' AND status <> 'completed'"
+                "SELECT count(*) FROM tasks WHERE status IN ('pending', 'running')"
             ).fetchone()[0]
             if left == 0:
                 return time.perf_counter() - begin
@@ -255,9 +287,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
         "--client",
-        choices=["ab", "httpx"],
-        default="ab" if shutil.which("ab") else "httpx",
-        help="HTTP load generator: ApacheBench (C, apt install apache2-utils) or httpx (Python)",
+        choices=["wrk", "ab", "httpx"],
+        default="wrk" if shutil.which("wrk") else "ab" if shutil.which("ab") else "httpx",
+        # ab's -k is HTTP/1.0 keep-alive, which uvicorn does not keep: a new connection per POST.
+        help="HTTP load generator: wrk (C, HTTP/1.1 keep-alive, apt install wrk), ApacheBench"
+        " (C, a connection per request here, apt install apache2-utils) or httpx (Python)",
     )
     args = parser.parse_args()
 
@@ -286,8 +320,11 @@ def main() -> None:
             f" {'per txn':>7}"
         )
         for clients in [int(c) for c in args.clients.split(",")]:
+            drained(database_url)  # the previous step's direct creates are not this step's
             before, created = (cpu_seconds(roots) if roots else {}), bench_tasks(database_url)
-            if args.client == "ab":
+            if args.client == "wrk":
+                rate, p50, p99, errors = wrk_creates(api, token, clients, args.seconds)
+            elif args.client == "ab":
                 rate, p50, p99, errors = ab_creates(api, token, clients, args.seconds)
             else:
                 count, latencies, errors = asyncio.run(

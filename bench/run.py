@@ -187,7 +187,7 @@ def write_table(
     limits = results.get("limits", [])
     lines += [
         "",
-        "## Creates over HTTP (ApacheBench, keep-alive, worker running, pipeline drained)",
+        "## Creates over HTTP (wrk, HTTP/1.1 keep-alive; worker running, pipeline drained)",
         "",
         "| clients | creates/s | p50 | p99 | CPU per create, all processes | raw INSERT/s (same clients) | ratio |",
         "|---|---|---|---|---|---|---|",
