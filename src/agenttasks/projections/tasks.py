@@ -68,6 +68,10 @@ DDL = {
         # Retention finds finished tasks by their end (retention.py).
         "CREATE INDEX IF NOT EXISTS {t_completed} ON {t} (completed_at)"
         " WHERE completed_at IS NOT NULL",
+        # The active-tasks quota counts a user's queued and running tasks on every create
+        # (application/quotas.py): without this it read every task the user ever had.
+        "CREATE INDEX IF NOT EXISTS {t_active} ON {t} (created_by)"
+        " WHERE status IN ('pending', 'running')",
     ],
     "task_updates": [
         """CREATE TABLE IF NOT EXISTS {t} (
