@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import psycopg
+import pytest
 
 from agenttasks import bootstrap, quarantine
 from agenttasks.application.bus_payloads import mapper_for
@@ -109,3 +111,47 @@ async def test_two_projectors_of_every_read_model_lose_and_repeat_nothing(
                 replay, projection, stack.store, mapper, database_url, verify=True
             )
             assert report.differences == [], projection.name
+
+
+async def test_a_data_error_in_the_one_pipeline_rolls_back_and_sets_aside_only_that_event(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every message decodes, so the batch goes as one pipeline first; Postgres refuses the
+    # middle one there, and the batch is applied again read model by read model.
+    runners = [ProjectionRunner(p, database_url) for p in bootstrap.projections().values()]
+    with psycopg.connect(database_url) as connection:
+        for runner in runners:
+            runner.prepare(connection)
+        batch = [
+            Delivered(created(1), 1),
+            Delivered(created(2, task_id="not-a-uuid"), 2),
+            Delivered(created(3), 3),
+        ]
+        with caplog.at_level(logging.WARNING, logger="agenttasks.projections.runner"):
+            apply_together(runners, connection, batch)  # type: ignore[arg-type]
+
+        assert "failed in one pipeline" in caplog.text, "the pipeline met the error first"
+        assert {(r.position, r.sequence) for r in runners} == {(3, 3)}
+        rows = tracking_rows(database_url)
+        assert {row[:2] for row in rows.values()} == {(3, 3)}
+        assert len({row[2] for row in rows.values()}) == 1, "still one commit for all"
+        counts = connection.execute(
+            "SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM task_statistics),"
+            " (SELECT count(*) FROM metric_tasks)"
+        ).fetchone()
+        assert counts == (2, 2, 2), "the good events of the batch applied in every model"
+        with connection.cursor() as cursor:
+            entries = {
+                runner.consumer: [
+                    e.position for e in quarantine.pending(cursor, consumer=runner.consumer)
+                ]
+                for runner in runners
+            }
+        # Only the models that handle a created event met the bad id (templates ignores it).
+        assert entries == {
+            "projector-tasks": [2],
+            "projector-templates": [],
+            "projector-template_usage": [],
+            "projector-statistics": [2],
+            "projector-metrics": [2],
+        }

@@ -22,6 +22,7 @@ counter parts of purged tasks, so the exported totals never go down.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -71,14 +72,55 @@ _encoder = msgspec.json.Encoder()
 CHUNK = 1000
 
 
-def _load(cursor: Cursor[Any], t: Tables, task_ids: Iterable[str]) -> dict[str, State]:
-    cursor.execute(
+# Queries are composed once per physical table and kept as text (composing them per batch
+# was a large part of a small batch's cost).
+@lru_cache(maxsize=64)
+def _load_query(table: str) -> str:
+    return (
         sql.SQL(
             "SELECT task_id::text, task_type, status, pending_since, started_at, contribution,"
             " last_position FROM {} WHERE task_id = ANY(%s::uuid[])"
-        ).format(t.id("metric_tasks")),
-        (list(task_ids),),
+        )
+        .format(sql.Identifier(table))
+        .as_string(None)
     )
+
+
+@lru_cache(maxsize=64)
+def _upsert_query(table: str) -> str:
+    columns = sql.SQL(
+        "task_id, task_type, status, pending_since, started_at, contribution, last_position"
+    )
+    return (
+        sql.SQL(
+            "INSERT INTO {} ({}) SELECT {} FROM json_to_recordset(%s::json) AS v(task_id uuid,"
+            " task_type text, status text, pending_since timestamptz, started_at timestamptz,"
+            " contribution jsonb, last_position bigint)"
+            " ON CONFLICT (task_id) DO UPDATE SET task_type = EXCLUDED.task_type,"
+            " status = EXCLUDED.status, pending_since = EXCLUDED.pending_since,"
+            " started_at = EXCLUDED.started_at, contribution = EXCLUDED.contribution,"
+            " last_position = EXCLUDED.last_position"
+        )
+        .format(sql.Identifier(table), columns, columns)
+        .as_string(None)
+    )
+
+
+@lru_cache(maxsize=64)
+def _add_queries(table: str) -> tuple[str, str]:
+    name = sql.Identifier(table)
+    add = sql.SQL(
+        "INSERT INTO {0} (key, metric, task_type, label, value)"
+        " SELECT key, m, tt, l, v FROM json_to_recordset(%s::json)"
+        " AS d(key text, m text, tt text, l text, v bigint)"
+        " ON CONFLICT (key) DO UPDATE SET value = {0}.value + EXCLUDED.value"
+    ).format(name)
+    drop = sql.SQL("DELETE FROM {} WHERE key = ANY(%s) AND value = 0").format(name)
+    return add.as_string(None), drop.as_string(None)
+
+
+def _load(cursor: Cursor[Any], t: Tables, task_ids: Iterable[str]) -> dict[str, State]:
+    cursor.execute(_load_query(t["metric_tasks"]), (list(task_ids),))
     return {row[0]: State(*row[1:]) for row in cursor.fetchall()}
 
 
@@ -103,43 +145,29 @@ def apply_events(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None
         for task_id in sorted(fold.touched)
         for s in [fold.states[task_id]]
     ]
-    columns = sql.SQL(
-        "task_id, task_type, status, pending_since, started_at, contribution, last_position"
-    )
-    upsert = sql.SQL(
-        "INSERT INTO {} ({}) SELECT {} FROM json_to_recordset(%s::json) AS v(task_id uuid,"
-        " task_type text, status text, pending_since timestamptz, started_at timestamptz,"
-        " contribution jsonb, last_position bigint)"
-        " ON CONFLICT (task_id) DO UPDATE SET task_type = EXCLUDED.task_type,"
-        " status = EXCLUDED.status, pending_since = EXCLUDED.pending_since,"
-        " started_at = EXCLUDED.started_at, contribution = EXCLUDED.contribution,"
-        " last_position = EXCLUDED.last_position"
-    ).format(t.id("metric_tasks"), columns, columns)
+    upsert = _upsert_query(t["metric_tasks"])
     for start in range(0, len(rows), CHUNK):
         cursor.execute(upsert, (_encoder.encode(rows[start : start + CHUNK]).decode(),))
-    add_to(cursor, t.id("task_metrics"), fold.deltas)
+    add_to(cursor, t["task_metrics"], fold.deltas)
 
 
-def add_to(cursor: Cursor[Any], table: sql.Identifier, deltas: dict[str, int]) -> None:
+def add_to(cursor: Cursor[Any], table: str, deltas: dict[str, int]) -> None:
     """Adds each delta to its row of `table` (a metrics table), deleting rows that reach 0."""
-    if not deltas:
+    # A delta of 0 changes no row (and would only insert a 0 row for the DELETE to remove).
+    keys = sorted(key for key, delta in deltas.items() if delta)
+    if not keys:
         return
     rows = []
-    for key in sorted(deltas):
+    for key in keys:
         metric, task_type, label = key.split("|", 2)
         rows.append({"key": key, "m": metric, "tt": task_type, "l": label, "v": deltas[key]})
-    cursor.execute(
-        sql.SQL(
-            "INSERT INTO {0} (key, metric, task_type, label, value)"
-            " SELECT key, m, tt, l, v FROM json_to_recordset(%s::json)"
-            " AS d(key text, m text, tt text, l text, v bigint)"
-            " ON CONFLICT (key) DO UPDATE SET value = {0}.value + EXCLUDED.value"
-        ).format(table),
-        (_encoder.encode(rows).decode(),),
-    )
-    cursor.execute(
-        sql.SQL("DELETE FROM {} WHERE key = ANY(%s) AND value = 0").format(table), (sorted(deltas),)
-    )
+    add, drop = _add_queries(table)
+    cursor.execute(add, (_encoder.encode(rows).decode(),))
+    # A stored value is a sum of the tasks' contributions, each above 0 (a status +1 is taken
+    # back only after it was added): only a negative delta can bring a row to 0.
+    lowered = [key for key in keys if deltas[key] < 0]
+    if lowered:
+        cursor.execute(drop, (lowered,))
 
 
 def forget_tasks(cursor: Cursor[Any], t: Tables, task_ids: Iterable[str | UUID]) -> int:
@@ -173,8 +201,8 @@ def forget_tasks(cursor: Cursor[Any], t: Tables, task_ids: Iterable[str | UUID])
             removed[key] = removed.get(key, 0) - value
             if task_id in first_time and key.split("|", 1)[0] in COUNTERS:
                 kept[key] = kept.get(key, 0) + value
-    add_to(cursor, t.id("task_metrics"), removed)
-    add_to(cursor, sql.Identifier("task_metrics_purged"), kept)
+    add_to(cursor, t["task_metrics"], removed)
+    add_to(cursor, "task_metrics_purged", kept)
     return len(found)
 
 

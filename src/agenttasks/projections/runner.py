@@ -10,8 +10,10 @@ tracked sequence. A crash anywhere loses nothing: rows and tracking commit toget
 next run starts after what was committed. `projector.py` feeds batches to runners.
 
 The runners of one projector share one transaction per batch (`apply_together`): each read
-model keeps its own tracking row and applies its rows in a savepoint of its own, so one model's
-bad event is set aside without touching the others, and all commit (or roll back) together.
+model keeps its own tracking row, and all commit (or roll back) together. The batch is first
+sent as one pipeline (a few round trips in all); if an event's data breaks it, it is rolled
+back and applied again with a savepoint per read model, so one model's bad event is set aside
+without touching the others.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class ProjectionRunner:
         self.position = 0
         self.sequence: int | None = 0  # None: a tracking row from before sequences were kept
         self.missing: tuple[int, int] | None = None  # stream sequences the stream lacks
+        self._tables = projection.live_tables()
 
     @property
     def consumer(self) -> str:
@@ -90,12 +93,19 @@ class ProjectionRunner:
         tracked: Tracking,
         deliveries: list[Delivery],
         decoded: dict[int, BusEvent | None],
+        *,
+        guarded: bool = True,
     ) -> Tracking:
-        """Applies what follows `tracked` (its row locked); returns the tracking to record."""
+        """Applies what follows `tracked` (its row locked); returns the tracking to record.
+
+        `guarded`: in a savepoint, falling back to one by one (else straight into the caller's
+        pipeline, which rolls the whole batch back on any error).
+        """
         # A row from before sequences were tracked: the projector located one for it.
         sequence = tracked.sequence if tracked.sequence is not None else self.sequence or 0
         position = tracked.position
         events: list[BusEvent] = []
+        handles = self.projection.handles
         for delivery in deliveries:
             if delivery.sequence <= sequence:
                 continue  # applied already (by a standby, or read twice after a seek)
@@ -112,10 +122,14 @@ class ProjectionRunner:
                 # applied already: its position counts as applied, no rows change.
                 position = max(position, event.position)
                 continue
-            events.append(event)
+            if handles(event):  # the others change nothing here: no statements for them
+                events.append(event)
             position = event.position
         if events:
-            self._apply(connection, cursor, self.projection.live_tables(), events)
+            if guarded:
+                self._apply(connection, cursor, self.projection.live_tables(), events)
+            else:
+                self.projection.apply_many(cursor, self._tables, events)
         return Tracking(position, sequence)
 
     def _decode(
@@ -210,21 +224,61 @@ def apply_together(
     row says it has; the rows that moved are written at once. A lost connection rolls the
     whole batch back, and every runner reads it again from its tracking.
     """
-    decoded: dict[int, BusEvent | None] = {}
+    decoded = _decode_all(deliveries)
+    if None not in decoded.values():
+        # The common case: one pipeline for the whole batch (BEGIN and the lock, every read
+        # model's statements, the tracking and COMMIT), waiting for Postgres only where a
+        # handler reads. A savepoint and a sync per read model were most of a small batch's cost.
+        try:
+            with connection.pipeline():
+                reached = _together(runners, connection, deliveries, decoded, guarded=False)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception:
+            # Rolled back whole: apply it again read model by read model, each in a
+            # savepoint, so only the bad events are set aside.
+            log.warning("a batch failed in one pipeline; applying it read model by read model")
+            reached = _together(runners, connection, deliveries, decoded, guarded=True)
+    else:
+        reached = _together(runners, connection, deliveries, decoded, guarded=True)
+    for runner, after in zip(runners, reached, strict=True):
+        runner.position, runner.sequence = after
+
+
+def _together(
+    runners: list[ProjectionRunner],
+    connection: psycopg.Connection[Any],
+    deliveries: list[Delivery],
+    decoded: dict[int, BusEvent | None],
+    *,
+    guarded: bool,
+) -> list[Tracking]:
     reached: list[Tracking] = []
     with connection.transaction(), connection.cursor() as cursor:
         tracked = lock_tracking(cursor, [runner.projection.name for runner in runners])
         for runner in runners:
             before = tracked[runner.projection.name]
-            reached.append(runner._advance(connection, cursor, before, deliveries, decoded))
+            reached.append(
+                runner._advance(connection, cursor, before, deliveries, decoded, guarded=guarded)
+            )
         moved = {
             runner.projection.name: after
             for runner, after in zip(runners, reached, strict=True)
             if after != tracked[runner.projection.name]
         }
         set_positions(cursor, moved)
-    for runner, after in zip(runners, reached, strict=True):
-        runner.position, runner.sequence = after
+    return reached
+
+
+def _decode_all(deliveries: list[Delivery]) -> dict[int, BusEvent | None]:
+    """Each message decoded once for every runner (None: undecodable, quarantined per runner)."""
+    decoded: dict[int, BusEvent | None] = {}
+    for delivery in deliveries:
+        try:
+            decoded[delivery.sequence] = decode(delivery.data)
+        except msgspec.DecodeError:
+            decoded[delivery.sequence] = None
+    return decoded
 
 
 def _covered(event: BusEvent | None, position: int) -> bool:
