@@ -72,8 +72,9 @@ async def _call(function: Callable[[], Awaitable[T]]) -> T:
 
 @asynccontextmanager
 async def running_live_api(
-    database_url: str, nats: EmbeddedNats, keepalive: float = 0.5
+    database_url: str, nats: EmbeddedNats, keepalive: float = 0.5, linger: float = 0.1
 ) -> AsyncIterator[LiveApi]:
+    """The API on real servers; its hub drops NATS `linger` s after the last stream closes."""
     async with running_stack(database_url, nats) as stack:
         opened: list[tuple[ApiDeps, asyncio.AbstractEventLoop]] = []
         app = api_app(
@@ -93,6 +94,7 @@ async def running_live_api(
             assert server.started, "the API did not start"
             [(deps, loop)] = opened
             await wait_until(lambda: deps.live.hub.ready)
+            deps.live.hub.linger = linger
             url = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 yield LiveApi(client, stack, url, port, deps, loop)

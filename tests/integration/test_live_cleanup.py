@@ -122,7 +122,14 @@ async def test_a_thousand_abrupt_disconnects_leave_no_subscriber_consumer_task_o
         task_id = await live.new_task("alice")
         live.commands.start(task_id, 1, "w1")
         await live.stack.projected()
+        bus = live.deps.bus
+        assert bus is not None
+        # nats-py opens one reply inbox (a subscription and its task) on the first request and
+        # keeps it: made here, so the baseline holds it. The hub itself holds no subscription
+        # while no stream is open, and must be back to none once they are all gone.
+        await live.in_server(lambda: bus.js.stream_info(STREAM))
         baseline = await steady(live, nats_server)
+        assert live.deps.live.hub.listening is False
 
         def open_sse(i: int) -> Awaitable[asyncio.StreamWriter]:
             path = f"{BASE}/tasks/stream/" if i % 2 else f"{BASE}/tasks/{task_id}/stream/"

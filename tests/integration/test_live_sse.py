@@ -117,9 +117,8 @@ async def test_an_idle_stream_sends_keep_alive_comments_and_a_dropped_client_fre
     database_url: str, nats_server: EmbeddedNats
 ) -> None:
     async with running_live_api(database_url, nats_server) as live:
-        # One consumer for the projector and one for this API process's hub, however many
-        # streams are open.
-        await wait_for_value(lambda: stream_consumers(nats_server), two, every=0.05)
+        # With no stream open the API holds no consumer: only the projector's.
+        await wait_for_value(lambda: stream_consumers(nats_server), only_one, every=0.05)
         task_id = await live.new_task()
         frames: list[str] = []
         urls = [f"{BASE}/tasks/{task_id}/stream/", f"{BASE}/tasks/stream/"]
@@ -133,16 +132,20 @@ async def test_an_idle_stream_sends_keep_alive_comments_and_a_dropped_client_fre
             ]
             await wait_until(lambda: any(f.startswith(": keep-alive") for f in frames), 10)
             assert live.subscribers() == 2
+            # One for the projector and one for this API process's hub, however many
+            # streams are open.
             assert await stream_consumers(nats_server) == 2, "no consumer per stream"
             for reader in readers:
                 reader.cancel()
         await wait_until(lambda: live.subscribers() == 0, 10)
         assert live.deps.live is not None
         assert live.deps.live.hub.index_size() == 0
+        # The last stream gone, the hub's consumer goes too.
+        await wait_for_value(lambda: stream_consumers(nats_server), only_one, every=0.05)
 
 
-def two(count: int) -> bool:
-    return count == 2
+def only_one(count: int) -> bool:
+    return count == 1
 
 
 async def stream_consumers(nats_server: EmbeddedNats) -> int:

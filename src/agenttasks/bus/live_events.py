@@ -2,7 +2,8 @@
 
 A thousand browsers must not mean a thousand JetStream consumers: each API process holds this
 one subscription and hands every task event to the in-memory hub (live/hub.py), which finds
-the connections that want it.
+the connections that want it. The hub starts it when the first stream opens and stops it after
+the last one closed; each start begins after the stream's last message at that moment.
 
 The ordered consumer starts after the stream's last message and tracks stream sequences, so a
 reset (after a reconnect or a missed heartbeat) neither skips nor repeats an event here.
@@ -26,6 +27,8 @@ from agenttasks.bus.messages import STREAM, TaskEvent, decode, task_subject
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 0.5
+DELETE_TIMEOUT = 2.0  # seconds a stop waits for the consumer's deletion (the server's own
+# inactivity cleanup removes it otherwise)
 
 
 class LiveTaskEvents:
@@ -37,6 +40,7 @@ class LiveTaskEvents:
         self._sequence = 0  # the last stream sequence handed out: resets never repeat one
         self._subscription: Any = None
         self._starter: asyncio.Task[None] | None = None
+        self._generation = 0  # a callback of an earlier subscription delivers nothing
 
     @property
     def ready(self) -> bool:
@@ -45,6 +49,7 @@ class LiveTaskEvents:
 
     async def start(self, deliver: Callable[[TaskEvent], None]) -> None:
         """Subscribes; `deliver` gets every task event published from now on."""
+        await self.stop()
         self._deliver = deliver
         try:
             last = (await self._bus.js.stream_info(STREAM)).state.last_seq
@@ -61,10 +66,18 @@ class LiveTaskEvents:
             self._starter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._starter
-        if self._subscription is not None:
+            self._starter = None
+        self._generation += 1
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
             with contextlib.suppress(Exception):  # the connection may be gone already
-                await self._subscription.unsubscribe()
-            self._subscription = None
+                await subscription.unsubscribe()
+                # Deleted at once rather than by the server once it has seen no interest for
+                # a while: a stop and a start must not leave two consumers behind.
+                name = getattr(subscription, "_consumer", None)  # nats-py: the current one
+                if name:
+                    async with asyncio.timeout(DELETE_TIMEOUT):
+                        await self._bus.js.delete_consumer(STREAM, name)
 
     async def _subscribe_when_ready(self) -> None:
         while True:
@@ -75,6 +88,12 @@ class LiveTaskEvents:
 
     async def _subscribe(self, last: int) -> None:
         self._sequence = last
+        generation = self._generation
+
+        async def receive(message: Any) -> None:
+            if generation == self._generation:
+                self._receive(message)
+
         self._subscription = await self._bus.js.subscribe(
             task_subject(),
             stream=STREAM,
@@ -82,10 +101,10 @@ class LiveTaskEvents:
             config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last + 1
             ),
-            cb=self._receive,
+            cb=receive,
         )
 
-    async def _receive(self, message: Any) -> None:
+    def _receive(self, message: Any) -> None:
         sequence = message.metadata.sequence.stream
         if sequence <= self._sequence:
             return

@@ -1,31 +1,37 @@
 """The in-memory fan-out of task events to the connections of one API process.
 
 Events come from one source per process (bus/live_events.py: one NATS subscription, so a
-thousand browsers do not mean a thousand JetStream consumers). The hub hands each event to the
-subscribers that want it, found through indexes by task and by user, so an event costs work
-only for its own watchers. Each subscriber has a bounded buffer; one that overflows is marked
-lagging (its feed re-reads what it missed from the event store) instead of growing memory.
+thousand browsers do not mean a thousand JetStream consumers). The source is subscribed only
+while some stream is open: with none, the process receives no task event at all (it had cost
+16-22% of the API's Python time under a create load, docs/performance.md). The hub hands each
+event to the subscribers that want it, found through indexes by task and by user, so an event
+costs work only for its own watchers. Each subscriber has a bounded buffer; one that overflows
+is marked lagging (its feed re-reads what it missed from the event store) instead of growing
+memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from agenttasks.bus.messages import TaskEvent
 
+log = logging.getLogger(__name__)
 BUFFER_LIMIT = 1_000  # updates a connection may have waiting before it counts as lagging
+# The source stays subscribed this long after the last stream closes, so a client that
+# reconnects or moves to another page does not re-create the consumer each time.
+LINGER_SECONDS = 5.0
 
 
 class EventSource(Protocol):
-    """Where the hub's events come from: each task event published after `start`, once."""
+    """Where the hub's events come from: each task event published after `start`, once.
 
-    @property
-    def ready(self) -> bool:
-        """Whether events flow (a source may wait for its stream to exist)."""
-        ...
+    A source may be started again after `stop`.
+    """
 
     async def start(self, deliver: Callable[[TaskEvent], None]) -> None:
         """Begins calling `deliver` with each new event, in order."""
@@ -102,13 +108,25 @@ class Subscriber:
 class Hub:
     """Fans out every task event this process receives to the subscribers that want it.
 
-    Without a source, events arrive only through `publish` (unit tests).
+    The source is started by the first `listen` and stopped `linger` seconds after the last
+    subscriber left. Without a source, events arrive only through `publish` (unit tests).
     """
 
-    def __init__(self, source: EventSource | None = None, limit: int = BUFFER_LIMIT) -> None:
+    def __init__(
+        self,
+        source: EventSource | None = None,
+        limit: int = BUFFER_LIMIT,
+        linger: float = LINGER_SECONDS,
+    ) -> None:
         self.limit = limit
+        self.linger = linger
         self.position = 0  # the last event's position seen live
         self._source = source
+        self._started = False
+        self._listening = False  # the source is started
+        self._switch = asyncio.Lock()  # one start or stop of the source at a time
+        self._idle: asyncio.TimerHandle | None = None  # the pending stop after the last leaves
+        self._quieting: asyncio.Task[None] | None = None
         self._everything: set[Subscriber] = set()
         self._by_user: dict[str, set[Subscriber]] = {}
         self._by_task: dict[str, set[Subscriber]] = {}
@@ -125,20 +143,44 @@ class Hub:
 
     @property
     def ready(self) -> bool:
-        """Whether the source delivers events (it may wait for the stream to exist)."""
-        return self._source is None or self._source.ready
+        """Whether feeds may open (the source itself is subscribed on demand)."""
+        return self._source is None or self._started
+
+    @property
+    def listening(self) -> bool:
+        """Whether the source is subscribed (some stream is open, or closed under `linger` ago)."""
+        return self._listening
 
     async def start(self) -> None:
-        """Starts receiving every task event published from now on."""
-        if self._source is not None:
-            await self._source.start(self.publish)
+        """Lets feeds open; the source is subscribed when the first one does (`listen`)."""
+        self._started = True
+
+    async def listen(self) -> None:
+        """Returns once every event published from now on reaches the registered subscribers.
+
+        A feed calls it after `subscribe` and before it reads history (live/feed.py).
+        """
+        if self._source is None or not self._started:
+            return
+        self._cancel_idle()
+        if self._listening:
+            return
+        async with self._switch:
+            if not self._listening and self._started:
+                await self._source.start(self.publish)
+                self._listening = True
 
     async def stop(self) -> None:
         """Stops the source and closes every subscriber (their streams end)."""
-        if self._source is not None:
-            await self._source.stop()
+        self._started = False
+        self._cancel_idle()
         for subscriber in list(self._subscribers):
             self.unsubscribe(subscriber)
+        if self._source is not None:
+            async with self._switch:
+                if self._listening:
+                    self._listening = False
+                    await self._source.stop()
 
     def publish(self, event: TaskEvent) -> None:
         """Hands `event` to every subscriber that wants it."""
@@ -178,7 +220,30 @@ class Hub:
         if subscriber in self._subscribers:
             self._subscribers.discard(subscriber)
             self._unindex(subscriber)
+            if not self._subscribers and self._listening and self._started:
+                self._idle = asyncio.get_running_loop().call_later(self.linger, self._go_quiet)
         subscriber.close()
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _go_quiet(self) -> None:
+        self._idle = None
+        self._quieting = asyncio.get_running_loop().create_task(self._quiet())
+
+    async def _quiet(self) -> None:
+        async with self._switch:
+            # A feed that registered meanwhile keeps the source; one that comes after the stop
+            # starts it again (`listen` waits for this lock).
+            if self._subscribers or not self._listening or self._source is None:
+                return
+            self._listening = False
+            try:
+                await self._source.stop()
+            except Exception:  # the connection may be gone: nothing to undo
+                log.warning("live hub: stopping the event source failed", exc_info=True)
 
     def _index(self, subscriber: Subscriber) -> None:
         if subscriber.tasks is not None:

@@ -57,7 +57,9 @@ class LiveUpdates:
         user = None if actor.is_admin else actor.user_id
         subscriber = self.hub.subscribe(user, None if task_id is None else [str(task_id)])
         try:
-            # Registered first: anything committed after this read reaches the subscriber.
+            # Registered and listened for first: anything committed after this read reaches
+            # the subscriber (the hub subscribes to NATS only while a feed is open).
+            await self.hub.listen()
             start = after if after is not None else await self.history.newest()
             history = self.history.reader_for(subscriber)
             yield Feed(subscriber, history, start, catch_up=after is not None)
