@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -243,6 +243,25 @@ class TaskCommands:
     ) -> Written:
         """Records one model call of the running attempt (Task.ModelCalled; docs/cost.md)."""
         return self._update(SYSTEM, task_id, lambda t: t.record_model_call(attempt, **call), known)
+
+    def report_many(
+        self,
+        task_id: UUID,
+        steps: Sequence[Callable[[Task], None]],
+        *,
+        known: Task | None = None,
+    ) -> Written:
+        """Applies several reports of the running attempt in order and saves them in one append.
+
+        Each step is one aggregate method (so each is refused for a stale attempt, as alone);
+        the events are stored together or not at all.
+        """
+
+        def command(task: Task) -> None:
+            for step in steps:
+                step(task)
+
+        return self._update(SYSTEM, task_id, command, known)
 
     def complete(
         self,

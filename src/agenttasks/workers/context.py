@@ -2,7 +2,9 @@
 
 Agents report through this object and never touch the event store: every report becomes an event
 of the attempt, written in order (one lock per attempt), with the partial text batched so a
-streaming model produces a few events a second rather than one per token.
+streaming model produces a few events a second rather than one per token. Progress (and the text
+left when a stream ends) is held for the attempt's next write, so reports that happen together
+are one append (an offline summary's Progressed, ModelCalled and Completed: one, not three).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel, Usage
 
 PARTIAL_EVERY = 0.25  # seconds between partial-result events while text streams
+# A held report (progress) is saved with the next write, or after this long if none comes.
+HOLD_AT_MOST = PARTIAL_EVERY
+
+Step = Callable[[Task], None]  # one aggregate method of this attempt (TaskCommands.report_many)
 
 # A result is one event: it travels through one Postgres insert, one NATS message (max_payload
 # 4 MB) and every projector. Inserts of a megabyte or more were measured to stall psycopg's
@@ -70,6 +76,7 @@ class AgentContext:
         prices: PriceTable | None = None,
         budget: CallBudget | None = None,
         partial_every: float = PARTIAL_EVERY,
+        hold_at_most: float = HOLD_AT_MOST,
     ) -> None:
         self.task_id = task.id
         self.attempt = task.attempt
@@ -98,6 +105,11 @@ class AgentContext:
         self._partial_offset = 0
         self._partial_every = partial_every
         self._flusher: asyncio.Task[None] | None = None
+        # Reports saved with the next write (one append for what happens together).
+        self._held: list[Step] = []
+        self._hold_at_most = hold_at_most
+        self._holder: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None  # a held report's save failed: told next time
         self._prompt_tokens = 0
         self._completion_tokens = 0
         self._usage_seen = False
@@ -130,13 +142,16 @@ class AgentContext:
 
     async def record_model_call(self, call: RecordedCall) -> Written:
         """Records a model call of this attempt as a Task.ModelCalled event (docs/cost.md)."""
+        return await self._write(self._model_call(call))
+
+    def _model_call(self, call: RecordedCall) -> Step:
         self.model_calls += 1
         self.model_tokens += call.prompt_tokens + call.completion_tokens
         if call.cost_usd is None:
             self.unpriced_calls += 1
         else:
             self.spent_usd += call.cost_usd
-        fields = {
+        fields: dict[str, Any] = {
             "step": self.model_calls,
             "model": call.model,
             "provider": call.provider,
@@ -149,19 +164,29 @@ class AgentContext:
             "price_source": call.price_source,
             "price_version": call.price_version,
         }
-        return await self._write(self._commands.record_model_call, fields)
+        attempt = self.attempt
+        return lambda task: task.record_model_call(attempt, **fields)
 
     async def progress(self, percent: int, message: str) -> None:
-        """Reports progress; it never goes down, and 100 is left to completion."""
+        """Reports progress; it never goes down, and 100 is left to completion.
+
+        Held for the attempt's next write (at most `hold_at_most` seconds): the same event,
+        in the same order, in one append with what follows it.
+        """
+        if self._failed is not None:
+            raise self._failed
         percent = max(self._progress, min(99, int(percent)))
         self._progress = percent
-        await self._write(self._commands.report_progress, percent, message)
+        attempt = self.attempt
+        self._hold_partial()  # text streamed before this report is stored before it
+        self._hold(lambda task: task.report_progress(attempt, percent, message))
 
     async def note(
         self, message: str, data: dict[str, Any] | None = None, *, error: bool = False
     ) -> None:
         """Reports information, or an error the task survives (one source of several failed)."""
-        await self._write(self._commands.note, message, data, error=error)
+        attempt = self.attempt
+        await self._write(lambda task: task.note(attempt, message, data, error=error))
 
     def stream_text(self, delta: str) -> None:
         """Takes a piece of streamed text; it is recorded with the next batch."""
@@ -172,12 +197,12 @@ class AgentContext:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
 
     async def end_stream(self) -> None:
-        """Records what streamed text is still buffered (before the next step or the result)."""
+        """Ends a stream: its buffered text is stored with the next write (the model call)."""
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        await self._flush()
+        self._hold_partial()
 
     async def complete(self, result: dict[str, Any], message: str = "") -> Written:
         """Completes the attempt with its result; one too large to store fails the attempt."""
@@ -189,24 +214,38 @@ class AgentContext:
                 f"{MAX_RESULT_BYTES:,} bytes",
             )
         await self.end_stream()
+        steps = []
         if self.offline_result and self.model_calls == 0:
             # The offline engine's work is recorded like a model call, at no cost, so a task's
             # cost says "0, offline" rather than nothing at all.
-            await self.record_model_call(OFFLINE_CALL)
-        return await self._write(self._commands.complete, result, message)
+            steps.append(self._model_call(OFFLINE_CALL))
+        attempt = self.attempt
+        steps.append(lambda task: task.complete(attempt, result, message))
+        return await self._write(*steps)
 
     async def close(self) -> None:
-        """Stops the partial-result flusher (the attempt ended some other way)."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._flusher
+        """Stops the flushers and stores the held reports (the attempt ended some other way)."""
+        for flusher in (self._flusher, self._holder):
+            if flusher is not None:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await flusher
+        if self._held and self._failed is None:
+            # The progress an agent reported before failing stays part of its history; an
+            # attempt already over (cancelled, taken over) is refused, as each report would be.
+            with contextlib.suppress(Exception):
+                await self._save()
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(self._partial_every)
         await self._flush()
 
     async def _flush(self) -> None:
+        self._hold_partial()
+        await self._save()
+
+    def _hold_partial(self) -> None:
+        """Moves the buffered streamed text into the held reports, as one partial result."""
         if not self._partial:
             return
         text = "".join(self._partial)
@@ -215,16 +254,41 @@ class AgentContext:
         # Deltas with their offset, not the whole text so far: events stay small however long
         # the output, and a client that sees every update in order can rebuild the text exactly.
         data = {"partial": {"offset": offset, "text": text}}
-        await self._write(self._commands.record_result, data, "Writing")
+        attempt = self.attempt
+        self._hold(lambda task: task.record_result(attempt, data, "Writing"))
 
-    async def _write(self, command: Callable[..., Written], *args: Any, **kwargs: Any) -> Written:
-        """Runs a named command of TaskCommands for this attempt, handing in the task we hold.
+    def _hold(self, step: Step) -> None:
+        self._held.append(step)
+        if self._holder is None or self._holder.done():
+            self._holder = asyncio.get_running_loop().create_task(self._save_held_later())
+
+    async def _save_held_later(self) -> None:
+        await asyncio.sleep(self._hold_at_most)
+        try:
+            await self._save()
+        except Exception as error:  # the agent hears of it at its next report
+            self._failed = error
+
+    async def _write(self, *steps: Step) -> Written:
+        """Saves the held reports and `steps` in one append; see `_save`."""
+        written = await self._save(*steps)
+        assert written is not None
+        return written
+
+    async def _save(self, *steps: Step) -> Written | None:
+        """Saves the held reports and `steps` in order, in one append, from the task we hold.
 
         The aggregate refuses a stale attempt's event (RuleViolation): the attempt is over.
         """
         async with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            steps = (*self._held, *steps)
+            self._held.clear()
+            if not steps:
+                return None
             known, self._known = self._known, None
-            call = partial(command, self.task_id, self.attempt, *args, known=known, **kwargs)
+            call = partial(self._commands.report_many, self.task_id, steps, known=known)
             try:
                 # With the attempt's context variables (its trace), which run_in_executor drops.
                 traced = partial(contextvars.copy_context().run, call)

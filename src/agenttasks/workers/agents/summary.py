@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from agenttasks.workers.agents.common import ask_model, engine_fields, read_sources
+from agenttasks.workers.agents.common import ask_model, engine_fields, offline, read_sources
 from agenttasks.workers.context import AgentContext
 from agenttasks.workers.offline.summarize import summarize
 from agenttasks.workers.offline.text import word_count
@@ -27,7 +26,8 @@ async def run(ctx: AgentContext) -> dict[str, Any]:
         prompt = f"Summarise the following in at most {max_words} words.\n\n{sources.text()}"
         summary = await ask_model(ctx, SYSTEM_PROMPT, prompt, max_tokens=max_words * 2 + 50)
     else:
-        summary = await asyncio.to_thread(summarize, sources.text(limit=2_000_000), max_words)
+        text = sources.text(limit=2_000_000)
+        summary = await offline(summarize, len(text), text, max_words)
     return {
         "summary": summary,
         "word_count": word_count(summary),
