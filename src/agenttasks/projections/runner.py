@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+from psycopg.types.json import set_json_dumps
 
 from agenttasks import quarantine
 from agenttasks.bus.connection import Bus
@@ -50,6 +51,9 @@ class _Position(msgspec.Struct):
     position: int = 0
 
 
+_json_dumps = msgspec.json.Encoder().encode
+
+
 class ProjectionRunner:
     """Keeps one projection's live tables up to date from the stream."""
 
@@ -69,6 +73,8 @@ class ProjectionRunner:
 
     def prepare(self, connection: psycopg.Connection[Any]) -> None:
         """Creates the tracking table and the live tables; reads the tracking row."""
+        # jsonb parameters (task configs, results) encoded by msgspec, in C, not json.dumps.
+        set_json_dumps(_json_dumps, connection)
         with connection.transaction(), connection.cursor() as cursor:
             ensure_tables(cursor, [self.projection], [self.projection.live_tables()])
             quarantine.ensure_table(cursor)
