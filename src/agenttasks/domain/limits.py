@@ -35,7 +35,7 @@ def parse_rate(text: str) -> tuple[int, int] | None:
     count, sep, unit = raw.partition("/")
     seconds = WINDOWS.get(unit.strip().removesuffix("s"))
     digits = count.strip()
-    # ASCII digits only: str.isdigit() and int() also take other scripts' digits ("٥" is 5),
+    # ASCII digits only: str.isdigit() and int() also take other scripts' digits (U+0665 is 5),
     # which would be stored as typed and read differently by everyone else. The input is not
     # echoed back: an admin's request body is as hostile as anyone's.
     if not sep or seconds is None or not (digits.isascii() and digits.isdigit()):
