@@ -23,7 +23,7 @@ from litestar.types import Receive, Scope, Send
 
 from agenttasks.bus.messages import TaskEvent, encode
 from agenttasks.live.feed import RESYNC_DETAIL, Feed, FeedClosed, HistoryTooLong
-from agenttasks.live.hub import Subscriber
+from agenttasks.live.hub import RETRY_SECONDS, LiveUnavailable, Subscriber
 from agenttasks.live.settled import FinalMessageGate
 from agenttasks.live.slots import Slot
 
@@ -31,6 +31,21 @@ KEEP_ALIVE = b": keep-alive\r\n\r\n"
 HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 _END: Any = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def _refuse_unavailable(send: Send, detail: str) -> None:
+    """A 503 problem document in place of the stream, with when to try again."""
+    body = msgspec.json.encode(
+        {"type": "about:blank", "title": "Service unavailable", "status": 503, "detail": detail}
+    )
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(RETRY_SECONDS).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
 
 FeedOpener = Callable[[], AbstractAsyncContextManager[Feed]]
 Ends = Callable[[TaskEvent], bool]
@@ -100,7 +115,13 @@ class _EventStreamBody(ASGIResponse):
     async def _stream(self, receive: Receive, send: Send) -> None:
         # Registered before the headers go out: a client that has the response is sure to
         # get every update committed from then on.
-        async with self._open_feed() as feed:
+        async with contextlib.AsyncExitStack() as opened:
+            try:
+                feed = await opened.enter_async_context(self._open_feed())
+            except LiveUnavailable as error:
+                # Nothing has been sent yet: the client gets a problem document, not a 500.
+                await _refuse_unavailable(send, str(error))
+                return
             await self.start_response(send)
             watcher = asyncio.create_task(_close_on_disconnect(receive, feed.subscriber))
             try:

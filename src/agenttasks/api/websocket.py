@@ -37,6 +37,7 @@ from agenttasks.api.schemas import MAX_POSITION
 from agenttasks.application.tasks import Actor
 from agenttasks.bus.messages import TaskEvent, encode
 from agenttasks.live.feed import RESYNC_DETAIL, Feed, FeedClosed, HistoryTooLong
+from agenttasks.live.hub import LiveUnavailable
 from agenttasks.live.service import LiveUpdates
 from agenttasks.live.slots import TooManyStreams
 
@@ -44,6 +45,7 @@ INBOX_LIMIT = 32  # client messages waiting; beyond this the reader stops readin
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455: the server cannot serve the stream just now
 
 
 class Subscribe(msgspec.Struct, tag_field="action", tag="subscribe", forbid_unknown_fields=True):
@@ -84,7 +86,12 @@ async def task_updates_socket(socket: WebSocket[Any, Any, Any], deps: Deps) -> N
         await _refuse(socket, CLOSE_TOO_MANY, str(error))
         return
     try:
-        async with deps.live.feed(actor, None, after) as feed:
+        async with contextlib.AsyncExitStack() as opened:
+            try:
+                feed = await opened.enter_async_context(deps.live.feed(actor, None, after))
+            except LiveUnavailable as error:
+                await _refuse(socket, CLOSE_TRY_AGAIN_LATER, str(error))
+                return
             # Accepted once registered: a client that is connected gets everything from then on.
             await socket.accept()
             session = _Session(socket, deps, deps.live, actor, feed)

@@ -21,6 +21,17 @@ from typing import Protocol
 from agenttasks.bus.messages import TaskEvent
 
 log = logging.getLogger(__name__)
+
+# How long a client is asked to wait before it tries a refused stream again, and how long a
+# stream's opening waits for NATS to answer the subscription (healthy: milliseconds).
+RETRY_SECONDS = 5
+LISTEN_TIMEOUT_SECONDS = 3.0
+
+
+class LiveUnavailable(RuntimeError):
+    """The live events could not be subscribed to (NATS down or slow): a stream cannot open."""
+
+
 BUFFER_LIMIT = 1_000  # updates a connection may have waiting before it counts as lagging
 # The source stays subscribed this long after the last stream closes, so a client that
 # reconnects or moves to another page does not re-create the consumer each time.
@@ -167,7 +178,14 @@ class Hub:
             return
         async with self._switch:
             if not self._listening and self._started:
-                await self._source.start(self.publish)
+                try:
+                    async with asyncio.timeout(LISTEN_TIMEOUT_SECONDS):
+                        await self._source.start(self.publish)
+                except Exception as error:  # the bus's errors, whatever nats-py raised
+                    log.warning("live updates: cannot subscribe to NATS (%s)", type(error).__name__)
+                    raise LiveUnavailable(
+                        f"live updates are unavailable just now; try again in {RETRY_SECONDS} s"
+                    ) from None
                 self._listening = True
 
     async def stop(self) -> None:
