@@ -149,7 +149,8 @@ class Service:
 
     def api_process(self) -> psutil.Process:
         children = psutil.Process(self.process.pid).children()
-        return next(c for c in children if c.cmdline()[-1:] == ["api"])
+        # [python, -m, agenttasks.cli, api, --log-level, LEVEL]: the role follows the module.
+        return next(c for c in children if c.cmdline()[3:4] == ["api"])
 
 
 @contextlib.contextmanager
