@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +17,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from agenttasks.application.kept import KeptPerUser
 from agenttasks.application.prices import format_usd
 from agenttasks.application.spend_ledger import SpendLedger, Standing
 from agenttasks.application.store import EventStore
@@ -119,52 +117,11 @@ def canonical_budget(text: str) -> str:
     return OFF if limit is None else limit.text
 
 
-class BudgetLookup:
-    """Each user's effective budget, kept `ttl` seconds (at most `size` users) per process."""
+class BudgetLookup(KeptPerUser[EffectiveBudget]):
+    """Each user's effective budget, kept `ttl` seconds (at most `size` users) per process.
 
-    def __init__(
-        self,
-        load: Callable[[str], EffectiveBudget],
-        ttl: float = 5.0,
-        size: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._load = load
-        self._ttl = ttl
-        self._size = size
-        self._clock = clock
-        self._kept: OrderedDict[str, tuple[float, EffectiveBudget]] = OrderedDict()
-        self._lock = threading.Lock()  # loads run on command threads
-
-    def cached(self, user_id: str) -> EffectiveBudget | None:
-        """The user's budget if kept and fresh (no I/O: safe on the event loop)."""
-        with self._lock:
-            kept = self._kept.get(user_id)
-        if kept is not None and self._clock() - kept[0] < self._ttl:
-            return kept[1]
-        return None
-
-    def get(self, user_id: str) -> EffectiveBudget:
-        """The user's budget, loaded from the store when not kept or kept too long."""
-        found = self.cached(user_id)
-        if found is not None:
-            return found
-        now = self._clock()
-        budget = self._load(user_id)
-        with self._lock:
-            self._kept[user_id] = (now, budget)
-            self._kept.move_to_end(user_id)
-            while len(self._kept) > self._size:
-                self._kept.popitem(last=False)
-        return budget
-
-    def forget(self, user_id: str | None = None) -> None:
-        """Drops what is kept for `user_id` (None: for everyone: the default changed)."""
-        with self._lock:
-            if user_id is None:
-                self._kept.clear()
-            else:
-                self._kept.pop(user_id, None)
+    `forget(None)` drops every user's: the admin's default budget changed.
+    """
 
 
 class OverBudget(Exception):

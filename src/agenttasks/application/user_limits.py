@@ -7,14 +7,11 @@ made on one API replica holds on the others within `ttl` seconds (on its own at 
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from eventsourcing.application import AggregateNotFoundError
 
+from agenttasks.application.kept import KeptPerUser
 from agenttasks.application.store import EventStore
 from agenttasks.application.tasks import Actor
 from agenttasks.domain.limits import UserLimits, limits_id, parse_rate
@@ -82,46 +79,5 @@ class UserLimitsCommands:
         return found if isinstance(found, UserLimits) else None
 
 
-class LimitsLookup:
+class LimitsLookup(KeptPerUser[Limits]):
     """Each user's effective limits, kept `ttl` seconds (at most `size` users) per process."""
-
-    def __init__(
-        self,
-        load: Callable[[str], Limits],
-        ttl: float = 5.0,
-        size: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._load = load
-        self._ttl = ttl
-        self._size = size
-        self._clock = clock
-        self._kept: OrderedDict[str, tuple[float, Limits]] = OrderedDict()
-        self._lock = threading.Lock()  # loads run on the API's command threads
-
-    def cached(self, user_id: str) -> Limits | None:
-        """The user's limits if kept and fresh (no I/O: safe on the event loop)."""
-        with self._lock:
-            kept = self._kept.get(user_id)
-        if kept is not None and self._clock() - kept[0] < self._ttl:
-            return kept[1]
-        return None
-
-    def get(self, user_id: str) -> Limits:
-        """The user's limits, loaded from the store when not kept or kept too long."""
-        found = self.cached(user_id)
-        if found is not None:
-            return found
-        now = self._clock()
-        limits = self._load(user_id)
-        with self._lock:
-            self._kept[user_id] = (now, limits)
-            self._kept.move_to_end(user_id)
-            while len(self._kept) > self._size:
-                self._kept.popitem(last=False)
-        return limits
-
-    def forget(self, user_id: str) -> None:
-        """Drops what is kept for `user_id` (this process set new limits)."""
-        with self._lock:
-            self._kept.pop(user_id, None)
