@@ -33,7 +33,7 @@ from tests.e2e.test_dashboard import (
     Service,
     running_up,
 )
-from tests.waiting import block_for_value
+from tests.waiting import block_for_value, block_until
 
 pytestmark = pytest.mark.e2e
 
@@ -223,11 +223,18 @@ def test_an_unlisted_page_changes_nothing_with_requests_the_browser_sends_unaske
     service = origins.service
     task_id = service.held_task("running while another site tries", "cross-origin-sneak")
     assert service.held.seen("cross-origin-sneak").wait(30), "the worker never fetched the page"
+    url = f"{service.url}/api/v1/utils/ai-tasks/{task_id}/"
+
+    def status() -> str:
+        return str(httpx.get(url, headers=service.headers).json()["status"])
+
     try:
+        # The worker has stored Started; the read model shows it a moment later.
+        block_until(lambda: status() == "running", every=0.02)
         open_page(page, origins.unlisted, service, sneak=task_id)
         expect(page.locator("#sneaked")).to_have_text("answered")
         # Both were answered (opaque to the page) before this read: neither was acted on.
-        task = httpx.get(f"{service.url}/api/v1/utils/ai-tasks/{task_id}/", headers=service.headers)
+        task = httpx.get(url, headers=service.headers)
         assert task.json()["status"] == "running", task.text
         assert "sneaked in" not in titles(service)
         expect(page.locator("#errors li")).to_have_count(0)
