@@ -6,7 +6,7 @@ It is synchronous (eventsourcing 9.5); async callers go through a thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,9 +17,9 @@ import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import make_conninfo
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Identifier
 
 from agenttasks.application.transcoding import SafeJSONTranscoder
 from agenttasks.application.undecodable import decoded
@@ -44,15 +44,16 @@ class EventStore(Application[UUID]):
 
 
 class OrderedAppendRecorder(PostgresApplicationRecorder):
-    """The library's recorder with a cheaper append that keeps its ordering guarantee.
+    """The library's recorder with an append in one round trip that keeps its ordering guarantee.
 
-    The library appends in psycopg's pipeline mode: five statements whose client-side
-    bookkeeping cost ~0.5 ms of CPU per save here, more than the round trips it saves
-    (docs/performance.md). This append sends the same statements in three round trips:
-    BEGIN + the EXCLUSIVE table lock + NOTIFY as one simple query, the insert (prepared), and
-    COMMIT. The lock is taken before the insert draws its notification ids and held until the
-    commit, so ids still commit in order and a tailing reader never passes over a gap that
-    fills later; a unique-key clash still surfaces as eventsourcing's IntegrityError.
+    The library appends in psycopg's pipeline mode: BEGIN, the lock, NOTIFY, the insert and
+    COMMIT, whose client-side bookkeeping cost more CPU than the round trips it saves
+    (docs/performance.md). Here one server-side function (`<events table>_append`, created with
+    the library's tables) takes the EXCLUSIVE table lock, inserts, notifies and returns the
+    notification ids, called as one prepared SELECT on the pool's autocommit connection: the
+    statement is its own transaction, so the lock is taken before the insert draws its ids and
+    held until the commit; ids still commit in order and a tailing reader never passes over a
+    gap that fills later. A unique-key clash still surfaces as eventsourcing's IntegrityError.
 
     The insert also refuses a history that does not continue: an aggregate's events are
     stored only if the version before the first of them is there. The unique key alone
@@ -62,74 +63,115 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
     to nothing and leave a history with no Created. Under the table lock the check cannot race.
     """
 
-    _begin_lock_notify: bytes | None = None
-    _insert: bytes | None = None
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        function = f"{self.channel_name}_append"
+        self.check_identifier_length(function)
+        names = {
+            "schema": Identifier(self.datastore.schema),
+            "table": Identifier(self.events_table_name),
+            "function": Identifier(function),
+            "id_type": Identifier(self.datastore.originator_id_type),
+            "channel": Identifier(self.channel_name),
+        }
+        # Runs in create_table's transaction, i.e. under open_event_store's DDL lock.
+        self.sql_create_statements.append(SQL(_APPEND_FUNCTION).format(**names))
+        self.append_statement = (
+            SQL(
+                "SELECT {schema}.{function}(%s::text, %s::{id_type}[], %s::bigint[], %s::text[],"
+                " %s::bytea[]) AS ids"
+            )
+            .format(**names)
+            .as_bytes()
+        )
+        self.lock_timeout_setting = f"{self.datastore.lock_timeout}s"
 
     def insert_events(self, stored_events: Any, **kwargs: Any) -> Any:
         """Appends the events in one transaction; returns their notification ids in order."""
         if self.datastore.enable_db_functions or not stored_events:
             return super().insert_events(stored_events, **kwargs)
-        rows = [
-            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
-            for e in stored_events
-        ]
-        first: dict[Any, int] = {}
-        for event in stored_events:
-            first[event.originator_id] = min(
-                first.get(event.originator_id, event.originator_version), event.originator_version
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            # get_connection turns psycopg's IntegrityError into the library's.
+            cursor.execute(
+                self.append_statement, self.append_parameters(stored_events), prepare=True
             )
-        continued = [(key, version - 1) for key, version in first.items() if version > 1]
-        with self.datastore.get_connection() as connection:
-            if self._begin_lock_notify is None or self._insert is None:
-                statements = [
-                    SQL("BEGIN"),
-                    *self.lock_table_statements,
-                    SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
-                ]
-                self._begin_lock_notify = b"; ".join(_as_bytes(q, connection) for q in statements)
-                self._insert = _as_bytes(self._continuing_insert(), connection)
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute(self._begin_lock_notify)
-                    cursor.execute(
-                        self._insert,
-                        (rows, [key for key, _ in continued], [v for _, v in continued]),
-                        prepare=True,
-                    )
-                    ids = [row["notification_id"] for row in cursor.fetchall()]
-                if len(ids) != len(rows):
-                    raise IntegrityError(
-                        "an aggregate's stored history does not continue at the first version"
-                        " saved (its events were deleted meanwhile)"
-                    )
-                connection.execute(b"COMMIT")
-            except BaseException:
-                with suppress(Exception):  # a broken connection is discarded by the pool
-                    connection.execute(b"ROLLBACK")
-                raise
+            row = cursor.fetchone()
+        assert row is not None  # a SELECT of a function gives one row
+        ids: list[int] = row["ids"]
         return ids
 
-    def _continuing_insert(self) -> Composable:
-        """The library's insert, with nothing inserted when any (id, version) given is missing."""
-        return SQL(
-            "INSERT INTO {schema}.{table} AS t (originator_id, originator_version, topic, state)"
-            " SELECT originator_id, originator_version, topic, state"
-            " FROM unnest(%s::{schema}.{stored_event_type}[])"
-            " WHERE NOT EXISTS ("
-            "  SELECT 1 FROM unnest(%s::{id_type}[], %s::bigint[]) AS before(id, version)"
-            "  WHERE NOT EXISTS (SELECT 1 FROM {schema}.{table} AS s"
-            "   WHERE s.originator_id = before.id AND s.originator_version = before.version))"
-            " RETURNING notification_id"
-        ).format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
-            stored_event_type=Identifier(self.stored_event_type_name),
-            id_type=Identifier(self.datastore.originator_id_type),
+    def append_parameters(self, stored_events: Sequence[StoredEvent]) -> tuple[Any, ...]:
+        """The append statement's parameters: the lock timeout, then one array per column."""
+        return (
+            self.lock_timeout_setting,
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
         )
 
 
-def _as_bytes(query: Any, connection: Any) -> bytes:
-    return query.as_bytes(connection) if isinstance(query, Composable) else bytes(query)
+# One statement, one transaction: the lock is held until the statement's commit. Nothing is
+# inserted unless every aggregate's first version in the batch follows a stored one (or is 1);
+# then the count differs and the raise rolls the statement back, NOTIFY included.
+_APPEND_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.{function}(
+    lock_timeout text, ids {id_type}[], versions bigint[], topics text[], states bytea[]
+) RETURNS bigint[] LANGUAGE plpgsql AS $append$
+DECLARE
+    inserted bigint[];
+BEGIN
+    PERFORM set_config('lock_timeout', lock_timeout, true);
+    LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
+    WITH written AS (
+        INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)
+        SELECT * FROM unnest(ids, versions, topics, states)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM (
+                SELECT e.id, min(e.version) AS first_version
+                FROM unnest(ids, versions) AS e(id, version) GROUP BY e.id
+            ) AS b
+            WHERE b.first_version > 1 AND NOT EXISTS (
+                SELECT 1 FROM {schema}.{table} AS s
+                WHERE s.originator_id = b.id AND s.originator_version = b.first_version - 1))
+        RETURNING notification_id
+    )
+    SELECT array_agg(notification_id ORDER BY notification_id) INTO inserted FROM written;
+    IF coalesce(cardinality(inserted), 0) <> cardinality(ids) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'integrity_constraint_violation',
+            MESSAGE = 'an aggregate''s stored history does not continue at the first version'
+                || ' saved (its events were deleted meanwhile)';
+    END IF;
+    NOTIFY {channel};
+    RETURN inserted;
+END
+$append$
+"""
+
+
+async def append_async(
+    connection: psycopg.AsyncConnection[Any],
+    recorder: OrderedAppendRecorder,
+    stored_events: Sequence[StoredEvent],
+) -> list[int]:
+    """The recorder's append on an async autocommit connection; the notification ids in order."""
+    if not connection.autocommit:
+        raise ValueError(
+            "append_async needs an autocommit connection (the call is its transaction)"
+        )
+    if not stored_events:
+        return []
+    try:
+        cursor = await connection.execute(
+            recorder.append_statement, recorder.append_parameters(stored_events), prepare=True
+        )
+        row = await cursor.fetchone()
+    except psycopg.IntegrityError as error:
+        raise IntegrityError(str(error)) from error
+    assert row is not None  # a SELECT of a function gives one row
+    ids = row["ids"] if isinstance(row, dict) else row[0]
+    return list(ids)
 
 
 def open_event_store(env: Mapping[str, str] | None = None) -> EventStore:
