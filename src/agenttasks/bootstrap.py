@@ -360,6 +360,7 @@ async def open_api_deps(
 
     from agenttasks.api.deps import ApiDeps
     from agenttasks.api.health import readiness_checks
+    from agenttasks.api.offload import Offload
     from agenttasks.application.quotas import Quotas
     from agenttasks.application.store import close, open_event_store
     from agenttasks.application.user_limits import LimitsLookup
@@ -375,7 +376,7 @@ async def open_api_deps(
     database_url = require_database(settings)
     async with contextlib.AsyncExitStack() as opened:
         # Last to close: a command still running finishes on a store that is still open.
-        executor = ThreadPoolExecutor(32, thread_name_prefix="command")
+        executor = Offload(32, name="command")  # lighter per call than a ThreadPoolExecutor
         opened.callback(executor.shutdown, wait=False)
         store = await asyncio.to_thread(open_event_store, settings.eventsourcing_env())
         opened.callback(close, store)
@@ -531,10 +532,12 @@ async def worker(
     from agenttasks.workers.agents import agents_for
     from agenttasks.workers.heartbeats import Heartbeats, WorkerIdentity
     from agenttasks.workers.limits import Limits
+    from agenttasks.workers.offload import StoreThreads
     from agenttasks.workers.runtime import Worker
     from agenttasks.workers.watchdog import Watchdog
 
-    executor = ThreadPoolExecutor(threads, thread_name_prefix="worker-store")
+    # Lighter per store call than a ThreadPoolExecutor (workers/offload.py).
+    executor = StoreThreads(threads, name="worker-store")
     commands = task_commands(store)
     opened = contextlib.AsyncExitStack()
     # The heartbeats (one upsert per interval) and the per-user slots share one small pool.

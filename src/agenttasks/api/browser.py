@@ -68,8 +68,12 @@ def is_json(content_type: str) -> bool:
     )
 
 
-def require_json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_json_body(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
     """Guard: a state-changing request's body, if any, must be declared JSON (415 otherwise)."""
+    # async although it never awaits: Litestar runs a sync guard in a thread, a hop per
+    # request that cost ~6% of the API's time per create (PERF12).
     if not is_state_changing(connection):
         return
     content_type = connection.headers.get("content-type")

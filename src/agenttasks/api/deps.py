@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 from uuid import UUID
@@ -13,6 +10,7 @@ from uuid import UUID
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from agenttasks.api.offload import Offload
 from agenttasks.application.budgets import Budgets
 from agenttasks.application.quotas import Quotas
 from agenttasks.application.tasks import Actor, TaskCommands
@@ -65,19 +63,15 @@ class ApiDeps:
     ready_checks: Mapping[str, ReadyCheck]
     # eventsourcing is synchronous: commands run here, and enough threads at once let the
     # group committer put many of them in one transaction.
-    executor: ThreadPoolExecutor
+    executor: Offload
     keepalive_seconds: float
     read_your_writes_timeout: float = 5.0
     metrics: ApiMetrics | None = None  # GET /metrics: the system-wide collector, the token
     workers_list_max: int = 200  # AGENTTASKS_WORKERS_LIST_MAX
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """Runs a synchronous command off the event loop."""
-        loop = asyncio.get_running_loop()
-        # With the request's context variables (its trace: the events it stores record it),
-        # which run_in_executor, unlike to_thread, does not carry over.
-        call = contextvars.copy_context().run
-        return await loop.run_in_executor(self.executor, lambda: call(function, *args))
+        """Runs a synchronous command off the event loop, with the request's context variables."""
+        return await self.executor.run(function, *args)
 
 
 # Handler parameter types: explicit markers, as Litestar 3 requires.

@@ -35,8 +35,13 @@ def trace_requests(app: ASGIApp) -> ASGIApp:
                 message = {**message, "headers": headers}
             await send(message)
 
-        with context.bound(span=current):
+        # The variable set directly, not through context.bound: its generator-based context
+        # manager was ~2% of the API's time per create (PERF12). Same effect: set, then reset.
+        token = context.trace.set(current)
+        try:
             await app(scope, receive, send_traced)
+        finally:
+            context.trace.reset(token)
 
     return middleware
 
