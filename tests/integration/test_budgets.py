@@ -481,7 +481,7 @@ async def settled_webhooks(stack: Stack) -> None:
 
         async def idle() -> bool:
             newest = stack.store.recorder.max_notification_id() or 0
-            info = await js.consumer_info(STREAM, "webhooks")
+            info = await js.consumer_info(STREAM, "webhooks-intake")
             pending = stack.rows("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
             return (
                 stack.relay.published_position >= newest

@@ -102,8 +102,8 @@ async def test_the_deliverer_binds_only_its_own_consumer_and_cannot_publish_even
     await seeded(nats_server)
     client, errors = await with_errors(nats_server.url_for("deliverer"))
     js = client.jetstream()
-    await js.add_consumer(STREAM, ConsumerConfig(durable_name="webhooks"))
-    subscription = await js.pull_subscribe_bind(durable="webhooks", stream=STREAM)
+    await js.add_consumer(STREAM, ConsumerConfig(durable_name="webhooks-intake"))
+    subscription = await js.pull_subscribe_bind(durable="webhooks-intake", stream=STREAM)
     [message] = await subscription.fetch(1, timeout=5)
     await message.ack()
     # A worker's queue is not its own: it can neither create nor read one (its messages are

@@ -51,7 +51,7 @@ async def test_the_webhook_backlog_shows_endings_no_deliverer_has_taken(
         await relay.publish_in_order([task_event(n, "completed") for n in (1, 2, 3)], 0)
         assert webhook_backlog(await system.families()) == {}  # no deliverer ever bound
 
-        consumer = await deliverer.pull_consumer(CONSUMER)
+        consumer = await deliverer.pull_consumer(CONSUMER, ack_all=True)
         [taken] = await consumer.fetch(1, 5.0)  # one taken, not acknowledged yet
         clock[0] += 1
         assert webhook_backlog(await system.families()) == {"pending": 2, "in_flight": 1}

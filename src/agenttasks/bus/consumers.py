@@ -39,6 +39,9 @@ class ConsumerOptions(TypedDict, total=False):
     ack_wait: float
     max_deliver: int
     max_ack_pending: int
+    ack_all: bool
+    start_sequence: int | None
+    declare: bool
 
 
 class StreamMissing(RuntimeError):
@@ -57,6 +60,7 @@ class Delivery:
     delivered: int  # how many times it has been delivered, this one included
     _message: object
     sequence: int = 0  # its stream sequence: dense, one per published event
+    consumer_sequence: int = 0  # the consumer's count of deliveries, this one included
 
     @property
     def traceparent(self) -> str | None:
@@ -93,23 +97,34 @@ class PullConsumer:
         ack_wait: float = 30.0,
         max_deliver: int = -1,
         max_ack_pending: int = 1000,
+        ack_all: bool = False,
+        start_sequence: int | None = None,
+        declare: bool = True,
     ) -> PullConsumer:
-        """Declares (or updates) consumer `name` and binds to it."""
+        """Declares (or updates) consumer `name` and binds to it.
+
+        `ack_all`: acknowledging a message acknowledges every earlier one too (AckPolicy.ALL;
+        fixed when the consumer is created). `start_sequence`: a new consumer starts at that
+        stream sequence instead of the first. `declare=False` binds to the consumer as it is.
+        """
         filters = subjects or [ALL_SUBJECTS]
         filtering = (
             {"filter_subject": filters[0]} if len(filters) == 1 else {"filter_subjects": filters}
         )
+        policy = DeliverPolicy.ALL if start_sequence is None else DeliverPolicy.BY_START_SEQUENCE
         config = ConsumerConfig(
             durable_name=name,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.ALL if ack_all else AckPolicy.EXPLICIT,
             ack_wait=ack_wait,
             max_deliver=max_deliver,
             max_ack_pending=max_ack_pending,
+            deliver_policy=policy,
+            opt_start_seq=start_sequence,
             **filtering,
         )
         try:
-            await js.add_consumer(STREAM, config)
+            if declare:
+                await js.add_consumer(STREAM, config)
         except NotFoundError:
             raise StreamMissing(f"stream {STREAM} does not exist yet") from None
         except _TRANSIENT as error:
@@ -123,10 +138,14 @@ class PullConsumer:
             messages = await self._subscription.fetch(batch, timeout=wait)  # type: ignore[attr-defined]
         except TimeoutError:  # nats-py raises its own subclass, or asyncio's, when nothing came
             return []
-        return [
-            Delivery(m.data, m.metadata.num_delivered, m, m.metadata.sequence.stream)
-            for m in messages
-        ]
+        deliveries = []
+        for m in messages:
+            metadata = m.metadata
+            sequence = metadata.sequence
+            deliveries.append(
+                Delivery(m.data, metadata.num_delivered, m, sequence.stream, sequence.consumer)
+            )
+        return deliveries
 
     async def close(self) -> None:
         """Stops fetching (the durable consumer and its position stay on the server)."""
@@ -242,6 +261,28 @@ async def stream_bounds(js: JetStreamContext) -> tuple[int, int]:
     except Exception as error:
         raise BusUnavailable(f"cannot read the stream's state: {error!r}") from error
     return info.state.first_seq, info.state.last_seq
+
+
+@dataclass(frozen=True)
+class ConsumerPosition:
+    """Where a durable consumer stands (stream sequences, except `delivered`)."""
+
+    ack_floor: int  # every message at or below it is acknowledged
+    ack_pending: int  # delivered, not acknowledged
+    delivered: int  # the consumer's count of deliveries so far (its last consumer sequence)
+
+
+async def consumer_position(js: JetStreamContext, name: str) -> ConsumerPosition | None:
+    """The position of durable consumer `name` of the event stream; None when it does not exist."""
+    try:
+        info = await js.consumer_info(STREAM, name)
+    except NotFoundError:
+        return None
+    except _TRANSIENT as error:
+        raise BusUnavailable(f"cannot read consumer {name}: {error!r}") from error
+    floor = info.ack_floor.stream_seq if info.ack_floor else 0
+    delivered = info.delivered.consumer_seq if info.delivered else 0
+    return ConsumerPosition(floor or 0, info.num_ack_pending or 0, delivered or 0)
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 STATEMENT_TIMEOUT_MS = 2_000  # each query of a collection
 COLLECTION_TIMEOUT_SECONDS = 5.0  # the whole collection, NATS included
-# webhooks/deliverer.py's durable consumer (named here so the API imports no deliverer code).
-WEBHOOK_CONSUMER = "webhooks"
+# webhooks/intake.py's durable consumer (named here so the API imports no deliverer code).
+WEBHOOK_CONSUMER = "webhooks-intake"
 _FIGURES = """
 SELECT metric, task_type, label, sum(value)::bigint FROM (
     SELECT metric, task_type, label, value FROM task_metrics

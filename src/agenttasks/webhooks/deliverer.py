@@ -1,12 +1,13 @@
 """The deliverer role: task endings from JetStream into an outbox, and the outbox to endpoints.
 
-Intake: a durable pull consumer (`webhooks`) on the task events that end a task. For each, the
-owner's endpoints that take the event, and the task's own `webhook_url`, each get one pending
-row in `webhook_deliveries` (unique by target and webhook-id) before the message is acked: a
-redelivered message adds nothing, and a crash before the ack loses nothing. The consumer also
-takes Created messages, for the task's `webhook_url`: an ending whose owner has no endpoint and
-whose task has no URL is acked with no database work at all (interest.py says when that is
-known; otherwise the store and the endpoint table are read as before).
+Intake: a durable pull consumer (`webhooks-intake`, intake.py: one deliverer at a time, one
+ack per batch) on the task events that end a task. For each, the owner's endpoints that take
+the event, and the task's own `webhook_url`, each get one pending row in `webhook_deliveries`
+(unique by target and webhook-id) before the batch is acked: a redelivered message adds
+nothing, and a crash before the ack loses nothing. The consumer also takes Created messages,
+for the task's `webhook_url`: an ending whose owner has no endpoint and whose task has no URL
+needs no database work at all (interest.py says when that is known; otherwise the store and
+the endpoint table are read as before).
 
 Dispatch: due rows are claimed with a lease (FOR UPDATE SKIP LOCKED), never more than the total
 concurrency and never more than the per-endpoint concurrency for one target, so a slow endpoint
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -35,7 +37,7 @@ from agenttasks.application.webhooks import (
     task_url_secret,
 )
 from agenttasks.bus.connection import Bus
-from agenttasks.bus.consumers import Delivery, PullConsumer, StreamMissing
+from agenttasks.bus.consumers import Delivery
 from agenttasks.bus.messages import (
     BudgetEvent,
     TaskEvent,
@@ -47,13 +49,16 @@ from agenttasks.bus.messages import (
 from agenttasks.domain.task import Task
 from agenttasks.outage import Outage
 from agenttasks.webhooks import store as tables
+from agenttasks.webhooks.intake import CONSUMER as INTAKE_CONSUMER
+from agenttasks.webhooks.intake import IntakeConsumer, Leadership
 from agenttasks.webhooks.interest import EndpointOwners, TaskUrls
 from agenttasks.webhooks.sender import Sender
 from agenttasks.webhooks.signing import headers
 
 log = logging.getLogger(__name__)
 
-CONSUMER = "webhooks"
+CONSUMER = INTAKE_CONSUMER  # the intake's durable consumer (metrics, tests)
+BATCH = 256  # messages fetched at once, all acknowledged by one ack
 POLL_SECONDS = 0.5  # a due retry is noticed within this long
 _encoder = msgspec.json.Encoder()
 _UNKNOWN = object()  # a Created payload without the field (not a URL, not None)
@@ -69,6 +74,12 @@ class DeliveryOptions:
     retry_seconds: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     task_url_cache: int = 20_000  # tasks whose webhook_url is remembered from Created
     owner_cache: int = 100_000  # owners with endpoints cached (more: never cached)
+
+
+def intake_subjects() -> list[str]:
+    """What the intake consumer takes: Created (for webhook_url), the endings, budget alerts."""
+    subjects = [task_subject(kind=kind) for kind in ("created", *KIND_OF_EVENT.values())]
+    return subjects + [budget_subject(name.removeprefix("budget.")) for name in BUDGET_EVENT_TYPES]
 
 
 def body_of(event: TaskEvent) -> bytes:
@@ -105,6 +116,7 @@ class Deliverer:
         self.task_urls = TaskUrls(options.task_url_cache)
         self.owners = EndpointOwners(_url_of(pool), options.owner_cache)
         self.skipped = 0  # endings passed over without the database (tests and logs)
+        self.intake: Leadership | None = None  # set once running
         self._tasks: set[asyncio.Task[None]] = set()
         # An outage of Postgres or NATS is logged when it starts and when it ends, not per poll.
         self._database = Outage("webhooks: Postgres", log)
@@ -124,68 +136,67 @@ class Deliverer:
     # Intake ------------------------------------------------------------------------------
 
     async def _intake(self, stop: asyncio.Event) -> None:
-        consumer = await self._bind(stop)
-        if consumer is None:
-            return
-        try:
-            while not stop.is_set():
-                try:
-                    deliveries = await consumer.fetch(100, 1.0)
-                    self._bus_outage.restored()
-                except Exception as error:  # NATS is away: what was not acked comes again
-                    self._bus_outage.failed(error)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 1.0)
-                    continue
-                await asyncio.sleep(0)  # an endpoint change already in the socket is read first
-                for delivery in deliveries:
-                    await self._take(delivery)
-        finally:
-            with contextlib.suppress(Exception):
-                await consumer.close()
+        self.intake = Leadership(_url_of(self._pool), self._bus, intake_subjects())
 
-    async def _bind(self, stop: asyncio.Event) -> PullConsumer | None:
-        subjects = [task_subject(kind=kind) for kind in ("created", *KIND_OF_EVENT.values())]
-        subjects += [budget_subject(name.removeprefix("budget.")) for name in BUDGET_EVENT_TYPES]
+        async def take(intake: IntakeConsumer, leading: Callable[[], Awaitable[None]]) -> None:
+            await self._take_batches(intake, leading, stop)
+
+        await self.intake.run(stop, take)
+
+    async def _take_batches(
+        self,
+        intake: IntakeConsumer,
+        leading: Callable[[], Awaitable[None]],
+        stop: asyncio.Event,
+    ) -> None:
+        # Returns (or raises) to be bound again from the ack floor; nothing of the batch under
+        # way is acknowledged then.
         while not stop.is_set():
             try:
-                return await self._bus.pull_consumer(CONSUMER, subjects=subjects, ack_wait=60.0)
-            except StreamMissing:  # the relay has not made the stream yet
+                deliveries = await intake.fetch(BATCH, 1.0)
+                self._bus_outage.restored()
+            except Exception as error:  # NATS is away: what was not acked comes again
+                self._bus_outage.failed(error)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
-        return None
+                continue
+            if not deliveries:
+                continue
+            await asyncio.sleep(0)  # an endpoint change already in the socket is read first
+            enqueued = False
+            for delivery in deliveries:
+                if not intake.follows(delivery):
+                    return
+                enqueued |= await self._take(delivery)  # raises when the outbox is away
+            await leading()
+            try:
+                await intake.ack_through(deliveries)
+            except Exception as error:  # redelivered later; the outbox rows are already there
+                log.warning("webhooks: cannot ack through %s: %r", deliveries[-1].sequence, error)
+            if enqueued:
+                self._wake.set()  # only then is there anything new to claim
 
-    async def _take(self, delivery: Delivery) -> None:
+    async def _take(self, delivery: Delivery) -> bool:
+        """Puts one message's deliveries in the outbox; True when it added any target."""
         try:
             event = decode(delivery.data)
         except msgspec.DecodeError:
             log.warning("webhooks: stream message %s is not an event; skipped", delivery.sequence)
-            await delivery.ack()
-            return
+            return False
         if not isinstance(event, TaskEvent | BudgetEvent):
-            await delivery.ack()
-            return
+            return False
         if isinstance(event, TaskEvent) and event.type == "created":
             url = event.data.get("webhook_url", _UNKNOWN)
             if url is None or isinstance(url, str):
                 self.task_urls.learn(event.task_id, url)
-            await delivery.ack()
-            return
+            return False
         try:
             if isinstance(event, BudgetEvent):
-                enqueued = await self._enqueue_budget(event)
-            else:
-                enqueued = await self._enqueue(event)
-        except Exception as error:  # the database is away: the message comes again
+                return await self._enqueue_budget(event)
+            return await self._enqueue(event)
+        except Exception as error:  # the database is away: the batch comes again
             log.warning("webhooks: cannot enqueue position %s: %r", event.position, error)
-            await delivery.nak(delay=2.0)
-            return
-        try:
-            await delivery.ack()
-        except Exception as error:  # redelivered later; the outbox row is already there
-            log.warning("webhooks: cannot ack position %s: %r", event.position, error)
-        if enqueued:
-            self._wake.set()  # only then is there anything new to claim
+            raise
 
     async def _enqueue(self, event: TaskEvent) -> bool:
         event_type = f"task.{event.type}"

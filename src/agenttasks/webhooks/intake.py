@@ -1,0 +1,198 @@
+"""The deliverer's intake consumer: one acknowledgement per batch, safe to hand over.
+
+`webhooks-intake` is a durable consumer with AckPolicy.ALL: acknowledging a message
+acknowledges every earlier one, so a batch costs one ack, sent only once every message of the
+batch is in the outbox. That is sound only while one process takes from it and nothing it was
+handed went missing, so:
+
+- one deliverer at a time takes intake: the holder of a Postgres session advisory lock
+  (`Leadership`); the others stand by (their dispatch runs as before);
+- each time a process starts taking (leading anew, or after any error), it looks at the
+  consumer: messages handed out and not acknowledged (a leader that died mid-batch, an error
+  here) make it re-create the consumer at the ack floor + 1, so they come again, and the
+  acknowledgement of a later batch can never cover them unprocessed;
+- `IntakeConsumer.follows` checks that every delivery carries the next consumer sequence: a
+  gap (a message lost on a reconnect, or another process took one) ends the run before its
+  batch is acknowledged, and the next run starts from the ack floor again.
+
+What comes again after a re-creation is put in the outbox again, which adds nothing (unique by
+target and webhook-id). The consumer of the versions before this one, `webhooks`
+(AckPolicy.EXPLICIT, which cannot be changed in place), is taken over: the new consumer starts
+after its ack floor, and the old one is deleted once the new one exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+
+from agenttasks.bus.connection import Bus
+from agenttasks.bus.consumers import Delivery, PullConsumer, consumer_position
+from agenttasks.outage import Outage
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "webhooks-intake"
+OLD_CONSUMER = "webhooks"  # AckPolicy.EXPLICIT, one ack per message (before 2026-12-01)
+LOCK_KEY = 0x61677474_686F6F6B & 0x7FFFFFFFFFFFFFFF  # "agtthook": one intake per database
+STANDBY_SECONDS = 1.0  # how often a standby tries the lock
+CHECK_SECONDS = 1.0  # how often a leader checks its session between batches
+RETRY_SECONDS = 2.0  # after an error, before taking again from the ack floor
+ACK_WAIT_SECONDS = 60.0
+
+
+class IntakeConsumer:
+    """The bound consumer, and the consumer sequence its next delivery must carry."""
+
+    def __init__(self, consumer: PullConsumer, expected: int) -> None:
+        self._consumer = consumer
+        self.expected = expected
+
+    async def fetch(self, batch: int, wait: float) -> list[Delivery]:
+        """Up to `batch` messages, waiting at most `wait` seconds for the first."""
+        return await self._consumer.fetch(batch, wait)
+
+    def follows(self, delivery: Delivery) -> bool:
+        """Whether `delivery` is the consumer's next one (no delivery in between went elsewhere)."""
+        if delivery.consumer_sequence != self.expected:
+            log.warning(
+                "webhooks: intake got delivery %s, expected %s; taking again from the ack floor",
+                delivery.consumer_sequence, self.expected,
+            )  # fmt: skip
+            return False
+        self.expected += 1
+        return True
+
+    async def ack_through(self, deliveries: list[Delivery]) -> None:
+        """Acknowledges every message up to the batch's last (all of them handled)."""
+        if deliveries:
+            await max(deliveries, key=lambda d: d.sequence).ack()
+
+    async def close(self) -> None:
+        """Stops fetching; the consumer and its ack floor stay on the server."""
+        await self._consumer.close()
+
+
+async def open_intake(bus: Bus, subjects: list[str]) -> IntakeConsumer:
+    """Binds to the intake consumer, re-creating it at its ack floor if anything is unacked."""
+    js = bus.js
+    position = await consumer_position(js, CONSUMER)
+    options: dict[str, Any] = {"subjects": subjects, "ack_wait": ACK_WAIT_SECONDS, "ack_all": True}
+    if position is not None and not position.ack_pending:
+        consumer = await bus.pull_consumer(CONSUMER, declare=False, **options)
+        intake = IntakeConsumer(consumer, position.delivered + 1)
+    else:
+        if position is not None:  # handed out, never acknowledged: they must come again
+            start = position.ack_floor + 1
+            await bus.delete_consumer(CONSUMER)
+        else:
+            old = await consumer_position(js, OLD_CONSUMER)
+            start = old.ack_floor + 1 if old is not None else 1
+        log.info("webhooks: intake consumer (re)created at stream sequence %d", start)
+        consumer = await bus.pull_consumer(CONSUMER, start_sequence=start, **options)
+        intake = IntakeConsumer(consumer, 1)
+    await bus.delete_consumer(OLD_CONSUMER)  # only now: the new one holds its position
+    return intake
+
+
+class LostLead(RuntimeError):
+    """The lock's session is gone: another deliverer may be taking intake now."""
+
+
+# take(intake, leading): handles batches until it returns or raises; `leading()` raises
+# LostLead once the lock may be gone, and is awaited before each acknowledgement.
+Take = Callable[[IntakeConsumer, Callable[[], Awaitable[None]]], Awaitable[None]]
+
+
+class Leadership:
+    """Runs `take` while this process holds the intake lock; stands by otherwise."""
+
+    def __init__(self, database_url: str, bus: Bus, subjects: list[str]) -> None:
+        self.database_url = database_url
+        self.bus = bus
+        self.subjects = subjects
+        self.is_leader = False
+        self._outage = Outage("webhooks: intake lock", log)
+
+    async def run(self, stop: asyncio.Event, take: Take) -> None:
+        """Leads or stands by until `stop`, surviving restarts of Postgres and NATS."""
+        name = f"agenttasks-deliver {socket.gethostname()}:{os.getpid()}"[:63]
+        while not stop.is_set():
+            delay = 0.0
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.database_url, autocommit=True, application_name=name
+                ) as session:
+                    self._outage.restored()
+                    if await self._stand_by(session, stop):
+                        await self._lead(session, stop, take)
+            except (psycopg.Error, OSError, LostLead) as error:
+                delay = self._outage.failed(error)
+            finally:
+                self.is_leader = False
+            await _sleep(stop, delay)
+
+    async def _stand_by(self, session: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> bool:
+        announced = False
+        while not stop.is_set():
+            row = await (
+                await session.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+            ).fetchone()
+            if row and row[0]:
+                return True
+            if not announced:
+                log.info("webhooks: intake standing by (another deliverer takes it)")
+                announced = True
+            await _sleep(stop, STANDBY_SECONDS)
+        return False
+
+    async def _lead(
+        self, session: psycopg.AsyncConnection[Any], stop: asyncio.Event, take: Take
+    ) -> None:
+        self.is_leader = True
+        checked = time.monotonic()
+
+        async def leading() -> None:
+            # At most once a second, not before every ack (a round trip per batch): a stale
+            # leader still fetching shares the consumer with the new one, and the deliveries the
+            # new one takes leave it a gap (`follows`) before its next acknowledgement.
+            nonlocal checked
+            if time.monotonic() - checked >= CHECK_SECONDS:
+                try:
+                    await session.execute("SELECT 1")
+                except psycopg.Error as error:
+                    raise LostLead(f"the intake lock's session ended: {error!r}") from error
+                checked = time.monotonic()
+
+        while not stop.is_set():
+            try:
+                intake = await open_intake(self.bus, self.subjects)
+            except Exception as error:  # NATS away, the stream not made yet: try again
+                log.info("webhooks: cannot open the intake consumer: %r", error)
+                await _sleep(stop, RETRY_SECONDS)
+                continue
+            try:
+                await take(intake, leading)
+            except LostLead:
+                raise  # reconnect, and stand by until the lock is ours again
+            except Exception as error:  # the outbox could not be written: from the floor again
+                log.warning("webhooks: intake stopped: %r; taking again from the ack floor", error)
+                await _sleep(stop, RETRY_SECONDS)
+            finally:
+                with contextlib.suppress(Exception):
+                    await intake.close()
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    if seconds <= 0:
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
