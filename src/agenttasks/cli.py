@@ -58,6 +58,16 @@ def task_types(text: str) -> tuple[str, ...]:
     return chosen
 
 
+def role_names(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated roles one process can run together."""
+    from agenttasks.together import parse_roles
+
+    try:
+        return parse_roles(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -112,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start no worker (run `agenttasks worker` yourself)",
     )
+    up.add_argument(
+        "--separate-roles",
+        action="store_true",
+        help="one process per background role (default: relay, project, deliver and maintain "
+        "share one)",
+    )
 
     api = commands.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
@@ -121,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate", help="create or upgrade the tables, the stream and the consumers, then exit"
     )
     commands.add_parser("relay", help="publish stored events to NATS JetStream")
+    run = commands.add_parser(
+        "run", help="several background roles in one process, e.g. relay,project,deliver,maintain"
+    )
+    run.add_argument("roles", type=role_names, help="comma-separated: relay, project, ...")
     commands.add_parser("deliver", help="deliver webhooks for task endings (docs/webhooks.md)")
     commands.add_parser(
         "maintain",
@@ -212,6 +232,8 @@ def _observe(args: argparse.Namespace, settings: Settings) -> None:
     from agenttasks.observability import logs
 
     role = ROLE_OF.get(args.command, args.command)
+    if args.command == "run":  # lines from outside any role's task name them all
+        role = ",".join(ROLE_OF.get(name, name) for name in args.roles)
     logs.setup(role, args.log_level.upper(), settings.log_format)
     if settings.otel_endpoint is not None:  # otherwise nothing of OpenTelemetry is imported
         try:
@@ -237,13 +259,19 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             settings = settings.with_(nats_port=args.nats_port)
         from agenttasks.up import up
 
-        return up(settings, worker=not args.no_worker, log_level=args.log_level)
+        return up(
+            settings,
+            worker=not args.no_worker,
+            log_level=args.log_level,
+            together=not args.separate_roles,
+        )
     if command == "token":
         print(bootstrap.token(settings, args.user, admin=args.admin, ttl=args.ttl))
         return 0
     runners: dict[str, Callable[[], int]] = {
         "api": lambda: roles.run_api(settings),
         "relay": lambda: roles.run_relay(settings),
+        "run": lambda: roles.run_roles(settings, args.roles),
         "deliver": lambda: roles.run_deliverer(settings),
         "maintain": lambda: roles.run_maintenance(settings),
         "migrate": lambda: _migrate(settings),

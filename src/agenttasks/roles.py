@@ -2,7 +2,8 @@
 until signalled.
 
 Each role resolves its settings, builds its parts through bootstrap.py and runs them; `up`
-(up.py) starts the servers and runs the roles as child processes.
+(up.py) starts the servers and runs the roles as child processes. The background roles can also
+share one process (`agenttasks run relay,project,deliver,maintain`, together.py).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agenttasks import bootstrap
 from agenttasks.bus.connection import connect
@@ -23,6 +24,8 @@ if TYPE_CHECKING:  # the worker's modules (agents, openai) load in the worker ro
     from agenttasks.workers.runtime import WorkerOptions
 
 ENGINES = ("auto", "offline", "instant")
+
+Main = Callable[[asyncio.Event], Coroutine[Any, Any, None]]  # a role's work, until `stop`
 
 
 def run_api(settings: Settings) -> int:
@@ -55,6 +58,11 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 def run_relay(settings: Settings) -> int:
     """Publishes stored events to JetStream until stopped."""
+    return run_until_signalled(relay_main(settings), _metrics(settings, "relay"))
+
+
+def relay_main(settings: Settings) -> Main:
+    """The relay's work, until `stop` is set."""
     settings = bootstrap.resolve(settings)
     database_url = bootstrap.require_database(settings)
 
@@ -73,11 +81,16 @@ def run_relay(settings: Settings) -> int:
             finally:
                 await bus.close()
 
-    return run_until_signalled(main, _metrics(settings, "relay"))
+    return main
 
 
 def run_projectors(settings: Settings, names: list[str]) -> int:
     """Keeps the named read models (default: all) up to date until stopped."""
+    return run_until_signalled(projectors_main(settings, names), _metrics(settings, "project"))
+
+
+def projectors_main(settings: Settings, names: list[str]) -> Main:
+    """The projectors' work (the named read models; default all), until `stop` is set."""
     settings = bootstrap.resolve(settings)
     bootstrap.require_database(settings)
     chosen = bootstrap.chosen_projections(names)
@@ -91,7 +104,7 @@ def run_projectors(settings: Settings, names: list[str]) -> int:
         finally:
             await bus.close()
 
-    return run_until_signalled(main, _metrics(settings, "project"))
+    return main
 
 
 def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto") -> int:
@@ -135,6 +148,11 @@ def run_worker(settings: Settings, options: WorkerOptions, engine: str = "auto")
 
 def run_deliverer(settings: Settings) -> int:
     """Delivers webhooks for task endings until stopped (attempts under way are finished)."""
+    return run_until_signalled(deliverer_main(settings), _metrics(settings, "deliver"))
+
+
+def deliverer_main(settings: Settings) -> Main:
+    """The deliverer's work, until `stop` is set."""
     settings = bootstrap.resolve(settings)
     bootstrap.require_database(settings)
 
@@ -147,11 +165,16 @@ def run_deliverer(settings: Settings) -> int:
         finally:
             await bus.close()
 
-    return run_until_signalled(main, _metrics(settings, "deliver"))
+    return main
 
 
 def run_maintenance(settings: Settings) -> int:
     """Leads the housekeeping jobs, or stands by for the leader, until stopped."""
+    return run_until_signalled(maintenance_main(settings), _metrics(settings, "maintain"))
+
+
+def maintenance_main(settings: Settings) -> Main:
+    """The housekeeping's work (leading or standing by), until `stop` is set."""
     settings = bootstrap.resolve(settings)
     bootstrap.require_database(settings)
 
@@ -163,7 +186,38 @@ def run_maintenance(settings: Settings) -> int:
                 MAINTENANCE_LEADER.set_function(lambda: float(maintenance.is_leader))
                 await maintenance.run(stop)
 
-    return run_until_signalled(main, _metrics(settings, "maintain"))
+    return main
+
+
+def run_roles(settings: Settings, names: Sequence[str]) -> int:
+    """Runs several background roles in this one process until signalled (together.py)."""
+    from agenttasks.together import run_together
+
+    builders: dict[str, Callable[[Settings], Main]] = {
+        "relay": relay_main,
+        "project": lambda chosen: projectors_main(chosen, []),
+        "deliver": deliverer_main,
+        "maintain": maintenance_main,
+    }
+    mains = {name: builders[name](settings) for name in names}
+
+    async def main(stop: asyncio.Event) -> None:
+        await run_together(mains, stop)
+
+    return run_until_signalled(main, _metrics_together(settings, names))
+
+
+@contextlib.contextmanager
+def _metrics_together(settings: Settings, names: Sequence[str]) -> Iterator[object]:
+    """One /metrics for the process, on its first role's port, naming every role in it."""
+    # prometheus_client's registry is the process's: the same figures on every role's port
+    # would count this process once per port in any sum over the scraped targets.
+    from agenttasks.metrics.process import ROLE
+
+    with _metrics(settings, names[0]) as address:
+        for name in names[1:]:
+            ROLE.labels(name).set(1)
+        yield address
 
 
 def _metrics(settings: Settings, role: str) -> AbstractContextManager[object]:
@@ -173,10 +227,7 @@ def _metrics(settings: Settings, role: str) -> AbstractContextManager[object]:
     return serving(settings, role)
 
 
-def run_until_signalled(
-    main: Callable[[asyncio.Event], Awaitable[None]],
-    metrics: AbstractContextManager[object] | None = None,
-) -> int:
+def run_until_signalled(main: Main, metrics: AbstractContextManager[object] | None = None) -> int:
     """Runs `main(stop)` on a new event loop, inside `metrics`; SIGTERM or SIGINT sets `stop`."""
 
     async def runner() -> None:

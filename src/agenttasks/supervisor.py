@@ -1,13 +1,15 @@
 """Runs the service's processes for `agenttasks up`, restarts one that dies, stops them all.
 
-Each role (api, relay, project, worker) runs as its own `agenttasks <role>` child, exactly as on
-a multi-machine deployment, so `up` exercises the same code paths and uses both cores. The
+Each child is an `agenttasks` command: a role (api, worker), or several light ones sharing one
+process (`agenttasks run relay,project,deliver,maintain`), running the code of a multi-machine
+deployment, so `up` exercises the same code paths and uses both cores. The
 embedded servers are watched too: one that dies is started again on its data (`watch`).
 Children run in sessions of their own, so Ctrl-C reaches `up` alone and it decides the order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import subprocess
@@ -15,6 +17,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
+    log: Path | None = None  # its stdout and stderr, appended (None: up's own)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -38,9 +42,15 @@ class Child:
 
     def start(self) -> None:
         """Starts (or restarts) the process."""
-        self.process = subprocess.Popen(  # noqa: S603 - our own argv
-            self.argv, env=self.env, start_new_session=True
-        )
+        with contextlib.ExitStack() as files:
+            output = None if self.log is None else files.enter_context(self.log.open("ab"))
+            self.process = subprocess.Popen(  # noqa: S603 - our own argv
+                self.argv,
+                env=self.env,
+                start_new_session=True,
+                stdout=output,
+                stderr=None if output is None else subprocess.STDOUT,
+            )
         self.started_at = time.monotonic()
         log.info("started %s (pid %s)", self.name, self.process.pid)
 
@@ -100,10 +110,12 @@ class Supervisor:
         """Watches an embedded server; `check` restarts it when it has died."""
         self.servers.append(Server(name, server))
 
-    def add(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> Child:
-        """Registers and starts `agenttasks <args>` as a child."""
+    def add(
+        self, name: str, args: Sequence[str], env: Mapping[str, str], *, log: Path | None = None
+    ) -> Child:
+        """Registers and starts `agenttasks <args>` as a child (its output to `log` if given)."""
         argv = [sys.executable, "-m", "agenttasks.cli", *args]
-        child = Child(name, argv, dict(env))
+        child = Child(name, argv, dict(env), log)
         self.children.append(child)
         child.start()
         return child

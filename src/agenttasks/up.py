@@ -39,24 +39,56 @@ DATABASE = "agenttasks"
 API_START_SECONDS = 60.0
 
 
-def child_commands(*, worker: bool, log_level: str) -> list[tuple[str, list[str]]]:
-    """(NATS user, command line) of each role `up` runs as a child."""
-    roles = [
-        ("api", ["api"]),
-        ("relay", ["relay"]),
-        ("projector", ["project"]),
-        ("deliverer", ["deliver"]),  # webhooks: its own consumer, nothing of the workers'
-        # Housekeeping (expiry, sweeps, purge, worker liveness): Postgres only. It opens no
-        # NATS connection; should it ever, the read-only user is all it gets.
-        ("reader", ["maintain"]),
-    ]
+# The NATS user each role connects as (nats.conf): the least it needs.
+NATS_USERS = {
+    "api": "api",
+    "relay": "relay",
+    "project": "projector",
+    "deliver": "deliverer",  # webhooks: its own consumer, nothing of the workers'
+    # Housekeeping (expiry, sweeps, purge, worker liveness): Postgres only. It opens no NATS
+    # connection; should it ever, the read-only user is all it gets.
+    "maintain": "reader",
+    "worker": "worker",
+}
+# The light background roles: one process for them all (together.py) saves ~40 MB a process.
+# The API and the worker keep their own: they do the work per request and per task.
+TOGETHER = ("relay", "project", "deliver", "maintain")
+
+
+def child_commands(
+    *, worker: bool, log_level: str, together: bool = True
+) -> list[tuple[tuple[str, ...], list[str]]]:
+    """(roles, command line) of each child `up` runs."""
+    groups: list[tuple[str, ...]] = [("api",)]
+    groups += [TOGETHER] if together else [(role,) for role in TOGETHER]
     if worker:
-        roles.append(("worker", ["worker"]))
-    # The roles log at up's level: `up --log-level DEBUG` is how one follows a task across them.
-    return [(role, [*args, "--log-level", log_level]) for role, args in roles]
+        groups.append(("worker",))
+    commands = []
+    for roles in groups:
+        args = [roles[0]] if len(roles) == 1 else ["run", ",".join(roles)]
+        # The roles log at up's level: `up --log-level DEBUG` is how one follows a task.
+        commands.append((roles, [*args, "--log-level", log_level]))
+    return commands
 
 
-def up(settings: Settings, *, worker: bool = True, log_level: str = "INFO") -> int:
+def nats_env(roles: tuple[str, ...], role_urls: dict[str, str], nats_url: str) -> dict[str, str]:
+    """The NATS URLs of a child running `roles`: each role connects as its own user."""
+    users = [NATS_USERS[role] for role in roles]
+    if len(users) == 1:
+        return {"AGENTTASKS_NATS_URL": role_urls.get(users[0], nats_url)}
+    env = {
+        f"AGENTTASKS_NATS_{user.upper()}_URL": role_urls[user]
+        for user in users
+        if user in role_urls
+    }
+    # Anything of the process that asks for no role's URL gets the read-only user.
+    env["AGENTTASKS_NATS_URL"] = role_urls.get("reader", nats_url)
+    return env
+
+
+def up(
+    settings: Settings, *, worker: bool = True, log_level: str = "INFO", together: bool = True
+) -> int:
     """Runs the whole service until interrupted; the roles log at `log_level` too."""
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -102,14 +134,15 @@ def up(settings: Settings, *, worker: bool = True, log_level: str = "INFO") -> i
         for name, server in servers:
             supervisor.watch(name, server)
         base = _child_env(settings, database_url, jwt_secret)
-        for index, (role, args) in enumerate(child_commands(worker=worker, log_level=log_level)):
-            env = {**base, "AGENTTASKS_NATS_URL": role_urls.get(role, nats_url)}
-            supervisor.add(f"{args[0]}-{index}", args, env)
+        children = child_commands(worker=worker, log_level=log_level, together=together)
+        for index, (roles, args) in enumerate(children):
+            env = {**base, **nats_env(roles, role_urls, nats_url)}
+            supervisor.add(f"{'+'.join(roles)}-{index}", args, env)
 
         if not _wait_for_api(api_url, supervisor, stopping):
             return 1
         _print_banner(api_url, jwt_secret, role_urls.get("reader"), home, supervisor)
-        print(_metrics_banner(settings, api_url, worker=worker), flush=True)
+        print(_metrics_banner(settings, api_url, worker=worker, together=together), flush=True)
         while not stopping():
             supervisor.check()
             time.sleep(0.2)
@@ -189,7 +222,9 @@ def _healthy(api_url: str) -> bool:
         connection.close()
 
 
-def _metrics_banner(settings: Settings, api_url: str, *, worker: bool = True) -> str:
+def _metrics_banner(
+    settings: Settings, api_url: str, *, worker: bool = True, together: bool = True
+) -> str:
     """Where each role's /metrics is (docs/operations.md, "Metrics")."""
     from agenttasks.metrics.exposition import OFFSETS, metrics_address
 
@@ -198,8 +233,11 @@ def _metrics_banner(settings: Settings, api_url: str, *, worker: bool = True) ->
         address = metrics_address(settings, role)
         if role == "worker" and not worker:
             continue  # --no-worker: nothing listens there (a worker started by hand would)
+        if together and role in TOGETHER[1:]:
+            continue  # served with the first of them, by their one process
+        what = f"{', '.join(TOGETHER)}: one process" if together and role in TOGETHER else role
         if address is not None:
-            lines.append(f"            http://{address[0]}:{address[1]}/metrics ({role})")
+            lines.append(f"            http://{address[0]}:{address[1]}/metrics ({what})")
     if settings.metrics_port == 0:
         lines.append("            other roles: off (AGENTTASKS_METRICS_PORT=9470 turns them on)")
     return "\n".join(lines) + "\n"

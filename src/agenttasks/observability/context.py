@@ -1,8 +1,10 @@
 """What every log line says about where it comes from: the role, the task, the trace.
 
-The role is one per process; the task id and the trace are context variables, set where a task
-is handled (a command, the relay's publish, a worker's attempt, a projector's apply), so they
-follow asyncio tasks and `asyncio.to_thread` calls and never leak from one request to another.
+The role is one per process, or per asyncio task where one process runs several roles
+(`agenttasks run relay,project`: `role_of_task`); the task id and the trace are context
+variables, set where a task is handled (a command, the relay's publish, a worker's attempt, a
+projector's apply), so they follow asyncio tasks and `asyncio.to_thread` calls and never leak
+from one request to another.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from agenttasks.observability.traceparent import TraceContext
 _role = "cli"
 task_id: ContextVar[str | None] = ContextVar("agenttasks_task_id", default=None)
 trace: ContextVar[TraceContext | None] = ContextVar("agenttasks_trace", default=None)
+# Set in each role's task of a process that runs several (roles.run_roles); None: the process's.
+role_of_task: ContextVar[str | None] = ContextVar("agenttasks_role", default=None)
 
 
 def set_role(role: str) -> None:
@@ -25,8 +29,8 @@ def set_role(role: str) -> None:
 
 
 def role() -> str:
-    """This process's role."""
-    return _role
+    """The role of the code running now: its task's, else this process's."""
+    return role_of_task.get() or _role
 
 
 def current_traceparent() -> str | None:
