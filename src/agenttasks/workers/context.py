@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 from collections.abc import Callable
 from concurrent.futures import Executor
 from decimal import Decimal
-from functools import partial
 from typing import Any
 
 import msgspec
@@ -30,6 +28,7 @@ from agenttasks.workers.errors import AgentError
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel, Usage
+from agenttasks.workers.offload import Offload
 
 PARTIAL_EVERY = 0.25  # seconds between partial-result events while text streams
 # A held report (progress) is saved with the next write, or after this long if none comes.
@@ -68,7 +67,7 @@ class AgentContext:
         self,
         task: Task,
         commands: TaskCommands,
-        executor: Executor,
+        executor: Executor | Offload,
         *,
         llm: LanguageModel | None,
         fetcher: Fetcher,
@@ -98,7 +97,8 @@ class AgentContext:
         self.offline_result = False  # set when the offline engine produced the result
         self._known: Task | None = task
         self._commands = commands
-        self._executor = executor
+        # The worker's Offload (its hop to the store), or one of our own over a bare executor.
+        self._offload = executor if isinstance(executor, Offload) else Offload(executor)
         self._lock = asyncio.Lock()
         self._progress = 0
         self._partial: list[str] = []
@@ -288,11 +288,11 @@ class AgentContext:
             if not steps:
                 return None
             known, self._known = self._known, None
-            call = partial(self._commands.report_many, self.task_id, steps, known=known)
             try:
-                # With the attempt's context variables (its trace), which run_in_executor drops.
-                traced = partial(contextvars.copy_context().run, call)
-                written = await asyncio.get_running_loop().run_in_executor(self._executor, traced)
+                # With the attempt's context variables (its trace), on the store's threads.
+                written = await self._offload.call(
+                    self._commands.report_many, self.task_id, steps, known=known
+                )
             except RuleViolation as refused:
                 raise AttemptOver(str(refused)) from None
             except UnstorableValue as refused:  # e.g. a model's JSON nested 500 levels deep

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import os
 import secrets
@@ -44,6 +43,7 @@ from agenttasks.workers.heartbeats import NoPresence, Presence, RunningAttempt
 from agenttasks.workers.intake import NotAJob, job_from, task_from_created
 from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel
+from agenttasks.workers.offload import Offload
 from agenttasks.workers.retry_policy import Backoff
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ class Worker:
         # Every model call is priced and offered to the budget first (docs/cost.md).
         self._prices = prices
         self._budget = budget
-        self._executor = executor
+        # Store commands go to threads; their outcomes come back in batches (offload.py).
+        self._offload = executor if isinstance(executor, Offload) else Offload(executor)
         self._backlog = Backlog(self.options.per_user_limit)
         self._running: dict[tuple[UUID, int], _Running] = {}
         self._by_user: Counter[str] = Counter()
@@ -294,7 +295,7 @@ class Worker:
         ctx = AgentContext(
             task,
             self._commands,
-            self._executor,
+            self._offload,
             llm=self._llm,
             fetcher=self._fetcher,
             limits=self._limits,
@@ -438,8 +439,5 @@ class Worker:
         )
 
     async def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        # run_in_executor (unlike to_thread) does not carry context variables: the command
-        # must see the attempt's trace and task id.
-        call = contextvars.copy_context().run
-        return await loop.run_in_executor(self._executor, lambda: call(function, *args, **kwargs))
+        # With the attempt's context variables: the command sees its trace and task id.
+        return await self._offload.call(function, *args, **kwargs)
