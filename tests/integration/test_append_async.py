@@ -16,6 +16,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 
 from agenttasks.application.store import (
+    FLAT_AT_MOST,
     EventStore,
     OrderedAppendRecorder,
     append_async,
@@ -72,6 +73,28 @@ async def test_an_async_append_stores_in_order_returns_the_ids_and_notifies(
     assert ids == [n.id for n in stored]
     assert [n.originator_id for n in stored] == [first.id, second.id]
     assert store.repository.get(second.id).title == "two"  # decodes like any saved event
+
+
+@pytest.mark.parametrize("count", [1, FLAT_AT_MOST, FLAT_AT_MOST + 1, 40])
+def test_a_batch_of_any_length_is_stored_in_order_and_a_clash_in_it_stores_nothing(
+    store: EventStore, count: int
+) -> None:
+    # Short batches bind each value, long ones four arrays: both must store the same rows.
+    tasks = [new_task(store, f"t{i}") for i in range(count)]
+    recordings = store.save(*tasks)
+    stored = store.recorder.select_notifications(0, 100)
+    assert [r.notification.id for r in recordings] == [n.id for n in stored]
+    assert [n.originator_id for n in stored] == [t.id for t in tasks]
+    assert [store.repository.get(t.id).title for t in tasks] == [f"t{i}" for i in range(count)]
+    clashing = [new_task(store, f"u{i}") for i in range(count - 1)]
+    stale: Task = store.repository.get(tasks[-1].id)
+    fresh: Task = store.repository.get(tasks[-1].id)
+    fresh.start(1, "w1")
+    store.save(fresh)
+    stale.start(1, "w2")
+    with pytest.raises(IntegrityError):
+        store.save(*clashing, stale)
+    assert len(store.recorder.select_notifications(0, 100)) == count + 1
 
 
 async def test_an_async_clash_or_broken_history_is_integrity_error_and_stores_nothing(
