@@ -47,6 +47,7 @@ from agenttasks.application.group_commit import GroupCommitter
 from agenttasks.application.store import close, open_event_store
 from agenttasks.application.tasks import Actor, NewTask, TaskCommands
 from agenttasks.bootstrap import task_commands
+from agenttasks.projections.base import read_announcement
 from agenttasks.settings import Settings
 
 BODY = {"title": "bench", "task_type": "summary", "task_config": {"content": "Some text."}}
@@ -250,9 +251,10 @@ def freshness(database_url: str, rate: float, seconds: float) -> list[float]:
             listening.set()
             while not done.is_set():
                 for notify in connection.notifies(timeout=0.5):
-                    name, _, position = notify.payload.rpartition(":")
-                    if name == "tasks":
-                        seen[int(position)] = time.perf_counter()
+                    # One NOTIFY per projector batch, naming every read model that moved.
+                    for name, position in read_announcement(notify.payload):
+                        if name == "tasks":
+                            seen[position] = time.perf_counter()
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()

@@ -13,10 +13,10 @@ import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
-from psycopg import Cursor, sql
+from psycopg import Connection, Cursor, sql
 
 from agenttasks.bus.messages import BusEvent, PurgedEvent, SkippedEvent, TaskEvent
 
@@ -42,6 +42,25 @@ Handler = Callable[[Cursor[Any], Tables, Any], None]
 # Applies a run of events at once (e.g. folding each task's events into one row write); must
 # leave exactly the tables that applying the same events one by one leaves.
 BatchHandler = Callable[[Cursor[Any], Tables, list[BusEvent]], None]
+# Sends a batch handler's reads at once, on a cursor of its own, and returns the batch handler
+# that uses their replies (the live runner sends them in the tracking lock's round trip). The
+# events may be more than those later applied; the returned handler reads again for itself when
+# what it is given is not covered, and after its first call.
+Preload = Callable[[Connection[Any], Tables, list[BusEvent]], BatchHandler]
+
+
+class Memo(Protocol):
+    """What a live runner remembers between batches to send fewer statements; never in a replay.
+
+    Facts learned from the events this runner applied in stream order; `forget` is called
+    whenever that order was broken (another process moved the tracking, a reconnect).
+    """
+
+    def forget(self) -> None:
+        """Drops everything remembered."""
+
+    def needed(self, event: BusEvent) -> bool:
+        """False when applying `event` is known to change no row (and learns from it)."""
 
 
 @dataclass
@@ -55,6 +74,8 @@ class Projection:
     batch_handler: BatchHandler | None = None
     # A deleted task (PurgedEvent): drops the task's rows, keeps what the model keeps of it.
     purge_handler: Handler | None = None
+    preload: Preload | None = None  # the batch handler's reads, sent ahead (live runner only)
+    memo: Callable[[], Memo] | None = None  # a live runner's memo (one per runner)
 
     def live_tables(self) -> Tables:
         """The tables queries read and the live runner writes."""
@@ -94,13 +115,22 @@ class Projection:
         handlers = self.task_handlers if isinstance(event, TaskEvent) else self.template_handlers
         return event.type in handlers
 
-    def apply_many(self, cursor: Cursor[Any], tables: Tables, events: list[BusEvent]) -> None:
+    def apply_many(
+        self,
+        cursor: Cursor[Any],
+        tables: Tables,
+        events: list[BusEvent],
+        *,
+        batch_handler: BatchHandler | None = None,
+    ) -> None:
         """Applies events in order: through the batch handler if there is one, else one by one.
 
         A deleted task's PurgedEvent goes to the purge handler between the runs before and
         after it, so a batch handler never folds a task's events across its deletion.
+        `batch_handler`: the one `preload` returned, in place of the projection's own.
         """
-        if self.batch_handler is None:
+        handler = batch_handler or self.batch_handler
+        if handler is None:
             for event in events:
                 self.apply(cursor, tables, event)
             return
@@ -108,13 +138,13 @@ class Projection:
         for event in events:
             if isinstance(event, PurgedEvent):
                 if run:
-                    self.batch_handler(cursor, tables, run)
+                    handler(cursor, tables, run)
                     run = []
                 self.apply(cursor, tables, event)
             else:
                 run.append(event)
         if run:
-            self.batch_handler(cursor, tables, run)
+            handler(cursor, tables, run)
 
 
 DDL_LOCK = 0x61677474_64646C  # concurrent CREATE ... IF NOT EXISTS can still collide: serialise
@@ -156,17 +186,36 @@ def lock_tracking(cursor: Cursor[Any], names: list[str]) -> dict[str, Tracking]:
 
     Whoever locks several rows locks them in this order, so two lockers never deadlock.
     """
-    query = _lock_query(tuple(names))
-    cursor.execute(query)
+    send_lock(cursor, names)
+    locked = locked_rows(cursor, names)
+    if locked is not None:
+        return locked
+    # A first run: create them (prepare() usually has), then lock them all.
+    cursor.execute(
+        "INSERT INTO projection_tracking (name, position, sequence)"
+        " SELECT unnest(%s::text[]), 0, 0 ON CONFLICT DO NOTHING",
+        (names,),
+    )
+    send_lock(cursor, names)
+    locked = locked_rows(cursor, names)
+    assert locked is not None, "the tracking rows were just created"
+    return locked
+
+
+def send_lock(cursor: Cursor[Any], names: list[str]) -> None:
+    """Sends the lock of `names`' tracking rows; `locked_rows` waits for it.
+
+    In pipeline mode, statements sent in between run after the lock is granted and share its
+    round trip.
+    """
+    cursor.execute(_lock_query(tuple(names)))
+
+
+def locked_rows(cursor: Cursor[Any], names: list[str]) -> dict[str, Tracking] | None:
+    """The rows `send_lock` locked; None when one is missing (`lock_tracking` creates them)."""
     rows = cursor.fetchall()
-    if len(rows) < len(set(names)):  # a first run: create them (prepare() usually has)
-        cursor.execute(
-            "INSERT INTO projection_tracking (name, position, sequence)"
-            " SELECT unnest(%s::text[]), 0, 0 ON CONFLICT DO NOTHING",
-            (names,),
-        )
-        cursor.execute(query)
-        rows = cursor.fetchall()
+    if len(rows) < len(set(names)):
+        return None
     return {
         str(name): Tracking(int(position), None if sequence is None else int(sequence))
         for name, position, sequence in rows
@@ -191,19 +240,49 @@ _encoder = msgspec.json.Encoder()
 
 
 def set_positions(cursor: Cursor[Any], moved: Mapping[str, Tracking]) -> None:
-    """Records several projections' tracking in one statement, and announces each (NOTIFY)."""
+    """Records several projections' tracking in one statement, and announces them (one NOTIFY)."""
     if not moved:
         return
     # One JSON text rather than three array parameters: encoded and parsed in C.
     rows = [[name, tracked.position, tracked.sequence] for name, tracked in moved.items()]
+    # The rows are locked (lock_tracking), so each UPDATE finds its row; one message for the
+    # batch rather than one per read model: every API's watcher wakes once.
     cursor.execute(
         "WITH m AS (SELECT r->>0 AS name, (r->>1)::bigint AS position,"
         " (r->>2)::bigint AS sequence FROM json_array_elements(%s::json) AS r),"
         " u AS (UPDATE projection_tracking t SET position = m.position, sequence = m.sequence"
-        " FROM m WHERE t.name = m.name RETURNING t.name, t.position)"
-        " SELECT pg_notify(%s, u.name || ':' || u.position) FROM u",
-        (_encoder.encode(rows).decode(), NOTIFY_CHANNEL),
+        " FROM m WHERE t.name = m.name)"
+        " SELECT pg_notify(%s, %s)",
+        (
+            _encoder.encode(rows).decode(),
+            NOTIFY_CHANNEL,
+            announcement({name: tracked.position for name, tracked in moved.items()}),
+        ),
     )
+
+
+def announcement(positions: Mapping[str, int]) -> str:
+    """The NOTIFY payload saying where projections got: `names:position` groups, `;` apart.
+
+    The names of one position are `,` apart: `metrics,statistics,tasks:12`. A single
+    `name:position` (what a replay's switch sends, and every payload before one NOTIFY per
+    batch) is the one-group case. Read back by `read_announcement`.
+    """
+    groups: dict[int, list[str]] = {}
+    for name, position in positions.items():
+        groups.setdefault(position, []).append(name)
+    return ";".join(f"{','.join(sorted(names))}:{position}" for position, names in groups.items())
+
+
+def read_announcement(payload: str) -> list[tuple[str, int]]:
+    """(name, position) of each projection a NOTIFY payload announces (malformed parts: none)."""
+    announced: list[tuple[str, int]] = []
+    for group in payload.split(";"):
+        names, _, position = group.rpartition(":")
+        if not names or not position.isdigit():
+            continue
+        announced.extend((name, int(position)) for name in names.split(",") if name)
+    return announced
 
 
 def tracked_position(cursor: Cursor[Any], name: str, *, lock: bool = False) -> int:

@@ -27,10 +27,10 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from psycopg import Cursor, sql
+from psycopg import Connection, Cursor, sql
 
 from agenttasks.bus.messages import BusEvent, PurgedEvent, TaskEvent
-from agenttasks.projections.base import Projection, Tables
+from agenttasks.projections.base import BatchHandler, Projection, Tables
 from agenttasks.projections.metrics_fold import COUNTERS, KINDS, Fold, State
 
 DDL = {
@@ -120,16 +120,62 @@ def _add_queries(table: str) -> tuple[str, str]:
 
 
 def _load(cursor: Cursor[Any], t: Tables, task_ids: Iterable[str]) -> dict[str, State]:
+    _send_load(cursor, t, task_ids)
+    return _loaded(cursor)
+
+
+def _send_load(cursor: Cursor[Any], t: Tables, task_ids: Iterable[str]) -> None:
     cursor.execute(_load_query(t["metric_tasks"]), (list(task_ids),))
+
+
+def _loaded(cursor: Cursor[Any]) -> dict[str, State]:
     return {row[0]: State(*row[1:]) for row in cursor.fetchall()}
+
+
+def _relevant(events: list[BusEvent]) -> list[TaskEvent]:
+    return [e for e in events if isinstance(e, TaskEvent) and e.type in KINDS]
+
+
+def preload(connection: Connection[Any], t: Tables, events: list[BusEvent]) -> BatchHandler:
+    """Sends the read of the batch's tasks' rows now; the handler returned folds with it.
+
+    The live runner sends it in the tracking lock's round trip. Used once, and only when it
+    covers the events given (the same rows as `apply_events` would read then: nothing else
+    writes them between); otherwise the handler reads again. Not with a deletion in the
+    batch: its purge handler runs before a later run of events and changes their rows.
+    """
+    asked = {e.task_id for e in _relevant(events)}
+    if not asked or any(isinstance(e, PurgedEvent) for e in events):
+        return apply_events
+    cursor = connection.cursor()
+    _send_load(cursor, t, asked)
+    unused = [True]
+
+    def handler(writer: Cursor[Any], tables: Tables, batch: list[BusEvent]) -> None:
+        relevant = _relevant(batch)
+        if unused and tables == t and {e.task_id for e in relevant} <= asked:
+            unused.clear()
+            _fold(writer, tables, relevant, _loaded(cursor))
+        else:
+            apply_events(writer, tables, batch)
+
+    return handler
 
 
 def apply_events(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None:
     """Folds the batch into one read of its tasks' rows and two writes; same as one by one."""
-    relevant = [e for e in events if isinstance(e, TaskEvent) and e.type in KINDS]
+    relevant = _relevant(events)
     if not relevant:
         return
-    fold = Fold(_load(cursor, t, {e.task_id for e in relevant}))
+    _fold(cursor, t, relevant, _load(cursor, t, {e.task_id for e in relevant}))
+
+
+def _fold(
+    cursor: Cursor[Any], t: Tables, relevant: list[TaskEvent], loaded: dict[str, State]
+) -> None:
+    if not relevant:
+        return
+    fold = Fold(loaded)
     for e in relevant:
         fold.apply(e)
     rows = [
@@ -222,4 +268,5 @@ def metrics_projection() -> Projection:
         task_handlers=dict.fromkeys(KINDS, _one),
         batch_handler=apply_events,
         purge_handler=_purged,
+        preload=preload,
     )

@@ -1,7 +1,8 @@
 """Waiting until a read model has applied a given position: read-your-writes for the API.
 
 Each API process holds one LISTEN connection on the channel projectors notify after every
-commit, and wakes the requests waiting for a position at or below the one announced.
+commit (one message per batch, naming every read model that moved), and wakes the requests
+waiting for a position at or below the one announced.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import defaultdict
 import psycopg
 
 from agenttasks.outage import Outage
-from agenttasks.projections.base import NOTIFY_CHANNEL
+from agenttasks.projections.base import NOTIFY_CHANNEL, read_announcement
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ class ProjectionWatcher:
                     self._outage.restored()
                     self._listening.set()
                     async for notify in connection.notifies():
-                        name, _, position = notify.payload.rpartition(":")
-                        await self._advance(name, int(position))
+                        for name, position in read_announcement(notify.payload):
+                            self._advance(name, position)
             except psycopg.Error as error:
                 await asyncio.sleep(self._outage.failed(error))  # logged once per outage
 
@@ -88,9 +89,9 @@ class ProjectionWatcher:
         except psycopg.errors.UndefinedTable:
             return
         for name, position in await cursor.fetchall():
-            await self._advance(str(name), int(str(position)))
+            self._advance(str(name), int(str(position)))
 
-    async def _advance(self, name: str, position: int) -> None:
+    def _advance(self, name: str, position: int) -> None:
         if position <= self._positions[name]:
             return
         self._positions[name] = position

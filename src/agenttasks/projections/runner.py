@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import set_json_dumps
 
 from agenttasks import quarantine
@@ -31,11 +32,14 @@ from agenttasks.bus.connection import Bus
 from agenttasks.bus.consumers import Delivery
 from agenttasks.bus.messages import BusEvent, SkippedEvent, decode
 from agenttasks.projections.base import (
+    BatchHandler,
     Projection,
     Tables,
     Tracking,
     ensure_tables,
     lock_tracking,
+    locked_rows,
+    send_lock,
     set_positions,
     tracking,
 )
@@ -65,6 +69,7 @@ class ProjectionRunner:
         self.sequence: int | None = 0  # None: a tracking row from before sequences were kept
         self.missing: tuple[int, int] | None = None  # stream sequences the stream lacks
         self._tables = projection.live_tables()
+        self._memo = None if projection.memo is None else projection.memo()
 
     @property
     def consumer(self) -> str:
@@ -80,6 +85,8 @@ class ProjectionRunner:
             quarantine.ensure_table(cursor)
             tracked = tracking(cursor, self.projection.name)
         self.position, self.sequence = tracked
+        if self._memo is not None:
+            self._memo.forget()  # what happened while we were away is not known
 
     async def run(self, stop: asyncio.Event) -> None:
         """Projects until `stop` is set (a projector of this one projection)."""
@@ -101,17 +108,22 @@ class ProjectionRunner:
         decoded: dict[int, BusEvent | None],
         *,
         guarded: bool = True,
+        preloaded: BatchHandler | None = None,
     ) -> Tracking:
         """Applies what follows `tracked` (its row locked); returns the tracking to record.
 
         `guarded`: in a savepoint, falling back to one by one (else straight into the caller's
-        pipeline, which rolls the whole batch back on any error).
+        pipeline, which rolls the whole batch back on any error). `preloaded`: the batch
+        handler `_preload` prepared.
         """
         # A row from before sequences were tracked: the projector located one for it.
         sequence = tracked.sequence if tracked.sequence is not None else self.sequence or 0
         position = tracked.position
         events: list[BusEvent] = []
         handles = self.projection.handles
+        memo = self._memo
+        if memo is not None and tracked != (self.position, self.sequence):
+            memo.forget()  # another process (a standby, a replay) applied events we did not see
         for delivery in deliveries:
             if delivery.sequence <= sequence:
                 continue  # applied already (by a standby, or read twice after a seek)
@@ -128,15 +140,34 @@ class ProjectionRunner:
                 # applied already: its position counts as applied, no rows change.
                 position = max(position, event.position)
                 continue
-            if handles(event):  # the others change nothing here: no statements for them
+            # The others change nothing here: no statements for them.
+            if handles(event) and (memo is None or memo.needed(event)):
                 events.append(event)
             position = event.position
         if events:
             if guarded:
                 self._apply(connection, cursor, self.projection.live_tables(), events)
             else:
-                self.projection.apply_many(cursor, self._tables, events)
+                self.projection.apply_many(cursor, self._tables, events, batch_handler=preloaded)
         return Tracking(position, sequence)
+
+    def _preload(
+        self,
+        connection: psycopg.Connection[Any],
+        deliveries: list[Delivery],
+        decoded: dict[int, BusEvent | None],
+    ) -> BatchHandler | None:
+        """Sends the batch handler's reads (for every event of the batch it handles)."""
+        preload = self.projection.preload
+        if preload is None:
+            return None
+        handles = self.projection.handles
+        events = [
+            event
+            for delivery in deliveries
+            if (event := decoded.get(delivery.sequence)) is not None and handles(event)
+        ]
+        return preload(connection, self._tables, events) if events else None
 
     def _decode(
         self,
@@ -236,19 +267,64 @@ def apply_together(
         # model's statements, the tracking and COMMIT), waiting for Postgres only where a
         # handler reads. A savepoint and a sync per read model were most of a small batch's cost.
         try:
-            with connection.pipeline():
-                reached = _together(runners, connection, deliveries, decoded, guarded=False)
+            reached = _pipelined(runners, connection, deliveries, decoded)
         except CONNECTION_ERRORS:
             raise
         except Exception:
             # Rolled back whole: apply it again read model by read model, each in a
             # savepoint, so only the bad events are set aside.
             log.warning("a batch failed in one pipeline; applying it read model by read model")
-            reached = _together(runners, connection, deliveries, decoded, guarded=True)
+            reached = _together(runners, connection, deliveries, decoded)
     else:
-        reached = _together(runners, connection, deliveries, decoded, guarded=True)
+        reached = _together(runners, connection, deliveries, decoded)
     for runner, after in zip(runners, reached, strict=True):
         runner.position, runner.sequence = after
+
+
+def _pipelined(
+    runners: list[ProjectionRunner],
+    connection: psycopg.Connection[Any],
+    deliveries: list[Delivery],
+    decoded: dict[int, BusEvent | None],
+) -> list[Tracking]:
+    """The batch as one pipeline: Postgres is waited for twice, for the lock's rows and at the end.
+
+    psycopg's own transaction in pipeline mode waits after BEGIN and twice more at COMMIT;
+    BEGIN and COMMIT sent as statements of an autocommit session are sent with the rest. Any
+    error rolls the whole batch back.
+    """
+    names = [runner.projection.name for runner in runners]
+    autocommit = connection.autocommit
+    connection.autocommit = True
+    try:
+        with connection.pipeline(), connection.cursor() as cursor:
+            cursor.execute("BEGIN")
+            send_lock(cursor, names)
+            # The handlers' reads go right behind the lock, in its round trip: Postgres runs
+            # them once the rows are locked, so they see what the last batch committed.
+            preloaded = [runner._preload(connection, deliveries, decoded) for runner in runners]
+            tracked = locked_rows(cursor, names)
+            if tracked is None:  # a first run: the rows were missing, what was read is not used
+                preloaded = [None] * len(runners)
+                tracked = lock_tracking(cursor, names)
+            reached = [
+                runner._advance(
+                    connection, cursor, tracked[runner.projection.name], deliveries, decoded,
+                    guarded=False, preloaded=preload,
+                )
+                for runner, preload in zip(runners, preloaded, strict=True)
+            ]  # fmt: skip
+            set_positions(cursor, _moved(runners, tracked, reached))
+            cursor.execute("COMMIT")
+    except BaseException:
+        # The pipeline is synced on the way out: the transaction is open or failed, not lost.
+        if not connection.closed and connection.info.transaction_status != TransactionStatus.IDLE:
+            connection.execute("ROLLBACK")
+        raise
+    finally:
+        if not connection.closed and not connection.broken:
+            connection.autocommit = autocommit
+    return reached
 
 
 def _together(
@@ -256,24 +332,28 @@ def _together(
     connection: psycopg.Connection[Any],
     deliveries: list[Delivery],
     decoded: dict[int, BusEvent | None],
-    *,
-    guarded: bool,
 ) -> list[Tracking]:
-    reached: list[Tracking] = []
+    """The batch with a savepoint per read model: a bad event is set aside for that one only."""
     with connection.transaction(), connection.cursor() as cursor:
         tracked = lock_tracking(cursor, [runner.projection.name for runner in runners])
-        for runner in runners:
-            before = tracked[runner.projection.name]
-            reached.append(
-                runner._advance(connection, cursor, before, deliveries, decoded, guarded=guarded)
+        reached = [
+            runner._advance(
+                connection, cursor, tracked[runner.projection.name], deliveries, decoded
             )
-        moved = {
-            runner.projection.name: after
-            for runner, after in zip(runners, reached, strict=True)
-            if after != tracked[runner.projection.name]
-        }
-        set_positions(cursor, moved)
+            for runner in runners
+        ]
+        set_positions(cursor, _moved(runners, tracked, reached))
     return reached
+
+
+def _moved(
+    runners: list[ProjectionRunner], tracked: dict[str, Tracking], reached: list[Tracking]
+) -> dict[str, Tracking]:
+    return {
+        runner.projection.name: after
+        for runner, after in zip(runners, reached, strict=True)
+        if after != tracked[runner.projection.name]
+    }
 
 
 def _decode_all(deliveries: list[Delivery]) -> dict[int, BusEvent | None]:

@@ -4,6 +4,10 @@
 `popular` is an index scan. `template_usage_tasks` has one row per task made from a template
 (its status and the start and end of its current attempt): success rate and average duration
 per template are computed from those rows at query time, so retries never need undoing.
+
+Most tasks have no template, and every later event of such a task would send an UPDATE that
+matches nothing: the live runner remembers the tasks it saw created without one
+(`NoTemplate`) and sends nothing for them.
 """
 
 from __future__ import annotations
@@ -11,11 +15,16 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import msgspec
 from psycopg import Cursor, sql
 
 from agenttasks.bus.event_data import TaskCreated, TaskModelCalled, data_of
-from agenttasks.bus.messages import PurgedEvent, TaskEvent
+from agenttasks.bus.messages import BusEvent, PurgedEvent, TaskEvent
 from agenttasks.projections.base import Projection, Tables
+
+# Tasks remembered as having no template (the oldest are forgotten first; a forgotten task's
+# events send their UPDATE as before). Tasks in flight are what it needs: ~2 MB at most.
+REMEMBERED_TASKS = 20_000
 
 DDL = {
     "template_usage": [
@@ -140,6 +149,48 @@ def _model_called(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
     )
 
 
+class NoTemplate:
+    """The tasks a live runner saw created without a template: their events change no row here.
+
+    A task's template is fixed by its Created event; its id comes back only after a deletion
+    (PurgedEvent), which drops it from here. The runner calls `forget` whenever it did not
+    apply every event itself (a standby's batches, a reconnect), so what is here is exactly
+    what the events since then say.
+    """
+
+    def __init__(self, size: int = REMEMBERED_TASKS) -> None:
+        self.size = size
+        self._tasks: dict[str, None] = {}  # insertion-ordered: the oldest first
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def forget(self) -> None:
+        """Drops everything remembered."""
+        self._tasks.clear()
+
+    def needed(self, event: BusEvent) -> bool:
+        """False for an event of a task known to have no template (and learns from Created)."""
+        if isinstance(event, PurgedEvent):
+            self._tasks.pop(event.task_id, None)  # a deletion frees the id
+            return True
+        if not isinstance(event, TaskEvent):
+            return True
+        if event.type != "created":
+            return event.task_id not in self._tasks
+        try:
+            template_id = data_of(event, TaskCreated).template_id
+        except msgspec.ValidationError:
+            return True  # the handler meets the same error and quarantines the event
+        if template_id is not None:
+            self._tasks.pop(event.task_id, None)
+            return True
+        self._tasks[event.task_id] = None
+        if len(self._tasks) > self.size:
+            del self._tasks[next(iter(self._tasks))]
+        return False  # _created writes nothing for a task without a template
+
+
 def template_usage_projection() -> Projection:
     """The `template_usage` and `template_usage_tasks` read model."""
     return Projection(
@@ -155,4 +206,5 @@ def template_usage_projection() -> Projection:
             "model_call": _model_called,
         },
         purge_handler=_purged,
+        memo=NoTemplate,
     )
