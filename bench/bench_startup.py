@@ -62,6 +62,8 @@ def start(home: Path) -> tuple[subprocess.Popen[bytes], float, str]:
 
 def role_of(process: psutil.Process) -> str:
     command = process.cmdline()
+    if "run" in command[3:]:  # several roles in one process: `agenttasks run relay,project`
+        return command[command.index("run") + 1]
     for role in ROLES:
         if role in command[3:]:
             return role
@@ -76,12 +78,18 @@ def footprint(up: subprocess.Popen[bytes], home: Path) -> tuple[dict[str, float]
     sizes: dict[str, float] = {"up": parent.memory_info().rss / 2**20}
     pss = 0.0
     for child in parent.children(recursive=True):
-        name = role_of(child)
-        sizes[name] = sizes.get(name, 0.0) + child.memory_info().rss / 2**20
-        if name in ROLES:
+        try:
+            name = role_of(child)
+            rss = child.memory_info().rss / 2**20
             # RSS counts the shared libraries (libpq, libssl, libpython) in every process;
             # PSS splits them among the processes mapping them: the memory the roles hold.
-            pss += child.memory_full_info().pss / 2**20
+            held = child.memory_full_info().pss / 2**20
+        except psutil.Error:  # it ended meanwhile (a role restarting): not counted
+            print(f"   (pid {child.pid} ended while measured)")
+            continue
+        sizes[name] = sizes.get(name, 0.0) + rss
+        if set(name.split(",")) <= set(ROLES):
+            pss += held
     # Embedded Postgres daemonises (pg_ctl): its postmaster is not a child of `up`.
     pid_file = home / "postgres" / "postmaster.pid"
     if pid_file.exists():
@@ -112,10 +120,12 @@ def main() -> None:
             home = Path(tmp)
             for kind in ("new", "existing"):
                 up, seconds, _ = start(home)
-                time.sleep(args.idle)  # let every role finish its start-up work
-                sizes, pss = footprint(up, home)
-                stopped = stop(up)
-                python = sum(v for k, v in sizes.items() if k in ROLES)
+                try:
+                    time.sleep(args.idle)  # let every role finish its start-up work
+                    sizes, pss = footprint(up, home)
+                finally:  # never an `up` left running on a removed temporary directory
+                    stopped = stop(up)
+                python = sum(v for k, v in sizes.items() if set(k.split(",")) <= set(ROLES))
                 figures[f"ready_{kind}_s"] = round(seconds, 3)
                 if kind == "existing":
                     figures["idle_rss_roles_total_mb"] = round(python, 1)

@@ -21,6 +21,8 @@ def role_of(process: psutil.Process) -> str:
         return "gone"
     if process.pid == os.getpid():
         return "bench (creates)"
+    if "run" in command:  # several roles in one process: `agenttasks run relay,project`
+        return command[command.index("run") + 1]
     for role in ("api", "relay", "project", "worker", "deliver", "maintain", "up"):
         if role in command:
             return role
