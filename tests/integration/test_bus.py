@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import uuid4
 
+import pytest
+
 from agenttasks.bus.connection import connect
 from agenttasks.bus.messages import TaskEvent, decode, task_subject
+from agenttasks.bus.publisher import PublishFailed
 from agenttasks.servers.nats import EmbeddedNats
 from tests.waiting import wait_until
 
@@ -101,3 +104,25 @@ async def test_a_core_subscription_hands_payloads_to_its_handler_until_closed(
     finally:
         await relay.close()
         await worker.close()
+
+
+async def test_a_message_refused_mid_batch_fails_the_batch_and_nothing_after_it_is_stored(
+    nats_server: EmbeddedNats,
+) -> None:
+    # Only a batch's last message is acknowledged: a refusal before it must still surface.
+    bus = await connect(nats_server.url_for("relay"), "test-bus-relay")
+    try:
+        await bus.ensure_stream()
+        first = task_event(5)
+        assert await bus.publish_in_order([first], 0) == 1
+        # The repeat of position 5 is dropped as a duplicate, so the message after it, which
+        # must follow position 5, does not follow the stream's last message (position 6).
+        repeat = task_event(5)
+        with pytest.raises(PublishFailed):
+            await bus.publish_in_order([task_event(6), repeat, task_event(7)], 1)
+        assert await bus.last_published() == (6, 2)
+        with pytest.raises(PublishFailed):  # a stale sequence: the first one is refused
+            await bus.publish_in_order([task_event(8), task_event(9)], 1)
+        assert await bus.last_published() == (6, 2)
+    finally:
+        await bus.close()

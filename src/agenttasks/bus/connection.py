@@ -76,7 +76,7 @@ class Bus:
         traceparents: Sequence[str | None] | None = None,
     ) -> int:
         """Publishes `events` after stream message `after_sequence`; returns the new last one."""
-        return await publisher.publish_in_order(self.js, events, after_sequence, traceparents)
+        return await publisher.publish_in_order(self.nc, events, after_sequence, traceparents)
 
     async def pull_consumer(self, name: str, **options: Unpack[ConsumerOptions]) -> PullConsumer:
         """Declares (or updates) durable consumer `name` and binds to it (StreamMissing: none)."""

@@ -6,16 +6,26 @@ for the first one). Messages are pipelined, so a connection that breaks mid-batc
 message while later ones get through on reconnect; the expectation makes the server refuse
 those later ones instead of storing them out of order. The caller then re-reads the stream's last
 message and resumes after it.
+
+Only the batch's last message asks for an acknowledgement. That one ack vouches for the whole
+batch: the server stores a message only right after the one it names (or the sequence), so the
+last one stored means its predecessor is the stream's message before it, and so on back to the
+first, which followed `after_sequence`. A message refused in the middle (or lost) breaks the chain
+and every later one is refused, the last included: its ack is the error. nats-py's
+`publish_async` waited for an ack per message (a future, a token, a semaphore slot, a JSON parse
+through dataclass introspection each), a third of the relay's CPU per event in a batch, and the
+server sent each one (docs/performance.md, "The relay's hop").
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import msgspec
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
-from nats.js.api import Header, PubAck
+from nats.js.api import Header
 
 from agenttasks.bus.messages import STREAM, BusEvent, encode, message_id, subject_of
 
@@ -33,6 +43,21 @@ class _Position(msgspec.Struct):
     position: int
 
 
+class _AckError(msgspec.Struct):
+    err_code: int = 0
+    description: str = ""
+
+
+class _Ack(msgspec.Struct):
+    """JetStream's answer to a publish; unknown fields ignored (the server adds new ones)."""
+
+    seq: int = 0
+    error: _AckError | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_Ack)
+
+
 async def last_published(js: JetStreamContext) -> tuple[int, int]:
     """(position of the last event in the stream, its stream sequence); (0, 0) when empty."""
     info = await js.stream_info(STREAM)
@@ -44,7 +69,7 @@ async def last_published(js: JetStreamContext) -> tuple[int, int]:
 
 
 async def publish_in_order(
-    js: JetStreamContext,
+    nc: Client,
     events: Sequence[BusEvent],
     after_sequence: int,
     traceparents: Sequence[str | None] | None = None,
@@ -53,8 +78,10 @@ async def publish_in_order(
 
     `traceparents[i]`, when given and not None, goes with `events[i]` as its `traceparent` header.
     """
-    futures: list[asyncio.Future[PubAck]] = []
+    if not events:
+        return after_sequence
     previous: str | None = None
+    last = len(events) - 1
     try:
         for index, event in enumerate(events):
             headers: dict[str, str] = {Header.MSG_ID: message_id(event)}
@@ -65,15 +92,24 @@ async def publish_in_order(
             else:
                 headers[Header.EXPECTED_LAST_MSG_ID] = previous
             previous = headers[Header.MSG_ID]
-            futures.append(
-                await js.publish_async(subject_of(event), encode(event), headers=headers)
-            )
-        acks = await asyncio.wait_for(asyncio.gather(*futures), ACK_TIMEOUT_SECONDS)
+            if index < last:
+                await nc.publish(subject_of(event), encode(event), headers=headers)
+            else:
+                reply = await nc.request(
+                    subject_of(event), encode(event), ACK_TIMEOUT_SECONDS, headers=headers
+                )
+    except NoRespondersError:
+        raise PublishFailed(f"no stream took the messages (is {STREAM} there?)") from None
     except Exception as error:
-        for future in futures:
-            future.cancel()  # releases its slot in the client's pending-publish window
         raise PublishFailed(str(error) or type(error).__name__) from error
-    sequence = after_sequence
-    for ack in acks:
-        sequence = max(sequence, ack.seq or 0)
-    return sequence
+    try:
+        ack = _ack_decoder.decode(reply.data)
+    except msgspec.DecodeError:
+        raise PublishFailed("JetStream's acknowledgement could not be read") from None
+    if ack.error is not None:
+        # e.g. "wrong last msg ID": a message before it was refused or lost; nothing after
+        # the refused one was stored.
+        raise PublishFailed(
+            f"JetStream refused the batch: {ack.error.description} ({ack.error.err_code})"
+        )
+    return max(after_sequence, ack.seq)
