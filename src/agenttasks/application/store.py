@@ -20,6 +20,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import make_conninfo
 from psycopg.sql import SQL, Identifier
+from psycopg.types.numeric import Int8
 
 from agenttasks.application.transcoding import SafeJSONTranscoder
 from agenttasks.application.undecodable import decoded
@@ -98,7 +99,8 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
         count = len(stored_events)
         columns = (
             [e.originator_id for e in stored_events],
-            [e.originator_version for e in stored_events],
+            # Int8: one parameter type whatever the version, so one prepared statement per shape.
+            [Int8(e.originator_version) for e in stored_events],
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
         )
