@@ -144,6 +144,7 @@ class Settings:
     schema_max_pattern_chars: int = 1000  # one pattern or patternProperties key
     schema_max_validation_steps: int = 50_000  # weighted keyword applications per validation
     schema_max_validation_depth: int = 100  # nested keyword applications (through $ref too)
+    schema_validators_kept: int = 64  # checked schemas' validators kept per process (0: none)
     # Webhooks (docs/webhooks.md, "Limits"): what a user may register, and the deliverer's caps.
     webhook_max_endpoints_per_user: int = 10
     webhook_max_url_chars: int = 2048
@@ -442,6 +443,7 @@ _SCHEMA_CAPS = (
     ("schema_max_pattern_chars", "AGENTTASKS_SCHEMA_MAX_PATTERN_CHARS", 1, 10_000),
     ("schema_max_validation_steps", "AGENTTASKS_SCHEMA_MAX_VALIDATION_STEPS", 100, 10_000_000),
     ("schema_max_validation_depth", "AGENTTASKS_SCHEMA_MAX_VALIDATION_DEPTH", 10, 150),
+    ("schema_validators_kept", "AGENTTASKS_SCHEMA_VALIDATORS_KEPT", 0, 10_000),
 )
 
 

@@ -13,8 +13,11 @@ message comes from schema_messages.py, never from the library.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -38,6 +41,10 @@ from agenttasks.application.task_configs import (
 )
 
 log = logging.getLogger(__name__)
+
+# Validators of accepted schemas, by the schema's text and the caps (SchemaLimits.validators_kept).
+_kept: OrderedDict[tuple[str, SchemaLimits], Any] = OrderedDict()
+_kept_lock = threading.Lock()
 
 MAX_ERRORS = 20
 DEFAULT_LIMITS = SchemaLimits()
@@ -77,6 +84,30 @@ def schema_validator(config_schema: Any, limits: SchemaLimits = DEFAULT_LIMITS) 
     if not isinstance(config_schema, dict):
         raise ConfigError(["config_schema must be a JSON object (a JSON Schema)"])
     _check_size("config_schema", config_schema, limits.max_bytes)
+    # repr tells apart what JSON equality would not here (1, 1.0 and true; NaN and null).
+    key = (repr(config_schema), limits)
+    with _kept_lock:
+        validator = _kept.get(key)
+        if validator is not None:
+            _kept.move_to_end(key)
+            return validator
+    # Built on a copy: a caller that changes its dict later cannot change the kept validator.
+    validator = _checked_validator(copy.deepcopy(config_schema), limits)
+    if limits.validators_kept > 0:  # only accepted schemas: a refused one is checked each time
+        with _kept_lock:
+            _kept[key] = validator
+            while len(_kept) > limits.validators_kept:
+                _kept.popitem(last=False)
+    return validator
+
+
+def kept_validators() -> int:
+    """How many checked schemas' validators this process keeps now."""
+    with _kept_lock:
+        return len(_kept)
+
+
+def _checked_validator(config_schema: dict[str, Any], limits: SchemaLimits) -> Any:
     try:
         check_document(config_schema, limits, "config_schema")
     except DocumentRefused as error:
