@@ -3,7 +3,8 @@
 Each round runs, one after the other so the machine's noise hits all of them: bench_workers
 (agenttasks) and peer_celery (prefork x2, threads x8) on a quiet machine and again under the
 load generator (bench/load.py), bench_create (HTTP creates at 8 and 32 clients with the worker
-running, CPU per create), bench_limits (raw INSERT, JetStream publish) and bench_startup when it
+running, CPU per create), bench_limits (raw INSERT, JetStream publish), bench_floor (a bare
+Litestar POST: CPU per request) and bench_startup when it
 is there. The table gives the median of the rounds and their range (min-max), the ratios to the
 peer and to the physical limits, the machine and the CPU time stolen by the host meanwhile.
 
@@ -119,6 +120,7 @@ def main() -> None:
             run("bench_create.py", "--clients", "8,32", "--seconds", str(args.create_seconds))
         )
         results.setdefault("limits", []).append(run("bench_limits.py"))
+        results.setdefault("floor", []).append(run("bench_floor.py"))
         if (HERE / "bench_startup.py").exists():
             results.setdefault("startup", []).append(run("bench_startup.py"))
     total1, steal1 = cpu_counters()
@@ -187,6 +189,7 @@ def write_table(
                 )
     create = results.get("create", [])
     limits = results.get("limits", [])
+    floor = results.get("floor", [])
     lines += [
         "",
         "## Creates over HTTP (wrk, HTTP/1.1 keep-alive; worker running, pipeline drained)",
@@ -218,6 +221,11 @@ def write_table(
         f" {spread(values(limits, 'raw_inserts_per_s_32'))} (32 clients)",
         f"- JetStream publishes/s, 500 B, file storage: {spread(values(limits, 'js_publish_per_s_1'))}"
         f" one at a time, {spread(values(limits, 'js_publish_per_s_256'))} with 256 in flight",
+        # bench_floor.py: a bare Litestar app under uvicorn, one POST; the least a create costs.
+        f"- HTTP floor (bare Litestar + uvicorn, one small JSON POST), CPU ms per request:"
+        f" {spread(values(floor, 'cpu_ms_per_request_8'), 3)} (8 clients),"
+        f" {spread(values(floor, 'cpu_ms_per_request_32'), 3)} (32 clients);"
+        f" requests/s {spread(values(floor, 'requests_per_s_32'))} (32 clients)",
     ]
     ours_rate = values(results.get("ours@0.0", []), "lifecycle_tasks_per_s")
     publish = values(limits, "js_publish_per_s_256")
