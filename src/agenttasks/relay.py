@@ -78,6 +78,7 @@ class Relay:
         self.skipped = 0  # events quarantined and replaced by a marker, since start
         self._last_beat = 0.0
         self._select: bytes | None = None  # the log read, built once for its session
+        self._cursor: psycopg.AsyncCursor[Any] | None = None
         self._outage = Outage("relay: Postgres or NATS", log)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -206,7 +207,9 @@ class Relay:
                 )
                 .as_bytes(session)
             )
-        cursor = await session.execute(self._select, (after, BATCH), prepare=True)
+        if self._cursor is None or self._cursor.connection is not session:
+            self._cursor = session.cursor()  # one per session: a new one per wake-up costs
+        cursor = await self._cursor.execute(self._select, (after, BATCH), prepare=True)
         rows: list[Any] = await cursor.fetchall()
         mapper = self.store.mapper
         items = (
@@ -297,8 +300,12 @@ class Relay:
 
 
 async def _notified(lock: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
-    async for _ in lock.notifies(timeout=POLL_SECONDS, stop_after=1):
-        return True
+    # Closed here, not left to the garbage collector: an abandoned async generator is closed
+    # by a task of its own, and until then it holds the connection's lock that the read after
+    # this wait needs (an extra turn of the loop on every wake-up).
+    async with contextlib.aclosing(lock.notifies(timeout=POLL_SECONDS, stop_after=1)) as news:
+        async for _ in news:
+            return True
     return False
 
 

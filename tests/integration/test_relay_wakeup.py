@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from agenttasks import relay as relay_module
@@ -58,3 +59,14 @@ async def test_every_commit_wakes_the_relay_without_its_poll(
         for index in range(3):  # several commits while the relay reads and publishes
             await published(await asyncio.to_thread(burst, f"burst-{index}"))
         assert await relay.lag() == 0
+
+
+async def test_a_wake_up_leaves_the_session_free_for_the_read_at_once(database_url: str) -> None:
+    # The read after the wait needs the session's lock. A notifies() generator left to the
+    # garbage collector holds it until a task of its own closes it: a turn of the loop more
+    # on every wake-up (docs/performance.md, "The relay's hop").
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as session:
+        await session.execute('LISTEN "relay_wakeup_test"')
+        await session.execute('NOTIFY "relay_wakeup_test"')
+        assert await relay_module._notified(session)
+        assert not session.lock.locked()
