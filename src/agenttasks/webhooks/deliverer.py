@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 CONSUMER = INTAKE_CONSUMER  # the intake's durable consumer (metrics, tests)
 BATCH = 256  # messages fetched at once, all acknowledged by one ack
+GATHER_SECONDS = 0.02  # after a short batch, before the next fetch (a webhook waits this longer)
 POLL_SECONDS = 0.5  # a due retry is noticed within this long
 _encoder = msgspec.json.Encoder()
 _UNKNOWN = object()  # a Created payload without the field (not a URL, not None)
@@ -175,6 +176,10 @@ class Deliverer:
                 log.warning("webhooks: cannot ack through %s: %r", deliveries[-1].sequence, error)
             if enqueued:
                 self._wake.set()  # only then is there anything new to claim
+            if len(deliveries) < BATCH:
+                # A short batch: let the next gather for a moment rather than fetch per message
+                # (each fetch is two pull requests and their answers, here and in nats-server).
+                await asyncio.sleep(GATHER_SECONDS)
 
     async def _take(self, delivery: Delivery) -> bool:
         """Puts one message's deliveries in the outbox; True when it added any target."""
