@@ -262,7 +262,9 @@ def apply_together(
     whole batch back, and every runner reads it again from its tracking.
     """
     decoded = _decode_all(deliveries)
-    if None not in decoded.values():
+    # (A caller with a transaction of its own open gets the batch inside it, the guarded way.)
+    idle = connection.info.transaction_status == TransactionStatus.IDLE
+    if idle and None not in decoded.values():
         # The common case: one pipeline for the whole batch (BEGIN and the lock, every read
         # model's statements, the tracking and COMMIT), waiting for Postgres only where a
         # handler reads. A savepoint and a sync per read model were most of a small batch's cost.
