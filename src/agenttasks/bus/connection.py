@@ -28,9 +28,11 @@ from agenttasks.bus import publisher
 from agenttasks.bus.consumers import (
     ConsumerCounts,
     ConsumerOptions,
+    ConsumerPosition,
     PullConsumer,
     StreamReader,
     consumer_counts,
+    consumer_position,
     delete_consumer,
     stream_bounds,
 )
@@ -105,6 +107,10 @@ class Bus:
         except NotFoundError:
             return False
         return True
+
+    async def consumer_position(self, name: str) -> ConsumerPosition | None:
+        """Ack floor, unacknowledged count and deliveries of durable `name` (None: none)."""
+        return await consumer_position(self.js, name)
 
     async def consumer_counts(self, names: Sequence[str]) -> dict[str, ConsumerCounts]:
         """Pending and unacknowledged counts of the named durable consumers that exist.

@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 
 from agenttasks.bus.connection import Bus
-from agenttasks.bus.consumers import Delivery, PullConsumer, consumer_position
+from agenttasks.bus.consumers import Delivery, PullConsumer
 from agenttasks.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,7 @@ class IntakeConsumer:
 
 async def open_intake(bus: Bus, subjects: list[str]) -> IntakeConsumer:
     """Binds to the intake consumer, re-creating it at its ack floor if anything is unacked."""
-    js = bus.js
-    position = await consumer_position(js, CONSUMER)
+    position = await bus.consumer_position(CONSUMER)
     options: dict[str, Any] = {"subjects": subjects, "ack_wait": ACK_WAIT_SECONDS, "ack_all": True}
     if position is not None and not position.ack_pending:
         consumer = await bus.pull_consumer(CONSUMER, declare=False, **options)
@@ -94,7 +93,7 @@ async def open_intake(bus: Bus, subjects: list[str]) -> IntakeConsumer:
             start = position.ack_floor + 1
             await bus.delete_consumer(CONSUMER)
         else:
-            old = await consumer_position(js, OLD_CONSUMER)
+            old = await bus.consumer_position(OLD_CONSUMER)
             start = old.ack_floor + 1 if old is not None else 1
         log.info("webhooks: intake consumer (re)created at stream sequence %d", start)
         consumer = await bus.pull_consumer(CONSUMER, start_sequence=start, **options)
