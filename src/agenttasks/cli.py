@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", help="several background roles in one process, e.g. relay,project,deliver,maintain"
     )
-    run.add_argument("roles", type=role_names, help="comma-separated: relay, project, ...")
+    run.add_argument(
+        "roles", type=role_names, help="comma-separated, of relay, project, deliver, maintain"
+    )
     commands.add_parser("deliver", help="deliver webhooks for task endings (docs/webhooks.md)")
     commands.add_parser(
         "maintain",

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 ROLES = ("relay", "project", "deliver", "maintain")
 LOG_NAMES = {"project": "projector"}  # what a role's log lines say (as cli.ROLE_OF)
-STOP_SECONDS = 6.0  # after one role ended, the others' bound (the supervisor's SIGKILL: 8 s)
+STOP_SECONDS = 6.0  # after one role failed, the others' bound (the supervisor's SIGKILL: 8 s)
 
 Main = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -74,6 +74,9 @@ async def run_together(mains: Mapping[str, Main], stop: asyncio.Event) -> None:
 
     for task in tasks:
         task.add_done_callback(ended)
+    # On SIGTERM each role takes the time it would take alone (the supervisor's SIGKILL bounds
+    # it); after a failure the others are bounded here, so the restart is not held up.
+    bound = None if stop.is_set() else STOP_SECONDS
     if not stop.is_set():
         first = next(iter(done))
         error = None if first.cancelled() else first.exception()
@@ -85,9 +88,9 @@ async def run_together(mains: Mapping[str, Main], stop: asyncio.Event) -> None:
         )
         stop.set()
     if pending:
-        _, late = await asyncio.wait(pending, timeout=STOP_SECONDS)
+        _, late = await asyncio.wait(pending, timeout=bound)
         for task in late:
-            log.warning("%s did not stop in %.0fs; cancelling it", tasks[task], STOP_SECONDS)
+            log.warning("%s did not stop in %.0fs; cancelling it", tasks[task], bound)
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
     # The first error wins (it is why the others stopped); the rest are logged, not lost.

@@ -84,11 +84,12 @@ async def test_one_role_crashing_stops_the_others_and_the_process_ends_with_its_
     ]
 
 
-async def test_a_role_that_does_not_stop_in_time_is_cancelled_and_the_others_still_end(
+async def test_after_a_failure_a_role_that_does_not_stop_in_time_is_cancelled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     log: list[str] = []
     stop = asyncio.Event()
+    crash = asyncio.Event()
 
     async def stuck(stop: asyncio.Event) -> None:
         log.append("stuck started")
@@ -98,13 +99,35 @@ async def test_a_role_that_does_not_stop_in_time_is_cancelled_and_the_others_sti
             log.append("stuck cancelled")
 
     monkeypatch.setattr(together, "STOP_SECONDS", 0.05)
+    mains = {"relay": failing_role(log, crash), "deliver": stuck}
+    running = asyncio.create_task(run_together(mains, stop))
+    await wait_until(lambda: len(log) == 2)
+    crash.set()
+    with pytest.raises(RoleFailed):
+        await asyncio.wait_for(running, 5)
+    assert log[-1] == "stuck cancelled"
+
+
+async def test_on_a_stop_a_slow_role_is_given_the_time_it_takes_as_it_would_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log: list[str] = []
+    stop = asyncio.Event()
+
+    async def slow(stop: asyncio.Event) -> None:
+        log.append("slow started")
+        await stop.wait()
+        await asyncio.sleep(0.2)  # its own wind-down (webhook attempts finishing): 4x the bound
+        log.append("slow finished its wind-down")
+
+    monkeypatch.setattr(together, "STOP_SECONDS", 0.05)
     running = asyncio.create_task(
-        run_together({"relay": waiting_role(log, "relay"), "deliver": stuck}, stop)
+        run_together({"relay": waiting_role(log, "relay"), "deliver": slow}, stop)
     )
     await wait_until(lambda: len(log) == 2)
     stop.set()
     await asyncio.wait_for(running, 5)
-    assert log[-2:] == ["relay stopped", "stuck cancelled"]
+    assert log[-1] == "slow finished its wind-down"
 
 
 @pytest.mark.parametrize(
