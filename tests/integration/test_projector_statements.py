@@ -158,7 +158,7 @@ async def test_a_batch_waits_twice_and_notifies_once_for_every_read_model(
         await watcher.stop()
 
 
-def test_tasks_made_without_a_template_send_the_usage_model_no_statement(
+def test_tasks_made_without_a_template_send_the_usage_model_no_statement_and_history_goes_at_once(
     database_url: str,
 ) -> None:
     plain, templated, template = str(uuid4()), str(uuid4()), str(uuid4())
@@ -183,6 +183,18 @@ def test_tasks_made_without_a_template_send_the_usage_model_no_statement(
             "SELECT task_id::text, status FROM template_usage_tasks"
         ).fetchall()
         assert rows == [(templated, "running")]
+        # The tasks model writes the batch's three history rows in one statement.
+        history = [line for line in lines if "Parse" in line and "json_to_recordset" in line]
+        history = [line for line in history if "task_updates" in line]
+        assert len(history) == 1, "\n".join(history)
+        kinds = connection.execute("SELECT kind FROM task_updates ORDER BY position").fetchall()
+        assert [kind for (kind,) in kinds] == [
+            "created",
+            "created",
+            "started",
+            "started",
+            "completed",
+        ]
 
 
 def test_a_task_id_a_standby_saw_deleted_and_made_again_with_a_template_is_updated(

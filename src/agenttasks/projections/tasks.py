@@ -1,11 +1,16 @@
 """The task read model: `tasks` (one row per task, its current state) and `task_updates` (one row
-per task event: the update history a frontend shows)."""
+per task event: the update history a frontend shows).
+
+A batch applies each event to its task's row in order, and writes the batch's history rows in
+one statement (each is its event's alone, keyed by position, so one by one gives the same).
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
 
+import msgspec
 from psycopg import Cursor, sql
 from psycopg.types.json import Jsonb
 
@@ -18,7 +23,7 @@ from agenttasks.bus.event_data import (
     TaskStarted,
     data_of,
 )
-from agenttasks.bus.messages import PurgedEvent, TaskEvent
+from agenttasks.bus.messages import BusEvent, PurgedEvent, TaskEvent
 from agenttasks.projections.base import Projection, Tables
 
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
@@ -133,6 +138,26 @@ def _insert_update(table: str) -> str:
         .format(sql.Identifier(table))
         .as_string(None)
     )
+
+
+@lru_cache(maxsize=256)
+def _insert_updates(table: str) -> str:
+    columns = sql.SQL(
+        "position, task_id, version, kind, update_type, status, progress, message, data, timestamp"
+    )
+    return (
+        sql.SQL(
+            "INSERT INTO {} ({}) SELECT {} FROM json_to_recordset(%s::json) AS v(position bigint,"
+            " task_id uuid, version integer, kind text, update_type text, status text,"
+            " progress smallint, message text, data jsonb, timestamp timestamptz)"
+            " ON CONFLICT (position) DO NOTHING"
+        )
+        .format(sql.Identifier(table), columns, columns)
+        .as_string(None)
+    )
+
+
+_encoder = msgspec.json.Encoder()
 
 
 def _created(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
@@ -253,6 +278,30 @@ def _both(handler: Any) -> Any:
     return apply
 
 
+def apply_events(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None:
+    """Applies each event to its task's row, then the batch's history rows in one statement."""
+    updates: list[TaskEvent] = []
+    for e in events:
+        handler = HANDLERS.get(e.type) if isinstance(e, TaskEvent) else None
+        if handler is None or not isinstance(e, TaskEvent):
+            continue
+        handler(cursor, t, e)
+        updates.append(e)
+    if len(updates) == 1:
+        _record_update(cursor, t, updates[0])
+    elif updates:
+        rows = [
+            {
+                "position": e.position, "task_id": e.task_id, "version": e.version,
+                "kind": e.type, "update_type": e.update_type, "status": e.status,
+                "progress": e.progress, "message": e.message, "data": _update_data(e),
+                "timestamp": e.timestamp,
+            }
+            for e in updates
+        ]  # fmt: skip
+        cursor.execute(_insert_updates(t["task_updates"]), (_encoder.encode(rows).decode(),))
+
+
 def _purged(cursor: Cursor[Any], t: Tables, e: PurgedEvent) -> None:
     # The task's events all come before its purge, so nothing re-creates these rows later.
     cursor.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(t.id("tasks")), (e.task_id,))
@@ -267,5 +316,6 @@ def task_projection() -> Projection:
         name="tasks",
         ddl=DDL,
         task_handlers={kind: _both(handler) for kind, handler in HANDLERS.items()},
+        batch_handler=apply_events,
         purge_handler=_purged,
     )
