@@ -527,11 +527,13 @@ async def worker(
     from psycopg_pool import AsyncConnectionPool
 
     from agenttasks.application.prices import PriceTable
+    from agenttasks.application.store import OrderedAppendRecorder
     from agenttasks.application.user_slots import UserSlots
     from agenttasks.projections.overdue_queries import OverdueAttempts
     from agenttasks.workers.agents import agents_for
     from agenttasks.workers.heartbeats import Heartbeats, WorkerIdentity
     from agenttasks.workers.limits import Limits
+    from agenttasks.workers.loop_start import LoopStarts
     from agenttasks.workers.offload import StoreThreads
     from agenttasks.workers.runtime import Worker
     from agenttasks.workers.watchdog import Watchdog
@@ -559,6 +561,11 @@ async def worker(
     prices = PriceTable.from_settings(settings)
     if llm is not None:  # off the event loop: the first model call must not wait for it
         await asyncio.to_thread(prices.load)
+    # Attempt 1 started on the event loop, on a connection of its own (workers/loop_start.py).
+    starts = None
+    if isinstance(store.recorder, OrderedAppendRecorder):
+        starts = LoopStarts(store, require_database(settings))
+        opened.push_async_callback(starts.close)
     running = Worker(
         commands,
         bus,
@@ -572,6 +579,7 @@ async def worker(
         presence=presence,
         prices=prices,
         budget=budget if budget is not None else budget_guard(settings, store, pool),
+        starts=starts,
     )
     overdue = OverdueAttempts(require_database(settings))
     watchdog = Watchdog(commands, bus, overdue, executor, every=watchdog_every)

@@ -43,6 +43,7 @@ from agenttasks.workers.heartbeats import NoPresence, Presence, RunningAttempt
 from agenttasks.workers.intake import NotAJob, job_from, task_from_created
 from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel
+from agenttasks.workers.loop_start import LoopStarts
 from agenttasks.workers.offload import Offload
 from agenttasks.workers.retry_policy import Backoff
 
@@ -95,8 +96,11 @@ class Worker:
         presence: Presence | None = None,
         prices: PriceTable | None = None,
         budget: CallBudget | None = None,
+        starts: LoopStarts | None = None,
     ) -> None:
         self.options = options
+        # Attempt 1 started on the event loop (loop_start.py); None: on a store thread.
+        self._starts = starts
         # This process's row in the Workers view (workers/heartbeats.py).
         self._presence: Presence = presence if presence is not None else NoPresence()
         # Running tasks per user across every worker (application/user_slots.py).
@@ -270,11 +274,14 @@ class Worker:
         # its events first (~15% of the worker's Python time per task; docs/performance.md).
         offered = task_from_created(job) if job.attempt == 1 else None
         try:
-            if offered is not None:
+            started = None
+            if offered is not None and self._starts is not None:
+                started = await self._starts.start(offered, job.position, self.worker_id)
+            elif offered is not None:
                 started = await self._call(
                     self._commands.start_offered, offered, job.position, self.worker_id
                 )
-            else:
+            if started is None:  # no copy, or the copy was not the task's state: load it
                 started = await self._call(
                     self._commands.start, job.task_id, job.attempt, self.worker_id
                 )

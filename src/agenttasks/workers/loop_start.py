@@ -1,0 +1,165 @@
+"""Attempt 1 started on the worker's event loop: the freshness read and the Started append.
+
+`TaskCommands.start_offered` runs on a store thread: a hop there, a pool checkout and the
+two-row read, the group committer's append, a hop back. Here the starts of the attempts that
+begin together (one scheduling pass) are checked with one read and stored with one append
+(`application/store.append_async`), on one autocommit connection of the loop, with no thread
+in between. The rules are `start_offered`'s: the message's copy is used only while the store
+holds exactly its Created event at the message's position and nothing after it (a deleted
+and re-created task has the same id); a start that loses a race (the task moved on after the
+read, or was deleted) clashes in the append, stores nothing, and is left to the caller's
+ordinary start, which loads the task and lets the aggregate decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import IntegrityError
+
+from agenttasks.application.store import EventStore, OrderedAppendRecorder, append_async
+from agenttasks.application.tasks import Written
+from agenttasks.domain.task import Task, command_trace
+from agenttasks.observability import context
+
+
+@dataclass
+class _Start:
+    offered: Task
+    position: int
+    worker_id: str
+    caller: contextvars.Context  # the attempt's: the Started event records its trace
+    outcome: asyncio.Future[Written | None]
+    events: list[Any] = field(default_factory=list)
+
+
+class LoopStarts:
+    """Starts attempt 1 from its created message's copy on the event loop, in batches."""
+
+    def __init__(self, store: EventStore, database_url: str) -> None:
+        recorder = store.recorder
+        if not isinstance(recorder, OrderedAppendRecorder):
+            raise TypeError("starts on the loop need the Postgres event store")
+        self._store = store
+        self._recorder = recorder
+        self._url = database_url
+        self._read = (
+            f"SELECT originator_id, notification_id FROM {recorder.events_table_name} "  # noqa: S608
+            "WHERE originator_id = ANY(%s) AND originator_version <= 2"
+        ).encode()
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+        self._queue: list[_Start] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(self, offered: Task, position: int, worker_id: str) -> Written | None:
+        """The attempt started from the copy; None when the copy could not be used.
+
+        None means nothing was stored: the caller starts the attempt the ordinary way.
+        """
+        loop = asyncio.get_running_loop()
+        request = _Start(
+            offered, position, worker_id, contextvars.copy_context(), loop.create_future()
+        )
+        self._queue.append(request)
+        if self._flusher is None:
+            # Runs after the attempts launched in this pass have queued their starts too.
+            self._flusher = loop.create_task(self._flush_all())
+        return await request.outcome
+
+    async def close(self) -> None:
+        """Closes the loop's connection (the starts under way finish first)."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def _flush_all(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await self._flush(batch)
+                    for request in batch:  # its append clashed: nothing of it was stored
+                        _settle(request.outcome, None)
+                except Exception as error:
+                    # The connection broke, perhaps after a commit: as when the store thread's
+                    # start fails, the caller offers the message again and a redelivery finds
+                    # out what happened (docs/workers.md, a lost worker).
+                    await self._drop_connection()
+                    for request in batch:
+                        if not request.outcome.done():  # nor cancelled by its caller
+                            request.outcome.set_exception(error)
+        finally:
+            self._flusher = None
+
+    async def _flush(self, batch: list[_Start]) -> None:
+        connection = await self._connect()
+        ids = [r.offered.id for r in batch]
+        cursor = await connection.execute(self._read, (ids,), prepare=True)
+        stored: dict[Any, list[int]] = {}
+        for originator_id, notification_id in await cursor.fetchall():
+            stored.setdefault(originator_id, []).append(notification_id)
+        ready = []
+        for request in batch:
+            if stored.get(request.offered.id) != [request.position]:
+                _settle(request.outcome, None)  # not the message's task as it was: load it
+                continue
+            try:
+                request.caller.run(self._apply, request)
+            except Exception as refused:  # the aggregate's word (a RuleViolation): the caller's
+                if not request.outcome.done():
+                    request.outcome.set_exception(refused)
+                continue
+            ready.append(request)
+        if not ready:
+            return
+        try:
+            await self._append(connection, ready)
+        except IntegrityError:
+            if len(ready) == 1:
+                return  # lost a race: nothing stored, the ordinary start decides
+            for request in ready:  # which one clashed: each alone, the others still start
+                with contextlib.suppress(IntegrityError):
+                    await self._append(connection, [request])
+
+    def _apply(self, request: _Start) -> None:
+        """Triggers Started on the copy, recording the trace of the attempt's span."""
+        token = command_trace.set(context.current_traceparent())
+        try:
+            request.offered.start(1, request.worker_id)
+        finally:
+            command_trace.reset(token)
+        mapper = self._store.mapper
+        request.events = [mapper.to_stored_event(e) for e in request.offered.collect_events()]
+
+    async def _append(self, connection: psycopg.AsyncConnection[Any], ready: list[_Start]) -> None:
+        positions = await append_async(
+            connection, self._recorder, [e for r in ready for e in r.events]
+        )
+        end = 0
+        for request in ready:
+            end += len(request.events)
+            written = Written(request.offered.id, positions[end - 1], task=request.offered)
+            _settle(request.outcome, written)
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        if self._connection is None or self._connection.closed:
+            self._connection = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        return self._connection
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+
+def _settle(outcome: asyncio.Future[Written | None], value: Written | None) -> None:
+    if not outcome.done():  # a caller cancelled meanwhile hears nothing
+        outcome.set_result(value)
