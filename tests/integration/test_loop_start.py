@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 
 from agenttasks.application.bus_payloads import mapper_for
@@ -155,3 +156,26 @@ def task_from_created_again(store: EventStore, task_id: UUID) -> Task:
     copy = task_from_created(job_from(Delivery(encode(payload), 2, None)))
     assert copy is not None
     return copy
+
+
+async def test_a_broken_session_fails_its_batch_and_the_next_start_reconnects(
+    store: EventStore, database: str
+) -> None:
+    # As a failed store command: the worker offers the message again (nak), nothing is lost.
+    starts = LoopStarts(store, database)
+    warm, warm_at = create(store)
+    assert await starts.start(warm, warm_at, "w1") is not None
+    session = starts._connection  # the session a server restart would break
+    assert session is not None
+    recorder: Any = store.recorder
+    with recorder.datastore.transaction(commit=True) as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", (session.info.backend_pid,))
+    broken, broken_at = create(store)
+    with pytest.raises(psycopg.OperationalError):
+        await starts.start(broken, broken_at, "w1")
+    assert kinds(store, broken.id) == ["Created"]
+    redelivered = task_from_created_again(store, broken.id)
+    written = await starts.start(redelivered, broken_at, "w1")
+    await starts.close()
+    assert written is not None
+    assert kinds(store, broken.id) == ["Created", "Started"]
