@@ -360,11 +360,11 @@ async def open_api_deps(
 
     from agenttasks.api.deps import ApiDeps
     from agenttasks.api.health import readiness_checks
-    from agenttasks.api.offload import Offload
     from agenttasks.application.quotas import Quotas
     from agenttasks.application.store import close, open_event_store
     from agenttasks.application.user_limits import LimitsLookup
     from agenttasks.bus.connection import connect
+    from agenttasks.offload import StoreThreads
     from agenttasks.projections.positions import ProjectionWatcher
     from agenttasks.projections.statistics_queries import StatisticsQueries
     from agenttasks.projections.task_queries import TaskQueries
@@ -376,7 +376,7 @@ async def open_api_deps(
     database_url = require_database(settings)
     async with contextlib.AsyncExitStack() as opened:
         # Last to close: a command still running finishes on a store that is still open.
-        executor = Offload(32, name="command")  # lighter per call than a ThreadPoolExecutor
+        executor = StoreThreads(32, name="command")  # lighter per call (offload.py)
         opened.callback(executor.shutdown, wait=False)
         store = await asyncio.to_thread(open_event_store, settings.eventsourcing_env())
         opened.callback(close, store)
@@ -529,16 +529,16 @@ async def worker(
     from agenttasks.application.prices import PriceTable
     from agenttasks.application.store import OrderedAppendRecorder
     from agenttasks.application.user_slots import UserSlots
+    from agenttasks.offload import StoreThreads
     from agenttasks.projections.overdue_queries import OverdueAttempts
     from agenttasks.workers.agents import agents_for
     from agenttasks.workers.heartbeats import Heartbeats, WorkerIdentity
     from agenttasks.workers.limits import Limits
     from agenttasks.workers.loop_start import LoopStarts
-    from agenttasks.workers.offload import StoreThreads
     from agenttasks.workers.runtime import Worker
     from agenttasks.workers.watchdog import Watchdog
 
-    # Lighter per store call than a ThreadPoolExecutor (workers/offload.py).
+    # Lighter per store call than a ThreadPoolExecutor (offload.py).
     executor = StoreThreads(threads, name="worker-store")
     commands = task_commands(store)
     opened = contextlib.AsyncExitStack()

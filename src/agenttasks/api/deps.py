@@ -10,7 +10,6 @@ from uuid import UUID
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from agenttasks.api.offload import Offload
 from agenttasks.application.budgets import Budgets
 from agenttasks.application.quotas import Quotas
 from agenttasks.application.tasks import Actor, TaskCommands
@@ -19,6 +18,7 @@ from agenttasks.application.user_limits import LimitsLookup, UserLimitsCommands
 from agenttasks.bus.connection import Bus
 from agenttasks.live.service import LiveUpdates
 from agenttasks.metrics.system import ApiMetrics
+from agenttasks.offload import StoreThreads
 from agenttasks.projections.positions import ProjectionWatcher
 from agenttasks.projections.statistics_queries import StatisticsQueries
 from agenttasks.projections.task_queries import TaskQueries
@@ -63,7 +63,7 @@ class ApiDeps:
     ready_checks: Mapping[str, ReadyCheck]
     # eventsourcing is synchronous: commands run here, and enough threads at once let the
     # group committer put many of them in one transaction.
-    executor: Offload
+    executor: StoreThreads
     keepalive_seconds: float
     read_your_writes_timeout: float = 5.0
     metrics: ApiMetrics | None = None  # GET /metrics: the system-wide collector, the token
@@ -71,7 +71,7 @@ class ApiDeps:
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Runs a synchronous command off the event loop, with the request's context variables."""
-        return await self.executor.run(function, *args)
+        return await self.executor.call(function, *args)
 
 
 # Handler parameter types: explicit markers, as Litestar 3 requires.

@@ -23,12 +23,12 @@ from agenttasks.application.tasks import TaskCommands, Written
 from agenttasks.application.transcoding import UnstorableValue
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.domain.task import Task
+from agenttasks.offload import Offload
 from agenttasks.workers.call_budget import CallBudget, NoBudget, RecordedCall
 from agenttasks.workers.errors import AgentError
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel, Usage
-from agenttasks.workers.offload import Offload
 
 PARTIAL_EVERY = 0.25  # seconds between partial-result events while text streams
 # A held report (progress) is saved with the next write, or after this long if none comes.

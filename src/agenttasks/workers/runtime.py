@@ -32,6 +32,7 @@ from agenttasks.bus.consumers import PullConsumer
 from agenttasks.bus.messages import TaskEvent, decode, task_subject
 from agenttasks.domain.rules import TASK_TYPES, RuleViolation
 from agenttasks.observability import tracing
+from agenttasks.offload import Offload
 from agenttasks.workers.agents import Agent
 from agenttasks.workers.backlog import Backlog, Job
 from agenttasks.workers.call_budget import CallBudget
@@ -44,7 +45,6 @@ from agenttasks.workers.intake import NotAJob, job_from, task_from_created
 from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel
 from agenttasks.workers.loop_start import LoopStarts
-from agenttasks.workers.offload import Offload
 from agenttasks.workers.retry_policy import Backoff
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""The worker's hop to the store's threads: outcomes, context, cancellation, one wake-up a burst."""
+"""The hop to the store's threads (offload.py): outcomes, context, cancellation, one wake-up a
+burst, the thread limit, shutdown."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from agenttasks.workers.offload import Offload, StoreThreads
+from agenttasks.offload import Offload, StoreThreads
 
 ATTEMPT: contextvars.ContextVar[str] = contextvars.ContextVar("attempt", default="none")
 
@@ -78,3 +79,40 @@ async def test_it_serves_run_in_executor_too() -> None:
     threads.shutdown(wait=True)
     with pytest.raises(RuntimeError, match="shut down"):
         threads.submit(sum, [1])
+
+
+async def test_no_more_threads_than_the_limit_and_every_call_runs() -> None:
+    offload = StoreThreads(3)
+    names: set[str] = set()
+    running = 0
+    most = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def call(i: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            names.add(threading.current_thread().name)
+        release.wait(10)
+        with lock:
+            running -= 1
+        return i
+
+    try:
+        calls = asyncio.gather(*(offload.call(call, i) for i in range(10)))
+        release.set()
+        assert await calls == list(range(10))
+        assert most <= 3
+        assert len(names) <= 3
+    finally:
+        offload.shutdown(wait=True)
+
+
+async def test_after_shutdown_a_call_is_refused() -> None:
+    offload = StoreThreads(1)
+    assert await offload.call(lambda: 1) == 1
+    offload.shutdown(wait=True)
+    with pytest.raises(RuntimeError, match="shut down"):
+        await offload.call(lambda: 2)

@@ -1,6 +1,6 @@
-"""The worker's hop to the synchronous event store and back, cheaper than run_in_executor.
+"""The hop from an event loop to the synchronous event store and back, cheaper than run_in_executor.
 
-Every start and every report of an attempt is a blocking store command run on a thread.
+The API's commands and the worker's reports are blocking store commands run on threads.
 `loop.run_in_executor` pays, per call and on the event loop (the worker's busiest thread), a
 ThreadPoolExecutor work item and concurrent Future, a chain to an asyncio Future (done
 callbacks, a state copy) and one wake-up of the loop through its self-pipe. The group
