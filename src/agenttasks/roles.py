@@ -237,6 +237,9 @@ def run_until_signalled(main: Main, metrics: AbstractContextManager[object] | No
             loop.add_signal_handler(signum, stop.set)
         await main(stop)
 
+    import uvloop
+
+    # uvloop, as the API's uvicorn runs: 9-19% less CPU per relay wake-up (docs/performance.md).
     with contextlib.suppress(KeyboardInterrupt), metrics or contextlib.nullcontext():
-        asyncio.run(runner())
+        uvloop.run(runner())
     return 0
