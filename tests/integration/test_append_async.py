@@ -19,6 +19,7 @@ from agenttasks.application.store import (
     FLAT_AT_MOST,
     EventStore,
     OrderedAppendRecorder,
+    append_after_async,
     append_async,
     close,
     open_event_store,
@@ -172,3 +173,90 @@ async def test_both_appends_wait_for_the_table_lock_within_the_lock_timeout(
         finally:
             await holder.rollback()  # also lets a save that ignored the timeout end
     assert len(store.recorder.select_notifications(0, 10)) == 1
+
+
+@pytest.mark.parametrize("fresh_count", [1, FLAT_AT_MOST + 1])
+async def test_a_guarded_append_stores_only_the_aggregates_whose_previous_version_is_there(
+    store: EventStore, database_url: str, fresh_count: int
+) -> None:
+    # The start from a created message: its Created must be stored at the message's position
+    # with nothing after it; a re-created task (same id, a Created elsewhere) must not pass.
+    recorder = recorder_of(store)
+    commands = task_commands(store)
+
+    def created() -> tuple[Task, int]:
+        task_id = commands.create(ALICE, NewTask("t", "summary", {"content": "x"})).task_id
+        position = store.recorder.max_notification_id()
+        assert position is not None
+        copy: Task = store.repository.get(task_id)
+        copy.start(1, "w")
+        return copy, position
+
+    fresh = [created() for _ in range(fresh_count)]
+    moved, moved_at = created()
+    commands.cancel(ALICE, moved.id)
+    recreated, recreated_at = created()
+    gone, gone_at = created()
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as connection:
+        await connection.execute(
+            f"DELETE FROM {recorder.events_table_name} WHERE originator_id = ANY(%s)",
+            ([recreated.id, gone.id],),
+        )
+        # The re-created task's Created: version 1 again, at a new position.
+        twin = [
+            StoredEvent(recreated.id, 1, e.topic, e.state)
+            for e in pending(store, new_task(store, "n"))
+        ]
+        await append_async(connection, recorder, twin)
+        guarded = [*fresh, (moved, moved_at), (recreated, recreated_at), (gone, gone_at)]
+        ids = await append_after_async(
+            connection,
+            recorder,
+            pending(store, *(t for t, _ in guarded)),
+            {t.id: at for t, at in guarded},
+        )
+        assert ids[:fresh_count] == sorted(ids[:fresh_count])  # type: ignore[type-var]
+        assert None not in ids[:fresh_count]
+        assert ids[fresh_count:] == [None, None, None]
+        assert store.recorder.max_notification_id() == ids[fresh_count - 1]
+        for task, _ in fresh:
+            assert store.repository.get(task.id).status == "running"
+        assert [e.originator_version for e in store.recorder.select_events(moved.id)] == [1, 2]
+        assert [e.originator_version for e in store.recorder.select_events(recreated.id)] == [1]
+        assert store.recorder.select_events(gone.id) == []
+
+
+async def test_a_guarded_append_refused_or_clashing_stores_nothing_and_one_that_stores_notifies(
+    store: EventStore, database_url: str
+) -> None:
+    recorder = recorder_of(store)
+    commands = task_commands(store)
+    task_id = commands.create(ALICE, NewTask("t", "summary", {"content": "x"})).task_id
+    position = store.recorder.max_notification_id()
+    assert position is not None
+    first: Task = store.repository.get(task_id)
+    second: Task = store.repository.get(task_id)
+    for task in (first, second):
+        task.start(1, "w")
+    started, again = pending(store, first), pending(store, second)
+    async with (
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener,
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as connection,
+    ):
+        await listener.execute(f"LISTEN {recorder.channel_name}")
+        # Not the message's position (a Created stored elsewhere): nothing stored.
+        stale = await append_after_async(connection, recorder, started, {task_id: position + 1000})
+        assert stale == [None]
+        # Two copies of one start in one call: the unique key, nothing stored.
+        with pytest.raises(IntegrityError):
+            await append_after_async(connection, recorder, [*started, *again], {task_id: position})
+        with pytest.raises(ValueError, match="previous position"):
+            await append_after_async(connection, recorder, again, {})
+        assert store.recorder.max_notification_id() == position
+        # The relay's wake-up: the guarded append notifies too.
+        ids = await append_after_async(connection, recorder, started, {task_id: position})
+        notifies = listener.notifies(timeout=10, stop_after=1)
+        heard = [n.channel async for n in notifies]
+        assert heard == [recorder.channel_name]
+        assert ids == [store.recorder.max_notification_id()]
+        assert position < ids[0]  # type: ignore[operator]

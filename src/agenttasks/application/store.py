@@ -78,7 +78,11 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
         # Runs in create_table's transaction, i.e. under open_event_store's DDL lock.
         self.sql_create_statements.append(SQL(_APPEND_FUNCTION).format(**names))
         self._call = SQL("SELECT {schema}.{function}(%s::text, ").format(**names).as_bytes()
-        self._statements: dict[int, bytes] = {}
+        guarded = {**names, "function": Identifier(f"{function}_after")}
+        self.check_identifier_length(f"{function}_after")
+        self.sql_create_statements.append(SQL(_APPEND_AFTER_FUNCTION).format(**guarded))
+        self._call_after = SQL("SELECT {schema}.{function}(%s::text, ").format(**guarded).as_bytes()
+        self._statements: dict[tuple[int, ...], bytes] = {}
         self.lock_timeout_setting = f"{self.datastore.lock_timeout}s"
 
     def insert_events(self, stored_events: Any, **kwargs: Any) -> Any:
@@ -94,21 +98,37 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
         ids: list[int] = row["ids"]
         return ids
 
-    def append_call(self, stored_events: Sequence[StoredEvent]) -> tuple[bytes, tuple[Any, ...]]:
-        """The append's SELECT and its parameters: the lock timeout, then the four columns."""
-        count = len(stored_events)
-        columns = (
+    def append_call(
+        self,
+        stored_events: Sequence[StoredEvent],
+        after: Mapping[Any, int] | None = None,
+    ) -> tuple[bytes, tuple[Any, ...]]:
+        """The append's SELECT and its parameters: the lock timeout, [the guards,] the columns.
+
+        With `after` (aggregate id -> the notification id its stored previous version must
+        have) it calls the guarded append (`append_after_async`).
+        """
+        columns: tuple[list[Any], ...] = (
             [e.originator_id for e in stored_events],
             # Int8: one parameter type whatever the version, so one prepared statement per shape.
             [Int8(e.originator_version) for e in stored_events],
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
         )
+        types: tuple[str, ...] = (self.datastore.originator_id_type, "bigint", "text", "bytea")
+        if after is not None:
+            columns = (list(after), [Int8(p) for p in after.values()], *columns)
+            types = (self.datastore.originator_id_type, "bigint", *types)
+        count = max(len(c) for c in columns)
+        # Up to FLAT_AT_MOST values per column, one parameter each: psycopg dumps lists slower.
         shape = count if count <= FLAT_AT_MOST else 0
-        statement = self._statements.get(shape)
+        lengths = tuple(len(c) for c in columns) if shape else ()
+        key = (len(columns), *lengths)
+        statement = self._statements.get(key)
         if statement is None:
-            statement = self._statements[shape] = self._call + _columns_sql(shape, self.datastore)
-        if shape:  # one parameter per value: psycopg dumps lists (bytea[]) far slower
+            call = self._call if after is None else self._call_after
+            statement = self._statements[key] = call + _columns_sql(lengths, types)
+        if shape:
             return statement, (self.lock_timeout_setting, *(v for c in columns for v in c))
         return statement, (self.lock_timeout_setting, *columns)
 
@@ -119,14 +139,16 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
 FLAT_AT_MOST = 8
 
 
-def _columns_sql(shape: int, datastore: PostgresDatastore) -> bytes:
-    id_type = datastore.originator_id_type.encode()  # "uuid" or "text": checked by the library
-    types = (id_type, b"bigint", b"text", b"bytea")
-    if shape == 0:
-        parts = [b"%b::" + t + b"[]" for t in types]
+def _columns_sql(lengths: tuple[int, ...], types: Sequence[str]) -> bytes:
+    """The call's array arguments: binary arrays (no lengths) or ARRAY[%s, ...] of each length."""
+    # The id type is "uuid" or "text" (checked by the library), the others are ours.
+    if not lengths:
+        parts = [f"%b::{t}[]".encode() for t in types]
     else:
-        values = b", ".join([b"%s"] * shape)
-        parts = [b"ARRAY[" + values + b"]::" + t + b"[]" for t in types]
+        parts = [
+            ("ARRAY[" + ", ".join(["%s"] * n) + f"]::{t}[]").encode()
+            for n, t in zip(lengths, types, strict=True)
+        ]
     return b", ".join(parts) + b") AS ids"
 
 
@@ -168,6 +190,53 @@ END
 $append$
 """
 
+# The guarded append (append_after_async): an aggregate's events are stored only if its stored
+# previous version has exactly the given notification id and nothing from its first version on
+# is stored; otherwise none of ITS events are (NULL ids), and the others still are. Checked
+# under the table lock, so no insert can come between the check and this one. The position
+# tells a message's Created from the Created of a task deleted and re-created with the same id.
+_APPEND_AFTER_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.{function}(
+    lock_timeout text, after_ids {id_type}[], after_positions bigint[],
+    ids {id_type}[], versions bigint[], topics text[], states bytea[]
+) RETURNS bigint[] LANGUAGE plpgsql AS $append$
+DECLARE
+    inserted bigint[];
+BEGIN
+    PERFORM set_config('lock_timeout', lock_timeout, true);
+    LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
+    WITH batch AS (
+        SELECT * FROM unnest(ids, versions, topics, states) WITH ORDINALITY
+            AS e(id, version, topic, state, n)
+    ), fresh AS (
+        SELECT b.id FROM (
+            SELECT e.id, min(e.version) AS first_version FROM batch AS e GROUP BY e.id
+        ) AS b
+        JOIN unnest(after_ids, after_positions) AS a(id, position) ON a.id = b.id
+        WHERE EXISTS (
+            SELECT 1 FROM {schema}.{table} AS s
+            WHERE s.originator_id = b.id AND s.originator_version = b.first_version - 1
+                AND s.notification_id = a.position)
+        AND NOT EXISTS (
+            SELECT 1 FROM {schema}.{table} AS s
+            WHERE s.originator_id = b.id AND s.originator_version >= b.first_version)
+    ), written AS (
+        INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)
+        SELECT e.id, e.version, e.topic, e.state FROM batch AS e
+        WHERE e.id IN (SELECT id FROM fresh) ORDER BY e.n
+        RETURNING originator_id, originator_version, notification_id
+    )
+    SELECT array_agg(w.notification_id ORDER BY e.n) INTO inserted
+    FROM batch AS e LEFT JOIN written AS w
+        ON w.originator_id = e.id AND w.originator_version = e.version;
+    IF EXISTS (SELECT 1 FROM unnest(inserted) AS i(id) WHERE i.id IS NOT NULL) THEN
+        NOTIFY {channel};
+    END IF;
+    RETURN inserted;
+END
+$append$
+"""
+
 
 async def append_async(
     connection: psycopg.AsyncConnection[Any],
@@ -183,6 +252,38 @@ async def append_async(
         return []
     try:
         statement, parameters = recorder.append_call(stored_events)
+        cursor = await connection.execute(statement, parameters, prepare=True)
+        row = await cursor.fetchone()
+    except psycopg.IntegrityError as error:
+        raise IntegrityError(str(error)) from error
+    assert row is not None  # a SELECT of a function gives one row
+    ids = row["ids"] if isinstance(row, dict) else row[0]
+    return list(ids)
+
+
+async def append_after_async(
+    connection: psycopg.AsyncConnection[Any],
+    recorder: OrderedAppendRecorder,
+    stored_events: Sequence[StoredEvent],
+    after: Mapping[Any, int],
+) -> list[int | None]:
+    """append_async, each aggregate stored only if its stored previous version is at `after[id]`.
+
+    Returns a notification id per event, in order; None for the events of an aggregate whose
+    previous version is not stored at that position, or that has a version from its first on
+    stored already: none of its events were stored, the other aggregates' were. Two writers
+    of one version in the batch are still an IntegrityError (nothing stored).
+    """
+    if not connection.autocommit:
+        raise ValueError(
+            "append_after_async needs an autocommit connection (the call is its transaction)"
+        )
+    if not stored_events:
+        return []
+    if any(e.originator_id not in after for e in stored_events):
+        raise ValueError("every aggregate of a guarded append needs its previous position")
+    try:
+        statement, parameters = recorder.append_call(stored_events, after)
         cursor = await connection.execute(statement, parameters, prepare=True)
         row = await cursor.fetchone()
     except psycopg.IntegrityError as error:
