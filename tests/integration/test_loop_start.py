@@ -1,15 +1,18 @@
 """Attempt 1 started on the worker's event loop (workers/loop_start.py): the starts that begin
-together are one read and one append; a copy that is not the stored task writes nothing."""
+together are one guarded append and nothing else; a copy that is not the stored task writes
+nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from psycopg import pq
 
 from agenttasks.application.bus_payloads import mapper_for
 from agenttasks.application.store import EventStore, close, history, open_event_store
@@ -100,6 +103,28 @@ async def test_starts_that_begin_together_are_one_append_with_each_attempts_trac
     assert len(transactions(store, [c.id for c, _ in copies])) == 1
 
 
+async def test_a_pass_of_starts_sends_one_statement(store: EventStore, database: str) -> None:
+    # No freshness read before the append (it was a round trip on created -> started).
+    starts = LoopStarts(store, database)
+    warm, warm_at = create(store)
+    assert await starts.start(warm, warm_at, "w1") is not None
+    session = starts._connection
+    assert session is not None
+    copies = [create(store) for _ in range(3)]
+    with tempfile.TemporaryFile("w+") as trace:
+        session.pgconn.trace(trace.fileno())
+        session.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        outcomes = await asyncio.gather(*(starts.start(c, p, "w1") for c, p in copies))
+        session.pgconn.untrace()
+        trace.seek(0)
+        sent = [fields[2] for fields in (line.split("\t") for line in trace) if fields[0] == "F"]
+    await starts.close()
+    assert all(o is not None for o in outcomes)
+    # One statement run (a Bind, or a simple Query): the append, no read before it.
+    assert sum(message.strip() in ("Bind", "Query") for message in sent) == 1
+    assert len(transactions(store, [c.id for c, _ in copies])) == 1
+
+
 async def test_a_copy_of_a_task_changed_since_writes_nothing(
     store: EventStore, database: str
 ) -> None:
@@ -133,7 +158,7 @@ async def test_a_copy_of_a_deleted_or_recreated_task_writes_nothing(
 async def test_two_copies_of_one_task_in_one_batch_start_it_once(
     store: EventStore, database: str
 ) -> None:
-    # The batch's append clashes; each is then tried alone, so the other tasks still start.
+    # The second copy is not sent (it would clash with the first); the other tasks still start.
     starts = LoopStarts(store, database)
     first, position = create(store)
     second = task_from_created_again(store, first.id)

@@ -1,28 +1,28 @@
-"""Attempt 1 started on the worker's event loop: the freshness read and the Started append.
+"""Attempt 1 started on the worker's event loop: one guarded append of the Started events.
 
 `TaskCommands.start_offered` runs on a store thread: a hop there, a pool checkout and the
-two-row read, the group committer's append, a hop back. Here the starts of the attempts that
-begin together (one scheduling pass) are checked with one read and stored with one append
-(`application/store.append_async`), on one autocommit connection of the loop, with no thread
-in between. The rules are `start_offered`'s: the message's copy is used only while the store
-holds exactly its Created event at the message's position and nothing after it (a deleted
-and re-created task has the same id); a start that loses a race (the task moved on after the
-read, or was deleted) clashes in the append, stores nothing, and is left to the caller's
-ordinary start, which loads the task and lets the aggregate decide.
+two-row read, the group committer's append, a hop back. Here Started is triggered on the
+message's copy as soon as the attempt asks (its timestamp is then), and the starts of the
+attempts that begin together (one scheduling pass) are one guarded append
+(`application/store.append_after_async`) on one autocommit connection of the loop, with no
+thread and no read before it. The rules are `start_offered`'s, checked by the append under
+the table lock: a task's Started is stored only while the store holds its Created at the
+message's position and nothing after it (a deleted and re-created task has the same id and a
+version 1 again, at another position). A start refused there stores nothing and is left to
+the caller's ordinary start, which loads the task and lets the aggregate decide.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from eventsourcing.persistence import IntegrityError
 
-from agenttasks.application.store import EventStore, OrderedAppendRecorder, append_async
+from agenttasks.application.store import EventStore, OrderedAppendRecorder, append_after_async
 from agenttasks.application.tasks import Written
 from agenttasks.domain.task import Task, command_trace
 from agenttasks.observability import context
@@ -32,8 +32,6 @@ from agenttasks.observability import context
 class _Start:
     offered: Task
     position: int
-    worker_id: str
-    caller: contextvars.Context  # the attempt's: the Started event records its trace
     outcome: asyncio.Future[Written | None]
     events: list[Any] = field(default_factory=list)
 
@@ -48,10 +46,6 @@ class LoopStarts:
         self._store = store
         self._recorder = recorder
         self._url = database_url
-        self._read = (
-            f"SELECT originator_id, notification_id FROM {recorder.events_table_name} "  # noqa: S608
-            "WHERE originator_id = ANY(%s) AND originator_version <= 2"
-        ).encode()
         self._connection: psycopg.AsyncConnection[Any] | None = None
         self._queue: list[_Start] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -62,9 +56,13 @@ class LoopStarts:
         None means nothing was stored: the caller starts the attempt the ordinary way.
         """
         loop = asyncio.get_running_loop()
-        request = _Start(
-            offered, position, worker_id, contextvars.copy_context(), loop.create_future()
-        )
+        request = _Start(offered, position, loop.create_future())
+        try:
+            # Now, in the attempt's context: Started has the message's arrival as its time
+            # and records the attempt's trace.
+            self._apply(request, worker_id)
+        except Exception:  # refused by the copy: the stored task decides (the ordinary start)
+            return None
         self._queue.append(request)
         if self._flusher is None:
             # Runs after the attempts launched in this pass have queued their starts too.
@@ -100,53 +98,49 @@ class LoopStarts:
 
     async def _flush(self, batch: list[_Start]) -> None:
         connection = await self._connect()
-        ids = [r.offered.id for r in batch]
-        cursor = await connection.execute(self._read, (ids,), prepare=True)
-        stored: dict[Any, list[int]] = {}
-        for originator_id, notification_id in await cursor.fetchall():
-            stored.setdefault(originator_id, []).append(notification_id)
-        ready = []
+        ready: dict[Any, _Start] = {}
         for request in batch:
-            if stored.get(request.offered.id) != [request.position]:
-                _settle(request.outcome, None)  # not the message's task as it was: load it
-                continue
-            try:
-                request.caller.run(self._apply, request)
-            except Exception as refused:  # the aggregate's word (a RuleViolation): the caller's
-                if not request.outcome.done():
-                    request.outcome.set_exception(refused)
-                continue
-            ready.append(request)
-        if not ready:
-            return
+            if request.offered.id in ready:  # a second copy of one task: one start is enough
+                _settle(request.outcome, None)
+            else:
+                ready[request.offered.id] = request
         try:
-            await self._append(connection, ready)
+            await self._append(connection, list(ready.values()))
         except IntegrityError:
+            # Two writers of one version despite the guard (none take the table lock without
+            # it today): each alone, so the others still start.
             if len(ready) == 1:
-                return  # lost a race: nothing stored, the ordinary start decides
-            for request in ready:  # which one clashed: each alone, the others still start
+                return
+            for request in ready.values():
                 with contextlib.suppress(IntegrityError):
                     await self._append(connection, [request])
 
-    def _apply(self, request: _Start) -> None:
+    def _apply(self, request: _Start, worker_id: str) -> None:
         """Triggers Started on the copy, recording the trace of the attempt's span."""
         token = command_trace.set(context.current_traceparent())
         try:
-            request.offered.start(1, request.worker_id)
+            request.offered.start(1, worker_id)
         finally:
             command_trace.reset(token)
         mapper = self._store.mapper
         request.events = [mapper.to_stored_event(e) for e in request.offered.collect_events()]
 
     async def _append(self, connection: psycopg.AsyncConnection[Any], ready: list[_Start]) -> None:
-        positions = await append_async(
-            connection, self._recorder, [e for r in ready for e in r.events]
+        positions = await append_after_async(
+            connection,
+            self._recorder,
+            [e for r in ready for e in r.events],
+            {r.offered.id: r.position for r in ready},
         )
         end = 0
         for request in ready:
             end += len(request.events)
-            written = Written(request.offered.id, positions[end - 1], task=request.offered)
-            _settle(request.outcome, written)
+            position = positions[end - 1]
+            if position is None:  # not the message's task as it was: the caller loads it
+                _settle(request.outcome, None)
+            else:
+                written = Written(request.offered.id, position, task=request.offered)
+                _settle(request.outcome, written)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._connection is None or self._connection.closed:
