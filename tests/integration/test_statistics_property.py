@@ -28,6 +28,7 @@ from agenttasks.projections.base import Projection, set_position, tracked_positi
 from agenttasks.projections.replay import replay
 from agenttasks.projections.runner import ProjectionRunner
 from agenttasks.projections.statistics import statistics_projection
+from agenttasks.projections.tasks import task_projection
 from agenttasks.projections.template_usage import template_usage_projection
 
 TEMPLATES = (None, uuid4(), uuid4())
@@ -153,7 +154,7 @@ def apply_incrementally(
     sizes=st.lists(st.integers(1, 25), min_size=1, max_size=6),
     use_runner=st.booleans(),
 )
-def test_incremental_statistics_and_usage_equal_the_replayed_ones(
+def test_incremental_statistics_usage_and_tasks_equal_the_replayed_ones(
     database_url: str, plan: list[tuple[int, str, int]], sizes: list[int], use_runner: bool
 ) -> None:
     store = history(plan)
@@ -162,7 +163,8 @@ def test_incremental_statistics_and_usage_equal_the_replayed_ones(
         connection.execute(f"CREATE SCHEMA {schema}")
     url = make_conninfo(database_url, options=f"-c search_path={schema}")
     try:
-        for projection in (statistics_projection(), template_usage_projection()):
+        projections = (statistics_projection(), template_usage_projection(), task_projection())
+        for projection in projections:
             apply_incrementally(projection, url, store, sizes, use_runner)
             report = replay(projection, store, mapper_for(store), url, verify=True)
             assert report.differences == [], projection.name

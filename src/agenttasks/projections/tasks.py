@@ -1,8 +1,9 @@
 """The task read model: `tasks` (one row per task, its current state) and `task_updates` (one row
 per task event: the update history a frontend shows).
 
-A batch applies each event to its task's row in order, and writes the batch's history rows in
-one statement (each is its event's alone, keyed by position, so one by one gives the same).
+A batch folds each task's events into one write of its row (tasks_fold.py), and writes the
+batch's history rows in one statement (each is its event's alone, keyed by position, so one by
+one gives the same).
 """
 
 from __future__ import annotations
@@ -10,23 +11,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import msgspec
 from psycopg import Cursor, sql
 from psycopg.types.json import Jsonb
 
-from agenttasks.bus.event_data import (
-    TaskCompleted,
-    TaskCreated,
-    TaskFailed,
-    TaskModelCalled,
-    TaskRetried,
-    TaskStarted,
-    data_of,
-)
 from agenttasks.bus.messages import BusEvent, PurgedEvent, TaskEvent
 from agenttasks.projections.base import Projection, Tables
-
-PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
+from agenttasks.projections.tasks_fold import KINDS, send_rows, write
 
 DDL = {
     "tasks": [
@@ -96,37 +86,8 @@ DDL = {
 }
 
 
-# Queries are composed once per physical table (and column set) and kept as text: composing
-# them per event was a tenth of the live projector's time.
-@lru_cache(maxsize=256)
-def _insert_task(table: str) -> str:
-    return (
-        sql.SQL(
-            "INSERT INTO {} (id, title, task_type, task_config, priority, priority_rank, status,"
-            " progress, created_by, template_id, template_version, attempt, max_retries,"
-            " timeout_seconds, created_at, updated_at, version, last_position, webhook_url)"
-            " VALUES (%s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s,"
-            " %s)"
-            " ON CONFLICT (id) DO NOTHING"
-        )
-        .format(sql.Identifier(table))
-        .as_string(None)
-    )
-
-
-@lru_cache(maxsize=256)
-def _update_task(table: str, columns: tuple[str, ...]) -> str:
-    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in columns)
-    return (
-        sql.SQL(
-            "UPDATE {} SET {}, version = %s, last_position = %s"
-            " WHERE id = %s AND last_position < %s"
-        )
-        .format(sql.Identifier(table), assignments)
-        .as_string(None)
-    )
-
-
+# Queries are composed once per physical table and kept as text: composing them per event was
+# a tenth of the live projector's time.
 @lru_cache(maxsize=256)
 def _insert_update(table: str) -> str:
     return (
@@ -157,104 +118,6 @@ def _insert_updates(table: str) -> str:
     )
 
 
-_encoder = msgspec.json.Encoder()
-
-
-def _created(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
-    d = data_of(e, TaskCreated)
-    cursor.execute(
-        _insert_task(t["tasks"]),
-        (
-            e.task_id, d.title, d.task_type, Jsonb(d.task_config), d.priority,
-            PRIORITY_RANK[d.priority], e.user, d.template_id, d.template_version,
-            d.max_retries, d.timeout_seconds, e.timestamp, e.timestamp, e.version, e.position,
-            d.webhook_url,
-        ),
-    )  # fmt: skip
-
-
-def _changes(**columns: Any) -> Any:
-    """A handler that sets `columns` (values may be callables of the event) on the task's row."""
-
-    def handler(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
-        values = {k: (v(e) if callable(v) else v) for k, v in columns.items()}
-        values.update(status=e.status, progress=e.progress, updated_at=e.timestamp)
-        cursor.execute(
-            _update_task(t["tasks"], tuple(values)),
-            (*values.values(), e.version, e.position, e.task_id, e.position),
-        )
-
-    return handler
-
-
-@lru_cache(maxsize=64)
-def _add_call(table: str) -> str:
-    return (
-        sql.SQL(
-            "UPDATE {} SET cost_usd = cost_usd + coalesce(%s::numeric, 0),"
-            " unpriced_calls = unpriced_calls + %s, model_calls = model_calls + 1,"
-            " prompt_tokens = prompt_tokens + %s, completion_tokens = completion_tokens + %s,"
-            " cached_tokens = cached_tokens + %s, progress = %s, updated_at = %s,"
-            " version = %s, last_position = %s WHERE id = %s AND last_position < %s"
-        )
-        .format(sql.Identifier(table))
-        .as_string(None)
-    )
-
-
-def _model_called(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
-    # Sums, not assignments: the position guard keeps a redelivered call from counting twice.
-    d = data_of(e, TaskModelCalled)
-    cursor.execute(
-        _add_call(t["tasks"]),
-        (
-            d.cost_usd, 1 if d.cost_usd is None else 0, d.prompt_tokens, d.completion_tokens,
-            d.cached_tokens, e.progress, e.timestamp, e.version, e.position, e.task_id,
-            e.position,
-        ),
-    )  # fmt: skip
-
-
-def _usage(e: TaskEvent) -> Jsonb | None:
-    usage = data_of(e, TaskCompleted).result_data.get("usage")
-    return Jsonb(usage) if isinstance(usage, dict) else None
-
-
-HANDLERS = {
-    "created": _created,
-    "started": _changes(
-        attempt=lambda e: data_of(e, TaskStarted).attempt,
-        worker_id=lambda e: data_of(e, TaskStarted).worker_id,
-        started_at=lambda e: e.timestamp,
-    ),
-    "progress": _changes(),
-    "result": _changes(),
-    "info": _changes(),
-    "model_call": _model_called,
-    "completed": _changes(
-        result_data=lambda e: Jsonb(data_of(e, TaskCompleted).result_data),
-        usage=_usage,
-        completed_at=lambda e: e.timestamp,
-    ),
-    "failed": _changes(
-        error_message=lambda e: data_of(e, TaskFailed).error_message,
-        error_kind=lambda e: data_of(e, TaskFailed).error_kind,
-        completed_at=lambda e: e.timestamp,
-    ),
-    "cancelled": _changes(completed_at=lambda e: e.timestamp),
-    "retried": _changes(
-        attempt=lambda e: data_of(e, TaskRetried).attempt,
-        result_data=None,
-        usage=None,
-        error_message=None,
-        error_kind=None,
-        worker_id=None,
-        started_at=None,
-        completed_at=None,
-    ),
-}
-
-
 def _record_update(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
     cursor.execute(
         _insert_update(t["task_updates"]),
@@ -270,26 +133,15 @@ def _update_data(e: TaskEvent) -> dict[str, Any]:
     return {} if e.type == "created" else dict(e.data)
 
 
-def _both(handler: Any) -> Any:
-    def apply(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
-        handler(cursor, t, e)
-        _record_update(cursor, t, e)
-
-    return apply
-
-
 def apply_events(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None:
-    """Applies each event to its task's row, then the batch's history rows in one statement."""
-    updates: list[TaskEvent] = []
-    for e in events:
-        handler = HANDLERS.get(e.type) if isinstance(e, TaskEvent) else None
-        if handler is None or not isinstance(e, TaskEvent):
-            continue
-        handler(cursor, t, e)
-        updates.append(e)
+    """Writes each task's row once for the batch's events, then its history rows at once."""
+    updates = [e for e in events if isinstance(e, TaskEvent) and e.type in KINDS]
+    if not updates:
+        return
+    write(cursor, t["tasks"], updates)
     if len(updates) == 1:
         _record_update(cursor, t, updates[0])
-    elif updates:
+    else:
         rows = [
             {
                 "position": e.position, "task_id": e.task_id, "version": e.version,
@@ -299,7 +151,11 @@ def apply_events(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None
             }
             for e in updates
         ]  # fmt: skip
-        cursor.execute(_insert_updates(t["task_updates"]), (_encoder.encode(rows).decode(),))
+        send_rows(cursor, _insert_updates(t["task_updates"]), rows)
+
+
+def _one(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:
+    apply_events(cursor, t, [e])
 
 
 def _purged(cursor: Cursor[Any], t: Tables, e: PurgedEvent) -> None:
@@ -315,7 +171,7 @@ def task_projection() -> Projection:
     return Projection(
         name="tasks",
         ddl=DDL,
-        task_handlers={kind: _both(handler) for kind, handler in HANDLERS.items()},
+        task_handlers=dict.fromkeys(KINDS, _one),
         batch_handler=apply_events,
         purge_handler=_purged,
     )
