@@ -195,11 +195,13 @@ $append$
 # is stored; otherwise none of ITS events are (NULL ids), and the others still are. Checked
 # under the table lock, so no insert can come between the check and this one. The position
 # tells a message's Created from the Created of a task deleted and re-created with the same id.
+# The generic plan is forced: with arrays as parameters the plan cache kept choosing a custom
+# plan, planned again at every call (~0.5 ms of Postgres CPU for a one-start call, measured).
 _APPEND_AFTER_FUNCTION = """
 CREATE OR REPLACE FUNCTION {schema}.{function}(
     lock_timeout text, after_ids {id_type}[], after_positions bigint[],
     ids {id_type}[], versions bigint[], topics text[], states bytea[]
-) RETURNS bigint[] LANGUAGE plpgsql AS $append$
+) RETURNS bigint[] LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $append$
 DECLARE
     inserted bigint[];
 BEGIN
