@@ -24,6 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
+from agenttasks.bus.lingering import LingeringPull, PullEnded
 from agenttasks.bus.messages import ALL_SUBJECTS, STREAM
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class ConsumerOptions(TypedDict, total=False):
     ack_all: bool
     start_sequence: int | None
     declare: bool
+    lingering: bool
 
 
 class StreamMissing(RuntimeError):
@@ -84,8 +86,9 @@ class Delivery:
 class PullConsumer:
     """A durable pull consumer, shared by every process that binds to the same name."""
 
-    def __init__(self, subscription: object) -> None:
+    def __init__(self, subscription: object, pull: LingeringPull | None = None) -> None:
         self._subscription = subscription
+        self._pull = pull
 
     @classmethod
     async def bind(
@@ -100,12 +103,15 @@ class PullConsumer:
         ack_all: bool = False,
         start_sequence: int | None = None,
         declare: bool = True,
+        lingering: bool = False,
     ) -> PullConsumer:
         """Declares (or updates) consumer `name` and binds to it.
 
         `ack_all`: acknowledging a message acknowledges every earlier one too (AckPolicy.ALL;
         fixed when the consumer is created). `start_sequence`: a new consumer starts at that
         stream sequence instead of the first. `declare=False` binds to the consumer as it is.
+        `lingering`: fetches share one open pull request and return as soon as a message is
+        there (bus/lingering.py; the workers' latency-bound consumers).
         """
         filters = subjects or [ALL_SUBJECTS]
         filtering = (
@@ -130,14 +136,22 @@ class PullConsumer:
         except _TRANSIENT as error:
             # A cluster still electing the consumer's leader, or NATS away: worth another try.
             raise BusUnavailable(f"cannot bind consumer {name}: {error!r}") from error
+        if lingering:
+            # nats-py keeps the connection and the API prefix on the context it hands out.
+            return cls(None, await LingeringPull(js._nc, js._prefix, STREAM, name).open())
         return cls(await js.pull_subscribe_bind(durable=name, stream=STREAM))
 
     async def fetch(self, batch: int, wait: float) -> list[Delivery]:
         """Up to `batch` messages, waiting at most `wait` seconds for the first."""
         try:
-            messages = await self._subscription.fetch(batch, timeout=wait)  # type: ignore[attr-defined]
+            if self._pull is not None:
+                messages = await self._pull.fetch(batch, wait)
+            else:
+                messages = await self._subscription.fetch(batch, timeout=wait)  # type: ignore[attr-defined]
         except TimeoutError:  # nats-py raises its own subclass, or asyncio's, when nothing came
             return []
+        except PullEnded as error:  # e.g. the consumer was deleted: the caller tries again
+            raise BusUnavailable(str(error)) from None
         deliveries = []
         for m in messages:
             metadata = m.metadata
@@ -149,7 +163,10 @@ class PullConsumer:
 
     async def close(self) -> None:
         """Stops fetching (the durable consumer and its position stay on the server)."""
-        await self._subscription.unsubscribe()  # type: ignore[attr-defined]
+        if self._pull is not None:
+            await self._pull.close()
+        else:
+            await self._subscription.unsubscribe()  # type: ignore[attr-defined]
 
 
 READER_IDLE_SECONDS = 30.0  # a reader's consumer outlives its process (kill -9) this long

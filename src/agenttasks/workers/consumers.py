@@ -41,6 +41,8 @@ async def bind_all(
                         ack_wait=ack_wait,
                         max_deliver=max_deliver,
                         max_ack_pending=max_ack_pending,
+                        # A started task's latency: take a message the moment it arrives.
+                        lingering=True,
                     )
                     break
                 except StreamMissing:
