@@ -162,6 +162,7 @@ class Deliverer:
                     await asyncio.wait_for(stop.wait(), 1.0)
                 continue
             if not deliveries:
+                await leading()  # an idle leader notices a lost lock too (once a second)
                 continue
             await asyncio.sleep(0)  # an endpoint change already in the socket is read first
             enqueued = False

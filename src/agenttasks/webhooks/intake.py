@@ -159,19 +159,29 @@ class Leadership:
         self.is_leader = True
         checked = time.monotonic()
 
+        async def check() -> None:
+            nonlocal checked
+            try:
+                await session.execute("SELECT 1")
+            except psycopg.Error as error:
+                raise LostLead(f"the intake lock's session ended: {error!r}") from error
+            checked = time.monotonic()
+
         async def leading() -> None:
             # At most once a second, not before every ack (a round trip per batch): a stale
             # leader still fetching shares the consumer with the new one, and the deliveries the
-            # new one takes leave it a gap (`follows`) before its next acknowledgement.
-            nonlocal checked
+            # new one takes leave it a gap (`follows`) before its next acknowledgement. Also
+            # called by an idle leader (a fetch that brought nothing): without it a leader whose
+            # session ended kept pulling from the consumer beside the new one for as long as it
+            # was handed nothing.
             if time.monotonic() - checked >= CHECK_SECONDS:
-                try:
-                    await session.execute("SELECT 1")
-                except psycopg.Error as error:
-                    raise LostLead(f"the intake lock's session ended: {error!r}") from error
-                checked = time.monotonic()
+                await check()
 
         while not stop.is_set():
+            # Every time, before the consumer may be deleted and re-created: a stale leader that
+            # ended its run on a gap (the new leader's deliveries) must not re-create the
+            # consumer under the new one. (LostLead ends the lead: outside the try below.)
+            await check()
             try:
                 intake = await open_intake(self.bus, self.subjects)
             except Exception as error:  # NATS away, the stream not made yet: try again
