@@ -106,6 +106,20 @@ class BusClock:
         await asyncio.Event().wait()  # listens until the process ends (a daemon thread)
 
 
+def ready(commands: TaskCommands, count: int = 3) -> None:
+    """Returns once the workers start tasks: a task created before a worker's first fetch
+    waits for its start-up, which a loaded machine stretched past a fixed 2 s sleep (PERF17
+    saw a tenth of the latency samples at 0.1-1 s for that reason alone)."""
+    new = NewTask("warm-up", "summary", CONFIG)
+    ids = [commands.create(Actor("bench"), new).task_id for _ in range(count)]
+    deadline = time.monotonic() + 120
+    for task_id in ids:
+        while not any(isinstance(e.event, Task.Started) for e in commands.history(SYSTEM, task_id)):
+            if time.monotonic() > deadline:
+                raise SystemExit("the workers started nothing within 120 s")
+            time.sleep(0.05)
+
+
 def latency(
     commands: TaskCommands, count: int, clock: BusClock
 ) -> tuple[list[float], list[float], list[float]]:
@@ -178,7 +192,7 @@ def main() -> None:
     store = open_event_store(Settings(database_url=runtime["database_url"]).eventsourcing_env())
     try:
         commands = task_commands(store)
-        time.sleep(2)  # workers bind their consumers
+        ready(commands)
         print(
             f"machine: {os.cpu_count()} cores; {args.workers} worker process(es), concurrency {args.concurrency}, instant engine; load generator {args.load:.0%}"
         )
