@@ -16,7 +16,8 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from agenttasks.bus.messages import TaskEvent, encode
-from agenttasks.projections.runner import ProjectionRunner
+from agenttasks.projections.runner import ProjectionRunner, apply_together
+from agenttasks.projections.statistics import statistics_projection
 from agenttasks.projections.tasks import task_projection
 from tests.integration.test_projections import Delivered
 from tests.integration.test_projector_statements import traced
@@ -140,3 +141,61 @@ def test_a_batch_writes_each_tasks_row_once_and_leaves_what_one_by_one_leaves(
     )
     assert Decimal(str(by_id[b]["cost_usd"])) == Decimal("1.25")
     assert (by_id[b]["prompt_tokens"], by_id[b]["version"]) == (10, 6)
+
+
+def test_a_batch_reads_the_rows_it_updates_by_key_not_by_scanning_the_table(
+    database_url: str,
+) -> None:
+    # json_to_recordset is guessed at 100 rows: on a table of a few thousand, the planner
+    # preferred hashing a sequential scan of every row, for each batch.
+    a, b = str(uuid4()), str(uuid4())
+    deliveries = stream(a, b)
+    runners = [ProjectionRunner(task_projection(), database_url)]
+    runners.append(ProjectionRunner(statistics_projection(), database_url))
+    with (
+        psycopg.connect(database_url) as connection,
+        psycopg.connect(database_url, autocommit=True) as observer,
+    ):
+        for runner in runners:
+            runner.prepare(connection)
+        apply_together(runners, connection, deliveries[:2])  # type: ignore[arg-type]
+        for table, key in (("tasks", "id"), ("task_statistics", "task_id")):
+            # Other tasks' rows, made by copying B's, before the stream's positions.
+            columns = [
+                name
+                for (name,) in connection.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s"
+                    " AND column_name NOT IN (%s, 'last_position')",
+                    (table, key),
+                )
+            ]
+            names = ", ".join(columns)
+            connection.execute(
+                f"INSERT INTO {table} ({key}, last_position, {names})"
+                f" SELECT gen_random_uuid(), 1, {names} FROM {table}, generate_series(1, 5000)"
+                f" WHERE {key} = %s",
+                (b,),
+            )
+            connection.execute(f"ANALYZE {table}")
+        connection.commit()
+
+        def scans() -> list[int]:
+            observer.execute("SELECT pg_stat_clear_snapshot()")
+            rows = observer.execute(
+                "SELECT relname, seq_scan FROM pg_stat_user_tables"
+                " WHERE relname IN ('tasks', 'task_statistics') ORDER BY relname"
+            ).fetchall()
+            return [count for _, count in rows]
+
+        connection.execute("SELECT pg_stat_force_next_flush()")
+        connection.commit()
+        before = scans()
+        for delivery in deliveries[2:]:  # one event a batch, each an UPDATE of an old row
+            apply_together(runners, connection, [delivery])  # type: ignore[list-item]
+        connection.execute("SELECT pg_stat_force_next_flush()")
+        connection.commit()
+        connection.execute("SELECT 1")  # the flush happens once the session is idle again
+        connection.commit()
+        assert scans() == before
+        status = connection.execute("SELECT status FROM tasks WHERE id = %s", (b,)).fetchone()
+        assert status == ("running",)
