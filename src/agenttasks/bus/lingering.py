@@ -75,6 +75,8 @@ class LingeringPull:
             if now >= self._open_until or self._credit <= 0:
                 await self._request(batch, max(deadline - now, _REQUEST_SECONDS))
             self._arrived.clear()
+            if self._buffer or self._credit <= 0:
+                continue  # it came (or the request ended) while the request was being sent
             timeout = min(deadline, self._open_until) - time.monotonic()
             try:
                 async with asyncio.timeout(max(0.0, timeout)):
