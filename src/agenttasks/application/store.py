@@ -16,7 +16,13 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import make_conninfo
 from psycopg.sql import SQL, Identifier
@@ -90,8 +96,21 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
         if self.datastore.enable_db_functions or not stored_events:
             return super().insert_events(stored_events, **kwargs)
         statement, parameters = self.append_call(stored_events)
+        try:
+            return self._append(statement, parameters)
+        except (OperationalError, InterfaceError) as error:
+            if not _session_lost(error):
+                raise
+            # After Postgres restarted, the pool's idle sessions are dead and the first use of
+            # each fails: one more try on a checked session. Safe: a save that did commit
+            # before its session broke clashes on its versions (IntegrityError) the second
+            # time instead of storing twice.
+            self.datastore.pool.check()
+            return self._append(statement, parameters)
+
+    def _append(self, statement: bytes, parameters: tuple[Any, ...]) -> list[int]:
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
-            # get_connection turns psycopg's IntegrityError into the library's.
+            # get_connection turns psycopg's errors into the library's.
             cursor.execute(statement, parameters, prepare=True)
             row = cursor.fetchone()
         assert row is not None  # a SELECT of a function gives one row
@@ -293,6 +312,18 @@ async def append_after_async(
     assert row is not None  # a SELECT of a function gives one row
     ids = row["ids"] if isinstance(row, dict) else row[0]
     return list(ids)
+
+
+def _session_lost(error: Exception) -> bool:
+    """Whether `error` is a session that broke (not a lock or statement timeout, which are
+    OperationalErrors too, and must not be waited out twice)."""
+    cause = error.__cause__
+    if isinstance(cause, psycopg.InterfaceError):
+        return True  # the connection was already closed
+    state = getattr(cause, "sqlstate", None)
+    # None: the client lost the server; 08: connection exceptions; 57P01-57P03: the server
+    # shut down or restarted under the session.
+    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
 
 
 def open_event_store(env: Mapping[str, str] | None = None) -> EventStore:
