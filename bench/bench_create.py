@@ -354,6 +354,7 @@ def main() -> None:
                 "cpu_ms_per_create": cpu_ms, "raw_inserts_per_s": inserts,
                 "commands_per_s": direct,
             }  # fmt: skip
+        drained(database_url)  # the last step's direct creates: a backlog is not freshness
         fresh = freshness(database_url, rate=100, seconds=args.seconds)
         print(
             f"\ncreated -> visible in read model at 100 creates/s ({len(fresh)} tasks):"
