@@ -321,6 +321,7 @@ def main() -> None:
             f" {'CPU ms':>6} {'INSERT/s':>9} {'ratio':>6} {'commands/s':>10} {'ratio':>6}"
             f" {'per txn':>7}"
         )
+        breakdown: list[str] = []
         for clients in [int(c) for c in args.clients.split(",")]:
             drained(database_url)  # the previous step's direct creates are not this step's
             before, created = (cpu_seconds(roots) if roots else {}), bench_tasks(database_url)
@@ -337,10 +338,14 @@ def main() -> None:
             drained(database_url)
             created = bench_tasks(database_url) - created
             cpu_ms = float("nan")
+            by_role: dict[str, float] = {}
             if roots:
                 after = cpu_seconds(roots)
-                spent = sum(after.values()) - sum(before.get(role, 0.0) for role in after)
-                cpu_ms = spent / max(1, created) * 1000
+                by_role = {
+                    role: (after[role] - before.get(role, 0.0)) / max(1, created) * 1000
+                    for role in after
+                }
+                cpu_ms = sum(by_role.values())
             inserts = raw_inserts(database_url, clients, args.seconds / 2)
             direct, transactions = direct_creates(database_url, clients, args.seconds / 2)
             per_transaction = direct * args.seconds / 2 / max(1, transactions)
@@ -352,8 +357,15 @@ def main() -> None:
             figures["clients"][str(clients)] = {  # type: ignore[index]
                 "creates_per_s": rate, "p50_ms": p50, "p99_ms": p99, "errors": errors,
                 "cpu_ms_per_create": cpu_ms, "raw_inserts_per_s": inserts,
-                "commands_per_s": direct,
+                "commands_per_s": direct, "cpu_ms_per_create_by_role": by_role,
             }  # fmt: skip
+            breakdown.append(
+                f"{clients} clients, CPU ms per create: "
+                + ", ".join(
+                    f"{r} {ms:.2f}" for r, ms in sorted(by_role.items(), key=lambda x: -x[1])
+                )
+            )
+        print("\n" + "\n".join(breakdown) if breakdown and roots else "", end="")
         drained(database_url)  # the last step's direct creates: a backlog is not freshness
         fresh = freshness(database_url, rate=100, seconds=args.seconds)
         print(

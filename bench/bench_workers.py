@@ -82,10 +82,16 @@ def start_workers(
 
 
 class BusClock:
-    """When each task's `created` event reached a NATS subscriber (wall clock), by task id."""
+    """When each task's `created` and `started` events reached a NATS subscriber (wall clock).
+
+    The Started event's own timestamp is when the worker began the attempt, before its append
+    committed (PERF15); Started seen on NATS is after it was stored and relayed: the agent
+    began between the two.
+    """
 
     def __init__(self, reader_url: str) -> None:
         self.seen: dict[str, float] = {}
+        self.seen_started: dict[str, float] = {}
         self._ready = threading.Event()
         self._thread = threading.Thread(target=asyncio.run, args=(self._listen(reader_url),))
         self._thread.daemon = True
@@ -100,7 +106,11 @@ class BusClock:
         async def seen(message: nats.aio.msg.Msg) -> None:
             self.seen[json.loads(message.data)["task_id"]] = time.time()
 
+        async def seen_started(message: nats.aio.msg.Msg) -> None:
+            self.seen_started.setdefault(json.loads(message.data)["task_id"], time.time())
+
         await connection.subscribe("agenttasks.events.task.*.*.*.created", cb=seen)
+        await connection.subscribe("agenttasks.events.task.*.*.*.started", cb=seen_started)
         await connection.flush()
         self._ready.set()
         await asyncio.Event().wait()  # listens until the process ends (a daemon thread)
@@ -122,13 +132,13 @@ def ready(commands: TaskCommands, count: int = 3) -> None:
 
 def latency(
     commands: TaskCommands, count: int, clock: BusClock
-) -> tuple[list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], list[float]]:
     ids = []
     for _ in range(count):
         ids.append(commands.create(Actor("bench"), NewTask("latency", "summary", CONFIG)).task_id)
         time.sleep(0.02)
     deadline = time.monotonic() + 60
-    latencies, to_bus, from_bus = [], [], []
+    latencies, to_bus, from_bus, stored = [], [], [], []
     for task_id in ids:
         while True:
             history = [e.event for e in commands.history(SYSTEM, task_id)]
@@ -141,11 +151,14 @@ def latency(
                 if on_bus is not None:
                     to_bus.append(on_bus - created_at.timestamp())
                     from_bus.append(started_at.timestamp() - on_bus)
+                relayed = clock.seen_started.get(str(task_id))
+                if relayed is not None:
+                    stored.append(relayed - created_at.timestamp())
                 break
             if time.monotonic() > deadline:
                 raise SystemExit("tasks did not start within 60 s: are the workers running?")
             time.sleep(0.05)
-    return latencies, to_bus, from_bus
+    return latencies, to_bus, from_bus, stored
 
 
 def throughput(
@@ -198,7 +211,7 @@ def main() -> None:
         )
         clock = BusClock(runtime["nats_role_urls"]["reader"])
         with cpu_load(args.load):  # both phases run under the same load
-            samples, to_bus, from_bus = latency(commands, args.latency_samples, clock)
+            samples, to_bus, from_bus, stored = latency(commands, args.latency_samples, clock)
             roots = [up.pid, postmaster_pid(home), *(w.pid for w in workers), os.getpid()]
             before, wall = cpu_seconds(roots), time.perf_counter()
             rate, store_rate = throughput(commands, runtime["database_url"], args.tasks)
@@ -211,6 +224,7 @@ def main() -> None:
         for label, part in (
             ("created -> seen on NATS", to_bus),
             ("seen on NATS -> started", from_bus),
+            ("created -> Started stored and seen on NATS", stored),
         ):
             if part:
                 print(
@@ -234,6 +248,8 @@ def main() -> None:
                 "latency_p50_ms": percentile(samples, 0.5) * 1000,
                 "latency_p99_ms": percentile(samples, 0.99) * 1000,
                 "latency_max_ms": max(samples) * 1000,
+                "started_stored_p50_ms": percentile(stored, 0.5) * 1000 if stored else None,
+                "started_stored_p99_ms": percentile(stored, 0.99) * 1000 if stored else None,
                 "lifecycle_tasks_per_s": rate,
                 # The load generator's own processes are not in `roots`: not counted.
                 "cpu_ms_per_task": {r: s / args.tasks * 1000 for r, s in spent.items()},

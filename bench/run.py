@@ -142,6 +142,8 @@ def write_table(
         "alternated, so the machine's noise hit all of them. Latency: created -> started, tasks",
         "sent one at a time 20 ms apart to idle workers. Lifecycle: tasks/s until the last one is",
         f"done. 'Loaded': the load generator takes {args.load:.0%} of every core meanwhile.",
+        "Our 'started' is the Started event's timestamp: when the worker begins the attempt,",
+        "before that event's append commits (since PERF15); Celery's is the task body's first line.",
         "Our task (instant engine) is 3 events: created, started, completed; the Celery task",
         "records its start and sends one progress update (`update_state`) and its result.",
         "",
