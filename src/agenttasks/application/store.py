@@ -271,15 +271,7 @@ async def append_async(
         )
     if not stored_events:
         return []
-    try:
-        statement, parameters = recorder.append_call(stored_events)
-        cursor = await connection.execute(statement, parameters, prepare=True)
-        row = await cursor.fetchone()
-    except psycopg.IntegrityError as error:
-        raise IntegrityError(str(error)) from error
-    assert row is not None  # a SELECT of a function gives one row
-    ids = row["ids"] if isinstance(row, dict) else row[0]
-    return list(ids)
+    return await _call_async(connection, *recorder.append_call(stored_events))
 
 
 async def append_after_async(
@@ -303,8 +295,14 @@ async def append_after_async(
         return []
     if any(e.originator_id not in after for e in stored_events):
         raise ValueError("every aggregate of a guarded append needs its previous position")
+    return await _call_async(connection, *recorder.append_call(stored_events, after))
+
+
+async def _call_async(
+    connection: psycopg.AsyncConnection[Any], statement: bytes, parameters: tuple[Any, ...]
+) -> list[Any]:
+    """Runs an append function's SELECT; its ids (a version clash: the library's IntegrityError)."""
     try:
-        statement, parameters = recorder.append_call(stored_events, after)
         cursor = await connection.execute(statement, parameters, prepare=True)
         row = await cursor.fetchone()
     except psycopg.IntegrityError as error:
