@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from measure import cpu_seconds, postmaster_pid
+from wrk_post import wrk_posts
 
 from agenttasks.application.group_commit import GroupCommitter
 from agenttasks.application.store import close, open_event_store
@@ -117,36 +118,13 @@ async def http_creates(
     return len(latencies), latencies, errors
 
 
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = [[%s]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %s"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("FIGURES %%d %%d %%d %%f %%f\\n", summary.requests, summary.duration,
-    e.status + e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
 def wrk_creates(
     api: str, token: str, clients: int, seconds: float
 ) -> tuple[float, float, float, int]:
     """The same load from wrk (C, HTTP/1.1 keep-alive): (creates/s, p50 ms, p99 ms, errors)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % (json.dumps(BODY), token))
-    output = subprocess.run(
-        ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{int(seconds)}s",
-         "-s", script.name, f"{api}/api/v1/utils/ai-tasks/"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    os.unlink(script.name)
-    line = next(line for line in output.splitlines() if line.startswith("FIGURES"))
-    requests, duration_us, errors, p50_us, p99_us = line.split()[1:]
-    rate = int(requests) / (int(duration_us) / 1e6)
-    return rate, float(p50_us) / 1000, float(p99_us) / 1000, int(errors)
+    url = f"{api}/api/v1/utils/ai-tasks/"
+    requests, elapsed, p50, p99, errors = wrk_posts(url, BODY, clients, seconds, token)
+    return requests / elapsed, p50, p99, errors
 
 
 def ab_creates(

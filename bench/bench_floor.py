@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import psutil
+from wrk_post import wrk_posts
 
 BODY = {"title": "bench", "task_type": "summary", "task_config": {"content": "Some text."}}
 
@@ -53,18 +52,6 @@ uvicorn.run(app, host="127.0.0.1", port=int(__import__("sys").argv[1]), access_l
             loop="uvloop", http="httptools", log_level="warning")
 """
 
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = [[%s]]
-wrk.headers["Content-Type"] = "application/json"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("FIGURES %%d %%d %%d %%f %%f\\n", summary.requests, summary.duration,
-    e.status + e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -74,22 +61,7 @@ def free_port() -> int:
 
 def wrk(url: str, clients: int, seconds: float) -> tuple[int, float, float, float, int]:
     """(requests, seconds, p50 ms, p99 ms, errors) of one wrk run."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % json.dumps(BODY))
-    try:
-        output = subprocess.run(
-            ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{int(seconds)}s",
-             "-s", script.name, url],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-    finally:
-        os.unlink(script.name)
-    line = next(line for line in output.splitlines() if line.startswith("FIGURES"))
-    requests, duration_us, errors, p50_us, p99_us = line.split()[1:]
-    return (
-        int(requests), int(duration_us) / 1e6, float(p50_us) / 1000, float(p99_us) / 1000,
-        int(errors),
-    )  # fmt: skip
+    return wrk_posts(url, BODY, clients, seconds)
 
 
 def steal_percent(seconds: float) -> float:
