@@ -360,6 +360,7 @@ async def open_api_deps(
 
     from agenttasks.api.deps import ApiDeps
     from agenttasks.api.health import readiness_checks
+    from agenttasks.application.loop_commit import LoopCommitter
     from agenttasks.application.quotas import Quotas
     from agenttasks.application.store import close, open_event_store
     from agenttasks.application.user_limits import LimitsLookup
@@ -399,6 +400,9 @@ async def open_api_deps(
         opened.push_async_callback(live.stop)
         commands = task_commands(store)
         limits = user_limits(settings, store)
+        # Creates are saved on this loop, in batches (application/loop_commit.py).
+        creates = LoopCommitter(store, database_url)
+        opened.push_async_callback(creates.close)
         yield ApiDeps(
             commands=commands,
             templates=template_commands(store, commands, settings),
@@ -434,6 +438,7 @@ async def open_api_deps(
             read_your_writes_timeout=settings.read_wait_ms / 1000,
             workers_list_max=settings.workers_list_max,
             metrics=api_metrics(settings, store, pool, bus, live),
+            creates=creates,
         )
 
 

@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from agenttasks.application.budgets import Budgets
+from agenttasks.application.loop_commit import LoopCommitter
 from agenttasks.application.quotas import Quotas
 from agenttasks.application.tasks import Actor, TaskCommands
 from agenttasks.application.templates import TemplateCommands
@@ -68,6 +69,8 @@ class ApiDeps:
     read_your_writes_timeout: float = 5.0
     metrics: ApiMetrics | None = None  # GET /metrics: the system-wide collector, the token
     workers_list_max: int = 200  # AGENTTASKS_WORKERS_LIST_MAX
+    # Creates saved on the event loop (application/loop_commit.py); None: through `executor`.
+    creates: LoopCommitter | None = None
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Runs a synchronous command off the event loop, with the request's context variables."""

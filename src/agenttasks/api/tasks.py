@@ -10,7 +10,7 @@ from litestar.params import FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from agenttasks.api.budgets import BUDGET_402, within_budget
-from agenttasks.api.deps import CurrentActor, Deps, TaskId
+from agenttasks.api.deps import ApiDeps, CurrentActor, Deps, TaskId
 from agenttasks.api.limits import QUOTA_429, admitted
 from agenttasks.api.openapi import AUTHENTICATED, QUERY, REPEATED_KEY, WITH_BODY, problems
 from agenttasks.api.paging import page_links
@@ -39,7 +39,7 @@ from agenttasks.api.schemas import (
 )
 from agenttasks.application.bus_payloads import event_fields
 from agenttasks.application.task_configs import ConfigError, normalized_config
-from agenttasks.application.tasks import NewTask, TaskNotFound
+from agenttasks.application.tasks import Actor, NewTask, TaskNotFound, Written
 from agenttasks.deletion import Deleter
 from agenttasks.domain.updates import KINDS
 from agenttasks.projections.task_queries import TaskFilter, TaskView
@@ -82,6 +82,7 @@ class TaskController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[TaskView]:
         """Creates a task; repeating an Idempotency-Key returns the first task (200)."""
+        key = idempotency_key
         if data.webhook_url is not None:  # SSRF guard and length cap (docs/webhooks.md)
             await deps.webhooks.check_url(data.webhook_url)
         new = NewTask(
@@ -94,9 +95,7 @@ class TaskController(Controller):
             webhook_url=data.webhook_url,
         )
         await within_budget(deps, actor)  # 402 when the user's budget is spent (api/budgets.py)
-        written, limit_headers = await admitted(
-            deps, actor, lambda: deps.run(deps.commands.create, actor, new, idempotency_key)
-        )
+        written, limit_headers = await admitted(deps, actor, lambda: _create(deps, actor, new, key))
         view = await view_after_write(deps, actor, written)
         status = HTTP_201_CREATED if written.created else HTTP_200_OK
         headers = {**position_headers(written.position), **limit_headers}
@@ -281,6 +280,13 @@ async def validate_task_config(
     except ConfigError as error:
         return ValidateConfigResponse(valid=False, errors=error.errors)
     return ValidateConfigResponse(valid=True, errors=[])
+
+
+async def _create(deps: ApiDeps, actor: Actor, new: NewTask, key: str | None) -> Written:
+    """The create's command: on the event loop when the API has a loop committer."""
+    if deps.creates is None:  # off Postgres (an in-memory store): through a command thread
+        return await deps.run(deps.commands.create, actor, new, key)
+    return await deps.commands.create_on_loop(actor, new, key, deps.creates, deps.run)
 
 
 async def _page(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +22,7 @@ from eventsourcing.persistence import IntegrityError
 from agenttasks.application.conflicts import ConcurrencyError as ConcurrencyError  # re-exported
 from agenttasks.application.conflicts import retry_on_conflict
 from agenttasks.application.group_commit import GroupCommitter
+from agenttasks.application.loop_commit import LoopCommitter
 from agenttasks.application.store import EventStore, PositionedEvent, history
 from agenttasks.application.task_configs import normalized_config
 from agenttasks.application.undecodable import Undecodable
@@ -107,14 +108,37 @@ class TaskCommands:
         except IntegrityError:
             if idempotency_key is None:
                 raise
-            if _request_of(self.get(actor, task.id)) != _request_of(task):
-                raise IdempotencyKeyReused() from None
-            return Written(task.id, None, created=False)
-        position = recordings[-1].notification.id
-        if log.isEnabledFor(logging.DEBUG):
-            with context.bound(task=task.id):
-                log.debug("created a %s task at position %d", task.task_type, position)
-        return Written(task.id, position, task=task)
+            return self.repeated(actor, task)
+        return _created(task, recordings[-1].notification.id)
+
+    async def create_on_loop(
+        self,
+        actor: Actor,
+        new: NewTask,
+        idempotency_key: str | None,
+        committer: LoopCommitter,
+        run: Callable[[Callable[[Actor, Task], Written], Actor, Task], Awaitable[Written]],
+    ) -> Written:
+        """`create` on the event loop, saved by the loop's group commit (no command thread).
+
+        Same checks, same outcomes; only the idempotent repeat's read of the first task goes
+        through `run` (a store thread: the store's reads are synchronous).
+        """
+        with _traced():
+            task = self.build(actor, new, idempotency_key)
+        try:
+            positions = await committer.save(task)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            return await run(self.repeated, actor, task)
+        return _created(task, positions[-1])
+
+    def repeated(self, actor: Actor, task: Task) -> Written:
+        """The answer to a create whose key's task exists: that task, or IdempotencyKeyReused."""
+        if _request_of(self.get(actor, task.id)) != _request_of(task):
+            raise IdempotencyKeyReused() from None
+        return Written(task.id, None, created=False)
 
     def build(self, actor: Actor, new: NewTask, idempotency_key: str | None = None) -> Task:
         """The new, unsaved aggregate (batching writers save many in one transaction)."""
@@ -346,6 +370,13 @@ class TaskCommands:
 
         with context.bound(task=task_id):
             return retry_on_conflict(attempt, f"task {task_id}")
+
+
+def _created(task: Task, position: int) -> Written:
+    if log.isEnabledFor(logging.DEBUG):
+        with context.bound(task=task.id):
+            log.debug("created a %s task at position %d", task.task_type, position)
+    return Written(task.id, position, task=task)
 
 
 def _only_created(store: EventStore, task_id: UUID, position: int) -> bool:
