@@ -30,6 +30,7 @@ from agenttasks.domain.rules import RuleViolation
 from agenttasks.domain.task import Task
 from agenttasks.maintenance.jobs import ExpirePending, WorkerLiveness
 from agenttasks.maintenance.leader import LOCK_KEY, Maintenance
+from agenttasks.maintenance.scheduler import Job, Scheduler, Swept
 from agenttasks.projections.pending_queries import StalePending
 from agenttasks.servers.nats import EmbeddedNats, start_nats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
@@ -310,3 +311,36 @@ async def test_the_leader_purges_finished_tasks_past_the_retention(stack: Stack)
         await wait_until(lambda: not stack.store.recorder.select_events(task_id))
     assert stack.commands.get(SYSTEM, young).status == "pending"
     assert maintenance.scheduler.runs["purge"] >= 1
+
+
+async def test_a_leader_whose_session_ends_mid_round_runs_no_further_job(stack: Stack) -> None:
+    # Both jobs due at once (a round); the first ends the lock's session under the leader, as a
+    # failover or an operator's pg_terminate_backend would. The leader used to check its session
+    # only between rounds, so the second job ran in the same round without the lock.
+    cut: list[int] = []
+    seen: list[int | None] = []
+
+    async def end_the_session() -> Swept:
+        if not cut:
+            backend = await asyncio.to_thread(lock_backend, stack.database_url)
+            assert backend is not None
+            await asyncio.to_thread(terminate, stack.database_url, backend)
+            cut.append(backend)
+        return Swept(0)
+
+    async def look_at_the_lock() -> Swept:
+        seen.append(await asyncio.to_thread(lock_backend, stack.database_url))
+        return Swept(0)
+
+    jobs = [Job("cut", 3600, end_the_session), Job("look", 3600, look_at_the_lock)]
+    maintenance = Maintenance(stack.database_url, Scheduler(jobs), name="test-mid-round")
+    async with leading(maintenance):
+        await wait_until(lambda: bool(seen))
+    assert seen[0] is not None, "the job after the cut ran without the lock"
+    assert seen[0] != cut[0]  # on the new session, after leading again
+
+
+def terminate(database_url: str, backend: int) -> None:
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        # With a timeout it returns once the backend is gone, and its lock with it.
+        connection.execute("SELECT pg_terminate_backend(%s, 10000)", (backend,))

@@ -97,3 +97,19 @@ async def test_a_stop_between_jobs_runs_no_further_job() -> None:
     scheduler = Scheduler([Job("a", 1, first), Job("b", 1, second)], Clock())
     await scheduler.run_due(lambda: first.calls > 0)
     assert (first.calls, second.calls) == (1, 0)
+
+
+async def test_what_the_check_before_each_job_raises_ends_the_round() -> None:
+    first, second = Sweeps(), Sweeps()
+    scheduler = Scheduler([Job("first", 1, first), Job("second", 1, second)], Clock())
+    checks: list[str] = []
+
+    async def lock_gone_after_the_first() -> None:
+        checks.append("check")
+        if len(checks) > 1:
+            raise ConnectionError("the lock's session ended")
+
+    with pytest.raises(ConnectionError):
+        await scheduler.run_due(before_each=lock_gone_after_the_first)
+    assert (first.calls, second.calls) == (1, 0)
+    assert scheduler.seconds_to_next() == 0  # still due: the next leader runs it

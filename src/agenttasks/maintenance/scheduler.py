@@ -49,13 +49,24 @@ class Scheduler:
             return float("inf")
         return max(0.0, min(self._due.values()) - self._clock())
 
-    async def run_due(self, stopping: Callable[[], bool] = lambda: False) -> None:
-        """Runs every job that is due, in order, unless asked to stop in between."""
+    async def run_due(
+        self,
+        stopping: Callable[[], bool] = lambda: False,
+        *,
+        before_each: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Runs every job that is due, in order, unless asked to stop in between.
+
+        `before_each` is awaited before each job; what it raises ends the round (the leader's
+        check that it still holds the lock).
+        """
         for job in self.jobs:
             if stopping():
                 return
             if self._due[job.name] > self._clock():
                 continue
+            if before_each is not None:
+                await before_each()
             try:
                 swept = await job.sweep()
             except Exception as error:

@@ -6,7 +6,8 @@ batch is in the outbox. That is sound only while one process takes from it and n
 handed went missing, so:
 
 - one deliverer at a time takes intake: the holder of a Postgres session advisory lock
-  (`Leadership`); the others stand by (their dispatch runs as before);
+  (`Leadership`, on leadership.py's `LockLeader`); the others stand by (their dispatch runs as
+  before);
 - each time a process starts taking (leading anew, or after any error), it looks at the
   consumer: messages handed out and not acknowledged (a leader that died mid-batch, an error
   here) make it re-create the consumer at the ack floor + 1, so they come again, and the
@@ -28,23 +29,18 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import psycopg
-
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.consumers import Delivery, PullConsumer
-from agenttasks.outage import Outage
+from agenttasks.leadership import Lead, LockLeader, LostLead, sleep
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "webhooks-intake"
 OLD_CONSUMER = "webhooks"  # AckPolicy.EXPLICIT, one ack per message (before 2026-12-01)
 LOCK_KEY = 0x61677474_686F6F6B & 0x7FFFFFFFFFFFFFFF  # "agtthook": one intake per database
-STANDBY_SECONDS = 1.0  # how often a standby tries the lock
-CHECK_SECONDS = 1.0  # how often a leader checks its session between batches
 RETRY_SECONDS = 2.0  # after an error, before taking again from the ack floor
 ACK_WAIT_SECONDS = 60.0
 
@@ -102,10 +98,6 @@ async def open_intake(bus: Bus, subjects: list[str]) -> IntakeConsumer:
     return intake
 
 
-class LostLead(RuntimeError):
-    """The lock's session is gone: another deliverer may be taking intake now."""
-
-
 # take(intake, leading): handles batches until it returns or raises; `leading()` raises
 # LostLead once the lock may be gone, and is awaited before each acknowledgement.
 Take = Callable[[IntakeConsumer, Callable[[], Awaitable[None]]], Awaitable[None]]
@@ -118,90 +110,52 @@ class Leadership:
         self.database_url = database_url
         self.bus = bus
         self.subjects = subjects
-        self.is_leader = False
-        self._outage = Outage("webhooks: intake lock", log)
+        self._leader = LockLeader(
+            database_url,
+            LOCK_KEY,
+            name=f"agenttasks-deliver {socket.gethostname()}:{os.getpid()}",
+            role="webhooks intake",
+            logger=log,
+        )
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this process holds the intake lock now."""
+        return self._leader.is_leader
 
     async def run(self, stop: asyncio.Event, take: Take) -> None:
         """Leads or stands by until `stop`, surviving restarts of Postgres and NATS."""
-        name = f"agenttasks-deliver {socket.gethostname()}:{os.getpid()}"[:63]
-        while not stop.is_set():
-            delay = 0.0
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True, application_name=name
-                ) as session:
-                    self._outage.restored()
-                    if await self._stand_by(session, stop):
-                        await self._lead(session, stop, take)
-            except (psycopg.Error, OSError, LostLead) as error:
-                delay = self._outage.failed(error)
-            finally:
-                self.is_leader = False
-            await _sleep(stop, delay)
 
-    async def _stand_by(self, session: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> bool:
-        announced = False
-        while not stop.is_set():
-            row = await (
-                await session.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
-            ).fetchone()
-            if row and row[0]:
-                return True
-            if not announced:
-                log.info("webhooks: intake standing by (another deliverer takes it)")
-                announced = True
-            await _sleep(stop, STANDBY_SECONDS)
-        return False
+        async def lead(lead: Lead) -> None:
+            await self._lead(lead, stop, take)
 
-    async def _lead(
-        self, session: psycopg.AsyncConnection[Any], stop: asyncio.Event, take: Take
-    ) -> None:
-        self.is_leader = True
-        checked = time.monotonic()
+        await self._leader.run(stop, lead)
 
-        async def check() -> None:
-            nonlocal checked
-            try:
-                await session.execute("SELECT 1")
-            except psycopg.Error as error:
-                raise LostLead(f"the intake lock's session ended: {error!r}") from error
-            checked = time.monotonic()
-
-        async def leading() -> None:
-            # At most once a second, not before every ack (a round trip per batch): a stale
-            # leader still fetching shares the consumer with the new one, and the deliveries the
-            # new one takes leave it a gap (`follows`) before its next acknowledgement. Also
-            # called by an idle leader (a fetch that brought nothing): without it a leader whose
-            # session ended kept pulling from the consumer beside the new one for as long as it
-            # was handed nothing.
-            if time.monotonic() - checked >= CHECK_SECONDS:
-                await check()
-
+    async def _lead(self, lead: Lead, stop: asyncio.Event, take: Take) -> None:
         while not stop.is_set():
             # Every time, before the consumer may be deleted and re-created: a stale leader that
             # ended its run on a gap (the new leader's deliveries) must not re-create the
             # consumer under the new one. (LostLead ends the lead: outside the try below.)
-            await check()
+            await lead.check()
             try:
                 intake = await open_intake(self.bus, self.subjects)
             except Exception as error:  # NATS away, the stream not made yet: try again
                 log.info("webhooks: cannot open the intake consumer: %r", error)
-                await _sleep(stop, RETRY_SECONDS)
+                await sleep(stop, RETRY_SECONDS)
                 continue
             try:
-                await take(intake, leading)
+                # `lead.still` at most once a second, not before every ack (a round trip per
+                # batch): a stale leader still fetching shares the consumer with the new one, and
+                # the deliveries the new one takes leave it a gap (`follows`) before its next
+                # acknowledgement. Also called by an idle leader (a fetch that brought nothing):
+                # without it a leader whose session ended kept pulling from the consumer beside
+                # the new one for as long as it was handed nothing.
+                await take(intake, lead.still)
             except LostLead:
                 raise  # reconnect, and stand by until the lock is ours again
             except Exception as error:  # the outbox could not be written: from the floor again
                 log.warning("webhooks: intake stopped: %r; taking again from the ack floor", error)
-                await _sleep(stop, RETRY_SECONDS)
+                await sleep(stop, RETRY_SECONDS)
             finally:
                 with contextlib.suppress(Exception):
                     await intake.close()
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    if seconds <= 0:
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
