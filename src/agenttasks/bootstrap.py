@@ -649,6 +649,11 @@ def maintenance_jobs(
         batch=settings.maintenance_batch,
     )
     chosen.append(Job("liveness", settings.maintenance_liveness_seconds, liveness.sweep))
+    # Always on: an ended period's ledger rows serve no budget (the spending is in read models).
+    ledger = jobs.LedgerPurge(
+        database_url, grace=timedelta(seconds=settings.budget_lease_seconds), batch=batch
+    )
+    chosen.append(Job("ledger", settings.maintenance_purge_seconds, ledger.sweep))
     return chosen
 
 

@@ -77,7 +77,7 @@ class LockLeader:
         self._log = logger
         self._standby_seconds = standby_seconds
         self._check_seconds = check_seconds
-        self._outage = Outage(f"{role}: Postgres (the leader lock)", logger)
+        self._outage = Outage(f"{role}: Postgres", logger)  # the lock's session
 
     async def run(self, stop: asyncio.Event, work: Callable[[Lead], Awaitable[None]]) -> None:
         """Leads or stands by until `stop` is set, surviving restarts of Postgres."""

@@ -307,6 +307,7 @@ async def test_the_leader_purges_finished_tasks_past_the_retention(stack: Stack)
             "watchdog",
             "purge",
             "liveness",
+            "ledger",
         ]
         await wait_until(lambda: not stack.store.recorder.select_events(task_id))
     assert stack.commands.get(SYSTEM, young).status == "pending"

@@ -12,6 +12,10 @@ budget holds across all of them:
 
 What a task spent (its per-task caps) is not kept here: its Task.ModelCalled events say it.
 
+A period's rows are needed while it runs, and for a lease after it ended (a call reserved in it
+settles into it); the maintenance role's `ledger` job deletes them after that (`purge_ended`),
+with the reservations whose lease ended. What users spent stays in the read models (cost_usd).
+
 A reservation locks the user's two ledger rows (`SELECT ... FOR UPDATE`, always in the same
 order), adds up the live reservations, and inserts its own only if spent + reserved + its amount
 stays within the limit; concurrent workers of one user queue on those row locks, so no two can
@@ -21,7 +25,7 @@ both take the last of a budget. Periods are UTC days and months, from the databa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
@@ -73,6 +77,23 @@ _RESERVED = """
 SELECT coalesce(sum(amount) FILTER (WHERE day_start = %(day)s), 0),
        coalesce(sum(amount) FILTER (WHERE month_start = %(month)s), 0)
   FROM budget_reservations WHERE user_id = %(user)s AND expires_at > now()
+"""
+
+
+# A period ended more than the grace ago when it began before the period `now() - grace` is in.
+# The table keeps about four rows per user with a budget once purged: a scan is cheap, and an
+# index on the period would cost every user's first reservation of a day for this hourly sweep.
+_ENDED_ROWS = """
+DELETE FROM budget_ledger WHERE (user_id, period, period_start) IN (
+  SELECT user_id, period, period_start FROM budget_ledger
+   WHERE (period = 'day' AND period_start < date_trunc('day', now() - %(grace)s, 'UTC'))
+      OR (period = 'month' AND period_start < date_trunc('month', now() - %(grace)s, 'UTC'))
+   LIMIT %(limit)s)
+"""
+# Reservations stop counting when their lease ends; reserve() deletes only its own user's.
+_ENDED_RESERVATIONS = """
+DELETE FROM budget_reservations WHERE id IN (
+  SELECT id FROM budget_reservations WHERE expires_at <= now() LIMIT %(limit)s)
 """
 
 
@@ -199,6 +220,18 @@ class SpendLedger:
         """Drops the reservation of a call that failed (nothing was spent that we know of)."""
         async with self.pool.connection() as connection:
             await connection.execute("DELETE FROM budget_reservations WHERE id = %s", (hold.id,))
+
+
+async def purge_ended(
+    connection: AsyncConnection[Any], grace: timedelta, limit: int
+) -> tuple[int, bool]:
+    """Deletes up to `limit` rows of periods that ended over `grace` ago, and as many reservations
+    whose lease ended; returns how many rows went, and whether a bound stopped either."""
+    bound = max(1, limit)
+    params = {"grace": grace, "limit": bound}
+    periods = (await connection.execute(_ENDED_ROWS, params)).rowcount
+    reservations = (await connection.execute(_ENDED_RESERVATIONS, params)).rowcount
+    return periods + reservations, bound in (periods, reservations)
 
 
 async def _clock(connection: AsyncConnection[Any]) -> tuple[Any, ...]:

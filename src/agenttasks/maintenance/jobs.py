@@ -5,7 +5,8 @@
 - watchdog: the workers' timeout sweep, run here too, so a task whose worker vanished ends
   even when no worker is left (workers/watchdog.py);
 - purge: the retention purge of finished tasks (retention.py's purger, on a schedule);
-- liveness: workers whose heartbeat went silent are marked lost; long-ended rows removed.
+- liveness: workers whose heartbeat went silent are marked lost; long-ended rows removed;
+- ledger: the spend ledger's rows of budget periods that ended (application/spend_ledger.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from uuid import UUID
 
 import psycopg
 
+from agenttasks.application.spend_ledger import purge_ended
 from agenttasks.application.tasks import ConcurrencyError, TaskCommands, TaskNotFound
 from agenttasks.domain.rules import RuleViolation
 from agenttasks.durations import format_duration
@@ -155,3 +157,23 @@ class WorkerLiveness:
                 return Swept(0)  # no worker has ever started here
         # A full batch may have left more: the scheduler runs the sweep again at once.
         return Swept(lost + removed, more=self._batch in (lost, removed))
+
+
+class LedgerPurge:
+    """Deletes the spend ledger's rows no budget period needs any more, `batch` rows a sweep."""
+
+    def __init__(self, database_url: str, *, grace: timedelta, batch: int) -> None:
+        self._database_url = database_url
+        self._grace = grace  # the reservation lease: a call reserved in a period settles into it
+        self._batch = batch
+
+    async def sweep(self) -> Swept:
+        """Rows of periods that ended over the grace ago, and reservations whose lease ended."""
+        async with await psycopg.AsyncConnection.connect(
+            self._database_url, autocommit=True
+        ) as connection:
+            try:
+                purged, more = await purge_ended(connection, self._grace, self._batch)
+            except psycopg.errors.UndefinedTable:
+                return Swept(0)  # no API or worker has created the ledger here yet
+        return Swept(purged, more=more)
