@@ -230,3 +230,47 @@ def test_the_usage_models_memory_of_tasks_stays_within_its_size() -> None:
     # The oldest were forgotten: their events go to the model again (which is always right).
     assert memo.needed(decode(task_event(11, tasks[0], "started", version=2)))
     assert not memo.needed(decode(task_event(12, tasks[-1], "started", version=2)))
+
+
+def test_a_batch_of_tasks_at_different_steps_sends_one_update_per_table_and_one_metrics_write(
+    database_url: str,
+) -> None:
+    # Five tasks, each at another step of its life in the batch (as under load): the tasks and
+    # statistics rows of the four that existed are one UPDATE each, whatever columns each
+    # step sets, and the metrics model's states, counters and zeroed rows are one statement.
+    tasks = [str(uuid4()) for _ in range(5)]
+    kinds = ("created", "started", "completed")
+    steps = [(task_id, 1 + n % 3) for n, task_id in enumerate(tasks)]  # the batch's version
+    earlier = [(task_id, v) for task_id, last in steps for v in range(1, last)]
+    stream = [
+        Delivered(task_event(n, task_id, kinds[v - 1], version=v), n)
+        for n, (task_id, v) in enumerate([*earlier, *steps], 1)
+    ]
+    with psycopg.connect(database_url, prepare_threshold=None) as connection:  # every text sent
+        runners = all_runners(database_url, connection)
+        apply_together(runners, connection, stream[: len(earlier)])  # type: ignore[arg-type]
+        with traced(connection) as lines:
+            apply_together(runners, connection, stream[len(earlier) :])  # type: ignore[arg-type]
+        statuses = connection.execute(
+            "SELECT t.id::text, t.status, s.status, m.status FROM tasks t JOIN task_statistics s"
+            " ON s.task_id = t.id JOIN metric_tasks m ON m.task_id = t.id"
+        ).fetchall()
+        pending = connection.execute(
+            "SELECT value FROM task_metrics WHERE metric = 'status' AND label = 'pending'"
+        ).fetchall()
+
+    parsed = [line for line in lines if line.startswith("F") and "\tParse\t" in line]
+    for table in ("tasks", "task_statistics"):
+        updates = [line for line in parsed if f'UPDATE "{table}"' in line]
+        assert len(updates) == 1, "\n".join(updates)
+    metrics = [line for line in parsed if "metric_tasks" in line or "task_metrics" in line]
+    # The read behind the lock, and one write.
+    assert len(metrics) == 2, "\n".join(metrics)
+    # BEGIN, the lock, the metrics read, its write, the tasks INSERT, UPDATE and history,
+    # the statistics INSERT and UPDATE, the tracking, COMMIT (14 before: an UPDATE per set of
+    # columns, three metrics writes).
+    assert len(parsed) == 11, "\n".join(parsed)
+    assert {row[0]: row[1:] for row in statuses} == {
+        task_id: (STATUS[kinds[v - 1]],) * 3 for task_id, v in steps
+    }
+    assert pending == [(2,)], "two tasks pending; the rows that went to 0 are gone"

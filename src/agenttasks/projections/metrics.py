@@ -107,6 +107,28 @@ def _upsert_query(table: str) -> str:
 
 
 @lru_cache(maxsize=64)
+def _fold_query(states: str, table: str) -> str:
+    # One statement for a batch's fold (it was three: the states' upsert, the deltas' upsert
+    # and the DELETE of rows back at 0; psycopg's cost per statement was most of a small
+    # batch's). MERGE deletes a row its negative delta brings to 0, as that DELETE did. MERGE
+    # does not wait out a concurrent insert of the same key as ON CONFLICT does: only the
+    # holder of the metrics tracking row writes these tables (a replay writes fresh ones).
+    upsert = _upsert_query(states).replace("%s", "%(rows)s")
+    return (
+        sql.SQL(
+            "WITH w AS ({}) MERGE INTO {} AS t USING json_to_recordset(%(deltas)s::json)"
+            " AS d(key text, m text, tt text, l text, v bigint) ON t.key = d.key"
+            " WHEN MATCHED AND d.v < 0 AND t.value + d.v = 0 THEN DELETE"
+            " WHEN MATCHED THEN UPDATE SET value = t.value + d.v"
+            " WHEN NOT MATCHED THEN INSERT (key, metric, task_type, label, value)"
+            " VALUES (d.key, d.m, d.tt, d.l, d.v)"
+        )
+        .format(sql.SQL(upsert), sql.Identifier(table))
+        .as_string(None)
+    )
+
+
+@lru_cache(maxsize=64)
 def _add_queries(table: str) -> tuple[str, str]:
     name = sql.Identifier(table)
     add = sql.SQL(
@@ -163,7 +185,7 @@ def preload(connection: Connection[Any], t: Tables, events: list[BusEvent]) -> B
 
 
 def apply_events(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None:
-    """Folds the batch into one read of its tasks' rows and two writes; same as one by one."""
+    """Folds the batch into one read of its tasks' rows and one write; same as one by one."""
     relevant = _relevant(events)
     if not relevant:
         return
@@ -191,27 +213,39 @@ def _fold(
         for task_id in sorted(fold.touched)
         for s in [fold.states[task_id]]
     ]
+    deltas = _delta_rows(fold.deltas)
+    if deltas and len(rows) <= CHUNK:
+        cursor.execute(
+            _fold_query(t["metric_tasks"], t["task_metrics"]),
+            {"rows": _encoder.encode(rows).decode(), "deltas": _encoder.encode(deltas).decode()},
+        )
+        return
     upsert = _upsert_query(t["metric_tasks"])
     for start in range(0, len(rows), CHUNK):
         cursor.execute(upsert, (_encoder.encode(rows[start : start + CHUNK]).decode(),))
     add_to(cursor, t["task_metrics"], fold.deltas)
 
 
+def _delta_rows(deltas: dict[str, int]) -> list[dict[str, Any]]:
+    """The rows of `task_metrics` deltas, key order; a delta of 0 changes no row and is left out."""
+    rows = []
+    for key in sorted(key for key, delta in deltas.items() if delta):
+        metric, task_type, label = key.split("|", 2)
+        rows.append({"key": key, "m": metric, "tt": task_type, "l": label, "v": deltas[key]})
+    return rows
+
+
 def add_to(cursor: Cursor[Any], table: str, deltas: dict[str, int]) -> None:
     """Adds each delta to its row of `table` (a metrics table), deleting rows that reach 0."""
     # A delta of 0 changes no row (and would only insert a 0 row for the DELETE to remove).
-    keys = sorted(key for key, delta in deltas.items() if delta)
-    if not keys:
+    rows = _delta_rows(deltas)
+    if not rows:
         return
-    rows = []
-    for key in keys:
-        metric, task_type, label = key.split("|", 2)
-        rows.append({"key": key, "m": metric, "tt": task_type, "l": label, "v": deltas[key]})
     add, drop = _add_queries(table)
     cursor.execute(add, (_encoder.encode(rows).decode(),))
     # A stored value is a sum of the tasks' contributions, each above 0 (a status +1 is taken
     # back only after it was added): only a negative delta can bring a row to 0.
-    lowered = [key for key in keys if deltas[key] < 0]
+    lowered = [row["key"] for row in rows if row["v"] < 0]
     if lowered:
         cursor.execute(drop, (lowered,))
 

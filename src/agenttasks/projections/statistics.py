@@ -7,7 +7,8 @@ per day and exact percentiles of duration are computed from these rows at query 
 
 Every handler only assigns values, so the effect of a task's events composes into one set of
 assignments: a batch (a replay, a big live batch) is folded per task in memory and written as
-one INSERT or UPDATE per task, with the same result as applying the events one by one.
+one INSERT or UPDATE per task (the batch's INSERTs in one statement, its UPDATEs in another:
+row_updates.py), with the same result as applying the events one by one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from psycopg import Cursor, sql
 from agenttasks.bus.event_data import TaskCompleted, TaskCreated, TaskModelCalled, data_of
 from agenttasks.bus.messages import BusEvent, PurgedEvent, TaskEvent
 from agenttasks.projections.base import Projection, Tables
+from agenttasks.projections.row_updates import Shape, send_updates
 
 DDL = {
     "task_statistics": [
@@ -138,6 +140,11 @@ TYPES = {
 }  # fmt: skip
 CHUNK = 1000  # rows per statement: one statement of a megabyte or more stalls pipeline mode
 _encoder = msgspec.json.Encoder()
+# The UPDATE of a task's row: the columns its events may set, the sums its calls add to.
+SHAPE = Shape(
+    table_key="task_id", types=tuple(TYPES.items()), settable=ROW, sums=SUMS,
+    always=("last_position",),
+)  # fmt: skip
 
 
 def _rows_of(columns: tuple[str, ...]) -> sql.Composed:
@@ -172,43 +179,6 @@ def _insert_query(table: str) -> str:
 
 def _insert(cursor: Cursor[Any], t: Tables, rows: list[dict[str, Any]]) -> None:
     _write(cursor, _insert_query(t["task_statistics"]), rows)
-
-
-@lru_cache(maxsize=256)
-def _update_query(table: str, columns: tuple[str, ...]) -> str:
-    # A "+column" of the rows is added to the column (model calls' sums), others are set.
-    assignments = sql.SQL(", ").join(
-        sql.SQL("{0} = t.{0} + v.{1}").format(sql.Identifier(c[1:]), sql.Identifier(c))
-        if c.startswith("+")
-        else sql.SQL("{0} = v.{0}").format(sql.Identifier(c))
-        for c in (*columns, "last_position")
-    )
-    # The row must be older than the first event folded in: all of them apply, or none.
-    # `t.task_id = ANY(...)`: with json_to_recordset's 100-row guess the planner hashed a
-    # sequential scan of the whole table below ~25,000 rows; the ids make it read the key.
-    return (
-        sql.SQL(
-            "UPDATE {} AS t SET {} FROM {}"
-            " WHERE t.task_id = v.task_id AND t.last_position < v.first_position"
-            " AND t.task_id = ANY(%s::uuid[])"
-        )
-        .format(
-            sql.Identifier(table),
-            assignments,
-            _rows_of(("task_id", *columns, "last_position", "first_position")),
-        )
-        .as_string(None)
-    )
-
-
-def _update(
-    cursor: Cursor[Any], t: Tables, columns: tuple[str, ...], rows: list[dict[str, Any]]
-) -> None:
-    query = _update_query(t["task_statistics"], columns)
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
-        ids = "{" + ",".join(row["task_id"] for row in chunk) + "}"
-        cursor.execute(query, (_encoder.encode(chunk).decode(), ids))
 
 
 def purged_row(e: PurgedEvent) -> Assignments:
@@ -293,14 +263,14 @@ def apply_events(cursor: Cursor[Any], t: Tables, events: list[BusEvent]) -> None
                 for k, (row, last) in created.items()
             ],
         )
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    updates = []
     for task_id, (row, first, last) in changed.items():
         added = {f"+{c}": v for c, v in sums[task_id].items()} if task_id in sums else {}
-        by_columns.setdefault((*row, *added), []).append(
+        updates.append(
             {"task_id": task_id, **row, **added, "last_position": last, "first_position": first}
         )
-    for columns, rows in by_columns.items():
-        _update(cursor, t, columns, rows)
+    # Every other task's row in one statement, whichever columns its events set.
+    send_updates(cursor, t["task_statistics"], SHAPE, updates)
 
 
 def _one(cursor: Cursor[Any], t: Tables, e: TaskEvent) -> None:

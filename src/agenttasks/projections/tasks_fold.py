@@ -4,8 +4,9 @@ Every event assigns columns of its task's row (a model call also adds to the cos
 sums), so a task's events compose into one set of assignments plus sums: a task created in the
 batch is one INSERT of its folded row; another is one UPDATE, applied only when the row is
 older than the first event folded in (all of the task's events of the batch apply, or none,
-as the runner's tracking already guarantees). Rows go many to a statement, one statement per
-set of columns, as JSON (encoded by msgspec, parsed by Postgres, both in C).
+as the runner's tracking already guarantees). Rows go many to a statement, as JSON (encoded by
+msgspec, parsed by Postgres, both in C): the created rows in one, all others in another
+(row_updates.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from agenttasks.bus.event_data import (
     data_of,
 )
 from agenttasks.bus.messages import TaskEvent
+from agenttasks.projections.row_updates import Shape, send_updates
 
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
 Assignments = dict[str, Any]
@@ -125,6 +127,14 @@ COLUMNS = (
     "template_version", "attempt", "max_retries", "timeout_seconds", "worker_id", "usage",
     "created_at", "started_at", "completed_at", "updated_at", "webhook_url",
 )  # fmt: skip
+# The UPDATE of a task's row: the columns its events may set, the sums its calls add to.
+SHAPE = Shape(
+    table_key="id",
+    types=tuple(TYPES.items()),
+    settable=COLUMNS,
+    sums=SUMS,
+    always=("version", "last_position"),
+)
 
 
 def _call(e: TaskEvent) -> tuple[Assignments, list[Any]]:
@@ -185,27 +195,21 @@ def fold(events: list[TaskEvent]) -> dict[str, _Row]:
 def write(cursor: Cursor[Any], table: str, events: list[TaskEvent]) -> None:
     """Writes each task's folded events of the batch as one row write; same as one by one."""
     inserts: list[dict[str, Any]] = []
-    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    updates: list[dict[str, Any]] = []
     for task_id, row in fold(events).items():
         values = {"id": task_id, **row.values, "version": row.version, "last_position": row.last}
         if row.created:
             values.update(zip(SUMS, row.sums or [Decimal(0), 0, 0, 0, 0, 0], strict=True))
             inserts.append(values)
             continue
-        columns = tuple(sorted(row.values))
         if row.sums is not None:
             values.update(zip((f"+{c}" for c in SUMS), row.sums, strict=True))
-            columns += tuple(f"+{c}" for c in SUMS)
         values["first_position"] = row.first
-        updates.setdefault(columns, []).append(values)
+        updates.append(values)
     if inserts:
         send_rows(cursor, _insert_query(table), inserts)
-    for columns, rows in updates.items():
-        query = _update_query(table, columns)
-        for start in range(0, len(rows), CHUNK):
-            chunk = rows[start : start + CHUNK]
-            ids = "{" + ",".join(row["id"] for row in chunk) + "}"
-            cursor.execute(query, (_encoder.encode(chunk).decode(), ids))
+    # Every other task's row in one statement, whichever columns its events set.
+    send_updates(cursor, table, SHAPE, updates)
 
 
 def send_rows(cursor: Cursor[Any], query: str, rows: list[dict[str, Any]]) -> None:
@@ -231,31 +235,5 @@ def _insert_query(table: str) -> str:
     return (
         sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT (id) DO NOTHING")
         .format(sql.Identifier(table), names, names, _rows_of(columns))
-        .as_string(None)
-    )
-
-
-@lru_cache(maxsize=256)
-def _update_query(table: str, columns: tuple[str, ...]) -> str:
-    # A "+column" of the rows is added to the column (model calls' sums), others are set.
-    assignments = sql.SQL(", ").join(
-        sql.SQL("{0} = t.{0} + v.{1}").format(sql.Identifier(c[1:]), sql.Identifier(c))
-        if c.startswith("+")
-        else sql.SQL("{0} = v.{0}").format(sql.Identifier(c))
-        for c in (*columns, "version", "last_position")
-    )
-    # `t.id = ANY(...)`: the planner guesses 100 rows for json_to_recordset, and below ~25,000
-    # tasks it then hashed a sequential scan of the whole table for every batch (1.1 ms at
-    # 5,000 rows for one task); with the ids it reads the primary key, at any size.
-    return (
-        sql.SQL(
-            "UPDATE {} AS t SET {} FROM {} WHERE t.id = v.id AND t.last_position < v.first_position"
-            " AND t.id = ANY(%s::uuid[])"
-        )
-        .format(
-            sql.Identifier(table),
-            assignments,
-            _rows_of(("id", *columns, "version", "last_position", "first_position")),
-        )
         .as_string(None)
     )
