@@ -6,6 +6,7 @@ object (or the part of it it needs) by the composition root.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -54,6 +55,11 @@ class Settings:
     # The most event-store connections one process opens, on demand; an idle process keeps one
     # (docs/operations.md, "Postgres connections": what `up` holds and max_connections).
     database_pool_size: int = 8
+    # How long an append (a create, a start, a completion) waits for the events table's lock
+    # before it gives up and stores nothing: the API answers 503, the worker tries again
+    # (docs/operations.md, "A lock on the events table"). Never unbounded: a session holding a
+    # conflicting lock would otherwise stop every write until it ends.
+    append_lock_timeout: timedelta = timedelta(seconds=5)
     # /ready fails when events wait and the relay has not made progress for this long.
     relay_stall_seconds: int = 30
     # Each projector's self-check (projections/selfcheck.py): progress every this many seconds,
@@ -205,6 +211,8 @@ class Settings:
         values["database_pool_size"] = _int(
             env, "AGENTTASKS_DATABASE_POOL_SIZE", base.database_pool_size, 1, 64
         )
+        if lock_wait := env.get("AGENTTASKS_APPEND_LOCK_TIMEOUT", "").strip():
+            values["append_lock_timeout"] = _append_lock_timeout(lock_wait)
         values["stream_replicas"] = _int(
             env, "AGENTTASKS_STREAM_REPLICAS", base.stream_replicas, 1, 5
         )
@@ -352,6 +360,7 @@ class Settings:
             params = conninfo_to_dict(self.database_url)
         except Exception as error:
             raise SettingsError(f"AGENTTASKS_DATABASE_URL is not a valid URL: {error}") from None
+        lock_wait = self.append_lock_timeout.total_seconds()
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": str(params.get("dbname") or "postgres"),
@@ -364,6 +373,10 @@ class Settings:
             "POSTGRES_POOL_SIZE": "1",
             "POSTGRES_MAX_OVERFLOW": str(self.database_pool_size - 1),
             "CREATE_TABLE": "y",
+            # The library reads whole seconds (its own appends, a tracking table's migration);
+            # our append reads the milliseconds (store.APPEND_LOCK_TIMEOUT_MS).
+            "POSTGRES_LOCK_TIMEOUT": str(max(1, math.ceil(lock_wait))),
+            "APPEND_LOCK_TIMEOUT_MS": str(max(1, round(lock_wait * 1000))),
         }
 
 
@@ -404,6 +417,21 @@ def _duration(raw: str, name: str) -> timedelta | None:
         raise SettingsError(f"{name}: {error}, not {raw!r}") from None
     if duration is not None and duration < timedelta(seconds=1):
         raise SettingsError(f"{name} must be at least 1s (or off), not {raw!r}")
+    return duration
+
+
+APPEND_LOCK_TIMEOUT_MAX = timedelta(minutes=5)
+
+
+def _append_lock_timeout(raw: str) -> timedelta:
+    name = "AGENTTASKS_APPEND_LOCK_TIMEOUT"
+    try:
+        duration = parse_duration(raw)
+    except ValueError as error:
+        raise SettingsError(f"{name}: {error}, not {raw!r}") from None
+    assert duration is not None  # `off` is not allowed: an append never waits for ever
+    if not timedelta(seconds=1) <= duration <= APPEND_LOCK_TIMEOUT_MAX:
+        raise SettingsError(f"{name} must be from 1s to 5m, not {raw!r}")
     return duration
 
 

@@ -62,9 +62,14 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(
-    database_url: str, nats: EmbeddedNats, *, projections: tuple[Projection, ...] | None = None
+    database_url: str,
+    nats: EmbeddedNats,
+    *,
+    projections: tuple[Projection, ...] | None = None,
+    settings: Settings | None = None,
 ) -> AsyncIterator[Stack]:
-    store = open_event_store(Settings(database_url=database_url).eventsourcing_env())
+    settings = settings or Settings(database_url=database_url)
+    store = open_event_store(settings.eventsourcing_env())
     relay_bus = await connect(nats.url_for("relay"), "test-relay")
     relay = bootstrap.relay(store, database_url, relay_bus)
     stop_relay = asyncio.Event()

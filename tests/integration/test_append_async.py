@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from agenttasks.application.append_lock import AppendLockTimeout
 from agenttasks.application.store import (
     FLAT_AT_MOST,
     EventStore,
@@ -36,7 +38,8 @@ ALICE = Actor("alice")
 @pytest.fixture
 def store(database_url: str) -> Iterator[EventStore]:
     # A lock timeout, so a save that cannot get the table lock fails instead of waiting for ever.
-    env = {**Settings(database_url=database_url).eventsourcing_env(), "POSTGRES_LOCK_TIMEOUT": "1"}
+    settings = Settings(database_url=database_url, append_lock_timeout=timedelta(seconds=1))
+    env = settings.eventsourcing_env()
     store = open_event_store(env)
     yield store
     close(store)
@@ -168,7 +171,7 @@ async def test_both_appends_wait_for_the_table_lock_within_the_lock_timeout(
         await holder.execute(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE")
         saving = asyncio.ensure_future(asyncio.to_thread(store.save, new_task(store, "late")))
         try:
-            with pytest.raises(OperationalError):
+            with pytest.raises(AppendLockTimeout):
                 await asyncio.wait_for(asyncio.shield(saving), 10)
         finally:
             await holder.rollback()  # also lets a save that ignored the timeout end

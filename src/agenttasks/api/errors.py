@@ -16,6 +16,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from agenttasks.application.append_lock import AppendLockTimeout
 from agenttasks.application.task_configs import ConfigError
 from agenttasks.application.tasks import ConcurrencyError, IdempotencyKeyReused, TaskNotFound
 from agenttasks.domain.rules import RuleViolation
@@ -114,6 +115,22 @@ def _too_many_streams(_: Request[Any, Any, Any], error: TooManyStreams) -> Respo
     return problem(429, str(error))
 
 
+def _store_busy(
+    request: Request[Any, Any, Any], error: AppendLockTimeout
+) -> Response[dict[str, Any]]:
+    # Someone holds a conflicting lock on the events table (an open deletion, an operator's
+    # session); nothing of this request was stored, so the client may simply send it again.
+    log.warning(
+        "503 on %s %s: the events table stayed locked for %g s",
+        request.method,
+        request.url.path,
+        error.waited,
+    )
+    response = problem(503, str(error))
+    response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
 def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "an unexpected error occurred; it was logged")
@@ -143,6 +160,7 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     ValidationException: _validation,
     HTTPException: _http,
     MapperDeserialisationError: _unreadable_history,
+    AppendLockTimeout: _store_busy,
     ValueError: _value_error,
     Exception: _unexpected,
 }

@@ -19,6 +19,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
+from agenttasks.application.append_lock import AppendLockTimeout
 from agenttasks.application.store import EventStore
 
 
@@ -79,6 +80,10 @@ class GroupCommitter:
         except IntegrityError:
             for request in batch:
                 self._save_alone(request)
+        except AppendLockTimeout as error:
+            # Nothing was stored, and each request alone would wait the timeout once more.
+            for request in batch:
+                request.error, request.done = error, True
         except Exception as error:
             if len(batch) == 1:
                 batch[0].error, batch[0].done = error, True

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from agenttasks.application.append_lock import AppendLockTimeout
+
 log = logging.getLogger(__name__)
 
 
@@ -83,7 +85,8 @@ class Scheduler:
         # Said once per run of failures, not every interval: a database outage would otherwise
         # repeat the same line for as long as it lasts. A bug keeps its traceback.
         if self._failures[job.name] == 0:
-            expected = isinstance(error, psycopg.Error | OSError)
+            # A lock timeout on the events table is an operator's lock, not a bug (operations.md).
+            expected = isinstance(error, psycopg.Error | OSError | AppendLockTimeout)
             log.warning(
                 "maintenance: %s failed (%s); it runs again every %gs",
                 job.name,

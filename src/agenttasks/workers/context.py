@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from decimal import Decimal
@@ -18,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from agenttasks.application.append_lock import AppendLockTimeout
 from agenttasks.application.prices import PriceTable, format_usd
 from agenttasks.application.tasks import TaskCommands, Written
 from agenttasks.application.transcoding import UnstorableValue
@@ -29,6 +31,13 @@ from agenttasks.workers.errors import AgentError
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.limits import Limits
 from agenttasks.workers.llm import LanguageModel, Usage
+
+log = logging.getLogger(__name__)
+
+# Seconds between the tries of a report whose append timed out on the events table's lock
+# (AGENTTASKS_APPEND_LOCK_TIMEOUT each): an operator's lock of a few seconds costs the attempt
+# nothing; one that outlasts them all sends the attempt's message back for a later delivery.
+LOCK_RETRY_DELAYS = (0.05, 0.25, 1.0, 2.0, 5.0)
 
 PARTIAL_EVERY = 0.25  # seconds between partial-result events while text streams
 # A held report (progress) is saved with the next write, or after this long if none comes.
@@ -289,10 +298,7 @@ class AgentContext:
                 return None
             known, self._known = self._known, None
             try:
-                # With the attempt's context variables (its trace), on the store's threads.
-                written = await self._offload.call(
-                    self._commands.report_many, self.task_id, steps, known=known
-                )
+                written = await self._report(steps, known)
             except RuleViolation as refused:
                 raise AttemptOver(str(refused)) from None
             except UnstorableValue as refused:  # e.g. a model's JSON nested 500 levels deep
@@ -300,3 +306,25 @@ class AgentContext:
                 raise AgentError("invalid_output", message) from None
             self._known = written.task
             return written
+
+    async def _report(self, steps: tuple[Step, ...], known: Task | None) -> Written:
+        """report_many, tried again while the events table stays locked (nothing was stored)."""
+        for delay in (*LOCK_RETRY_DELAYS, None):
+            try:
+                # With the attempt's context variables (its trace), on the store's threads.
+                return await self._offload.call(
+                    self._commands.report_many, self.task_id, steps, known=known
+                )
+            except AppendLockTimeout as error:
+                if delay is None:
+                    raise  # the worker hands the attempt's message back (runtime.py)
+                log.warning(
+                    "attempt %d of %s: %s; trying again in %g s",
+                    self.attempt,
+                    self.task_id,
+                    error,
+                    delay,
+                )
+                known = None  # the copy took the unsaved events: load the stored task instead
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # the last delay is None: it raised

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import IntegrityError
 
+from agenttasks.application.append_lock import AppendLockTimeout
 from agenttasks.application.store import EventStore, OrderedAppendRecorder, append_after_async
 from agenttasks.application.tasks import Written
 from agenttasks.domain.task import Task, command_trace
@@ -89,7 +90,8 @@ class LoopStarts:
                     # The connection broke, perhaps after a commit: as when the store thread's
                     # start fails, the caller offers the message again and a redelivery finds
                     # out what happened (docs/workers.md, a lost worker).
-                    await self._drop_connection()
+                    if not isinstance(error, AppendLockTimeout):  # that session is still fine
+                        await self._drop_connection()
                     for request in batch:
                         if not request.outcome.done():  # nor cancelled by its caller
                             request.outcome.set_exception(error)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from agenttasks.application.append_lock import AppendLockTimeout
 from agenttasks.application.prices import PriceTable
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
 from agenttasks.application.user_slots import NoSlots, RunSlots
@@ -298,6 +299,10 @@ class Worker:
         except RuleViolation:
             await self._not_startable(job)
             return
+        except AppendLockTimeout as error:  # nothing was stored: the start is simply offered again
+            log.warning("could not start %s: %s; it will be offered again", job.task_id, error)
+            await job.delivery.nak(delay=float(error.retry_after))
+            return
         except Exception:
             log.exception("could not start %s; it will be offered again", job.task_id)
             await job.delivery.nak(delay=1.0)
@@ -316,12 +321,24 @@ class Worker:
             prices=self._prices,
             budget=self._budget,
         )
+        handed_back: AppendLockTimeout | None = None
         try:
             await self._run_agent(job, ctx, task.timeout_seconds, task.started_at)
+        except AppendLockTimeout as error:
+            # Its outcome could not be stored (the events table stayed locked through every try):
+            # the attempt still runs in the store, and its message, handed back, is delivered
+            # again later; that delivery takes the attempt over (`_not_startable`) and retries it.
+            handed_back = error
+            log.warning(
+                "attempt %d of %s: %s; its message is handed back", job.attempt, job.task_id, error
+            )
         finally:
             await ctx.close()
             with contextlib.suppress(Exception):
-                await job.delivery.ack()
+                if handed_back is None:
+                    await job.delivery.ack()
+                else:
+                    await job.delivery.nak(delay=float(handed_back.retry_after))
 
     async def _run_agent(
         self, job: Job, ctx: AgentContext, timeout_seconds: int, started_at: datetime | None
@@ -335,6 +352,8 @@ class Worker:
             log.info("attempt %d of %s task completed", job.attempt, job.task_type)
         except AttemptOver as over:
             log.info("attempt %s/%d ended elsewhere: %s", job.task_id, job.attempt, over)
+        except AppendLockTimeout:
+            raise  # not the agent's failure: nothing of its outcome was stored (the caller)
         except asyncio.CancelledError:
             running = self._running.get((job.task_id, job.attempt))
             if running is not None and running.stopping_because == "shutdown":
@@ -408,6 +427,10 @@ class Worker:
                 )
         except (RuleViolation, TaskNotFound):
             pass  # someone else settled it first
+        except AppendLockTimeout as error:
+            log.warning("could not take over %s: %s; it will be offered again", job.task_id, error)
+            await job.delivery.nak(delay=float(error.retry_after))
+            return
         except Exception:
             log.exception("could not check %s; it will be offered again", job.task_id)
             await job.delivery.nak(delay=1.0)
