@@ -30,6 +30,7 @@ from agenttasks.bus.messages import encode
 from agenttasks.servers.nats import EmbeddedNats, start_nats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.settings import Settings, SettingsError
+from agenttasks.workers import context as agent_context
 from agenttasks.workers.context import AgentContext
 from agenttasks.workers.intake import job_from, task_from_created
 from agenttasks.workers.loop_start import LoopStarts
@@ -189,3 +190,44 @@ async def test_a_completion_under_a_held_lock_is_tried_again_and_stored_once(
         await wait_until(refused_once, within=10)
     assert (await finished(stack, task_id)).status == "completed"
     assert kinds(stack, task_id) == ["created", "started", "completed"]
+
+
+async def test_a_completion_refused_through_every_try_hands_the_message_back_and_runs_again(
+    running: tuple[Stack, Worker, str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    real_agents: None,
+) -> None:
+    stack, worker, _ = running
+    monkeypatch.setattr(agent_context, "LOCK_RETRY_DELAYS", (0.01,))  # two tries, not six
+
+    async def quick(ctx: AgentContext) -> dict[str, Any]:
+        return {"done": True}
+
+    go = asyncio.Event()
+
+    async def gated(ctx: AgentContext) -> dict[str, Any]:
+        await go.wait()
+        worker._agents = dict.fromkeys(worker._agents, quick)  # the next attempt just completes
+        return {"done": True}
+
+    worker._agents = dict.fromkeys(worker._agents, gated)
+    task_id = create(stack, "data_analysis", {"data": {"x": [1, 2, 3]}})
+    await wait_until(lambda: kinds(stack, task_id) == ["created", "started"])
+    caplog.set_level(logging.WARNING, logger="agenttasks.workers.runtime")
+
+    def handed_back() -> bool:
+        return any(
+            "handed back" in r.getMessage() and str(task_id) in r.getMessage()
+            for r in caplog.records
+        )
+
+    async with events_table_locked(stack):
+        go.set()
+        await wait_until(handed_back, within=10)
+        assert kinds(stack, task_id) == ["created", "started"]  # nothing of it was stored
+    # The message comes again: the attempt is taken over and retried, and completes once.
+    await wait_until(lambda: "completed" in kinds(stack, task_id), within=20)
+    assert (await finished(stack, task_id)).status == "completed"
+    taken_over = ["created", "started", "failed", "retried", "started", "completed"]
+    assert kinds(stack, task_id) == taken_over  # failed as worker_lost, never twice completed
