@@ -46,10 +46,10 @@ class Maintenance:
     async def run(self, stop: asyncio.Event) -> None:
         """Leads or stands by until `stop` is set, surviving restarts of Postgres."""
 
-        async def lead(lead: Lead) -> None:
-            await self._lead(lead, stop)
+        async def work(held: Lead) -> None:
+            await self._lead(held, stop)
 
-        await self._leader.run(stop, lead)
+        await self._leader.run(stop, work)
 
     async def _lead(self, lead: Lead, stop: asyncio.Event) -> None:
         self.scheduler.restart()

@@ -126,10 +126,10 @@ class Leadership:
     async def run(self, stop: asyncio.Event, take: Take) -> None:
         """Leads or stands by until `stop`, surviving restarts of Postgres and NATS."""
 
-        async def lead(lead: Lead) -> None:
-            await self._lead(lead, stop, take)
+        async def work(held: Lead) -> None:
+            await self._lead(held, stop, take)
 
-        await self._leader.run(stop, lead)
+        await self._leader.run(stop, work)
 
     async def _lead(self, lead: Lead, stop: asyncio.Event, take: Take) -> None:
         while not stop.is_set():
