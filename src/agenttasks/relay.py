@@ -4,7 +4,10 @@ Only the holder of a Postgres advisory lock publishes, so a second relay waits a
 takes over when the first one's session ends. The relay keeps no cursor of its own: it resumes
 after the stream's last message, so what it believes was published can never disagree with
 what the stream holds. It wakes on the NOTIFY that every eventsourcing append sends, and also
-polls once a second in case a notification was missed (e.g. across a reconnect).
+polls once a second in case a notification was missed (e.g. across a reconnect). Our appends'
+NOTIFY carries the stored rows (store.py): the relay publishes those without reading the log
+back, as long as they continue exactly where it is; anything else (an empty payload, a gap in
+the ids) sends it to the read, which is always right.
 
 An event it cannot decode or map is never a reason to stop: it is quarantined (quarantine.py)
 and a SkippedEvent marker is published in its place, so the stream stays dense and every
@@ -15,12 +18,15 @@ beats in Postgres (relay_status.py), which is how /ready tells a working relay f
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+from uuid import UUID
 
+import msgspec
 import psycopg
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from psycopg.sql import SQL, Identifier
@@ -35,7 +41,6 @@ from agenttasks.bus.publisher import PublishFailed
 from agenttasks.observability import context, tracing
 from agenttasks.observability.traceparent import parse
 from agenttasks.outage import Outage
-from agenttasks.stoppable import Stopped, unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ PURGE_SECONDS = 1.0  # when idle, deleted tasks' stream messages are looked for 
 CONSUMER = "relay"  # its name in the quarantine table
 # Failures of the store itself, not of one event: retried as a whole, never quarantined.
 TRANSIENT = (psycopg.Error, OSError, PersistenceError)
+# An append's NOTIFY payload: [[notification_id, originator_id, version, topic, base64 state]].
+_news_decoder = msgspec.json.Decoder(list[tuple[int, str, int, str, str]])
 
 
 class Relay:
@@ -79,6 +86,8 @@ class Relay:
         self._last_beat = 0.0
         self._select: bytes | None = None  # the log read, built once for its session
         self._cursor: psycopg.AsyncCursor[Any] | None = None
+        self._waiting = False  # in _wait_for_news: what a stop cancels
+        self.carried = 0  # events published from a NOTIFY's payload, without a read, since start
         self._outage = Outage("relay: Postgres or NATS", log)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -124,10 +133,40 @@ class Relay:
         self._outage.restored()
         self.published_position = position
         self._last_beat = 0.0
+        # One task for the whole leadership ends a wait when `stop` is set: a task for the
+        # wait and one for the stop on every wait cost ~24 us a wake-up (docs/performance.md).
+        leader = asyncio.current_task()
+        watcher = asyncio.ensure_future(stop.wait())
+        watcher.add_done_callback(lambda _: self._stop_waiting(stop, leader))
+        try:
+            await self._publish_until_stopped(lock, stop, position, sequence)
+        finally:
+            watcher.cancel()
+        return True
+
+    def _stop_waiting(self, stop: asyncio.Event, leader: asyncio.Task[Any] | None) -> None:
+        if stop.is_set() and self._waiting and leader is not None:
+            leader.cancel()  # _wait_for_news takes it back (uncancel) and returns
+
+    async def _publish_until_stopped(
+        self,
+        lock: psycopg.AsyncConnection[tuple[object, ...]],
+        stop: asyncio.Event,
+        position: int,
+        sequence: int,
+    ) -> None:
+        news: list[str] = []  # the payloads of the notifications that ended the last wait
         while not stop.is_set():
-            events, traces, read_up_to = await self._read(lock, position)
-            # A short read reached the end of the log (_read stops early only at BATCH).
-            at_end = read_up_to - position < BATCH and len(events) < BATCH
+            carried = self._carried(news, position) if news else None
+            if carried is not None:  # the rows came with the notifications: no read
+                events, traces, read_up_to = self._batch_of(carried, position)
+                self.carried += len(carried)
+                at_end = True  # every later commit notifies: waiting is right
+            else:
+                events, traces, read_up_to = await self._read(lock, position)
+                # A short read reached the end of the log (_read stops early only at BATCH).
+                at_end = read_up_to - position < BATCH and len(events) < BATCH
+            news = []
             if events:
                 sequence = await self.bus.publish_in_order(events, sequence, traces)
                 self.published_position = events[-1].position
@@ -143,8 +182,43 @@ class Relay:
             self.published_position = position
             await self._beat(lock)
             await self._purge_deleted(lock)
-            await self._wait_for_news(lock, stop)
-        return True
+            news = await self._wait_for_news(lock, stop)
+
+    def _carried(self, news: list[str], after: int) -> list[PositionedEvent] | None:
+        """The events the payloads carry after `after`; None when the log must be read instead.
+
+        Only a dense continuation is taken: this session LISTENs since before its first read, and
+        commits (the table lock held to each one) notify in id order, so the payloads after a
+        read hold every later event. A payload left empty (over 8,000 bytes, or an append of
+        the library's own), a gap in the ids (a failed insert's, or a notification missed) or
+        a payload that does not parse sends the relay to the read, which is always right.
+        """
+        expected = after + 1
+        recorder: Any = self.store.recorder
+        uuids = getattr(getattr(recorder, "datastore", None), "originator_id_type", "") == "uuid"
+        mapper = self.store.mapper
+        items: list[PositionedEvent] = []
+        for payload in news:
+            if not payload:
+                return None
+            try:
+                rows = _news_decoder.decode(payload)
+                for position, originator, version, topic, state in rows:
+                    if position < expected:
+                        continue  # committed before the last read, which published it
+                    if position != expected or len(items) >= BATCH:
+                        return None
+                    stored = StoredEvent(
+                        UUID(originator) if uuids else originator,
+                        version,
+                        topic,
+                        binascii.a2b_base64(state),  # Postgres breaks base64 into lines
+                    )
+                    items.append(PositionedEvent(position, decoded(mapper, stored)))
+                    expected += 1
+            except (msgspec.DecodeError, ValueError, binascii.Error):
+                return None  # not a payload of ours: the read decides
+        return items
 
     def _ensure_tables(self) -> None:
         with psycopg.connect(self.database_url) as connection, connection.cursor() as cursor:
@@ -288,25 +362,35 @@ class Relay:
 
     async def _wait_for_news(
         self, lock: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event
-    ) -> None:
+    ) -> list[str]:
+        """The payloads of the notifications that came; [] after a second's silence or a stop."""
         # Any notification, or a second's silence (then poll anyway): both cost nothing when idle.
-        # A stop ends the wait at once (the session is closed right after).
+        # A stop ends the wait at once (the leadership's watcher cancels it; the session is
+        # closed right after).
+        if stop.is_set():
+            return []
+        self._waiting = True
         try:
-            if await unless_stopped(stop, _notified(lock)):
-                return  # the session is alive: it just delivered a notification
-        except Stopped:
-            return
-        await lock.execute("SELECT 1")  # notices a dead session, so leadership ends with it
+            news = await _notified(lock)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if stop.is_set() and task is not None and task.uncancel() == 0:
+                return []  # our watcher's cancel, not the caller's
+            raise
+        finally:
+            self._waiting = False
+        if not news:
+            await lock.execute("SELECT 1")  # notices a dead session, so leadership ends with it
+        return news
 
 
-async def _notified(lock: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
-    # Closed here, not left to the garbage collector: an abandoned async generator is closed
-    # by a task of its own, and until then it holds the connection's lock that the read after
-    # this wait needs (an extra turn of the loop on every wake-up).
-    async with contextlib.aclosing(lock.notifies(timeout=POLL_SECONDS, stop_after=1)) as news:
-        async for _ in news:
-            return True
-    return False
+async def _notified(lock: psycopg.AsyncConnection[tuple[object, ...]]) -> list[str]:
+    """The payloads of the next notifications (those of one packet, or the ones held back)."""
+    # Run to its end, not left after the first: stop_after=1 still yields the rest of the
+    # packet (or of what came during other queries) before it ends, and each may carry events.
+    # An abandoned generator would also hold the connection's lock until a task of its own
+    # closed it (an extra turn of the loop before the next query).
+    return [n.payload async for n in lock.notifies(timeout=POLL_SECONDS, stop_after=1)]
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -25,17 +25,13 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import make_conninfo
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 from psycopg.types.numeric import Int8
 
-from agenttasks.application.append_lock import AppendLockTimeout, lock_timed_out, timeout_setting
 from agenttasks.application.transcoding import SafeJSONTranscoder
 from agenttasks.application.undecodable import decoded
 
 APPLICATION_NAME = "agenttasks"
-# Our key in the store's settings (Settings.eventsourcing_env): the append's lock timeout in
-# milliseconds, finer than the library's POSTGRES_LOCK_TIMEOUT (whole seconds).
-APPEND_LOCK_TIMEOUT_MS = "APPEND_LOCK_TIMEOUT_MS"
 # The library creates its tables and functions when the application is constructed; processes
 # starting together (API replicas, `up`'s children) collide on that DDL ("tuple concurrently
 # updated") even with IF NOT EXISTS, so construction takes this advisory lock first.
@@ -83,7 +79,7 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
             "table": Identifier(self.events_table_name),
             "function": Identifier(function),
             "id_type": Identifier(self.datastore.originator_id_type),
-            "channel": Identifier(self.channel_name),
+            "channel": Literal(self.channel_name),
         }
         # Runs in create_table's transaction, i.e. under open_event_store's DDL lock.
         self.sql_create_statements.append(SQL(_APPEND_FUNCTION).format(**names))
@@ -94,12 +90,6 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
         self._call_after = SQL("SELECT {schema}.{function}(%s::text, ").format(**guarded).as_bytes()
         self._statements: dict[tuple[int, ...], bytes] = {}
         self.lock_timeout_setting = f"{self.datastore.lock_timeout}s"
-        self.lock_timeout_seconds = float(self.datastore.lock_timeout)
-
-    def set_lock_timeout(self, milliseconds: int) -> None:
-        """How long an append waits for the table lock (the library's setting is whole seconds)."""
-        self.lock_timeout_setting = timeout_setting(milliseconds)
-        self.lock_timeout_seconds = max(1, milliseconds) / 1000
 
     def insert_events(self, stored_events: Any, **kwargs: Any) -> Any:
         """Appends the events in one transaction; returns their notification ids in order."""
@@ -119,15 +109,10 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
             return self._append(statement, parameters)
 
     def _append(self, statement: bytes, parameters: tuple[Any, ...]) -> list[int]:
-        try:
-            with self.datastore.get_connection() as connection, connection.cursor() as cursor:
-                # get_connection turns psycopg's errors into the library's.
-                cursor.execute(statement, parameters, prepare=True)
-                row = cursor.fetchone()
-        except OperationalError as error:
-            if lock_timed_out(error):  # the statement rolled back: nothing was stored
-                raise AppendLockTimeout(self.lock_timeout_seconds) from None
-            raise
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            # get_connection turns psycopg's errors into the library's.
+            cursor.execute(statement, parameters, prepare=True)
+            row = cursor.fetchone()
         assert row is not None  # a SELECT of a function gives one row
         ids: list[int] = row["ids"]
         return ids
@@ -189,12 +174,16 @@ def _columns_sql(lengths: tuple[int, ...], types: Sequence[str]) -> bytes:
 # One statement, one transaction: the lock is held until the statement's commit. Nothing is
 # inserted unless every aggregate's first version in the batch follows a stored one (or is 1);
 # then the count differs and the raise rolls the statement back, NOTIFY included.
+# The NOTIFY carries the stored rows (JSON: [[notification_id, originator_id, version, topic,
+# base64 state], ...]) when they fit in Postgres's 8,000-byte payload, else nothing: the relay
+# publishes from it without reading the log back, and reads when it is empty (relay.py).
 _APPEND_FUNCTION = """
 CREATE OR REPLACE FUNCTION {schema}.{function}(
     lock_timeout text, ids {id_type}[], versions bigint[], topics text[], states bytea[]
 ) RETURNS bigint[] LANGUAGE plpgsql AS $append$
 DECLARE
     inserted bigint[];
+    news text;
 BEGIN
     PERFORM set_config('lock_timeout', lock_timeout, true);
     LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
@@ -209,16 +198,19 @@ BEGIN
             WHERE b.first_version > 1 AND NOT EXISTS (
                 SELECT 1 FROM {schema}.{table} AS s
                 WHERE s.originator_id = b.id AND s.originator_version = b.first_version - 1))
-        RETURNING notification_id
+        RETURNING notification_id, originator_id, originator_version, topic, state
     )
-    SELECT array_agg(notification_id ORDER BY notification_id) INTO inserted FROM written;
+    SELECT array_agg(notification_id ORDER BY notification_id),
+        json_agg(json_build_array(notification_id, originator_id, originator_version, topic,
+            encode(state, 'base64')) ORDER BY notification_id)::text
+    INTO inserted, news FROM written;
     IF coalesce(cardinality(inserted), 0) <> cardinality(ids) THEN
         RAISE EXCEPTION USING
             ERRCODE = 'integrity_constraint_violation',
             MESSAGE = 'an aggregate''s stored history does not continue at the first version'
                 || ' saved (its events were deleted meanwhile)';
     END IF;
-    NOTIFY {channel};
+    PERFORM pg_notify({channel}, CASE WHEN octet_length(news) < 8000 THEN news ELSE '' END);
     RETURN inserted;
 END
 $append$
@@ -238,6 +230,7 @@ CREATE OR REPLACE FUNCTION {schema}.{function}(
 ) RETURNS bigint[] LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $append$
 DECLARE
     inserted bigint[];
+    news text;
 BEGIN
     PERFORM set_config('lock_timeout', lock_timeout, true);
     LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
@@ -260,13 +253,18 @@ BEGIN
         INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)
         SELECT e.id, e.version, e.topic, e.state FROM batch AS e
         WHERE e.id IN (SELECT id FROM fresh) ORDER BY e.n
-        RETURNING originator_id, originator_version, notification_id
+        RETURNING originator_id, originator_version, notification_id, topic, state
+    ), notified AS (
+        SELECT json_agg(json_build_array(notification_id, originator_id, originator_version,
+            topic, encode(state, 'base64')) ORDER BY notification_id)::text AS rows
+        FROM written
     )
-    SELECT array_agg(w.notification_id ORDER BY e.n) INTO inserted
+    SELECT array_agg(w.notification_id ORDER BY e.n), (SELECT rows FROM notified)
+    INTO inserted, news
     FROM batch AS e LEFT JOIN written AS w
         ON w.originator_id = e.id AND w.originator_version = e.version;
-    IF EXISTS (SELECT 1 FROM unnest(inserted) AS i(id) WHERE i.id IS NOT NULL) THEN
-        NOTIFY {channel};
+    IF news IS NOT NULL THEN  -- something was stored
+        PERFORM pg_notify({channel}, CASE WHEN octet_length(news) < 8000 THEN news ELSE '' END);
     END IF;
     RETURN inserted;
 END
@@ -286,8 +284,7 @@ async def append_async(
         )
     if not stored_events:
         return []
-    waits = recorder.lock_timeout_seconds
-    return await _call_async(connection, waits, *recorder.append_call(stored_events))
+    return await _call_async(connection, *recorder.append_call(stored_events))
 
 
 async def append_after_async(
@@ -311,15 +308,11 @@ async def append_after_async(
         return []
     if any(e.originator_id not in after for e in stored_events):
         raise ValueError("every aggregate of a guarded append needs its previous position")
-    waits = recorder.lock_timeout_seconds
-    return await _call_async(connection, waits, *recorder.append_call(stored_events, after))
+    return await _call_async(connection, *recorder.append_call(stored_events, after))
 
 
 async def _call_async(
-    connection: psycopg.AsyncConnection[Any],
-    waits: float,
-    statement: bytes,
-    parameters: tuple[Any, ...],
+    connection: psycopg.AsyncConnection[Any], statement: bytes, parameters: tuple[Any, ...]
 ) -> list[Any]:
     """Runs an append function's SELECT; its ids (a version clash: the library's IntegrityError)."""
     try:
@@ -327,8 +320,6 @@ async def _call_async(
         row = await cursor.fetchone()
     except psycopg.IntegrityError as error:
         raise IntegrityError(str(error)) from error
-    except psycopg.errors.LockNotAvailable:  # the statement rolled back: nothing was stored
-        raise AppendLockTimeout(waits) from None
     assert row is not None  # a SELECT of a function gives one row
     ids = row["ids"] if isinstance(row, dict) else row[0]
     return list(ids)
@@ -357,14 +348,9 @@ def open_event_store(env: Mapping[str, str] | None = None) -> EventStore:
     with psycopg.connect(_conninfo(settings), autocommit=True) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (STORE_DDL_LOCK,))
         try:
-            store = EventStore(env=settings)
+            return EventStore(env=settings)
         finally:
             connection.execute("SELECT pg_advisory_unlock(%s)", (STORE_DDL_LOCK,))
-    if (milliseconds := settings.get(APPEND_LOCK_TIMEOUT_MS)) and isinstance(
-        store.recorder, OrderedAppendRecorder
-    ):
-        store.recorder.set_lock_timeout(int(milliseconds))
-    return store
 
 
 def _conninfo(settings: Mapping[str, str]) -> str:
