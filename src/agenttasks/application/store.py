@@ -28,10 +28,14 @@ from psycopg.conninfo import make_conninfo
 from psycopg.sql import SQL, Identifier, Literal
 from psycopg.types.numeric import Int8
 
+from agenttasks.application.append_lock import AppendLockTimeout, lock_timed_out, timeout_setting
 from agenttasks.application.transcoding import SafeJSONTranscoder
 from agenttasks.application.undecodable import decoded
 
 APPLICATION_NAME = "agenttasks"
+# Our key in the store's settings (Settings.eventsourcing_env): the append's lock timeout in
+# milliseconds, finer than the library's POSTGRES_LOCK_TIMEOUT (whole seconds).
+APPEND_LOCK_TIMEOUT_MS = "APPEND_LOCK_TIMEOUT_MS"
 # The library creates its tables and functions when the application is constructed; processes
 # starting together (API replicas, `up`'s children) collide on that DDL ("tuple concurrently
 # updated") even with IF NOT EXISTS, so construction takes this advisory lock first.
@@ -90,6 +94,12 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
         self._call_after = SQL("SELECT {schema}.{function}(%s::text, ").format(**guarded).as_bytes()
         self._statements: dict[tuple[int, ...], bytes] = {}
         self.lock_timeout_setting = f"{self.datastore.lock_timeout}s"
+        self.lock_timeout_seconds = float(self.datastore.lock_timeout)
+
+    def set_lock_timeout(self, milliseconds: int) -> None:
+        """How long an append waits for the table lock (the library's setting is whole seconds)."""
+        self.lock_timeout_setting = timeout_setting(milliseconds)
+        self.lock_timeout_seconds = max(1, milliseconds) / 1000
 
     def insert_events(self, stored_events: Any, **kwargs: Any) -> Any:
         """Appends the events in one transaction; returns their notification ids in order."""
@@ -109,10 +119,15 @@ class OrderedAppendRecorder(PostgresApplicationRecorder):
             return self._append(statement, parameters)
 
     def _append(self, statement: bytes, parameters: tuple[Any, ...]) -> list[int]:
-        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
-            # get_connection turns psycopg's errors into the library's.
-            cursor.execute(statement, parameters, prepare=True)
-            row = cursor.fetchone()
+        try:
+            with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+                # get_connection turns psycopg's errors into the library's.
+                cursor.execute(statement, parameters, prepare=True)
+                row = cursor.fetchone()
+        except OperationalError as error:
+            if lock_timed_out(error):  # the statement rolled back: nothing was stored
+                raise AppendLockTimeout(self.lock_timeout_seconds) from None
+            raise
         assert row is not None  # a SELECT of a function gives one row
         ids: list[int] = row["ids"]
         return ids
@@ -284,7 +299,8 @@ async def append_async(
         )
     if not stored_events:
         return []
-    return await _call_async(connection, *recorder.append_call(stored_events))
+    waits = recorder.lock_timeout_seconds
+    return await _call_async(connection, waits, *recorder.append_call(stored_events))
 
 
 async def append_after_async(
@@ -308,11 +324,15 @@ async def append_after_async(
         return []
     if any(e.originator_id not in after for e in stored_events):
         raise ValueError("every aggregate of a guarded append needs its previous position")
-    return await _call_async(connection, *recorder.append_call(stored_events, after))
+    waits = recorder.lock_timeout_seconds
+    return await _call_async(connection, waits, *recorder.append_call(stored_events, after))
 
 
 async def _call_async(
-    connection: psycopg.AsyncConnection[Any], statement: bytes, parameters: tuple[Any, ...]
+    connection: psycopg.AsyncConnection[Any],
+    waits: float,
+    statement: bytes,
+    parameters: tuple[Any, ...],
 ) -> list[Any]:
     """Runs an append function's SELECT; its ids (a version clash: the library's IntegrityError)."""
     try:
@@ -320,6 +340,8 @@ async def _call_async(
         row = await cursor.fetchone()
     except psycopg.IntegrityError as error:
         raise IntegrityError(str(error)) from error
+    except psycopg.errors.LockNotAvailable:  # the statement rolled back: nothing was stored
+        raise AppendLockTimeout(waits) from None
     assert row is not None  # a SELECT of a function gives one row
     ids = row["ids"] if isinstance(row, dict) else row[0]
     return list(ids)
@@ -348,9 +370,14 @@ def open_event_store(env: Mapping[str, str] | None = None) -> EventStore:
     with psycopg.connect(_conninfo(settings), autocommit=True) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (STORE_DDL_LOCK,))
         try:
-            return EventStore(env=settings)
+            store = EventStore(env=settings)
         finally:
             connection.execute("SELECT pg_advisory_unlock(%s)", (STORE_DDL_LOCK,))
+    if (milliseconds := settings.get(APPEND_LOCK_TIMEOUT_MS)) and isinstance(
+        store.recorder, OrderedAppendRecorder
+    ):
+        store.recorder.set_lock_timeout(int(milliseconds))
+    return store
 
 
 def _conninfo(settings: Mapping[str, str]) -> str:
