@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from agenttasks.bus.connection import connect
 from agenttasks.bus.messages import TaskEvent, decode, task_subject
 from agenttasks.bus.publisher import PublishFailed
-from agenttasks.servers.nats import EmbeddedNats
+from agenttasks.servers.nats import PACKAGED_CONFIG, EmbeddedNats, start_nats
+from tests.conftest import free_port
 from tests.waiting import wait_until
 
 
@@ -104,6 +106,54 @@ async def test_a_core_subscription_hands_payloads_to_its_handler_until_closed(
     finally:
         await relay.close()
         await worker.close()
+
+
+def traced_commands(log: Path, client: str) -> list[str]:
+    """The protocol commands nats-server traced to and from the connection named `client`."""
+    tag = f':{client}"'
+    return [
+        line.split(" - ")[-1]
+        for line in log.read_text().splitlines()
+        if tag in line and (" - <<- [" in line or " - ->> [" in line)
+    ]
+
+
+def subs_answered(commands: list[str]) -> int:
+    """How many SUBs the server had processed when it sent its last PONG."""
+    last_pong = max(i for i, command in enumerate(commands) if command == "->> [PONG]")
+    return sum(command.startswith("<<- [SUB ") for command in commands[:last_pong])
+
+
+async def test_the_server_has_a_subscription_when_subscribe_returns(
+    tmp_path: Path, nats_passwords: dict[str, str]
+) -> None:
+    # The server handles a connection's commands in order, so the PONG that ends subscribe's
+    # flush must come after the SUB. nats-py's flush() alone wrote its PING ahead of the SUB
+    # still waiting for its flusher task: the PONG came first, and a message published by
+    # another connection in that gap was lost (the end-to-end test above failed under load).
+    # The server's trace shows the order every time; a lost message only now and then.
+    config = tmp_path / "nats.conf"
+    config.write_text(PACKAGED_CONFIG.read_text() + "\ntrace: true\n")
+    server = start_nats(
+        tmp_path / "nats", port=free_port(), passwords=nats_passwords, config=config
+    )
+    try:
+        worker = await connect(server.url_for("worker"), "test-bus-traced")
+        try:
+
+            async def handler(data: bytes) -> None:
+                pass
+
+            first = await worker.subscribe(task_subject(kind="cancelled"), handler)
+            assert subs_answered(traced_commands(server.log_path, "test-bus-traced")) == 1
+            await first.close()  # and again after a close on the same connection, as above
+            second = await worker.subscribe(task_subject(kind="cancelled"), handler)
+            assert subs_answered(traced_commands(server.log_path, "test-bus-traced")) == 2
+            await second.close()
+        finally:
+            await worker.close()
+    finally:
+        server.stop()
 
 
 async def test_a_message_refused_mid_batch_fails_the_batch_and_nothing_after_it_is_stored(

@@ -11,6 +11,7 @@ connection is logged once when it goes and once when it is back, not at every at
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from agenttasks.outage import Outage, backoff
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_SECONDS = 120.0
+FLUSH_SECONDS = 10.0  # nats-py's own default for flush()
 
 
 @dataclass
@@ -97,6 +99,12 @@ class Bus:
             await handler(message.data)
 
         subscription = await self.nc.subscribe(subject, cb=callback)
+        # nats-py 2.16 leaves the SUB in its pending buffer for the flusher task, but flush()
+        # writes its PING straight to the socket: the server could answer PONG before it had
+        # the subscription, and a message another connection published right after was lost
+        # (1 subscription in ~150 under load: a missed cancellation). With the SUB written
+        # first, the server answers the PING after it has the subscription.
+        await _written(self.nc)
         await self.nc.flush()
         return Subscription(subscription)
 
@@ -145,6 +153,14 @@ class Subscription:
     async def close(self) -> None:
         """Stops delivering messages to the handler."""
         await self._subscription.unsubscribe()
+
+
+async def _written(nc: Client) -> None:
+    """Returns once nats-py's flusher task has written the commands queued so far (or 10 s)."""
+    # The flusher serves its queue in order: our turn comes after everything queued before.
+    # Bounded because a connection closed meanwhile never serves it; nats-py swallows the
+    # cancellation, so a timeout just returns, and the flush() after it reports the trouble.
+    await asyncio.wait_for(nc._flush_pending(force_flush=True), FLUSH_SECONDS)
 
 
 async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> Bus:
