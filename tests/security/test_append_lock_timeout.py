@@ -23,6 +23,7 @@ import pytest
 
 from agenttasks.application.append_lock import AppendLockTimeout
 from agenttasks.application.bus_payloads import mapper_for
+from agenttasks.application.loop_commit import LoopCommitter
 from agenttasks.application.store import history
 from agenttasks.application.tasks import Actor, NewTask
 from agenttasks.bus.consumers import Delivery
@@ -231,3 +232,32 @@ async def test_a_completion_refused_through_every_try_hands_the_message_back_and
     assert (await finished(stack, task_id)).status == "completed"
     taken_over = ["created", "started", "failed", "retried", "started", "completed"]
     assert kinds(stack, task_id) == taken_over  # failed as worker_lost, never twice completed
+
+
+class CountingCommitter(LoopCommitter):
+    """The API's loop committer, counting its appends (each one waits out the lock timeout)."""
+
+    appends = 0
+
+    async def _append(self, events: list[Any]) -> list[int]:
+        self.appends += 1
+        return await super()._append(events)
+
+
+async def test_creates_queued_together_under_a_held_lock_fail_together_after_one_wait(
+    running: tuple[Stack, Worker, str],
+) -> None:
+    stack = running[0]
+    committer = CountingCommitter(stack.store, stack.database_url)
+    new = NewTask("t", "summary", {"content": "x"})
+    tasks = [stack.commands.build(Actor("ann"), new) for _ in range(3)]
+    try:
+        async with events_table_locked(stack):
+            outcomes = await asyncio.gather(
+                *(committer.save(t) for t in tasks), return_exceptions=True
+            )
+        # One batch, one append: tried one by one, each would wait the timeout again.
+        assert [type(o) for o in outcomes] == [AppendLockTimeout] * 3
+        assert committer.appends == 1
+    finally:
+        await committer.close()

@@ -22,6 +22,7 @@ import psycopg
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from agenttasks.application.append_lock import AppendLockTimeout
 from agenttasks.application.store import EventStore, OrderedAppendRecorder, append_async
 
 
@@ -78,6 +79,10 @@ class LoopCommitter:
     async def _flush(self, batch: list[_Request]) -> None:
         try:
             await self._append_together(batch)
+        except AppendLockTimeout as error:
+            # Nothing was stored, and each request alone would wait the timeout once more.
+            for request in batch:
+                _fail(request, error)
         except Exception as error:
             if len(batch) == 1:
                 _fail(batch[0], error)
