@@ -11,9 +11,8 @@ committer) path. For each create it takes wall-clock stamps on this machine:
 
 It also measures the floors on the same machine at the same time: a one-row INSERT commit on
 its own session (the fsync), a NOTIFY from one session to another, and a JetStream API request's
-round trip. And the CPU the relay's process (together.py: relay,
-project, deliver, maintain) and Postgres spent per create during the phase. Prints figures;
-asserts nothing.
+round trip. And the CPU each process spent per create during the phase (`up --separate-roles`:
+the relay's own CPU shows). Prints figures; asserts nothing.
 
     python bench/bench_dispatch.py [--samples 300]
 """
@@ -131,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="agenttasks-dispatch-"))
-    up, runtime, _ = start_up(home, "--no-worker")
+    up, runtime, _ = start_up(home, "--no-worker", "--separate-roles")
     nats_urls = cast(dict[str, str], runtime["nats_role_urls"])
     store = open_event_store(Settings(database_url=runtime["database_url"]).eventsourcing_env())
     try:
@@ -180,7 +179,7 @@ def main() -> None:
                 f" p99 {percentile(part, 0.99) * 1000:.3f} ms"
             )
         spent = {role: after[role] - before.get(role, 0.0) for role in after}
-        print(f"CPU per create during the phase ({wall:.1f} s; includes the projector's work):")
+        print(f"CPU per create during the phase ({wall:.1f} s), by process:")
         for role, seconds in sorted(spent.items(), key=lambda item: -item[1]):
             print(f"  {role:32} {seconds / len(rows) * 1000:6.3f} ms")
         print("floors, same machine, now:")

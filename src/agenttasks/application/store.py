@@ -199,6 +199,10 @@ CREATE OR REPLACE FUNCTION {schema}.{function}(
 DECLARE
     inserted bigint[];
     news text;
+    -- Rows are put in the payload only when they can fit (base64 and JSON around each state):
+    -- a batch of hundreds would be built to be thrown away.
+    carry boolean := (
+        SELECT sum(octet_length(s)) * 1.4 + count(*) * 160 < 8000 FROM unnest(states) AS s);
 BEGIN
     PERFORM set_config('lock_timeout', lock_timeout, true);
     LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
@@ -217,7 +221,7 @@ BEGIN
     )
     SELECT array_agg(notification_id ORDER BY notification_id),
         json_agg(json_build_array(notification_id, originator_id, originator_version, topic,
-            encode(state, 'base64')) ORDER BY notification_id)::text
+            encode(state, 'base64')) ORDER BY notification_id) FILTER (WHERE carry)::text
     INTO inserted, news FROM written;
     IF coalesce(cardinality(inserted), 0) <> cardinality(ids) THEN
         RAISE EXCEPTION USING
@@ -246,6 +250,10 @@ CREATE OR REPLACE FUNCTION {schema}.{function}(
 DECLARE
     inserted bigint[];
     news text;
+    -- Rows are put in the payload only when they can fit (base64 and JSON around each state):
+    -- a batch of hundreds would be built to be thrown away.
+    carry boolean := (
+        SELECT sum(octet_length(s)) * 1.4 + count(*) * 160 < 8000 FROM unnest(states) AS s);
 BEGIN
     PERFORM set_config('lock_timeout', lock_timeout, true);
     LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
@@ -271,14 +279,15 @@ BEGIN
         RETURNING originator_id, originator_version, notification_id, topic, state
     ), notified AS (
         SELECT json_agg(json_build_array(notification_id, originator_id, originator_version,
-            topic, encode(state, 'base64')) ORDER BY notification_id)::text AS rows
+            topic, encode(state, 'base64')) ORDER BY notification_id) FILTER (WHERE carry)::text
+            AS rows
         FROM written
     )
     SELECT array_agg(w.notification_id ORDER BY e.n), (SELECT rows FROM notified)
     INTO inserted, news
     FROM batch AS e LEFT JOIN written AS w
         ON w.originator_id = e.id AND w.originator_version = e.version;
-    IF news IS NOT NULL THEN  -- something was stored
+    IF EXISTS (SELECT 1 FROM unnest(inserted) AS i(id) WHERE i.id IS NOT NULL) THEN
         PERFORM pg_notify({channel}, CASE WHEN octet_length(news) < 8000 THEN news ELSE '' END);
     END IF;
     RETURN inserted;
