@@ -13,7 +13,9 @@ PYTHONPATH pointing at the other tree's src/ (it imports agenttasks from there).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -93,8 +95,8 @@ def _backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(url: str, tasks: int, batch: int) -> tuple[float, float, float, float]:
-    """(client ms, backend ms, wall ms) per create, and statements per batch."""
+def run(url: str, tasks: int, batch: int) -> tuple[float, float, float, float, float]:
+    """(client ms, backend ms, wall ms) per create, statements and median client us per batch."""
     with psycopg.connect(url) as connection:
         runners = [ProjectionRunner(p, url) for p in bootstrap.projections().values()]
         for runner in runners:
@@ -104,12 +106,17 @@ def run(url: str, tasks: int, batch: int) -> tuple[float, float, float, float]:
         for start in range(0, len(warm), batch):
             apply_together(runners, connection, warm[start : start + batch])  # type: ignore[arg-type]
         messages = stream(tasks, len(warm) + 1)  # positions and stream sequences coincide
-        backend = int(connection.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+        # (No query here: it would leave a transaction open, and the batches would then go
+        # the guarded way instead of the live projector's one pipeline.)
+        backend = connection.info.backend_pid
         statements = _statements(connection)
         cpu0, backend0, wall0 = time.process_time(), _backend_cpu(backend), time.perf_counter()
         batches = 0
+        each = []  # the client's CPU per batch: its median shrugs off the neighbours' bursts
         for start in range(0, len(messages), batch):
+            began = time.process_time()
             apply_together(runners, connection, messages[start : start + batch])  # type: ignore[arg-type]
+            each.append(time.process_time() - began)
             batches += 1
         cpu, back, wall = (
             time.process_time() - cpu0,
@@ -117,7 +124,84 @@ def run(url: str, tasks: int, batch: int) -> tuple[float, float, float, float]:
             time.perf_counter() - wall0,
         )
         sent = _statements(connection) - statements
-    return cpu * 1000 / tasks, back * 1000 / tasks, wall * 1000 / tasks, sent / batches
+    median = statistics.median(each) * 1e6
+    return cpu * 1000 / tasks, back * 1000 / tasks, wall * 1000 / tasks, sent / batches, median
+
+
+def serve(url: str, tasks: int, batch: int) -> None:
+    """Applies one batch per line read from stdin; writes its client CPU (ns) per batch.
+
+    The `--pair` driver runs two of these (two code trees) and makes them take turns, batch
+    by batch, so both meet the same neighbours' load: drift between runs cancels out.
+    """
+    import sys
+
+    with psycopg.connect(url) as connection:
+        runners = [ProjectionRunner(p, url) for p in bootstrap.projections().values()]
+        for runner in runners:
+            runner.prepare(connection)
+        warm = stream(200, 1)
+        for start in range(0, len(warm), batch):
+            apply_together(runners, connection, warm[start : start + batch])  # type: ignore[arg-type]
+        messages = stream(tasks, len(warm) + 1)
+        backend = connection.info.backend_pid
+        backend0 = _backend_cpu(backend)
+        print("ready", flush=True)
+        for start in range(0, len(messages), batch):
+            sys.stdin.readline()
+            began = time.process_time_ns()
+            apply_together(runners, connection, messages[start : start + batch])  # type: ignore[arg-type]
+            print(time.process_time_ns() - began, flush=True)
+        sys.stdin.readline()
+        print(f"backend {_backend_cpu(backend) - backend0}", flush=True)
+
+
+def pair(url: str, trees: list[str], tasks: int, batch: int) -> None:
+    """Runs `serve` for each code tree (its src/ on PYTHONPATH), taking turns batch by batch."""
+    import subprocess
+    import sys
+
+    workers = []
+    for n, tree in enumerate(trees):
+        database = create_database(url, f"bench_pair_{os.getpid()}_{batch}_{n}")
+        env = {**os.environ, "PYTHONPATH": tree}
+        command = [sys.executable, __file__, "--serve", database, "--tasks", str(tasks)]
+        workers.append(
+            subprocess.Popen(
+                [*command, "--batch", str(batch)],
+                env=env,
+                text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        )
+    for worker in workers:
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "ready"
+    times: list[list[int]] = [[] for _ in workers]
+    batches = -(-tasks * len(KINDS) // batch)
+    for turn in range(batches):
+        order = range(len(workers)) if turn % 2 == 0 else reversed(range(len(workers)))
+        for n in order:
+            worker = workers[n]
+            assert worker.stdin is not None
+            assert worker.stdout is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+            times[n].append(int(worker.stdout.readline()))
+    for n, (tree, worker) in enumerate(zip(trees, workers, strict=True)):
+        assert worker.stdin is not None
+        assert worker.stdout is not None
+        worker.stdin.write("end\n")
+        worker.stdin.flush()
+        backend = float(worker.stdout.readline().split()[1])
+        worker.wait()
+        print(
+            f"B={batch:<3} {tree}: client {sum(times[n]) / 1e6 / tasks:.3f} ms/create"
+            f" (median batch {statistics.median(times[n]) / 1e3:.0f} us),"
+            f" backend {backend * 1000 / tasks:.3f} ms/create",
+            flush=True,
+        )
 
 
 def _statements(connection: psycopg.Connection[Any]) -> int:
@@ -143,7 +227,15 @@ def main() -> None:
     parser.add_argument("--batch", default="1,5,10", help="events per batch, comma-separated")
     parser.add_argument("--database-url", help="an existing server (default: a fresh one)")
     parser.add_argument("--count-statements", action="store_true", help="(adds Python per call)")
+    parser.add_argument(
+        "--pair", help="two src/ directories, comma-separated: run both, taking turns per batch"
+    )
+    parser.add_argument("--serve", help=argparse.SUPPRESS)  # a --pair worker's database
     args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.tasks, int(args.batch))
+        return
+    logging.basicConfig(level=logging.WARNING)  # a batch falling back to the guarded way says so
     if args.count_statements:
         _count_statements()
     with tempfile.TemporaryDirectory() as directory:
@@ -154,11 +246,15 @@ def main() -> None:
             url = server.url
         try:
             for n, size in enumerate(int(b) for b in args.batch.split(",")):
+                if args.pair:
+                    pair(url, args.pair.split(","), args.tasks, size)
+                    continue
                 database = create_database(url, f"bench_project_{os.getpid()}_{n}")
-                client, backend, wall, sent = run(database, args.tasks, size)
+                client, backend, wall, sent, median = run(database, args.tasks, size)
                 print(
-                    f"B={size:<3} client {client:.3f} ms/create, backend {backend:.3f} ms/create,"
-                    f" wall {wall:.3f} ms/create, statements/batch {sent:.1f}",
+                    f"B={size:<3} client {client:.3f} ms/create (median batch {median:.0f} us),"
+                    f" backend {backend:.3f} ms/create, wall {wall:.3f} ms/create"
+                    + (f", statements/batch {sent:.1f}" if args.count_statements else ""),
                     flush=True,
                 )
         finally:
