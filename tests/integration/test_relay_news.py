@@ -112,20 +112,21 @@ async def test_a_payload_it_cannot_take_sends_the_relay_to_the_read(
         reads = counting_reads(relay)
         await wait_until(lambda: relay.is_leader and relay._waiting)
 
-        async def published_after_a_read(position: int) -> None:
-            before = len(reads)
+        async def published_after_a_read(title: str, content: str = "text") -> None:
+            before = len(reads)  # counted before the commit: the relay may read at once
+            position = await asyncio.to_thread(create, store, title, content)
             await wait_until(lambda: relay.published_position >= position, within=10.0)
             assert len(reads) > before, "published without the read it needed"
 
         # Over Postgres's 8,000 bytes: the NOTIFY comes without rows.
-        await published_after_a_read(await asyncio.to_thread(create, store, "big", "x" * 9000))
+        await published_after_a_read("big", "x" * 9000)
         # A gap in the ids (what a failed insert leaves): the next payload does not continue.
         with psycopg.connect(database_url, autocommit=True) as connection:
             connection.execute(
                 "SELECT nextval(pg_get_serial_sequence(%s, 'notification_id'))",
                 (recorder.events_table_name,),
             )
-        await published_after_a_read(await asyncio.to_thread(create, store, "after-gap"))
+        await published_after_a_read("after-gap")
         # A notification on the channel that is not an append's: read, nothing published twice.
         with psycopg.connect(database_url, autocommit=True) as connection:
             connection.execute("SELECT pg_notify(%s, %s)", (recorder.channel_name, "[[1, 2, 3]]"))
