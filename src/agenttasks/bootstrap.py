@@ -531,6 +531,7 @@ async def worker(
     """
     from psycopg_pool import AsyncConnectionPool
 
+    from agenttasks.application.loop_commit import LoopCommitter
     from agenttasks.application.prices import PriceTable
     from agenttasks.application.store import OrderedAppendRecorder
     from agenttasks.application.user_slots import UserSlots
@@ -567,10 +568,13 @@ async def worker(
     if llm is not None:  # off the event loop: the first model call must not wait for it
         await asyncio.to_thread(prices.load)
     # Attempt 1 started on the event loop, on a connection of its own (workers/loop_start.py).
-    starts = None
+    starts = writes = None
     if isinstance(store.recorder, OrderedAppendRecorder):
         starts = LoopStarts(store, require_database(settings))
         opened.push_async_callback(starts.close)
+        # Its reports too, in a group commit of the loop's own (workers/context.py).
+        writes = LoopCommitter(store, require_database(settings))
+        opened.push_async_callback(writes.close)
     running = Worker(
         commands,
         bus,
@@ -585,6 +589,7 @@ async def worker(
         prices=prices,
         budget=budget if budget is not None else budget_guard(settings, store, pool),
         starts=starts,
+        writes=writes,
     )
     overdue = OverdueAttempts(require_database(settings))
     watchdog = Watchdog(commands, bus, overdue, executor, every=watchdog_every)

@@ -18,13 +18,17 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
+import psycopg
+from eventsourcing.persistence import IntegrityError
 
 from agenttasks.application.append_lock import AppendLockTimeout
+from agenttasks.application.loop_commit import LoopCommitter
 from agenttasks.application.prices import PriceTable, format_usd
 from agenttasks.application.tasks import TaskCommands, Written
 from agenttasks.application.transcoding import UnstorableValue
 from agenttasks.domain.rules import RuleViolation
-from agenttasks.domain.task import Task
+from agenttasks.domain.task import Task, command_trace
+from agenttasks.observability import context
 from agenttasks.offload import Offload
 from agenttasks.workers.call_budget import CallBudget, NoBudget, RecordedCall
 from agenttasks.workers.errors import AgentError
@@ -85,6 +89,7 @@ class AgentContext:
         budget: CallBudget | None = None,
         partial_every: float = PARTIAL_EVERY,
         hold_at_most: float = HOLD_AT_MOST,
+        committer: LoopCommitter | None = None,
     ) -> None:
         self.task_id = task.id
         self.attempt = task.attempt
@@ -108,6 +113,9 @@ class AgentContext:
         self._commands = commands
         # The worker's Offload (its hop to the store), or one of our own over a bare executor.
         self._offload = executor if isinstance(executor, Offload) else Offload(executor)
+        # The worker's group commit on its event loop: reports from the copy we hold are saved
+        # there, with no hop to a store thread (the threads' hand-offs cost more than the save).
+        self._committer = committer
         self._lock = asyncio.Lock()
         self._progress = 0
         self._partial: list[str] = []
@@ -311,10 +319,7 @@ class AgentContext:
         """report_many, tried again while the events table stays locked (nothing was stored)."""
         for delay in (*LOCK_RETRY_DELAYS, None):
             try:
-                # With the attempt's context variables (its trace), on the store's threads.
-                return await self._offload.call(
-                    self._commands.report_many, self.task_id, steps, known=known
-                )
+                return await self._report_once(steps, known)
             except AppendLockTimeout as error:
                 if delay is None:
                     raise  # the worker hands the attempt's message back (runtime.py)
@@ -328,3 +333,44 @@ class AgentContext:
                 known = None  # the copy took the unsaved events: load the stored task instead
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # the last delay is None: it raised
+
+    async def _report_once(self, steps: tuple[Step, ...], known: Task | None) -> Written:
+        """report_many: on the loop from the copy we hold, else (or after a clash) on a thread."""
+        if self._committer is not None and known is not None:
+            try:
+                return await self._report_on_loop(steps, known)
+            except IntegrityError:
+                # Someone else wrote the task since our copy (a cancel, a takeover): nothing of
+                # ours was stored; the thread path loads it afresh and the aggregate decides.
+                known = None
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                if not _session_lost(error):
+                    raise  # a statement timeout of a live session: not waited out twice
+                # Postgres went away (a restart): the store's pool waits for it to come back.
+                # Had the append committed, the fresh load has it and the aggregate decides.
+                known = None
+        # With the attempt's context variables (its trace), on the store's threads.
+        return await self._offload.call(
+            self._commands.report_many, self.task_id, steps, known=known
+        )
+
+    async def _report_on_loop(self, steps: tuple[Step, ...], known: Task) -> Written:
+        """The steps applied to our copy (each refuses a stale attempt) and saved in one append."""
+        assert self._committer is not None
+        # As TaskCommands._update does: the events record the trace of the span under way.
+        token = command_trace.set(context.current_traceparent())
+        try:
+            for step in steps:
+                step(known)
+        finally:
+            command_trace.reset(token)
+        positions = await self._committer.save(known)
+        return Written(self.task_id, positions[-1], task=known)
+
+
+def _session_lost(error: psycopg.Error) -> bool:
+    """Whether the loop's session broke or could not be opened (not a timeout of a live one)."""
+    if isinstance(error, psycopg.InterfaceError):
+        return True  # the connection was closed already
+    state = error.sqlstate
+    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}

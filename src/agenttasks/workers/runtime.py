@@ -25,6 +25,7 @@ from typing import Any
 from uuid import UUID
 
 from agenttasks.application.append_lock import AppendLockTimeout
+from agenttasks.application.loop_commit import LoopCommitter
 from agenttasks.application.prices import PriceTable
 from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
 from agenttasks.application.user_slots import NoSlots, RunSlots
@@ -98,10 +99,13 @@ class Worker:
         prices: PriceTable | None = None,
         budget: CallBudget | None = None,
         starts: LoopStarts | None = None,
+        writes: LoopCommitter | None = None,
     ) -> None:
         self.options = options
         # Attempt 1 started on the event loop (loop_start.py); None: on a store thread.
         self._starts = starts
+        # The attempts' reports saved on the event loop (context.py); None: on store threads.
+        self._writes = writes
         # This process's row in the Workers view (workers/heartbeats.py).
         self._presence: Presence = presence if presence is not None else NoPresence()
         # Running tasks per user across every worker (application/user_slots.py).
@@ -320,6 +324,7 @@ class Worker:
             limits=self._limits,
             prices=self._prices,
             budget=self._budget,
+            committer=self._writes,
         )
         handed_back: AppendLockTimeout | None = None
         try:
