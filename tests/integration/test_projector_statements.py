@@ -236,7 +236,7 @@ def test_a_batch_of_tasks_at_different_steps_sends_one_update_per_table_and_one_
     database_url: str,
 ) -> None:
     # Five tasks, each at another step of its life in the batch (as under load): the tasks and
-    # statistics rows of the four that existed are one UPDATE each, whatever columns each
+    # statistics rows of the three that existed are one UPDATE each, whatever columns each
     # step sets, and the metrics model's states, counters and zeroed rows are one statement.
     tasks = [str(uuid4()) for _ in range(5)]
     kinds = ("created", "started", "completed")
@@ -260,16 +260,16 @@ def test_a_batch_of_tasks_at_different_steps_sends_one_update_per_table_and_one_
         ).fetchall()
 
     parsed = [line for line in lines if line.startswith("F") and "\tParse\t" in line]
+    # BEGIN, the lock, the metrics read, its write, the tasks INSERT, UPDATE and history,
+    # the statistics INSERT and UPDATE, the tracking, COMMIT (14 before: an UPDATE per set of
+    # columns, three metrics writes).
+    assert len(parsed) == 11, "\n".join(parsed)
     for table in ("tasks", "task_statistics"):
         updates = [line for line in parsed if f'UPDATE "{table}"' in line]
         assert len(updates) == 1, "\n".join(updates)
     metrics = [line for line in parsed if "metric_tasks" in line or "task_metrics" in line]
     # The read behind the lock, and one write.
     assert len(metrics) == 2, "\n".join(metrics)
-    # BEGIN, the lock, the metrics read, its write, the tasks INSERT, UPDATE and history,
-    # the statistics INSERT and UPDATE, the tracking, COMMIT (14 before: an UPDATE per set of
-    # columns, three metrics writes).
-    assert len(parsed) == 11, "\n".join(parsed)
     assert {row[0]: row[1:] for row in statuses} == {
         task_id: (STATUS[kinds[v - 1]],) * 3 for task_id, v in steps
     }
