@@ -88,3 +88,15 @@ def start_nats_server(
 def nats_server(start_nats_server: Callable[..., EmbeddedNats]) -> EmbeddedNats:
     """A fresh NATS server with JetStream and the nats.conf users, for this test alone."""
     return start_nats_server()
+
+
+@pytest.fixture(scope="module")
+def module_nats(
+    tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
+) -> Iterator[EmbeddedNats]:
+    """One NATS server for a whole test module (for modules sharing one running stack)."""
+    server = start_nats(tmp_path_factory.mktemp("nats"), port=free_port(), passwords=nats_passwords)
+    try:
+        yield server
+    finally:
+        server.stop()

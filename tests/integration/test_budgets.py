@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -34,12 +34,11 @@ from agenttasks.bus.connection import connect
 from agenttasks.bus.messages import STREAM
 from agenttasks.domain.budget import BudgetAlert, Limit, alert_id
 from agenttasks.domain.task import Task
-from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.settings import Settings
 from agenttasks.webhooks import store as webhook_tables
 from agenttasks.workers.llm import OpenAIModel
-from tests.conftest import free_port
 from tests.fakes.http import LoopbackServer, Request, Response
 from tests.fakes.llm_server import MODEL, FakeLlm, reply, serve_llm, status
 from tests.integration.api_client import SECRET, bearer, serving, settings_for
@@ -63,17 +62,6 @@ def prices_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def module_database(postgres: EmbeddedPostgres) -> str:
     return create_database(postgres.url, "test_budgets")
-
-
-@pytest.fixture(scope="module")
-def module_nats(
-    tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
-) -> Iterator[EmbeddedNats]:
-    server = start_nats(tmp_path_factory.mktemp("nats"), port=free_port(), passwords=nats_passwords)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

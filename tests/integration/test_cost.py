@@ -7,7 +7,7 @@ completion tokens; the fake model counts a token a word, so each figure can be w
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
@@ -29,11 +29,10 @@ from agenttasks.projections.tasks import task_projection
 from agenttasks.projections.template_queries import TemplateQueries
 from agenttasks.projections.template_usage import template_usage_projection
 from agenttasks.projections.templates import template_projection
-from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.settings import Settings
 from agenttasks.workers.llm import OpenAIModel
-from tests.conftest import free_port
 from tests.fakes.llm_server import MODEL, FakeLlm, reply, serve_llm, usage_of
 from tests.integration.stack import Stack, running_stack
 from tests.integration.worker_harness import create, events, finished, running_worker
@@ -51,17 +50,6 @@ def cost(prompt: int, completion: int, cached: int = 0) -> Decimal:
 @pytest.fixture(scope="module")
 def module_database(postgres: EmbeddedPostgres) -> str:
     return create_database(postgres.url, "test_cost")
-
-
-@pytest.fixture(scope="module")
-def module_nats(
-    tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
-) -> Iterator[EmbeddedNats]:
-    server = start_nats(tmp_path_factory.mktemp("nats"), port=free_port(), passwords=nats_passwords)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ One stack for the module (database, NATS, relay, every read model's projector) a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -20,10 +20,9 @@ from agenttasks.application.templates import TaskFromTemplate, TemplateCommands,
 from agenttasks.application.user_log import Selection, UserLog
 from agenttasks.bus.connection import Bus, connect
 from agenttasks.bus.messages import STREAM, task_subject
-from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.settings import Settings
-from tests.conftest import free_port
 from tests.integration.api_client import bearer, serving, settings_for
 from tests.integration.stack import Stack, running_stack
 from tests.integration.test_statistics import run
@@ -47,17 +46,6 @@ TASK_TABLES = (
 @pytest.fixture(scope="module")
 def module_database(postgres: EmbeddedPostgres) -> str:
     return create_database(postgres.url, "test_deletion")
-
-
-@pytest.fixture(scope="module")
-def module_nats(
-    tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
-) -> Iterator[EmbeddedNats]:
-    server = start_nats(tmp_path_factory.mktemp("nats"), port=free_port(), passwords=nats_passwords)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

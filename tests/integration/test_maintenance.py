@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -32,11 +32,10 @@ from agenttasks.maintenance.jobs import ExpirePending, WorkerLiveness
 from agenttasks.maintenance.leader import LOCK_KEY, Maintenance
 from agenttasks.maintenance.scheduler import Job, Scheduler, Swept
 from agenttasks.projections.pending_queries import StalePending
-from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.settings import Settings
 from agenttasks.workers import heartbeats
-from tests.conftest import free_port
 from tests.integration.stack import Stack, running_stack
 from tests.waiting import wait_for_value, wait_until
 
@@ -48,17 +47,6 @@ NEWS = {"content": "The tide came in twice today.", "urls": [], "max_length": 50
 @pytest.fixture(scope="module")
 def module_database(postgres: EmbeddedPostgres) -> str:
     return create_database(postgres.url, "test_maintenance")
-
-
-@pytest.fixture(scope="module")
-def module_nats(
-    tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
-) -> Iterator[EmbeddedNats]:
-    server = start_nats(tmp_path_factory.mktemp("nats"), port=free_port(), passwords=nats_passwords)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ One stack for the module (database, NATS, relay, every read model's projector).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,11 +22,10 @@ from agenttasks.bus.connection import Bus, connect
 from agenttasks.bus.messages import STREAM
 from agenttasks.deletion import TABLE, Deleter
 from agenttasks.retention import Purger
-from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.settings import Settings
 from agenttasks.webhooks import store as webhooks
-from tests.conftest import free_port
 from tests.integration.stack import Stack, running_stack
 from tests.integration.test_deletion import (
     index_owners,
@@ -44,17 +43,6 @@ ALICE = Actor("alice")
 @pytest.fixture(scope="module")
 def module_database(postgres: EmbeddedPostgres) -> str:
     return create_database(postgres.url, "test_retention")
-
-
-@pytest.fixture(scope="module")
-def module_nats(
-    tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
-) -> Iterator[EmbeddedNats]:
-    server = start_nats(tmp_path_factory.mktemp("nats"), port=free_port(), passwords=nats_passwords)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,28 +11,16 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.workers.context import AgentContext
 from agenttasks.workers.errors import AgentError
 from agenttasks.workers.runtime import Worker
-from tests.conftest import free_port
 from tests.integration.stack import Stack, running_stack
 from tests.integration.worker_harness import create, finished, kinds, running_worker
 from tests.waiting import wait_until
 
 DATA = {"data": {"x": [1, 2, 3]}}
-
-
-@pytest.fixture(scope="module")
-def module_nats(
-    tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
-) -> Iterator[EmbeddedNats]:
-    server = start_nats(tmp_path_factory.mktemp("nats"), port=free_port(), passwords=nats_passwords)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

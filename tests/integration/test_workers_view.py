@@ -8,7 +8,7 @@ in the test's loop through tests/integration/worker_harness.py, beating every se
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,12 +16,11 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from agenttasks import bootstrap
-from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.settings import Settings
 from agenttasks.workers.context import AgentContext
 from agenttasks.workers.heartbeats import Heartbeats, WorkerIdentity
-from tests.conftest import free_port
 from tests.integration.api_client import bearer, serving, settings_for
 from tests.integration.stack import Stack, running_stack
 from tests.integration.worker_harness import create, running_worker, with_options
@@ -34,17 +33,6 @@ URL = "/api/v1/utils/workers/"
 @pytest.fixture(scope="module")
 def module_database(postgres: EmbeddedPostgres) -> str:
     return create_database(postgres.url, "test_workers_view")
-
-
-@pytest.fixture(scope="module")
-def module_nats(
-    tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
-) -> Iterator[EmbeddedNats]:
-    server = start_nats(tmp_path_factory.mktemp("nats"), port=free_port(), passwords=nats_passwords)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from agenttasks.application.store import history
 from agenttasks.application.tasks import Actor, NewTask
 from agenttasks.bus.consumers import Delivery
 from agenttasks.bus.messages import encode
-from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.settings import Settings, SettingsError
 from agenttasks.workers import context as agent_context
@@ -36,7 +36,6 @@ from agenttasks.workers.context import AgentContext
 from agenttasks.workers.intake import job_from, task_from_created
 from agenttasks.workers.loop_start import LoopStarts
 from agenttasks.workers.runtime import Worker
-from tests.conftest import free_port
 from tests.integration.api_client import bearer, serving, settings_for
 from tests.integration.stack import Stack, running_stack
 from tests.integration.worker_harness import create, finished, kinds, running_worker, with_options
@@ -46,17 +45,6 @@ ALICE = bearer("alice")
 TASKS = "/api/v1/utils/ai-tasks/"
 SUMMARY = {"title": "Summarise", "task_type": "summary", "task_config": {"content": "Some text."}}
 WAIT = timedelta(milliseconds=200)  # this module's lock timeout: each refusal waits this long
-
-
-@pytest.fixture(scope="module")
-def module_nats(
-    tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
-) -> Iterator[EmbeddedNats]:
-    server = start_nats(tmp_path_factory.mktemp("nats"), port=free_port(), passwords=nats_passwords)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ values out of their bounds. On a real Postgres, NATS and API.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -16,7 +16,7 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from agenttasks.servers.nats import EmbeddedNats, start_nats
+from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.settings import Settings, SettingsError
 from agenttasks.workers.heartbeats import (
@@ -25,23 +25,11 @@ from agenttasks.workers.heartbeats import (
     RunningAttempt,
     WorkerIdentity,
 )
-from tests.conftest import free_port
 from tests.integration.api_client import bearer, serving, settings_for
 from tests.integration.stack import running_stack
 
 URL = "/api/v1/utils/workers/"
 LIST_MAX = 2
-
-
-@pytest.fixture(scope="module")
-def module_nats(
-    tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
-) -> Iterator[EmbeddedNats]:
-    server = start_nats(tmp_path_factory.mktemp("nats"), port=free_port(), passwords=nats_passwords)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
