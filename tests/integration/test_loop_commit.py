@@ -121,7 +121,7 @@ async def test_a_lost_session_is_replaced_once(
 ) -> None:
     commands: TaskCommands = task_commands(store)
     await commands.create_on_loop(ALICE, summary("before"), None, committer, in_thread)
-    connection = committer._connection  # the session a restart would break
+    connection = committer._session.connection  # the session a restart would break
     assert connection is not None
     pid = connection.info.backend_pid
     with psycopg.connect(database, autocommit=True) as admin:

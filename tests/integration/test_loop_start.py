@@ -108,7 +108,7 @@ async def test_a_pass_of_starts_sends_one_statement(store: EventStore, database:
     starts = LoopStarts(store, database)
     warm, warm_at = create(store)
     assert await starts.start(warm, warm_at, "w1") is not None
-    session = starts._connection
+    session = starts._session.connection
     assert session is not None
     copies = [create(store) for _ in range(3)]
     with tempfile.TemporaryFile("w+") as trace:
@@ -190,7 +190,7 @@ async def test_a_broken_session_fails_its_batch_and_the_next_start_reconnects(
     starts = LoopStarts(store, database)
     warm, warm_at = create(store)
     assert await starts.start(warm, warm_at, "w1") is not None
-    session = starts._connection  # the session a server restart would break
+    session = starts._session.connection  # the session a server restart would break
     assert session is not None
     recorder: Any = store.recorder
     with recorder.datastore.transaction(commit=True) as cursor:

@@ -14,15 +14,14 @@ is eventsourcing's IntegrityError, which the caller of an idempotent create reli
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from agenttasks.application.append_lock import AppendLockTimeout
+from agenttasks.application.loop_session import LoopSession, session_lost
 from agenttasks.application.store import EventStore, OrderedAppendRecorder, append_async
 
 
@@ -41,9 +40,8 @@ class LoopCommitter:
             raise TypeError("the loop's group commit needs the Postgres event store")
         self._store = store
         self._recorder = recorder
-        self._url = database_url
+        self._session = LoopSession(database_url)
         self._max_batch = max_batch
-        self._connection: psycopg.AsyncConnection[Any] | None = None
         self._queue: list[_Request] = []
         self._flusher: asyncio.Task[None] | None = None
         self.transactions = 0  # for benchmarks and tests: how many appends the requests took
@@ -65,7 +63,7 @@ class LoopCommitter:
         """Closes the loop's connection once the appends under way have finished."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
-        await self._drop_connection()
+        await self._session.drop()
 
     async def _flush_all(self) -> None:
         try:
@@ -107,40 +105,21 @@ class LoopCommitter:
                 request.outcome.set_result(ids[end - len(request.events) : end])
 
     async def _append(self, events: list[StoredEvent]) -> list[int]:
-        connection = await self._connect()
+        connection = await self._session.get()
         try:
             return await append_async(connection, self._recorder, events)
         except IntegrityError:
             raise
         except psycopg.OperationalError as error:
-            if not _session_lost(connection, error):
+            if not (connection.broken or connection.closed or session_lost(error)):
                 raise  # a lock or statement timeout: not waited out twice
             # Postgres restarted under the session: one more try on a new one, as the store's
             # sync append does. Safe: an append that did commit before the session broke
             # clashes on its versions (IntegrityError) the second time, never stores twice.
-            await self._drop_connection()
-            return await append_async(await self._connect(), self._recorder, events)
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        if self._connection is None or self._connection.closed:
-            self._connection = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
-        return self._connection
-
-    async def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
+            await self._session.drop()
+            return await append_async(await self._session.get(), self._recorder, events)
 
 
 def _fail(request: _Request, error: BaseException) -> None:
     if not request.outcome.done():
         request.outcome.set_exception(error)
-
-
-def _session_lost(connection: psycopg.AsyncConnection[Any], error: psycopg.Error) -> bool:
-    """Whether the session broke (the server went away), not a timeout of a live one."""
-    if connection.broken or connection.closed:
-        return True
-    state = error.sqlstate
-    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}

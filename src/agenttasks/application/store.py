@@ -29,6 +29,7 @@ from psycopg.sql import SQL, Identifier, Literal
 from psycopg.types.numeric import Int8
 
 from agenttasks.application.append_lock import AppendLockTimeout, lock_timed_out, timeout_setting
+from agenttasks.application.loop_session import session_lost
 from agenttasks.application.transcoding import SafeJSONTranscoder
 from agenttasks.application.undecodable import decoded
 
@@ -357,15 +358,8 @@ async def _call_async(
 
 
 def _session_lost(error: Exception) -> bool:
-    """Whether `error` is a session that broke (not a lock or statement timeout, which are
-    OperationalErrors too, and must not be waited out twice)."""
-    cause = error.__cause__
-    if isinstance(cause, psycopg.InterfaceError):
-        return True  # the connection was already closed
-    state = getattr(cause, "sqlstate", None)
-    # None: the client lost the server; 08: connection exceptions; 57P01-57P03: the server
-    # shut down or restarted under the session.
-    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+    """Whether the library's `error` is a session that broke (its cause is psycopg's error)."""
+    return session_lost(error.__cause__)
 
 
 def open_event_store(env: Mapping[str, str] | None = None) -> EventStore:

@@ -23,6 +23,7 @@ from eventsourcing.persistence import IntegrityError
 
 from agenttasks.application.append_lock import AppendLockTimeout
 from agenttasks.application.loop_commit import LoopCommitter
+from agenttasks.application.loop_session import session_lost
 from agenttasks.application.prices import PriceTable, format_usd
 from agenttasks.application.tasks import TaskCommands, Written
 from agenttasks.application.transcoding import UnstorableValue
@@ -344,7 +345,7 @@ class AgentContext:
                 # ours was stored; the thread path loads it afresh and the aggregate decides.
                 known = None
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-                if not _session_lost(error):
+                if not session_lost(error):
                     raise  # a statement timeout of a live session: not waited out twice
                 # Postgres went away (a restart): the store's pool waits for it to come back.
                 # Had the append committed, the fresh load has it and the aggregate decides.
@@ -366,11 +367,3 @@ class AgentContext:
             command_trace.reset(token)
         positions = await self._committer.save(known)
         return Written(self.task_id, positions[-1], task=known)
-
-
-def _session_lost(error: psycopg.Error) -> bool:
-    """Whether the loop's session broke or could not be opened (not a timeout of a live one)."""
-    if isinstance(error, psycopg.InterfaceError):
-        return True  # the connection was closed already
-    state = error.sqlstate
-    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}

@@ -23,6 +23,7 @@ import psycopg
 from eventsourcing.persistence import IntegrityError
 
 from agenttasks.application.append_lock import AppendLockTimeout
+from agenttasks.application.loop_session import LoopSession
 from agenttasks.application.store import EventStore, OrderedAppendRecorder, append_after_async
 from agenttasks.application.tasks import Written
 from agenttasks.domain.task import Task, command_trace
@@ -46,8 +47,7 @@ class LoopStarts:
             raise TypeError("starts on the loop need the Postgres event store")
         self._store = store
         self._recorder = recorder
-        self._url = database_url
-        self._connection: psycopg.AsyncConnection[Any] | None = None
+        self._session = LoopSession(database_url)
         self._queue: list[_Start] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -74,9 +74,7 @@ class LoopStarts:
         """Closes the loop's connection (the starts under way finish first)."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        await self._session.drop()
 
     async def _flush_all(self) -> None:
         try:
@@ -91,7 +89,7 @@ class LoopStarts:
                     # start fails, the caller offers the message again and a redelivery finds
                     # out what happened (docs/workers.md, a lost worker).
                     if not isinstance(error, AppendLockTimeout):  # that session is still fine
-                        await self._drop_connection()
+                        await self._session.drop()
                     for request in batch:
                         if not request.outcome.done():  # nor cancelled by its caller
                             request.outcome.set_exception(error)
@@ -99,7 +97,7 @@ class LoopStarts:
             self._flusher = None
 
     async def _flush(self, batch: list[_Start]) -> None:
-        connection = await self._connect()
+        connection = await self._session.get()
         ready: dict[Any, _Start] = {}
         for request in batch:
             if request.offered.id in ready:  # a second copy of one task: one start is enough
@@ -143,17 +141,6 @@ class LoopStarts:
             else:
                 written = Written(request.offered.id, position, task=request.offered)
                 _settle(request.outcome, written)
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        if self._connection is None or self._connection.closed:
-            self._connection = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
-        return self._connection
-
-    async def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
 
 
 def _settle(outcome: asyncio.Future[Written | None], value: Written | None) -> None:
