@@ -170,6 +170,7 @@ async def test_two_api_replicas_report_the_same_task_figures_and_they_move_as_ta
         other = {"model": "other", "task_type": "summary"}
         assert value(found, "agenttasks_model_cost_usd_total", **other) == 0.5
         assert value(found, "agenttasks_metrics_source_up", source="postgres") == 1
+        assert ("agenttasks_postgres_notify_queue_usage", ()) in found  # 0 here: all read
         assert value(found, "agenttasks_metrics_source_up", source="nats") == 1
         labels = " ".join(f"{k}={v}" for (_, pairs) in found for k, v in pairs)
         assert "alice" not in labels

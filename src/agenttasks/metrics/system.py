@@ -124,6 +124,9 @@ class SystemMetrics:
                 await connection.execute("SELECT name, position FROM projection_tracking")
             ).fetchall()
             summary = await (await connection.execute(quarantine.SUMMARY_SQL)).fetchone()
+            notify = await (
+                await connection.execute("SELECT pg_notification_queue_usage()")
+            ).fetchone()
         figures: Figures = {(m, t, label): int(v) for m, t, label, v in rows}
         oldest = await oldest_pending_age(self.pool)
         families = [*task_families(figures)]
@@ -153,6 +156,15 @@ class SystemMetrics:
         families.append(
             GaugeMetricFamily(
                 "agenttasks_store_position", "The event store's newest position", value=stored
+            )
+        )
+        # Every append NOTIFYs with its rows (store.py); a listener that stops reading (a hung
+        # relay leader) holds them, and when the queue is full every append fails.
+        families.append(
+            GaugeMetricFamily(
+                "agenttasks_postgres_notify_queue_usage",
+                "Fraction (0-1) of Postgres' NOTIFY queue held by notifications not yet read",
+                value=float(notify[0]) if notify else 0.0,
             )
         )
         return families, stored
