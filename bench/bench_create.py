@@ -359,6 +359,7 @@ def main() -> None:
         if process is not None:
             process.send_signal(signal.SIGINT)
             process.wait(30)
+            shutil.rmtree(home, ignore_errors=True)  # the data directory this run made
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,6 +264,7 @@ def main() -> None:
             worker.wait(30)
         up.send_signal(signal.SIGINT)
         up.wait(60)
+        shutil.rmtree(home, ignore_errors=True)  # the data directory this run made
 
 
 if __name__ == "__main__":
