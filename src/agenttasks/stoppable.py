@@ -1,8 +1,8 @@
 """Waiting on something that may take a while, unless the process is asked to stop first.
 
-A role's idle waits (the relay's second of LISTEN, the projector's second-long fetch) would
-otherwise hold up its exit by up to that second: `agenttasks up` stops every role before its
-servers, so that second is on the way to the prompt.
+A role's idle waits (the projector's second-long fetch; the relay has a watcher of its own per
+leadership, relay.py) would otherwise hold up its exit by up to that second: `agenttasks up`
+stops every role before its servers, so that second is on the way to the prompt.
 """
 
 from __future__ import annotations
