@@ -81,6 +81,9 @@ async def open_intake(bus: Bus, subjects: list[str]) -> IntakeConsumer:
     """Binds to the intake consumer, re-creating it at its ack floor if anything is unacked."""
     position = await bus.consumer_position(CONSUMER)
     options: dict[str, Any] = {"subjects": subjects, "ack_wait": ACK_WAIT_SECONDS, "ack_all": True}
+    # One open pull request across fetches, its messages taken by a callback (bus/lingering.py):
+    # no pull request and "no messages" status per fetch, no nats-py task per message.
+    options["lingering"] = True
     if position is not None and not position.ack_pending:
         consumer = await bus.pull_consumer(CONSUMER, declare=False, **options)
         intake = IntakeConsumer(consumer, position.delivered + 1)

@@ -27,27 +27,31 @@ from agenttasks.webhooks.store import CHANGES_CHANNEL as CHANNEL
 
 log = logging.getLogger(__name__)
 
-_UNSEEN = object()
-
 
 class TaskUrls:
-    """The `webhook_url` of the last `capacity` tasks whose Created message was seen."""
+    """The `webhook_url` and owner of the last `capacity` tasks whose Created message was seen."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._urls: dict[str, str | None] = {}  # insertion order: the oldest goes first
+        # insertion order: the oldest goes first. A task's owner and URL never change.
+        self._urls: dict[str, tuple[str | None, str | None]] = {}
 
-    def learn(self, task_id: str, url: str | None) -> None:
+    def learn(self, task_id: str, url: str | None, owner: str | None = None) -> None:
         """Remembers a task's URL (None: it has none), forgetting the oldest beyond capacity."""
         self._urls.pop(task_id, None)
-        self._urls[task_id] = url
+        self._urls[task_id] = (url, owner)
         while len(self._urls) > self.capacity:
             del self._urls[next(iter(self._urls))]
 
     def get(self, task_id: str) -> tuple[bool, str | None]:
         """(known, url): known False means the store must be asked."""
-        url = self._urls.get(task_id, _UNSEEN)
-        return (False, None) if url is _UNSEEN else (True, url)  # type: ignore[return-value]
+        entry = self._urls.get(task_id)
+        return (False, None) if entry is None else (True, entry[0])
+
+    def owner_without_url(self, task_id: str) -> str | None:
+        """The owner of a task known to have no `webhook_url` (None: unknown, or it has one)."""
+        entry = self._urls.get(task_id)
+        return entry[1] if entry is not None and entry[0] is None else None
 
     def __len__(self) -> int:
         return len(self._urls)
