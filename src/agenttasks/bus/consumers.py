@@ -65,6 +65,11 @@ class Delivery:
     consumer_sequence: int = 0  # the consumer's count of deliveries, this one included
 
     @property
+    def subject(self) -> str:
+        """The subject it was published on (messages.py's task_subject names task and kind)."""
+        return str(getattr(self._message, "subject", ""))
+
+    @property
     def traceparent(self) -> str | None:
         """The message's `traceparent` header as sent (unchecked: parse it before use)."""
         headers = getattr(self._message, "headers", None)

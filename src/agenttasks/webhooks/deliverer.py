@@ -204,7 +204,7 @@ class Deliverer:
         # Most messages need nothing: a Created only teaches TaskUrls, and most endings go to
         # nobody. The subject names the task and the kind, so those are known before (or
         # without) decoding the payload, the deliverer's largest cost per message.
-        subject: str = getattr(delivery._message, "subject", "")
+        subject = delivery.subject
         if subject.startswith(_TASK_SUBJECTS):
             task_id, kind = subject.rsplit(".", 2)[1:]
             if kind == "created" and self._learn(delivery.data):
