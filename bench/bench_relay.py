@@ -1,0 +1,162 @@
+"""The relay's CPU per event: catch-up (batches of 1,000) and live (a writer at a steady rate).
+
+Starts an embedded Postgres and NATS in a temporary directory, stores `--tasks` tasks (created,
+started, completed: 3 events each, the lifecycle of bench_workers), then runs the relay in this
+process (on uvloop, as the roles run) and measures the CPU of the event loop's thread (time.thread_time: the relay, its
+Postgres session and the NATS client all run there; the writer thread is not counted):
+
+- catch-up: on a new NATS server (empty stream), a fresh relay publishes the whole log;
+- live: the relay caught up, a writer thread stores `--live-tasks` more at `--rate` tasks/s,
+  so the relay publishes from the appends' NOTIFY payloads in small batches.
+
+With --check each round reads the stream back: every stored event once, in order. Run the code under
+test with PYTHONPATH=<tree>/src (this file puts the tree it sits in last on sys.path).
+Prints figures; asserts nothing else.
+
+    python bench/bench_relay.py [--tasks 2000] [--rounds 3] [--live-tasks 600] [--rate 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import uvloop
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "src"))
+
+import agenttasks
+from agenttasks.application.store import EventStore, close, open_event_store, read_log
+from agenttasks.application.tasks import Actor, NewTask, TaskCommands
+from agenttasks.bootstrap import relay as relay_for
+from agenttasks.bootstrap import task_commands
+from agenttasks.bus.connection import connect
+from agenttasks.bus.messages import STREAM
+from agenttasks.servers.nats import start_nats
+from agenttasks.servers.postgres import create_database, start_postgres
+from agenttasks.servers.secrets import ROLES
+from agenttasks.settings import Settings
+
+ALICE = Actor("alice")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def lifecycle(commands: TaskCommands, count: int, prefix: str, rate: float = 0.0) -> None:
+    started = time.monotonic()
+    for i in range(count):
+        if rate:
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
+        task_id = commands.create(
+            ALICE, NewTask(f"{prefix}{i}", "summary", {"content": "text"}, priority="high")
+        ).task_id
+        commands.start(task_id, 1, "w1")
+        commands.complete(task_id, 1, {"summary": "done"}, "finished")
+
+
+def last_position(store: EventStore) -> int:
+    return int(store.recorder.max_notification_id() or 0)
+
+
+async def published_positions(bus_url: str) -> list[int]:
+    bus = await connect(bus_url, "bench-relay-reader")
+    try:
+        info = await bus.js.stream_info(STREAM)
+        positions = []
+        for sequence in range(1, info.state.last_seq + 1):
+            message = await bus.js.get_msg(STREAM, seq=sequence)
+            positions.append(msgspec.json.decode(message.data or b"{}")["position"])
+        return positions
+    finally:
+        await bus.close()
+
+
+async def one_round(
+    store: EventStore,
+    commands: TaskCommands,
+    database_url: str,
+    bus_url: str,
+    args: argparse.Namespace,
+    n: int,
+) -> tuple[float, float, int]:
+    bus = await connect(bus_url, "bench-relay")
+    relay = relay_for(store, database_url, bus)
+    stop = asyncio.Event()
+    target = last_position(store)
+    cpu = time.thread_time()
+    task = asyncio.create_task(relay.run(stop))
+    while relay.published_position < target:  # noqa: ASYNC110 (a bench: polling is fine)
+        await asyncio.sleep(0.005)
+    catch_up = (time.thread_time() - cpu) * 1000 / target
+    before = relay.published_position
+    cpu = time.thread_time()
+    writer = threading.Thread(
+        target=lifecycle, args=(commands, args.live_tasks, f"live{n}-", args.rate)
+    )
+    writer.start()
+    while writer.is_alive():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    target = last_position(store)
+    while relay.published_position < target:  # noqa: ASYNC110 (a bench: polling is fine)
+        await asyncio.sleep(0.005)
+    live = (time.thread_time() - cpu) * 1000 / (target - before)
+    carried = relay.carried
+    stop.set()
+    await task
+    await bus.close()
+    if args.check:
+        positions = await published_positions(bus_url)
+        stored = [item.position for item in read_log(store)]
+        assert positions == stored, "the stream does not hold every stored event once, in order"
+    return catch_up, live, carried
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--live-tasks", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--check", action="store_true", help="read the stream back each round")
+    args = parser.parse_args()
+    print(f"code under test: {Path(agenttasks.__file__).parent}")
+    with tempfile.TemporaryDirectory(prefix="bench-relay-") as home:
+        postgres = start_postgres(Path(home) / "pg")
+        passwords = {role: secrets.token_hex(8) for role in ROLES}
+        nats = start_nats(Path(home) / "nats", port=free_port(), passwords=passwords)
+        try:
+            database_url = create_database(postgres.url, "bench_relay")
+            store = open_event_store(Settings(database_url=database_url).eventsourcing_env())
+            commands = task_commands(store)
+            lifecycle(commands, args.tasks, "t")
+            for n in range(args.rounds):
+                nats.stop()
+                nats = start_nats(Path(home) / f"nats{n}", port=free_port(), passwords=passwords)
+                catch_up, live, carried = uvloop.run(
+                    one_round(store, commands, database_url, nats.url_for("relay"), args, n)
+                )
+                print(
+                    f"round {n + 1}: catch-up {catch_up * 1000:.1f} us/event, "
+                    f"live {live * 1000:.1f} us/event ({carried} carried)",
+                    flush=True,
+                )
+            close(store)
+        finally:
+            nats.stop()
+            postgres.stop()
+
+
+if __name__ == "__main__":
+    main()
