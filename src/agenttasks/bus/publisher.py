@@ -15,12 +15,6 @@ and every later one is refused, the last included: its ack is the error. nats-py
 `publish_async` waited for an ack per message (a future, a token, a semaphore slot, a JSON parse
 through dataclass introspection each), a third of the relay's CPU per event in a batch, and the
 server sent each one (docs/performance.md, "The relay's hop").
-
-The messages before the last are framed here (`_frames`: the very bytes nats-py's `publish` would
-queue, the same headers in the same order) and handed to the client's outbound buffer in one
-piece, ahead of the last one's request: nats-py's `publish` re-validated our constant header keys
-with a regex, stripped and re-encoded each value and queued each message on its own, a fifth
-of the relay's CPU per event in a catch-up batch (docs/performance.md, RELAYCPU).
 """
 
 from __future__ import annotations
@@ -28,13 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import msgspec
-from nats.aio.client import Client, _validate_subject
-from nats.errors import (
-    ConnectionClosedError,
-    ConnectionDrainingError,
-    MaxPayloadError,
-    NoRespondersError,
-)
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import Header
 
@@ -44,8 +33,6 @@ ACK_TIMEOUT_SECONDS = 5.0
 # W3C trace context on each message (docs/operations.md, "Logs and traces"): consumers continue
 # the trace of the command that stored the event.
 TRACEPARENT = "traceparent"
-# nats-py trims a header value and turns CR/LF into spaces: the same here, so bytes stay equal.
-_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 
 
 class PublishFailed(RuntimeError):
@@ -93,14 +80,24 @@ async def publish_in_order(
     """
     if not events:
         return after_sequence
+    previous: str | None = None
     last = len(events) - 1
     try:
-        if last:
-            await _publish_all_but_last(nc, events, after_sequence, traceparents)
-        headers = _headers(events, last, after_sequence, traceparents)
-        reply = await nc.request(
-            subject_of(events[last]), encode(events[last]), ACK_TIMEOUT_SECONDS, headers=headers
-        )
+        for index, event in enumerate(events):
+            headers: dict[str, str] = {Header.MSG_ID: message_id(event)}
+            if traceparents is not None and (traceparent := traceparents[index]) is not None:
+                headers[TRACEPARENT] = traceparent
+            if previous is None:
+                headers[Header.EXPECTED_LAST_SEQUENCE] = str(after_sequence)
+            else:
+                headers[Header.EXPECTED_LAST_MSG_ID] = previous
+            previous = headers[Header.MSG_ID]
+            if index < last:
+                await nc.publish(subject_of(event), encode(event), headers=headers)
+            else:
+                reply = await nc.request(
+                    subject_of(event), encode(event), ACK_TIMEOUT_SECONDS, headers=headers
+                )
     except NoRespondersError:
         raise PublishFailed(f"no stream took the messages (is {STREAM} there?)") from None
     except Exception as error:
@@ -116,79 +113,3 @@ async def publish_in_order(
             f"JetStream refused the batch: {ack.error.description} ({ack.error.err_code})"
         )
     return max(after_sequence, ack.seq)
-
-
-async def _publish_all_but_last(
-    nc: Client,
-    events: Sequence[BusEvent],
-    after_sequence: int,
-    traceparents: Sequence[str | None] | None,
-) -> None:
-    """Queues every message but the last, in order, as one write into the client's buffer."""
-    if nc.is_closed:
-        raise ConnectionClosedError
-    if nc.is_draining_pubs:
-        raise ConnectionDrainingError
-    frames, sizes = _frames(nc, events, after_sequence, traceparents)
-    if not nc.is_connected:
-        # Reconnecting: nats-py's publish decides whether its reconnect buffer may take them.
-        for index in range(len(frames)):
-            await nc.publish(
-                subject_of(events[index]),
-                encode(events[index]),
-                headers=_headers(events, index, after_sequence, traceparents),
-            )
-        return
-    # The client's own queue and flusher (nats-py 2.16, pinned): what `publish` does last.
-    nc.stats["out_msgs"] += len(frames)
-    nc.stats["out_bytes"] += sizes
-    await nc._send_command(b"".join(frames))
-
-
-def _frames(
-    nc: Client,
-    events: Sequence[BusEvent],
-    after_sequence: int,
-    traceparents: Sequence[str | None] | None,
-) -> tuple[list[bytes], int]:
-    """The HPUB commands of all but the last event, byte for byte as nats-py frames them."""
-    validate = not getattr(nc, "_skip_subject_validation", False)
-    limit = nc.max_payload
-    frames: list[bytes] = []
-    sizes = 0
-    expectation = f"Nats-Expected-Last-Sequence: {after_sequence}"
-    for index in range(len(events) - 1):
-        event = events[index]
-        subject = subject_of(event)
-        if validate:
-            _validate_subject(subject)
-        data = encode(event)
-        if len(data) > limit:
-            raise MaxPayloadError
-        msg_id = message_id(event)
-        trace = ""
-        if traceparents is not None and (traceparent := traceparents[index]) is not None:
-            trace = f"{TRACEPARENT}: {traceparent.strip().translate(_NEWLINES)}\r\n"
-        header = f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n{trace}{expectation}\r\n\r\n".encode()
-        head = f"HPUB {subject}  {len(header)} {len(header) + len(data)}\r\n".encode()
-        frames.append(b"".join((head, header, data, b"\r\n")))
-        sizes += len(data)
-        expectation = f"Nats-Expected-Last-Msg-Id: {msg_id}"
-    return frames, sizes
-
-
-def _headers(
-    events: Sequence[BusEvent],
-    index: int,
-    after_sequence: int,
-    traceparents: Sequence[str | None] | None,
-) -> dict[str, str]:
-    """The headers of message `index` (for nats-py's `publish`)."""
-    headers: dict[str, str] = {Header.MSG_ID: message_id(events[index])}
-    if traceparents is not None and (traceparent := traceparents[index]) is not None:
-        headers[TRACEPARENT] = traceparent
-    if index == 0:
-        headers[Header.EXPECTED_LAST_SEQUENCE] = str(after_sequence)
-    else:
-        headers[Header.EXPECTED_LAST_MSG_ID] = message_id(events[index - 1])
-    return headers
