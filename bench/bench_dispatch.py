@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,14 @@ class Stamps:
         self._thread.start()
         if not self._ready.wait(10):
             raise SystemExit("the listeners did not start")
+
+    def wait_for(self, task_ids: list[Any], within: float = 30.0) -> None:
+        """Returns once every task's `created` message was seen on NATS (a deadline, not a guess)."""
+        deadline = time.monotonic() + within
+        while any(str(task_id) not in self.on_nats for task_id in task_ids):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"not every created message reached NATS within {within:.0f} s")
+            time.sleep(0.01)
 
     async def _listen(self, database_url: str, channel: str, nats_url: str) -> None:
         with contextlib.suppress(Exception):  # the servers stop under it at the end
@@ -137,10 +146,11 @@ def main() -> None:
         commands = task_commands(store)
         channel = store.recorder.channel_name  # type: ignore[attr-defined]
         stamps = Stamps(runtime["database_url"], channel, nats_urls["reader"])
+        warm_up = []
         for _ in range(20):  # warm-up: prepared statements, the relay's first reads
-            commands.create(Actor("bench"), NewTask("warm-up", "summary", CONFIG))
-            time.sleep(0.02)
-        time.sleep(0.5)
+            warm_up.append(commands.create(Actor("bench"), NewTask("warm-up", "summary", CONFIG)))
+            time.sleep(0.02)  # pacing: one create at a time to an idle relay
+        stamps.wait_for([w.task_id for w in warm_up])
         roots = [up.pid, postmaster_pid(home)]
         before, wall = cpu_seconds(roots), time.perf_counter()
         rows = []
@@ -148,8 +158,8 @@ def main() -> None:
             called = time.time()
             written = commands.create(Actor("bench"), NewTask("dispatch", "summary", CONFIG))
             rows.append((written.task_id, called, time.time()))
-            time.sleep(0.02)
-        time.sleep(0.5)
+            time.sleep(0.02)  # pacing: one create at a time to an idle relay
+        stamps.wait_for([task_id for task_id, _, _ in rows])
         after, wall = cpu_seconds(roots), time.perf_counter() - wall
         hops: dict[str, list[float]] = {
             k: []
@@ -194,6 +204,7 @@ def main() -> None:
         close(store)
         up.send_signal(2)
         up.wait(60)
+        shutil.rmtree(home, ignore_errors=True)  # the data directory this run made
 
 
 if __name__ == "__main__":
