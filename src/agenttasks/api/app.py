@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar import Litestar, Request
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
@@ -18,7 +18,7 @@ from agenttasks.api.budgets import EXCEPTION_HANDLERS as BUDGET_EXCEPTION_HANDLE
 from agenttasks.api.budgets import BudgetController
 from agenttasks.api.cors import cors_config, vary_on_origin
 from agenttasks.api.dashboard import dashboard
-from agenttasks.api.deps import ApiConfig, ApiDeps, Deps
+from agenttasks.api.deps import ApiConfig, ApiDeps
 from agenttasks.api.errors import EXCEPTION_HANDLERS
 from agenttasks.api.health import health, ready
 from agenttasks.api.limits import EXCEPTION_HANDLERS as LIMIT_EXCEPTION_HANDLERS
@@ -44,20 +44,30 @@ OpenDeps = Callable[[], AbstractAsyncContextManager[ApiDeps]]
 def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
     """The ASGI application; `open_deps()` opens its collaborators for the app's lifetime."""
 
+    # The open collaborators while the lifespan runs. A dependency without parameters skips
+    # Litestar's per-request signature parsing: from `state: State` it built a new State, a
+    # copy of the app's, for every request (APIPATH).
+    opened: list[ApiDeps] = []
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Opened on the server's own event loop, complete before the first request.
         async with open_deps() as deps:
             app.state.deps = deps
-            yield
+            opened.append(deps)
+            try:
+                yield
+            finally:
+                opened.remove(deps)
 
-    def provide_deps(state: State) -> ApiDeps:
-        deps: ApiDeps = state.deps
-        return deps
+    def provide_deps() -> ApiDeps:
+        return opened[-1]
 
-    async def provide_actor(request: Request[Any, Any, Any], deps: Deps) -> Actor:
+    async def provide_actor(request: Request, deps: NamedDependency[Any]) -> Actor:  # type: ignore[type-arg]
         # Taking `deps` makes Litestar resolve the two one after the other: two dependencies
         # side by side cost every request an anyio task group (~8% of the API's time per create).
+        # Bare types: Litestar checks each argument per request, and a subscripted type such as
+        # Request[Any, Any, Any] takes its slow path there (a TypeError caught; APIPATH).
         return await current_actor(request)
 
     return Litestar(
@@ -101,7 +111,7 @@ def create_app(config: ApiConfig, open_deps: OpenDeps) -> Litestar:
             vary_on_origin,
         ],
         plugins=list(config.plugins),
-        guards=[require_json_body],
+        before_request=require_json_body,  # 415 for a body not declared JSON (api/browser.py)
         lifespan=[lifespan],
         state=State(
             {

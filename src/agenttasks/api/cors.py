@@ -7,10 +7,9 @@ handshake's Origin is checked against the same list in api/browser.py.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, cast
 
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Method, Receive, Scope, Send
 
@@ -56,14 +55,31 @@ def vary_on_origin(app: ASGIApp) -> ASGIApp:
 
         async def send_varied(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableScopeHeaders.from_message(message)
-                vary = headers.get("vary")
-                if vary is None:
-                    headers["Vary"] = "Origin"
-                elif "origin" not in vary.lower():
-                    headers["Vary"] = f"{vary}, Origin"
+                _add_origin_to_vary(message)
             await send(message)
 
         await app(scope, receive, send_varied)
 
     return middleware
+
+
+def _add_origin_to_vary(message: Message) -> None:
+    # On the raw header list: Litestar's MutableScopeHeaders decoded and lowered every name
+    # at each look-up, ~3% of the API's time per create (APIPATH). Same result: the first
+    # Vary header gains Origin unless it names it, the other Vary headers are dropped.
+    if "headers" not in message:
+        raise ValueError(f"Invalid message type: {message['type']!r}")
+    raw = cast(dict[str, Any], message)
+    headers: list[tuple[bytes, bytes]] = raw["headers"]
+    if not isinstance(headers, list):
+        headers = raw["headers"] = list(headers)
+    found = [i for i, (name, _) in enumerate(headers) if name.lower() == b"vary"]
+    if not found:
+        headers.append((b"vary", b"Origin"))
+    else:
+        value = headers[found[0]][1]
+        if b"origin" in value.lower():
+            return
+        headers[found[0]] = (b"vary", value + b", Origin")
+        for index in reversed(found[1:]):
+            del headers[index]
