@@ -12,7 +12,7 @@ from nats.js.api import Header
 
 from agenttasks.bus.connection import connect
 from agenttasks.bus.messages import STREAM, decode
-from agenttasks.bus.publisher import OrderedPublisher, PublishFailed
+from agenttasks.bus.publisher import MAX_UNACKED, OrderedPublisher, PublishFailed
 from agenttasks.servers.nats import EmbeddedNats
 from tests.integration.test_bus import task_event
 from tests.waiting import wait_until
@@ -28,15 +28,19 @@ async def test_batches_sent_back_to_back_are_stored_in_order_and_acked_in_order(
         await bus.ensure_stream()
         await publisher.start()
         batches = [[task_event(1), task_event(2)], [task_event(3)], [task_event(5), task_event(6)]]
+        # More than MAX_UNACKED: the later sends wait for the oldest ack, not for their own.
+        batches += [[task_event(p)] for p in range(7, 8 + MAX_UNACKED)]
         for batch in batches:
             await publisher.send(batch, batch[-1].position)  # no ack awaited in between
+            assert publisher.unacked <= MAX_UNACKED
         assert publisher.unacked > 0
         await wait_until(lambda: publisher.unacked == 0)
         publisher.check()
-        assert acked == [2, 3, 6]
-        assert publisher.sequence == 5
-        stored = [await bus.js.get_msg(STREAM, seq=s) for s in range(1, 6)]
-        assert [decode(m.data or b"").position for m in stored] == [1, 2, 3, 5, 6]
+        positions = [1, 2, 3, 5, 6, *range(7, 8 + MAX_UNACKED)]
+        assert acked == [batch[-1].position for batch in batches]
+        assert publisher.sequence == len(positions)
+        stored = [await bus.js.get_msg(STREAM, seq=s) for s in range(1, len(positions) + 1)]
+        assert [decode(m.data or b"").position for m in stored] == positions
         # The second batch followed the first one's last message by id (its ack was not in).
         headers = stored[2].headers or {}
         if headers.get(Header.EXPECTED_LAST_SEQUENCE) is None:
