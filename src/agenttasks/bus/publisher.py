@@ -15,6 +15,9 @@ and every later one is refused, the last included: its ack is the error. nats-py
 `publish_async` waited for an ack per message (a future, a token, a semaphore slot, a JSON parse
 through dataclass introspection each), a third of the relay's CPU per event in a batch, and the
 server sent each one (docs/performance.md, "The relay's hop").
+
+The relay publishes through OrderedPublisher, which does not wait for a batch's ack before the
+next batch (docs/performance.md, section RELAYHOP): the same chain, carried across batches.
 """
 
 from __future__ import annotations
@@ -259,7 +262,7 @@ class OrderedPublisher:
             assert sent.ack is not None
             if sent.ack.error is not None:
                 self._failure = PublishFailed(
-                    f"JetStream refused a batch: {sent.ack.error.description}"
+                    f"JetStream refused the batch: {sent.ack.error.description}"
                     f" ({sent.ack.error.err_code})"
                 )
                 break
