@@ -143,9 +143,9 @@ class Relay:
         # A batch's ack is not waited for before the next wait or batch (bus/publisher.py): the
         # published position moves when it comes, on the publisher's inbox.
         publisher = self._publisher = OrderedPublisher(self.bus, sequence, self._acked)
-        await publisher.start()
         self._read_position = position
         try:
+            await publisher.start()
             await self._publish_until_stopped(lock, stop, position, publisher)
         finally:
             watcher.cancel()
