@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from nats.js.api import Header
 
+from agenttasks.bus import publisher as publisher_module
 from agenttasks.bus.connection import connect
 from agenttasks.bus.messages import STREAM, decode
 from agenttasks.bus.publisher import MAX_UNACKED, OrderedPublisher, PublishFailed
@@ -84,3 +85,54 @@ async def test_a_refused_batch_fails_and_no_batch_sent_after_it_is_stored(
         assert await bus.last_published() == (1, 1)
     finally:
         await bus.close()
+
+
+def _failure(publisher: OrderedPublisher) -> str | None:
+    try:
+        publisher.check()
+    except PublishFailed as error:
+        return str(error)
+    return None
+
+
+async def test_no_stream_fails_the_batch(nats_server: EmbeddedNats) -> None:
+    bus = await connect(nats_server.url_for("relay"), "test-ordered-publisher")
+    publisher = OrderedPublisher(bus, 0)
+    try:
+        await publisher.start()  # no ensure_stream: the server answers "no responders"
+        await publisher.send([task_event(1)], 1)
+        await wait_until(lambda: _failure(publisher) is not None)
+        assert "no stream took the messages" in (_failure(publisher) or "")
+    finally:
+        await publisher.close()
+        await bus.close()
+
+
+async def test_an_ack_that_does_not_come_fails_in_time(
+    nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publisher_module, "ACK_TIMEOUT_SECONDS", 0.2)
+    # A plain subscriber on the subjects and no stream: someone hears the message, nobody acks.
+    listener = await connect(nats_server.url_for("reader"), "test-ordered-publisher-listener")
+    heard: list[bytes] = []
+
+    async def hear(payload: bytes) -> None:
+        heard.append(payload)
+
+    await listener.subscribe("agenttasks.events.>", hear)
+    bus = await connect(nats_server.url_for("relay"), "test-ordered-publisher")
+    publisher = OrderedPublisher(bus, 0)
+    try:
+        await publisher.start()
+        for position in range(1, MAX_UNACKED + 1):
+            await publisher.send([task_event(position)], position)
+        # The next send waits for the oldest ack, which never comes: it fails after the timeout.
+        with pytest.raises(PublishFailed, match="in time"):
+            await publisher.send([task_event(MAX_UNACKED + 1)], MAX_UNACKED + 1)
+        assert heard
+        with pytest.raises(PublishFailed):
+            publisher.check()
+    finally:
+        await publisher.close()
+        await bus.close()
+        await listener.close()

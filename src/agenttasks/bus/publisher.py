@@ -248,10 +248,15 @@ class OrderedPublisher:
 
     async def _acked(self, message: Msg) -> None:
         token = message.subject.rpartition(".")[2]
-        try:
-            ack = _ack_decoder.decode(message.data)
-        except msgspec.DecodeError:
-            ack = _Ack(error=_AckError(description="an unreadable acknowledgement"))
+        if (message.headers or {}).get(Header.STATUS) == "503":  # the server's "no responders"
+            ack = _Ack(
+                error=_AckError(description=f"no stream took the messages (is {STREAM} there?)")
+            )
+        else:
+            try:
+                ack = _ack_decoder.decode(message.data)
+            except msgspec.DecodeError:
+                ack = _Ack(error=_AckError(description="an unreadable acknowledgement"))
         for sent in self._sent:
             if sent.token == token:
                 sent.ack = ack
