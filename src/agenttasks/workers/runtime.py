@@ -77,6 +77,7 @@ class WorkerOptions:
 class _Running:
     job: Job
     task: asyncio.Task[None]
+    begun: _Begun
     stopping_because: str | None = None  # "cancelled" or "shutdown" when we stop it
     # time.time() at launch, for the Workers view (a datetime only when it is asked for).
     since: float = field(default_factory=time.time)
@@ -257,7 +258,7 @@ class Worker:
         context = contextvars.copy_context()
         begun = context.run(self._begin, job)
         task = asyncio.get_running_loop().create_task(self._attempt(job, begun), context=context)
-        self._running[key] = _Running(job, task)
+        self._running[key] = _Running(job, task, begun)
 
         def finished(_: asyncio.Task[None]) -> None:
             if begun.pending is not None and not begun.pending.done():
