@@ -204,22 +204,3 @@ async def test_a_broken_session_fails_its_batch_and_the_next_start_reconnects(
     await starts.close()
     assert written is not None
     assert kinds(store, broken.id) == ["Created", "Started"]
-
-
-async def test_begin_stamps_started_at_once_and_its_future_gives_the_start(
-    store: EventStore, database: str
-) -> None:
-    # The scheduling pass calls begin() for each attempt before their tasks first run: the
-    # copy holds its Started when begin returns, and the append waits for the next turn.
-    starts = LoopStarts(store, database)
-    (first, first_at), (second, second_at) = create(store), create(store)
-    pending = [starts.begin(first, first_at, "w1"), starts.begin(second, second_at, "w1")]
-    assert [copy.status for copy in (first, second)] == ["running", "running"]
-    assert kinds(store, first.id) == ["Created"]  # nothing stored yet
-    outcomes = [await outcome for outcome in pending if outcome is not None]
-    # A copy that is not startable is refused at once, with no future and nothing queued.
-    assert starts.begin(first, first_at, "w1") is None
-    await starts.close()
-    assert [w.task for w in outcomes if w is not None] == [first, second]
-    assert kinds(store, first.id) == kinds(store, second.id) == ["Created", "Started"]
-    assert len(transactions(store, [first.id, second.id])) == 1

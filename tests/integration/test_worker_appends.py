@@ -4,7 +4,6 @@ fenced as before (issue 17: the worker's CPU per task)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from uuid import UUID
@@ -12,14 +11,13 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from agenttasks.domain.task import Task
 from agenttasks.servers.nats import EmbeddedNats
 from agenttasks.servers.postgres import EmbeddedPostgres, create_database
 from agenttasks.workers.context import AgentContext
 from agenttasks.workers.errors import AgentError
 from agenttasks.workers.runtime import Worker
 from tests.integration.stack import Stack, running_stack
-from tests.integration.worker_harness import create, events, finished, kinds, running_worker
+from tests.integration.worker_harness import create, finished, kinds, running_worker
 from tests.waiting import wait_until
 
 DATA = {"data": {"x": [1, 2, 3]}}
@@ -99,28 +97,3 @@ async def test_progress_held_when_the_agent_fails_is_stored_before_the_failure(
     task_id = create(stack, "data_analysis", DATA, max_retries=0)
     assert (await finished(stack, task_id)).status == "failed"
     assert kinds(stack, task_id) == ["created", "started", "progress", "failed"]
-
-
-async def test_attempt_1_is_stamped_started_before_its_task_first_runs(
-    running: tuple[Stack, Worker],
-) -> None:
-    # The scheduling pass starts attempt 1 from its message (runtime.Worker._begin): the
-    # Started's time is taken there, a turn of the event loop before the attempt's task runs.
-    stack, worker = running
-    first_ran: list[float] = []
-    attempt = worker._attempt
-
-    async def timed(*args: Any) -> None:
-        first_ran.append(time.time())
-        await attempt(*args)
-
-    worker._attempt = timed  # type: ignore[method-assign]
-    try:
-        task_id = create(stack, "summary", {"content": "Some text.", "max_length": 50})
-        assert (await finished(stack, task_id)).status == "completed"
-    finally:
-        del worker._attempt
-    started = next(e for e in events(stack, task_id) if isinstance(e, Task.Started))
-    assert len(first_ran) == 1
-    assert started.timestamp.timestamp() <= first_ran[0]
-    assert kinds(stack, task_id) == ["created", "started", "progress", "model_call", "completed"]

@@ -56,17 +56,6 @@ class LoopStarts:
 
         None means nothing was stored: the caller starts the attempt the ordinary way.
         """
-        outcome = self.begin(offered, position, worker_id)
-        return None if outcome is None else await outcome
-
-    def begin(
-        self, offered: Task, position: int, worker_id: str
-    ) -> asyncio.Future[Written | None] | None:
-        """Triggers Started on the copy now and queues its append; None if the copy refused.
-
-        Synchronous, so a scheduling pass can stamp its attempts before their tasks first run
-        (runtime.py); the future is `start`'s outcome. A caller that stops waiting cancels it.
-        """
         loop = asyncio.get_running_loop()
         request = _Start(offered, position, loop.create_future())
         try:
@@ -79,7 +68,7 @@ class LoopStarts:
         if self._flusher is None:
             # Runs after the attempts launched in this pass have queued their starts too.
             self._flusher = loop.create_task(self._flush_all())
-        return request.outcome
+        return await request.outcome
 
     async def close(self) -> None:
         """Closes the loop's connection (the starts under way finish first)."""

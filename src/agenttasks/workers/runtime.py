@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import os
 import secrets
@@ -28,7 +27,7 @@ from uuid import UUID
 from agenttasks.application.append_lock import AppendLockTimeout
 from agenttasks.application.loop_commit import LoopCommitter
 from agenttasks.application.prices import PriceTable
-from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound, Written
+from agenttasks.application.tasks import SYSTEM, TaskCommands, TaskNotFound
 from agenttasks.application.user_slots import NoSlots, RunSlots
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.consumers import PullConsumer
@@ -77,19 +76,8 @@ class WorkerOptions:
 class _Running:
     job: Job
     task: asyncio.Task[None]
-    begun: _Begun
     stopping_because: str | None = None  # "cancelled" or "shutdown" when we stop it
-    # time.time() at launch, for the Workers view (a datetime only when it is asked for).
-    since: float = field(default_factory=time.time)
-
-
-@dataclass
-class _Begun:
-    """What `_launch` did for an attempt before its task first runs (in the task's context)."""
-
-    span: contextlib.ExitStack  # the attempt's tracing span, entered; the task exits it
-    tried: bool = False  # the start from the message's copy was tried already (LoopStarts)
-    pending: asyncio.Future[Written | None] | None = None  # that start's outcome, if queued
+    since: datetime = field(default_factory=lambda: datetime.now(UTC))  # for the Workers view
 
 
 class Worker:
@@ -188,7 +176,7 @@ class Worker:
     def running_attempts(self) -> list[RunningAttempt]:
         """The attempts this worker runs now (ids and start times only)."""
         return [
-            RunningAttempt(task_id, attempt, datetime.fromtimestamp(running.since, UTC))
+            RunningAttempt(task_id, attempt, running.since)
             for (task_id, attempt), running in self._running.items()
         ]
 
@@ -252,17 +240,10 @@ class Worker:
             asyncio.get_running_loop().create_task(job.delivery.ack())
             return
         self._by_user[job.user] += 1
-        # The attempt's first steps run here, in the context its task will have: one turn of
-        # the event loop sooner, its Started is stamped and queued (and the starts of this
-        # pass go in one append, as before).
-        context = contextvars.copy_context()
-        begun = context.run(self._begin, job)
-        task = asyncio.get_running_loop().create_task(self._attempt(job, begun), context=context)
-        self._running[key] = _Running(job, task, begun)
+        task = asyncio.create_task(self._attempt(job))
+        self._running[key] = _Running(job, task)
 
         def finished(_: asyncio.Task[None]) -> None:
-            if begun.pending is not None and not begun.pending.done():
-                begun.pending.cancel()  # its task never ran (cancelled at once): nobody waits
             del self._running[key]
             self._by_user[job.user] -= 1
             if not self._by_user[job.user]:
@@ -274,35 +255,16 @@ class Worker:
 
     # Running one attempt.
 
-    def _begin(self, job: Job) -> _Begun:
-        """Enters the attempt's span and, when nothing is to be awaited first, starts it."""
+    async def _attempt(self, job: Job) -> None:
         # The attempt continues the trace its message carries (the command that queued the
         # task): its log lines and the events it stores name that trace (docs/operations.md).
         attributes = {"task.type": job.task_type, "agenttasks.attempt": job.attempt}
-        span = contextlib.ExitStack()
-        span.enter_context(
-            tracing.span(
-                "worker attempt", job.delivery.traceparent, task=job.task_id, attributes=attributes
-            )
-        )
-        begun = _Begun(span)
-        # Attempt 1 from its message's copy, unless a run slot across workers must be taken
-        # first (a query): then the task starts it after the slot, as before.
-        if job.attempt == 1 and self._starts is not None and isinstance(self._slots, NoSlots):
-            try:
-                offered = task_from_created(job)
-                if offered is not None:
-                    begun.pending = self._starts.begin(offered, job.position, self.worker_id)
-                    begun.tried = True
-            except Exception:  # never the scheduling pass's failure: the task starts it
-                log.exception("could not start %s from its message", job.task_id)
-        return begun
+        with tracing.span(
+            "worker attempt", job.delivery.traceparent, task=job.task_id, attributes=attributes
+        ):
+            await self._attempt_traced(job)
 
-    async def _attempt(self, job: Job, begun: _Begun) -> None:
-        with begun.span:
-            await self._attempt_traced(job, begun)
-
-    async def _attempt_traced(self, job: Job, begun: _Begun) -> None:
+    async def _attempt_traced(self, job: Job) -> None:
         try:
             taken = await self._slots.take(job.user, job.task_id, job.attempt, self.worker_id)
         except Exception:
@@ -314,20 +276,18 @@ class Worker:
             self._backlog.add(job, time.time())
             return
         try:
-            await self._attempt_in_slot(job, begun)
+            await self._attempt_in_slot(job)
         finally:
             with contextlib.suppress(Exception):
                 await self._slots.release(job.task_id, job.attempt)
 
-    async def _attempt_in_slot(self, job: Job, begun: _Begun) -> None:
+    async def _attempt_in_slot(self, job: Job) -> None:
         # Attempt 1 starts from the task its created message carries: no read and decode of
         # its events first (~15% of the worker's Python time per task; docs/performance.md).
-        offered = task_from_created(job) if job.attempt == 1 and not begun.tried else None
+        offered = task_from_created(job) if job.attempt == 1 else None
         try:
             started = None
-            if begun.pending is not None:  # queued by _begin (None there: the copy refused)
-                started = await begun.pending
-            elif offered is not None and self._starts is not None:
+            if offered is not None and self._starts is not None:
                 started = await self._starts.start(offered, job.position, self.worker_id)
             elif offered is not None:
                 started = await self._call(
