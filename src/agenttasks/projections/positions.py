@@ -15,6 +15,7 @@ import logging
 from collections import defaultdict
 
 import psycopg
+from psycopg import pq
 
 from agenttasks.outage import Outage
 from agenttasks.projections.base import NOTIFY_CHANNEL, read_announcement
@@ -72,15 +73,47 @@ class ProjectionWatcher:
                 async with await psycopg.AsyncConnection.connect(
                     self.database_url, autocommit=True
                 ) as connection:
+                    # What psycopg reads itself (with the LISTEN's and the load's replies).
+                    connection.add_notify_handler(lambda notify: self._announced(notify.payload))
                     await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     await self._load(connection)
                     self._outage.restored()
                     self._listening.set()
-                    async for notify in connection.notifies():
-                        for name, position in read_announcement(notify.payload):
-                            self._advance(name, position)
+                    await self._read(connection.pgconn)
             except psycopg.Error as error:
                 await asyncio.sleep(self._outage.failed(error))  # logged once per outage
+
+    async def _read(self, pgconn: pq.abc.PGconn) -> None:
+        """Takes the announcements off the LISTEN socket until the connection fails.
+
+        One reader for the connection's life: psycopg's `notifies()` added and removed a
+        reader, and made a future and a timer, for every NOTIFY (11.6% of the API's CPU at
+        32 clients, APIPATH's profile); nothing else uses this connection meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        lost: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                pgconn.consume_input()
+            except psycopg.OperationalError as error:  # the server or the network went away
+                if not lost.done():
+                    lost.set_exception(error)
+                return
+            while (notify := pgconn.notifies()) is not None:
+                self._announced(notify.extra.decode())
+
+        socket = pgconn.socket
+        loop.add_reader(socket, readable)
+        try:
+            readable()  # what libpq had read already, before the reader was added
+            await lost
+        finally:
+            loop.remove_reader(socket)
+
+    def _announced(self, payload: str) -> None:
+        for name, position in read_announcement(payload):
+            self._advance(name, position)
 
     async def _load(self, connection: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         # Positions reached before we listened (the table may not exist yet on a new database).
