@@ -24,6 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
+from agenttasks.bus.ack_subject import NotAnAckSubject, ack_numbers
 from agenttasks.bus.lingering import LingeringPull, PullEnded
 from agenttasks.bus.messages import ALL_SUBJECTS, STREAM
 
@@ -54,7 +55,7 @@ class BusUnavailable(RuntimeError):
     """NATS could not be asked (disconnected, timed out); try again later."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Delivery:
     """One delivered message: its payload, and how to settle it."""
 
@@ -159,11 +160,12 @@ class PullConsumer:
             raise BusUnavailable(str(error)) from None
         deliveries = []
         for m in messages:
-            metadata = m.metadata
-            sequence = metadata.sequence
-            deliveries.append(
-                Delivery(m.data, metadata.num_delivered, m, sequence.stream, sequence.consumer)
-            )
+            try:
+                delivered, sequence, consumer_sequence = ack_numbers(m.reply)
+            except NotAnAckSubject as error:
+                _not_delivered(error)
+                continue
+            deliveries.append(Delivery(m.data, delivered, m, sequence, consumer_sequence))
         return deliveries
 
     async def close(self) -> None:
@@ -172,6 +174,12 @@ class PullConsumer:
             await self._pull.close()
         else:
             await self._subscription.unsubscribe()  # type: ignore[attr-defined]
+
+
+def _not_delivered(error: NotAnAckSubject) -> None:
+    # Only a JetStream delivery has an ack subject: anything else on our inbox was published
+    # there by someone else, cannot be settled, and carries no sequence to trust.
+    log.warning("message without a JetStream ack subject passed over: %s", error)
 
 
 READER_IDLE_SECONDS = 30.0  # a reader's consumer outlives its process (kill -9) this long
@@ -187,13 +195,15 @@ class StreamReader:
     follow the previous one means deliveries were lost (a reconnect): the batch ends before it
     and the consumer is recreated at the missing sequence. Only the first message after a seek
     may jump: then the stream itself lacks the messages in between, and the caller decides.
+    Its fetches go through one lingering pull request (bus/lingering.py), as the workers' do:
+    nats-py's `fetch` cost ~2.4x the CPU per message here (bench/bench_consume.py).
     """
 
     def __init__(self, js: JetStreamContext, prefix: str) -> None:
         self._js = js
         self._prefix = prefix
         self._name: str | None = None
-        self._subscription: object = None
+        self._pull: LingeringPull | None = None
         self.next_sequence = 1  # the sequence the next message should have
         self._just_sought = False
 
@@ -221,7 +231,8 @@ class StreamReader:
         try:
             await self._js.add_consumer(STREAM, config)
             self._name = name
-            self._subscription = await self._js.pull_subscribe_bind(consumer=name, stream=STREAM)
+            # nats-py keeps the connection and the API prefix on the context it hands out.
+            self._pull = await LingeringPull(self._js._nc, self._js._prefix, STREAM, name).open()
         except NotFoundError:
             raise StreamMissing(f"stream {STREAM} does not exist yet") from None
         except Exception as error:  # disconnected, timed out: the caller tries again later
@@ -231,12 +242,11 @@ class StreamReader:
 
     async def fetch(self, batch: int, wait: float) -> list[Delivery]:
         """Up to `batch` consecutive messages from `next_sequence`, waiting at most `wait` s."""
-        if self._subscription is None:  # a seek failed (NATS was away): try it again
+        if self._pull is None:  # a seek failed (NATS was away): try it again
             await self.seek(self.next_sequence)
+        assert self._pull is not None
         try:
-            messages = await self._subscription.fetch(batch, timeout=wait)  # type: ignore[attr-defined]
-        except TimeoutError:
-            return []
+            messages = await self._pull.fetch(batch, wait)
         except Exception as error:  # the consumer is gone (idle, server restart): recreate it
             log.warning("stream reader %s: %s; recreating it", self._name, error)
             await asyncio.sleep(0.2)
@@ -244,7 +254,11 @@ class StreamReader:
             return []
         deliveries: list[Delivery] = []
         for message in messages:
-            sequence = message.metadata.sequence.stream
+            try:
+                delivered, sequence, _ = ack_numbers(message.reply)
+            except NotAnAckSubject as error:
+                _not_delivered(error)
+                continue
             if sequence != self.next_sequence and not (self._just_sought and not deliveries):
                 log.warning(
                     "stream reader %s: got sequence %s, expected %s; re-reading from there",
@@ -253,9 +267,7 @@ class StreamReader:
                 await self.seek(self.next_sequence)
                 break
             self._just_sought = False
-            deliveries.append(
-                Delivery(message.data, message.metadata.num_delivered, message, sequence)
-            )
+            deliveries.append(Delivery(message.data, delivered, message, sequence))
             self.next_sequence = sequence + 1
         return deliveries
 
@@ -264,10 +276,10 @@ class StreamReader:
         await self._drop()
 
     async def _drop(self) -> None:
-        if self._subscription is not None:
+        if self._pull is not None:
             with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()  # type: ignore[attr-defined]
-            self._subscription = None
+                await self._pull.close()
+            self._pull = None
         if self._name is not None:
             with contextlib.suppress(Exception):  # gone already, or the connection is down
                 await self._js.delete_consumer(STREAM, self._name)

@@ -21,6 +21,7 @@ import msgspec
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from agenttasks.bus.ack_subject import NotAnAckSubject, ack_numbers
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.messages import STREAM, TaskEvent, decode, task_subject
 
@@ -105,7 +106,11 @@ class LiveTaskEvents:
         )
 
     def _receive(self, message: Any) -> None:
-        sequence = message.metadata.sequence.stream
+        try:
+            _, sequence, _ = ack_numbers(message.reply)
+        except NotAnAckSubject as error:  # not a JetStream delivery: no sequence to trust
+            log.warning("live events: message passed over: %s", error)
+            return
         if sequence <= self._sequence:
             return
         self._sequence = sequence
