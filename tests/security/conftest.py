@@ -157,15 +157,22 @@ class CanaryApi:
 
 @contextmanager
 def canary_api(
-    postgres: EmbeddedPostgres, nats_dir: Path, nats_passwords: dict[str, str]
+    postgres: EmbeddedPostgres,
+    nats_dir: Path,
+    nats_passwords: dict[str, str],
+    *,
+    read_wait_ms: int | None = None,
 ) -> Iterator[CanaryApi]:
     """Real Postgres, NATS, relay, every projector and the API, with canary secrets; every log
-    record from start to stop is captured."""
+    record from start to stop is captured (`read_wait_ms`: the API's wait for a read model, when
+    not the default)."""
     plain = create_database(postgres.url, f"security_{uuid4().hex[:12]}")
     database_url = make_conninfo(plain, password=CANARY_DB_PASSWORD)
     assert conninfo_to_dict(database_url)["password"] == CANARY_DB_PASSWORD
     nats = start_nats(nats_dir, port=free_port(), passwords=nats_passwords)
     settings = settings_for(database_url, nats).with_(openai_api_key=CANARY_OPENAI_KEY)
+    if read_wait_ms is not None:
+        settings = settings.with_(read_wait_ms=read_wait_ms)
     secrets = Secrets(
         {
             "JWT secret": SECRET,
