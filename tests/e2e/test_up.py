@@ -125,7 +125,11 @@ def token_from_banner(output: str) -> str:
     )
 
 
-def test_up_serves_the_api_and_a_second_up_finds_every_task_again(tmp_path: Path) -> None:
+def test_up_serves_the_api_a_second_up_finds_every_task_again_and_ctrl_c_stops_it_in_order(
+    tmp_path: Path,
+) -> None:
+    # One test for both: each start of `up` costs seconds, and the second one's Ctrl-C is the
+    # one checked in order (it was test_ctrl_c_stops_the_roles_then_the_servers_...).
     home = tmp_path / "home"
     port, nats_port = free_port(), free_port()
     with agenttasks_up(home, port, nats_port) as up:
@@ -176,6 +180,20 @@ def test_up_serves_the_api_and_a_second_up_finds_every_task_again(tmp_path: Path
         assert (
             httpx.get(f"{url}/api/v1/utils/ai-tasks/{task_id}/", headers=headers).status_code == 200
         )
+        # A task created just before Ctrl-C: the roles stop with work in flight.
+        busy = httpx.post(
+            f"{url}/api/v1/utils/ai-tasks/",
+            json={"title": "Busy", "task_type": "summary", "task_config": {"content": "Hi."}},
+            headers=headers,
+        )
+        assert busy.status_code == 201, busy.text
+        roles = len(psutil.Process(up.process.pid).children()) - 1  # all but nats-server
+    # agenttasks_up checked: exit code 0, every child and the postmaster gone, no reconnect noise.
+    stopping = up.output.partition("Stopping ...")[2].splitlines()
+    order = [line.split(": ", 1)[1].split()[0] for line in stopping if "stopped after" in line]
+    assert len(order) == roles + 2, stopping
+    assert order[-2:] == ["NATS", "PostgreSQL"], order  # the servers last, NATS first of them
+    assert up.stop_seconds < 30
 
 
 def test_the_cli_says_plainly_what_is_wrong(tmp_path: Path) -> None:
@@ -189,24 +207,3 @@ def test_the_cli_says_plainly_what_is_wrong(tmp_path: Path) -> None:
         assert outcome.returncode == 2, outcome.stderr
         assert message in outcome.stderr
         assert "Traceback" not in outcome.stderr
-
-
-def test_ctrl_c_stops_the_roles_then_the_servers_with_nothing_left_running(
-    tmp_path: Path,
-) -> None:
-    home = tmp_path / "home"
-    with agenttasks_up(home, free_port(), free_port()) as up:
-        headers = {"Authorization": f"Bearer {token_from_banner(up.output)}"}
-        created = httpx.post(
-            f"{up.url}/api/v1/utils/ai-tasks/",
-            json={"title": "Busy", "task_type": "summary", "task_config": {"content": "Hi."}},
-            headers=headers,
-        )
-        assert created.status_code == 201, created.text
-        roles = len(psutil.Process(up.process.pid).children()) - 1  # all but nats-server
-    # agenttasks_up checked: exit code 0, every child and the postmaster gone, no reconnect noise.
-    stopping = up.output.partition("Stopping ...")[2].splitlines()
-    order = [line.split(": ", 1)[1].split()[0] for line in stopping if "stopped after" in line]
-    assert len(order) == roles + 2, stopping
-    assert order[-2:] == ["NATS", "PostgreSQL"], order  # the servers last, NATS first of them
-    assert up.stop_seconds < 30
