@@ -31,7 +31,7 @@ class ProjectionWatcher:
         self._positions: dict[str, int] = defaultdict(int)
         # Per projection, a heap of (position, n, future): an announcement wakes only the
         # waiters it satisfies, not every waiting request.
-        self._waiters: dict[str, list[tuple[int, int, asyncio.Future[None]]]] = defaultdict(list)
+        self._waiters: dict[str, list[tuple[int, int, asyncio.Future[bool]]]] = defaultdict(list)
         self._counter = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -57,15 +57,17 @@ class ProjectionWatcher:
         """True once projection `name` has applied `position`; False after `timeout` seconds."""
         if self._positions[name] >= position:
             return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
         heapq.heappush(self._waiters[name], (position, next(self._counter), waiter))
+        # A timer that answers False, rather than wait_for + shield (a task and a second
+        # future for every create's wait).
+        timer = loop.call_later(timeout, _expire, waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            return False
+            return await waiter
         finally:
+            timer.cancel()
             waiter.cancel()  # a timed-out waiter is skipped when the heap reaches it
-        return True
 
     async def _listen(self) -> None:
         while True:
@@ -132,4 +134,9 @@ class ProjectionWatcher:
         while waiters and waiters[0][0] <= position:
             _, _, waiter = heapq.heappop(waiters)
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
