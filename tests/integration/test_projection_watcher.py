@@ -101,3 +101,19 @@ async def test_one_reader_for_the_connections_life(database_url: str) -> None:
     finally:
         del loop.add_reader
         await watcher.stop()
+
+
+async def test_timed_out_and_cancelled_waits_leave_the_others_waiting(database_url: str) -> None:
+    watcher = ProjectionWatcher(database_url)
+    await watcher.start()
+    try:
+        cancelled = asyncio.ensure_future(watcher.wait("tasks", 4, timeout=10))
+        waiting = asyncio.ensure_future(watcher.wait("tasks", 4, timeout=10))
+        assert not await watcher.wait("tasks", 4, timeout=0.05)  # timed out: False
+        cancelled.cancel()
+        await asyncio.to_thread(notify, database_url, "tasks:4")
+        assert await waiting
+        assert cancelled.cancelled()
+        assert await watcher.wait("tasks", 4, timeout=0)  # already there: no wait at all
+    finally:
+        await watcher.stop()
