@@ -7,6 +7,7 @@ this process's CPU and nats-server's CPU per message. Asserts nothing. For a bef
 it with PYTHONPATH pointing at the other tree's src/ (it imports agenttasks from there).
 
     .venv/bin/python bench/bench_consume.py [--messages 20000] [--batch 8,64] [--rounds 3]
+                                            [--ways pull,reader]
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ async def _read(bus: Bus, name: str, count: int, batch: int, start: int) -> None
     await reader.close()
 
 
-async def main(messages: int, batches: list[int], rounds: int) -> None:
+async def main(messages: int, batches: list[int], rounds: int, ways: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-consume-") as directory:
         passwords = dict.fromkeys(ROLES, "bench")
         server = start_nats(Path(directory), port=14222 + os.getpid() % 1000, passwords=passwords)
@@ -85,6 +86,8 @@ async def main(messages: int, batches: list[int], rounds: int) -> None:
                         ("pull+ack", worker, _pull),
                         ("reader", projector, _read),
                     ):
+                        if way.split("+")[0] not in ways:
+                            continue
                         first = last + 1
                         last = await _publish(relay, messages, last)
                         cpu, nats_cpu = time.process_time(), _cpu_of(server.pid)
@@ -112,5 +115,7 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--batch", default="8,64")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ways", default="pull,reader", help="pull (and ack), reader")
     options = parser.parse_args()
-    asyncio.run(main(options.messages, [int(b) for b in options.batch.split(",")], options.rounds))
+    batches = [int(b) for b in options.batch.split(",")]
+    asyncio.run(main(options.messages, batches, options.rounds, options.ways.split(",")))
