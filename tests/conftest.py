@@ -34,6 +34,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(basetemp, ignore_errors=True)
 
 
+# A test's `record_property(TERMINAL_LINE, line)` puts `line` in the run's summary, passing or
+# not: the reports carry it from a pytest-xdist worker, whose own output reaches no terminal.
+TERMINAL_LINE = "terminal_line"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for reports in list(terminalreporter.stats.values()):
+        for report in reports:
+            if getattr(report, "when", None) != "call":  # each phase's report carries them all
+                continue
+            for name, line in report.user_properties:
+                if name == TERMINAL_LINE:
+                    terminalreporter.write_line(str(line))
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as probe:

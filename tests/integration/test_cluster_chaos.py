@@ -9,7 +9,8 @@ Then: every task completed exactly once (one Completed event each in the store),
 event on the stream once and in order (read from a surviving node), every read model verifies
 against the store, and two SSE followers of a task that is mid-run when their API dies, resuming
 through the other API with Last-Event-ID, see each of its updates once. The time to recover from
-each kill is written to the terminal as bench-style lines, even when pytest captures output.
+each kill is written to the terminal as bench-style lines (in the run's summary), even when
+pytest captures output or runs the tests in pytest-xdist workers.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from agenttasks.application.tasks import SYSTEM, TaskCommands
 from agenttasks.bus.connection import connect
 from agenttasks.bus.messages import STREAM, TaskEvent, TemplateEvent, decode
 from agenttasks.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import TERMINAL_LINE, free_port
 from tests.integration.cluster_harness import (
     HOST,
     NatsCluster,
@@ -295,11 +296,12 @@ async def test_the_compose_topology_loses_nothing_when_one_of_each_role_and_a_na
     database_url: str,
     nats_passwords: dict[str, str],
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
 ) -> None:
     def record(line: str) -> None:
-        with capsys.disabled():  # the recovery times go on the record, passing or not
-            print(line, flush=True)
+        # On the record, passing or not: tests/conftest.py prints these lines in the run's
+        # summary (a pytest-xdist worker has no terminal of its own to print them on).
+        record_property(TERMINAL_LINE, line)
 
     cluster = start_nats_cluster(tmp_path / "nats", nats_passwords)
     processes: list[Process] = list(cluster.processes)
