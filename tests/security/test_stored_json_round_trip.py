@@ -70,7 +70,9 @@ def round_trip(store: EventStore, event: Any) -> Any:
 MEMORY = open_event_store()
 
 
-@settings(max_examples=400, deadline=None)
+# 200, not 400: three objects an example, and in 200 examples 169 hold a tag-shaped object and
+# 67 one naming a registered transcoding (counted 2026-12-01): the risky shapes come early.
+@settings(max_examples=200, deadline=None)
 @given(config=json_objects, result=json_objects, note=json_objects)
 def test_user_json_in_task_events_reads_back_equal(
     config: dict[str, Any], result: dict[str, Any], note: dict[str, Any]
