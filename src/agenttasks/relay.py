@@ -37,7 +37,7 @@ from agenttasks.application.store import EventStore, PositionedEvent, read_log
 from agenttasks.application.undecodable import Undecodable, decoded
 from agenttasks.bus.connection import Bus
 from agenttasks.bus.messages import BusEvent, SkippedEvent
-from agenttasks.bus.publisher import OrderedPublisher, PublishFailed
+from agenttasks.bus.publisher import PublishFailed
 from agenttasks.observability import context, tracing
 from agenttasks.observability.traceparent import parse
 from agenttasks.outage import Outage
@@ -87,8 +87,6 @@ class Relay:
         self._select: bytes | None = None  # the log read, built once for its session
         self._cursor: psycopg.AsyncCursor[Any] | None = None
         self._waiting = False  # in _wait_for_news: what a stop cancels
-        self._read_position = 0  # the log read up to (published once every ack is in)
-        self._publisher: OrderedPublisher | None = None  # the leadership's
         self.carried = 0  # events published from a NOTIFY's payload, without a read, since start
         self._outage = Outage("relay: Postgres or NATS", log)
 
@@ -140,25 +138,11 @@ class Relay:
         leader = asyncio.current_task()
         watcher = asyncio.ensure_future(stop.wait())
         watcher.add_done_callback(lambda _: self._stop_waiting(stop, leader))
-        # A batch's ack is not waited for before the next wait or batch (bus/publisher.py): the
-        # published position moves when it comes, on the publisher's inbox.
-        publisher = self._publisher = OrderedPublisher(self.bus, sequence, self._acked)
-        self._read_position = position
         try:
-            await publisher.start()
-            await self._publish_until_stopped(lock, stop, position, publisher)
+            await self._publish_until_stopped(lock, stop, position, sequence)
         finally:
             watcher.cancel()
-            await publisher.close()
         return True
-
-    def _acked(self, position: int) -> None:
-        # Only what the stream acknowledged is published (the heartbeat records it, and a
-        # stream emptied by max_age resumes from it); positions read after it that carried
-        # nothing to publish count once every batch before them is acked.
-        self.published_position = max(self.published_position, position)
-        if self._publisher is not None and not self._publisher.unacked:
-            self.published_position = max(self.published_position, self._read_position)
 
     def _stop_waiting(self, stop: asyncio.Event, leader: asyncio.Task[Any] | None) -> None:
         if stop.is_set() and self._waiting and leader is not None:
@@ -169,7 +153,7 @@ class Relay:
         lock: psycopg.AsyncConnection[tuple[object, ...]],
         stop: asyncio.Event,
         position: int,
-        publisher: OrderedPublisher,
+        sequence: int,
     ) -> None:
         news: list[str] = []  # the payloads of the notifications that ended the last wait
         while not stop.is_set():
@@ -184,10 +168,10 @@ class Relay:
                 at_end = read_up_to - position < BATCH and len(events) < BATCH
             news = []
             if events:
-                await publisher.send(events, events[-1].position, traces)
+                sequence = await self.bus.publish_in_order(events, sequence, traces)
+                self.published_position = events[-1].position
             if read_up_to > position:
                 position = read_up_to
-                self._read_position = position
                 if not at_end:
                     await self._beat(lock)
                     continue
@@ -195,12 +179,10 @@ class Relay:
                 # sends a NOTIFY this session (LISTENing since it began to lead) holds, so the
                 # wait ends at once. The re-read cost a thread hop and a query per wake-up,
                 # ~a third of the relay's CPU at 100 creates/s (docs/performance.md).
-            if not publisher.unacked:
-                self.published_position = position
+            self.published_position = position
             await self._beat(lock)
             await self._purge_deleted(lock)
             news = await self._wait_for_news(lock, stop)
-            publisher.check()  # a refused batch or an overdue ack ends the leadership
 
     def _carried(self, news: list[str], after: int) -> list[PositionedEvent] | None:
         """The events the payloads carry after `after`; None when the log must be read instead.
