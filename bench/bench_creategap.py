@@ -160,7 +160,10 @@ def reset(url: str) -> None:
 def report(name: str, url: str, roots: list[int], before: dict[str, float], start: tuple[int, int],
            seconds: float, expect: int = 0, *, home: Path, pg_before: dict[int, tuple[str, float]],
            first: int) -> dict[str, Any]:  # fmt: skip
+    deadline = time.monotonic() + 120
     while counts(url)[0] - start[0] < expect:  # the burst's tasks all in the read model
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name}: the read model did not reach {expect} tasks in 120 s")
         time.sleep(0.05)
     drained(url)
     after = cpu_seconds(roots)

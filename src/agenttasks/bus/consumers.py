@@ -143,8 +143,7 @@ class PullConsumer:
             # A cluster still electing the consumer's leader, or NATS away: worth another try.
             raise BusUnavailable(f"cannot bind consumer {name}: {error!r}") from error
         if lingering:
-            # nats-py keeps the connection and the API prefix on the context it hands out.
-            return cls(None, await LingeringPull(js._nc, js._prefix, STREAM, name).open())
+            return cls(None, await _lingering(js, name))
         return cls(await js.pull_subscribe_bind(durable=name, stream=STREAM))
 
     async def fetch(self, batch: int, wait: float) -> list[Delivery]:
@@ -174,6 +173,11 @@ class PullConsumer:
             await self._pull.close()
         else:
             await self._subscription.unsubscribe()  # type: ignore[attr-defined]
+
+
+async def _lingering(js: JetStreamContext, consumer: str) -> LingeringPull:
+    # nats-py keeps the connection and the API prefix on the context it hands out.
+    return await LingeringPull(js._nc, js._prefix, STREAM, consumer).open()
 
 
 def _not_delivered(error: NotAnAckSubject) -> None:
@@ -231,8 +235,7 @@ class StreamReader:
         try:
             await self._js.add_consumer(STREAM, config)
             self._name = name
-            # nats-py keeps the connection and the API prefix on the context it hands out.
-            self._pull = await LingeringPull(self._js._nc, self._js._prefix, STREAM, name).open()
+            self._pull = await _lingering(self._js, name)
         except NotFoundError:
             raise StreamMissing(f"stream {STREAM} does not exist yet") from None
         except Exception as error:  # disconnected, timed out: the caller tries again later

@@ -103,7 +103,10 @@ class ProjectionWatcher:
                     lost.set_exception(error)
                 return
             while (notify := pgconn.notifies()) is not None:
-                self._announced(notify.extra.decode())
+                # A UTF8 database refuses bad bytes in a payload; one in another encoding may
+                # not, and a decode error here would leave the NOTIFYs after it for the next
+                # read: read_announcement skips what it cannot parse.
+                self._announced(notify.extra.decode(errors="replace"))
 
         socket = pgconn.socket
         loop.add_reader(socket, readable)
