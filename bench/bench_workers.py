@@ -94,6 +94,8 @@ class BusClock:
         self.seen: dict[str, float] = {}
         self.seen_started: dict[str, float] = {}
         self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=asyncio.run, args=(self._listen(reader_url),))
         self._thread.daemon = True
         self._thread.start()
@@ -103,6 +105,7 @@ class BusClock:
         import nats
 
         connection = await nats.connect(url)
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
 
         async def seen(message: nats.aio.msg.Msg) -> None:
             self.seen[json.loads(message.data)["task_id"]] = time.time()
@@ -114,7 +117,14 @@ class BusClock:
         await connection.subscribe("agenttasks.events.task.*.*.*.started", cb=seen_started)
         await connection.flush()
         self._ready.set()
-        await asyncio.Event().wait()  # listens until the process ends (a daemon thread)
+        await self._stop.wait()
+        await connection.close()
+
+    def close(self) -> None:
+        """Closes the connection before the stack stops (else nats-py reconnects and logs)."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)
 
 
 def ready(commands: TaskCommands, count: int = 3) -> None:
@@ -204,6 +214,7 @@ def main() -> None:
     up, runtime, _ = start_up(home, "--no-worker")
     workers = start_workers(home, runtime, args.workers, args.concurrency)
     store = open_event_store(Settings(database_url=runtime["database_url"]).eventsourcing_env())
+    clock: BusClock | None = None
     try:
         commands = task_commands(store)
         ready(commands)
@@ -257,6 +268,8 @@ def main() -> None:
             }
             args.json.write_text(json.dumps(figures))
     finally:
+        if clock is not None:
+            clock.close()
         close(store)
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
