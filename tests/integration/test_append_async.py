@@ -268,4 +268,49 @@ async def test_a_guarded_append_refused_or_clashing_stores_nothing_and_one_that_
             "SELECT proconfig FROM pg_proc WHERE proname = %s",
             (f"{recorder.channel_name}_append_after",),
         )
-        assert await cursor.fetchall() == [(["plan_cache_mode=force_generic_plan"],)]
+        assert await cursor.fetchall() == [
+            (["plan_cache_mode=force_generic_plan", "enable_seqscan=off"],)
+        ]
+
+
+async def test_a_guarded_append_first_called_on_a_young_table_still_probes_the_key(
+    store: EventStore, database_url: str
+) -> None:
+    # The session's generic plan is built at its first call: a worker starting on a young events
+    # table had it hash a sequential scan of the whole table at every later call (PGLIFE).
+    recorder = recorder_of(store)
+    commands = task_commands(store)
+
+    def created(count: int) -> dict[Any, int]:
+        tasks = [new_task(store, "t") for _ in range(count)]
+        stored = pending(store, *tasks)
+        positions = recorder.insert_events(stored)
+        return {e.originator_id: p for e, p in zip(stored, positions, strict=True)}
+
+    def started(after: dict[Any, int]) -> list[StoredEvent]:
+        copies = [store.repository.get(task_id) for task_id in after]
+        for copy in copies:
+            copy.start(1, "w")
+        return pending(store, *copies)
+
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as connection:
+        early = created(FLAT_AT_MOST + 1)
+        assert None not in await append_after_async(connection, recorder, started(early), early)
+        created(3000)
+        await connection.execute("LOAD 'auto_explain'")
+        for setting in (
+            "log_nested_statements = on", "log_min_duration = 0", "log_level = notice",
+        ):  # fmt: skip
+            await connection.execute(f"SET auto_explain.{setting}")
+        plans: list[str] = []
+        connection.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        later = created(FLAT_AT_MOST + 1)
+        assert None not in await append_after_async(connection, recorder, started(later), later)
+    checks = [p for p in plans if "INSERT INTO" in p and recorder.events_table_name in p]
+    assert len(checks) == 1
+    assert "Seq Scan" not in checks[0]
+    assert f"Index Scan Backward using {recorder.events_table_name}_pkey" in checks[0]
+    assert (
+        len(commands.store.recorder.select_notifications(0, 10_000))
+        == 2 * (2 * (FLAT_AT_MOST + 1)) + 3000
+    )
