@@ -11,12 +11,23 @@ before, so everything stored earlier still reads the same.
 Two more things a hostile value could do are refused or repaired here, where every event
 passes: nesting deep enough that the C decoder's recursion limit (shared with the Python stack)
 could be hit on the way back in, and lone surrogates, which cannot be written as UTF-8.
+
+The bytes are written by msgspec when that is proven to give exactly the stdlib's bytes, which
+costs a tenth of the stdlib encoder's call (docs/performance.md, CODEC): one walk over the value
+checks every type, escapes tag-shaped objects and turns UUIDs, datetimes and Decimals into their
+tags, and anything it cannot vouch for (a subclass, a tuple, a non-str key, an unregistered type,
+a lone surrogate) sends the whole value down the stdlib path, unchanged from before. Reading is
+msgspec's decoder and a walk that hands every object to the library's tag hook, as its
+object_hook would; whatever msgspec refuses (NaN, 1e400, an escaped lone surrogate) goes to the
+stdlib decoder, so every stored row reads, or fails, as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 # Far below the interpreter's recursion limit (1000 frames, which decoding shares with the
@@ -24,6 +35,24 @@ from eventsourcing.persistence import JSONTranscoder, Transcoding
 MAX_NESTING = 100
 
 _TAG_KEYS = frozenset({"_type_", "_data_"})
+
+# msgspec writes ints of 64 bits (signed or not) as the stdlib does; beyond, it refuses.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+# msgspec writes the digits of float.__repr__, but its exponent form differs (1e16, not 1e+16;
+# 0.000099, not 9.9e-05): inside this range repr has no exponent and the bytes are the same
+# (checked on 810,000 doubles, and by tests/security/test_codec_bytes.py). NaN and infinities
+# are outside it too (the stdlib writes NaN/Infinity, msgspec null).
+_PLAIN_FLOAT_MIN, _PLAIN_FLOAT_MAX = 1e-4, 1e16
+# Types the stdlib encoder writes itself, never through `default`: a transcoding registered for
+# one of their subclasses is not used by the stdlib path, so the fast path must not use it either.
+_NATIVE = (str, int, float, list, tuple, dict)
+# What the fast path could not take: the value or text goes down the stdlib path. msgspec's
+# decoder refuses what the stdlib's may accept (NaN, 1e400, "\\ud800"), never the reverse
+# (tests/security/test_codec_bytes.py).
+_REFUSED = object()
+# Deeper stored values (a row written before MAX_NESTING) are read by the stdlib decoder, as
+# before, so they fail or succeed as they did; an escaped object adds two levels of pairs.
+_READ_DEPTH = 3 * MAX_NESTING + 2
 
 
 class UnstorableValue(ValueError):
@@ -52,9 +81,47 @@ class SafeJSONTranscoder(JSONTranscoder):
 
     def __init__(self) -> None:
         super().__init__()
+        self._tagged: dict[type, Transcoding] = {}
+        self._fast = msgspec.json.Encoder()
+        self._fast_decoder = msgspec.json.Decoder()
         self.register(ObjectAsPairs())
 
+    def register(self, transcoding: Transcoding) -> None:
+        """Registers `transcoding`; the fast path tags only the types the stdlib hands to it."""
+        super().register(transcoding)
+        if not issubclass(transcoding.type, _NATIVE):
+            self._tagged[transcoding.type] = transcoding
+
     def encode(self, obj: Any) -> bytes:
+        try:
+            plain = _plain(obj, 0, self._tagged)
+        except _Unsure:
+            plain = _REFUSED
+        if plain is not _REFUSED:
+            try:
+                return self._fast.encode(plain)
+            except UnicodeEncodeError:  # a lone surrogate: the stdlib path repairs it
+                pass
+        # Outside the handlers, so an error here is the stdlib path's alone, as before.
+        return self.encode_with_stdlib(obj)
+
+    def decode(self, data: bytes) -> Any:
+        text = data.decode("utf8")
+        try:
+            value = self._fast_decoder.decode(text)
+        except Exception:  # whatever msgspec refuses, the stdlib decoder decides on
+            value = _REFUSED
+        if value is not _REFUSED:
+            try:
+                return _read_tags(value, 0, self._decode_obj)
+            except (_Unsure, RecursionError):
+                pass
+        # Outside the handlers, so a failure here is the stdlib's alone, as before (its type
+        # and causes are what a quarantined event records).
+        return self.decoder.decode(text)
+
+    def encode_with_stdlib(self, obj: Any) -> bytes:
+        """The bytes as the library's encoder writes them, after our escaping and repair."""
         text = self.encoder.encode(_escaped(obj, 0))
         try:
             return text.encode("utf8")
@@ -62,6 +129,133 @@ class SafeJSONTranscoder(JSONTranscoder):
             # Lone surrogates (from a model's JSON "\ud800", say): a pair joins into its
             # character, a lone one becomes U+FFFD, so the stored text is valid UTF-8.
             return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf8")
+
+
+class _Unsure(Exception):
+    """The fast path cannot vouch that msgspec writes this value as the stdlib does."""
+
+
+def _plain(value: Any, depth: int, tagged: dict[type, Transcoding]) -> Any:
+    """`value` as msgspec writes it to the stdlib path's bytes; _Unsure when that is not proven."""
+    kind = type(value)
+    if kind is dict:
+        return _plain_object(value, depth, tagged)
+    if kind is list:
+        return _plain_array(value, depth, tagged)
+    return _plain_scalar(value, kind, tagged)
+
+
+def _plain_scalar(value: Any, kind: type, tagged: dict[type, Transcoding]) -> Any:
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        if _INT_MIN <= value <= _INT_MAX:
+            return value
+        raise _Unsure  # rare; and beyond 4,300 digits the stdlib's own error must come first
+    if kind is float:
+        if value == 0.0 or _PLAIN_FLOAT_MIN <= abs(value) < _PLAIN_FLOAT_MAX:
+            return value
+        return msgspec.Raw(_float_text(value))
+    transcoding = tagged.get(kind)
+    if transcoding is None:
+        raise _Unsure
+    data = transcoding.encode(value)
+    if type(data) is not str:
+        raise _Unsure
+    return {"_type_": transcoding.name, "_data_": data}
+
+
+def _plain_array(value: list[Any], depth: int, tagged: dict[type, Transcoding]) -> list[Any]:
+    if depth >= MAX_NESTING:
+        raise UnstorableValue(f"a value is nested more than {MAX_NESTING} levels deep")
+    copied: list[Any] | None = None
+    index = -1
+    for item in value:
+        index += 1
+        # The common scalars inline: a dataset of numbers is one loop, not a call per number.
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int and _INT_MIN <= item <= _INT_MAX:
+            continue
+        if kind is float and (item == 0.0 or _PLAIN_FLOAT_MIN <= abs(item) < _PLAIN_FLOAT_MAX):
+            continue
+        new: Any
+        if kind is dict:
+            new = _plain_object(item, depth + 1, tagged)
+        elif kind is list:
+            new = _plain_array(item, depth + 1, tagged)
+        else:
+            new = _plain_scalar(item, kind, tagged)
+        if new is not item:
+            copied = copied if copied is not None else list(value)
+            copied[index] = new
+    return value if copied is None else copied
+
+
+def _plain_object(
+    value: dict[Any, Any], depth: int, tagged: dict[type, Transcoding]
+) -> dict[str, Any]:
+    if depth >= MAX_NESTING:
+        raise UnstorableValue(f"a value is nested more than {MAX_NESTING} levels deep")
+    fields: dict[str, Any] | None = None
+    for key, item in value.items():
+        if type(key) is not str:
+            raise _Unsure  # the stdlib writes 1, 1.5, True, None keys as text, or refuses
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int and _INT_MIN <= item <= _INT_MAX:
+            continue
+        if kind is float and (item == 0.0 or _PLAIN_FLOAT_MIN <= abs(item) < _PLAIN_FLOAT_MAX):
+            continue
+        new: Any
+        if kind is dict:
+            new = _plain_object(item, depth + 1, tagged)
+        elif kind is list:
+            new = _plain_array(item, depth + 1, tagged)
+        else:
+            new = _plain_scalar(item, kind, tagged)
+        if new is not item:
+            fields = fields if fields is not None else dict(value)
+            fields[key] = new
+    result = value if fields is None else fields
+    if len(result) == 2 and result.keys() == _TAG_KEYS:
+        return {"_type_": ObjectAsPairs.name, "_data_": ObjectAsPairs().encode(result)}
+    return result
+
+
+def _read_tags(value: Any, depth: int, tag: Callable[[dict[str, Any]], Any]) -> Any:
+    """msgspec's decoded `value` with every object passed to `tag`, innermost first, in order.
+
+    That is what the stdlib decoder's object_hook does; past _READ_DEPTH, _Unsure.
+    """
+    kind = type(value)
+    if kind is dict:
+        if depth >= _READ_DEPTH:
+            raise _Unsure
+        for key, item in value.items():
+            if type(item) is dict or type(item) is list:
+                value[key] = _read_tags(item, depth + 1, tag)
+        return tag(value) if len(value) == 2 else value  # the hook returns other sizes as they are
+    if kind is list:
+        if depth >= _READ_DEPTH:
+            raise _Unsure
+        for index, item in enumerate(value):
+            if type(item) is dict or type(item) is list:
+                value[index] = _read_tags(item, depth + 1, tag)
+    return value
+
+
+def _float_text(value: float) -> bytes:
+    """A float as the stdlib encoder writes it (allow_nan=True)."""
+    if value != value:
+        return b"NaN"
+    if value == float("inf"):
+        return b"Infinity"
+    if value == -float("inf"):
+        return b"-Infinity"
+    return float.__repr__(value).encode()
 
 
 def _escaped(value: Any, depth: int) -> Any:

@@ -1,0 +1,114 @@
+"""The event store's JSON codec in-process: microseconds per event, encode and decode, per kind.
+
+Measures `mapper.to_stored_event` (encode) and `mapper.to_domain_event` (decode) of the
+EventStore's own mapper for the events of a lifecycle (tests/contracts/samples: Created, Started,
+Completed) and a few more kinds, plus `transcoder.encode` / `transcoder.decode` alone, with
+time.process_time over `--n` calls, best of 3 repeats per round.
+
+With `--trees A B ...` it runs itself once per tree and round in a subprocess with
+PYTHONPATH=<tree>/src, alternating the trees round by round (before/after in one sitting), and
+prints the median and the spread (min-max) of each figure per tree. Asserts nothing.
+
+    python bench/bench_codec.py [--n 20000] [--rounds 5] [--trees /tmp/before/src src]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = [
+    "Task.Created.v3.with_webhook",
+    "Task.Started.v2.first",
+    "Task.Completed.v2.summary",
+    "Task.ModelCalled.v1.priced",
+    "Template.Created.v1.blog",
+]
+
+
+def _best(fn: Any, n: int) -> float:
+    """Microseconds per call: the best of 3 runs of `n` calls (CPU time of this process)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        for _ in range(n):
+            fn()
+        best = min(best, time.process_time() - start)
+    return best / n * 1e6
+
+
+def measure(n: int) -> dict[str, float]:
+    """Microseconds per event of each kind, encode and decode, through the mapper and alone."""
+    sys.path.append(str(ROOT))  # tests.contracts.samples, from this checkout
+    from tests.contracts.samples import CURRENT
+
+    from agenttasks.application.store import open_event_store
+
+    mapper = open_event_store().mapper
+    transcoder = mapper.transcoder
+    figures: dict[str, float] = {}
+    for kind in KINDS:
+        event = CURRENT[kind]
+        stored = mapper.to_stored_event(event)
+        state = dict(vars(event))
+        state.pop("originator_id")
+        state.pop("originator_version")
+        short = kind.split(".v")[0]
+        figures[f"{short} to_stored_event"] = _best(lambda e=event: mapper.to_stored_event(e), n)
+        figures[f"{short} to_domain_event"] = _best(lambda s=stored: mapper.to_domain_event(s), n)
+        figures[f"{short} encode"] = _best(lambda s=state: transcoder.encode(s), n)
+        figures[f"{short} decode"] = _best(lambda b=stored.state: transcoder.decode(b), n)
+    # User JSON of some size: a 1,000-number dataset in a config.
+    data = {"data": [i * 1.5 for i in range(500)] + list(range(500)), "name": "ds"}
+    blob = transcoder.encode(data)
+    figures["dataset(1000) encode"] = _best(lambda: transcoder.encode(data), max(1, n // 100))
+    figures["dataset(1000) decode"] = _best(lambda: transcoder.decode(blob), max(1, n // 100))
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--trees", nargs="*", default=[])
+    parser.add_argument("--one", action="store_true", help="measure once, print JSON")
+    args = parser.parse_args()
+    if args.one or not args.trees:
+        figures = measure(args.n)
+        if args.one:
+            print(json.dumps(figures))
+        else:
+            for name, value in figures.items():
+                print(f"{name:40} {value:8.2f} us")
+        return
+    runs: dict[str, list[dict[str, float]]] = {tree: [] for tree in args.trees}
+    for _ in range(args.rounds):
+        for tree in args.trees:  # alternated round by round
+            env = {**os.environ, "PYTHONPATH": tree}
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", "--n", str(args.n)],
+                env=env, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            runs[tree].append(json.loads(out.strip().splitlines()[-1]))
+    names = list(runs[args.trees[0]][0])
+    print(
+        f"{'us per call (median [min-max])':40} " + " ".join(f"{t[-28:]:>28}" for t in args.trees)
+    )
+    for name in names:
+        cells = []
+        for tree in args.trees:
+            values = [run[name] for run in runs[tree]]
+            cells.append(f"{statistics.median(values):7.2f} [{min(values):.2f}-{max(values):.2f}]")
+        print(f"{name:40} " + " ".join(f"{c:>28}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The fast JSON path writes and reads exactly what the stdlib path did, for every input.
+
+transcoding.py writes events with msgspec where it can prove the bytes are the stdlib encoder's
+and reads them with msgspec where msgspec accepts the text; stored events are contracts, so a
+single differing byte (a float's exponent, a tag written where the stdlib wrote a string) or a
+row that reads differently (NaN, an escaped lone surrogate, a huge int) would be a silent change
+of what is stored or read. These properties compare the outcome, bytes or error, of the new
+encoder and decoder with the stdlib path on hostile values, and every event class as stored.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import OrderedDict
+from datetime import UTC, date, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agenttasks.application.store import open_event_store
+from agenttasks.application.transcoding import MAX_NESTING, SafeJSONTranscoder
+from agenttasks.quarantine import describe
+from tests.contracts.samples import CURRENT
+
+STORE = open_event_store()
+TRANSCODER = STORE.mapper.transcoder
+assert isinstance(TRANSCODER, SafeJSONTranscoder)
+
+MAGIC = ["_type_", "_data_", "uuid_hex", "datetime_iso", "decimal_str", "agenttasks_object_pairs"]
+
+
+class Text(str):
+    pass
+
+
+class Number(int):
+    pass
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+# Every code point, lone surrogates included (hypothesis leaves category Cs out by default).
+any_text = st.text(st.characters(exclude_categories=()), max_size=8)
+keys = st.sampled_from(MAGIC) | any_text
+zones = (
+    st.none()
+    | st.just(UTC)
+    | st.builds(
+        timezone, st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))
+    )
+)
+odd_scalars = (
+    st.builds(Text, any_text)
+    | st.builds(Number, st.integers())
+    | st.sampled_from([Level.HIGH, Colour.RED, date(2026, 12, 1), b"bytes", float("nan")])
+)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()  # unbounded: past 64 bits too
+    | st.integers(min_value=-(2**64), max_value=2**65)
+    | st.floats()  # the whole double range, NaN and infinities
+    | st.floats(min_value=1e-6, max_value=1e-3)
+    | st.floats(min_value=1e15, max_value=1e17)
+    | st.sampled_from([0.0, -0.0, 1e16, 1e-4, 9.999999999999999e15, 0.00009999999999999999])
+    | st.sampled_from(MAGIC)
+    | any_text
+    | st.uuids()
+    | st.datetimes(timezones=zones)
+    | st.decimals(allow_nan=True)
+)
+
+
+def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(keys, inner, max_size=4)
+        | st.builds(lambda t, d: {"_type_": t, "_data_": d}, scalars | inner, inner)
+        | st.tuples(inner, inner)
+        | st.dictionaries(
+            st.integers() | st.floats() | st.booleans() | st.none(), inner, max_size=2
+        )
+        | st.builds(OrderedDict, st.dictionaries(keys, inner, max_size=2))
+    )
+
+
+values = st.recursive(scalars | odd_scalars, containers, max_leaves=20)
+plain_values = st.recursive(scalars, containers, max_leaves=20)
+states = st.dictionaries(keys, values, max_size=6)
+
+
+def outcome(call: Any, *args: Any) -> tuple[str, Any]:
+    """What a call gave: its result's repr (types and key order count), or its error and text."""
+    try:
+        return ("ok", repr(call(*args)))
+    except Exception as error:
+        return ("error", (describe(error), str(error)))
+
+
+def stdlib_decode(data: bytes) -> Any:
+    return TRANSCODER.decoder.decode(data.decode("utf8"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(state=states)
+def test_the_fast_encoder_writes_the_stdlib_paths_bytes_or_its_very_error(
+    state: dict[str, Any],
+) -> None:
+    assert outcome(TRANSCODER.encode, state) == outcome(TRANSCODER.encode_with_stdlib, state)
+
+
+@settings(max_examples=100, deadline=None)
+@given(state=st.dictionaries(keys, plain_values, max_size=6))
+def test_what_is_stored_reads_back_as_the_stdlib_decoder_reads_it(state: dict[str, Any]) -> None:
+    stored = TRANSCODER.encode_with_stdlib(state)
+    assert outcome(TRANSCODER.decode, stored) == outcome(stdlib_decode, stored)
+
+
+# Rows the stdlib decoder reads that msgspec refuses, or that read back unusually.
+HOSTILE_ROWS = [
+    b'{"a":NaN,"b":Infinity,"c":-Infinity}',
+    b'{"a":1e400,"b":-1e400,"c":1e-400}',
+    b'{"a":"\\ud800","b":"\\udc00\\ud83d","c":"\\ud83d\\ude00"}',
+    b'{"a":1,"b":2,"a":{"_type_":"uuid_hex","_data_":"3a05f94d4a25553b916a7cf44a665069"}}',
+    b'{"n":' + b"9" * 4300 + b"}",
+    b'{"n":' + b"9" * 4301 + b"}",
+    b'{"n":' + b"1" * 5000 + b".5}",
+    b'{"n":123456789012345678901234567890,"f":0.1000000000000000055511151231257827}',
+    b'{"t":{"_type_":"no_such_transcoding","_data_":1}}',
+    b'{"t":{"_type_":"uuid_hex","_data_":"not a uuid"}}',
+    b'{"t":{"_type_":"uuid_hex","_data_":7}}',
+    b'{"t":{"_type_":"datetime_iso","_data_":"yesterday"}}',
+    b'{"t":{"_type_":["x"],"_data_":1}}',
+    b'{"t":{"_type_":"agenttasks_object_pairs","_data_":[[1,2,3]]}}',
+    b'{"a":"\x01"}',
+    b'{"a":1,}',
+    b"\xef\xbb\xbf{}",
+    b'{"a":"\xff"}',
+    b"",
+    b" \n{}\t ",
+    b"[" * (3 * MAX_NESTING + 1) + b"]" * (3 * MAX_NESTING + 1),
+    b"[" * (3 * MAX_NESTING + 5) + b"]" * (3 * MAX_NESTING + 5),
+    b"[" * 5000 + b"]" * 5000,
+    b'{"a":' * 3000 + b"1" + b"}" * 3000,
+]
+
+
+@pytest.mark.parametrize("row", HOSTILE_ROWS, ids=range(len(HOSTILE_ROWS)))
+def test_a_hostile_stored_row_reads_or_fails_exactly_as_before(row: bytes) -> None:
+    assert outcome(TRANSCODER.decode, row) == outcome(stdlib_decode, row)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.recursive(scalars, containers, max_leaves=20), pad=st.sampled_from(["", " ", "\n"]))
+def test_json_written_by_anyone_reads_as_the_stdlib_decoder_reads_it(value: Any, pad: str) -> None:
+    # Not only our encoder's output: the stdlib's plain dumps, with its NaN and big ints.
+    try:
+        text = json.dumps(value, default=str, ensure_ascii=bool(len(pad) % 2))
+    except (TypeError, ValueError):
+        return  # not JSON at all: nothing to read
+    row = (pad + text + pad).encode("utf8", "surrogatepass")
+    assert outcome(TRANSCODER.decode, row) == outcome(stdlib_decode, row)
+
+
+@pytest.mark.parametrize("name", sorted(CURRENT))
+def test_every_event_class_is_stored_as_the_stdlib_path_stores_it(name: str) -> None:
+    event = CURRENT[name]
+    stored = STORE.mapper.to_stored_event(event)
+    state = dict(vars(event))
+    del state["originator_id"], state["originator_version"]
+    if getattr(type(event), "class_version", 1) > 1:
+        state["class_version"] = type(event).class_version
+    assert stored.state == TRANSCODER.encode_with_stdlib(state)
+    assert repr(TRANSCODER.decode(stored.state)) == repr(stdlib_decode(stored.state))
+
+
+class _Refuses:
+    def encode(self, obj: Any) -> str:
+        raise AssertionError("the stdlib path was taken")
+
+    def decode(self, text: str) -> Any:
+        raise AssertionError("the stdlib path was taken")
+
+
+def test_a_lifecycles_events_take_the_fast_path_both_ways() -> None:
+    # What the speed-up rests on (docs/performance.md, CODEC): were the fast path refused for
+    # the common events, the property tests above would still pass and the gain would be gone.
+    transcoder = SafeJSONTranscoder()
+    STORE.register_transcodings(transcoder)
+    transcoder.encoder = _Refuses()  # type: ignore[assignment]
+    transcoder.decoder = _Refuses()  # type: ignore[assignment]
+    for name in (
+        "Task.Created.v3.with_webhook",
+        "Task.Started.v2.first",
+        "Task.Completed.v2.summary",
+    ):
+        state = dict(vars(CURRENT[name]))
+        state["config"] = {"_type_": "x", "_data_": [1.5, -0.0, 2**63, None, "\u2028"]}
+        assert transcoder.decode(transcoder.encode(state)) == state
