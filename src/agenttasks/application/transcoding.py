@@ -53,6 +53,7 @@ _REFUSED = object()
 # Deeper stored values (a row written before MAX_NESTING) are read by the stdlib decoder, as
 # before, so they fail or succeed as they did; an escaped object adds two levels of pairs.
 _READ_DEPTH = 3 * MAX_NESTING + 2
+_CONTAINERS = frozenset({dict, list})
 
 
 class UnstorableValue(ValueError):
@@ -235,14 +236,17 @@ def _read_tags(value: Any, depth: int, tag: Callable[[dict[str, Any]], Any]) -> 
         if depth >= _READ_DEPTH:
             raise _Unsure
         for key, item in value.items():
-            if type(item) is dict or type(item) is list:
+            if type(item) in _CONTAINERS:
                 value[key] = _read_tags(item, depth + 1, tag)
         return tag(value) if len(value) == 2 else value  # the hook returns other sizes as they are
     if kind is list:
         if depth >= _READ_DEPTH:
             raise _Unsure
+        kinds = set(map(type, value))  # at C speed: a list of numbers needs no loop in Python
+        if dict not in kinds and list not in kinds:
+            return value
         for index, item in enumerate(value):
-            if type(item) is dict or type(item) is list:
+            if type(item) in _CONTAINERS:
                 value[index] = _read_tags(item, depth + 1, tag)
     return value
 
