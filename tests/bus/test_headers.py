@@ -40,7 +40,7 @@ def _same_as_nats_py(raw: bytes) -> None:
     assert list(parse_header_lines(raw).items()) == list(theirs.items())
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(BLOCK)
 @example(b"Nats-Msg-Id: tasks:1\r\nNats-Expected-Last-Msg-Id: tasks:0\r\n\r\n")
 @example(b"\x1cName: v\r\nNa me: v\r\nN\xc3\xa9: v\r\n: empty name\r\nno colon\r\n\r\n")
