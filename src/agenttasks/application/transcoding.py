@@ -94,6 +94,7 @@ class SafeJSONTranscoder(JSONTranscoder):
             self._tagged[transcoding.type] = transcoding
 
     def encode(self, obj: Any) -> bytes:
+        """`obj` as stored: the stdlib path's bytes, written by msgspec when that is proven."""
         try:
             plain = _plain(obj, 0, self._tagged)
         except _Unsure:
@@ -107,6 +108,7 @@ class SafeJSONTranscoder(JSONTranscoder):
         return self.encode_with_stdlib(obj)
 
     def decode(self, data: bytes) -> Any:
+        """The value stored as `data`, as the stdlib decoder with the tag hook reads it."""
         text = data.decode("utf8")
         try:
             value = self._fast_decoder.decode(text)
