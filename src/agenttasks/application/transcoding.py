@@ -115,10 +115,16 @@ class SafeJSONTranscoder(JSONTranscoder):
         except Exception:  # whatever msgspec refuses, the stdlib decoder decides on
             value = _REFUSED
         if value is not _REFUSED:
+            tagged = [0]
             try:
-                return _read_tags(value, 0, self._decode_obj)
-            except (_Unsure, RecursionError):
-                pass
+                value = _read_tags(value, 0, self._decode_obj, tagged)
+            except Exception:  # a bad tag, say: the stdlib decoder's error is the one to give
+                value = _REFUSED
+            # A duplicate key drops a value before the walk could hand its objects to the hook,
+            # where the stdlib decoder's object_hook saw (and might have refused) them: unless
+            # every "_type_" in the text is the key of an object the walk saw, the stdlib reads.
+            if value is not _REFUSED and text.count('"_type_"') == tagged[0]:
+                return value
         # Outside the handlers, so a failure here is the stdlib's alone, as before (its type
         # and causes are what a quarantined event records).
         return self.decoder.decode(text)
@@ -228,10 +234,13 @@ def _plain_object(
     return result
 
 
-def _read_tags(value: Any, depth: int, tag: Callable[[dict[str, Any]], Any]) -> Any:
+def _read_tags(
+    value: Any, depth: int, tag: Callable[[dict[str, Any]], Any], tagged: list[int]
+) -> Any:
     """msgspec's decoded `value` with every object passed to `tag`, innermost first, in order.
 
-    That is what the stdlib decoder's object_hook does; past _READ_DEPTH, _Unsure.
+    That is what the stdlib decoder's object_hook does; `tagged[0]` counts the objects with a
+    "_type_" key (the only ones the hook changes or refuses); past _READ_DEPTH, _Unsure.
     """
     kind = type(value)
     if kind is dict:
@@ -239,8 +248,11 @@ def _read_tags(value: Any, depth: int, tag: Callable[[dict[str, Any]], Any]) -> 
             raise _Unsure
         for key, item in value.items():
             if type(item) in _CONTAINERS:
-                value[key] = _read_tags(item, depth + 1, tag)
-        return tag(value) if len(value) == 2 else value  # the hook returns other sizes as they are
+                value[key] = _read_tags(item, depth + 1, tag, tagged)
+        if "_type_" in value:
+            tagged[0] += 1
+            return tag(value)
+        return value  # the hook returns an object without "_type_" as it is
     if kind is list:
         if depth >= _READ_DEPTH:
             raise _Unsure
@@ -249,7 +261,7 @@ def _read_tags(value: Any, depth: int, tag: Callable[[dict[str, Any]], Any]) -> 
             return value
         for index, item in enumerate(value):
             if type(item) in _CONTAINERS:
-                value[index] = _read_tags(item, depth + 1, tag)
+                value[index] = _read_tags(item, depth + 1, tag, tagged)
     return value
 
 
