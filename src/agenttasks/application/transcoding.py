@@ -24,7 +24,6 @@ stdlib decoder, so every stored row reads, or fails, as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -109,25 +108,27 @@ class SafeJSONTranscoder(JSONTranscoder):
 
     def decode(self, data: bytes) -> Any:
         """The value stored as `data`, as the stdlib decoder with the tag hook reads it."""
-        text = data.decode("utf8")
         try:
-            value = self._fast_decoder.decode(text)
+            # The bytes as they are: msgspec decodes each string with CPython's UTF-8 codec and
+            # refuses any other byte outside one, so invalid UTF-8 still fails as before, below.
+            value = self._fast_decoder.decode(data)
         except Exception:  # whatever msgspec refuses, the stdlib decoder decides on
             value = _REFUSED
         if value is not _REFUSED:
             tagged = [0]
             try:
-                value = _read_tags(value, 0, self._decode_obj, tagged)
+                value = _read_tags(value, 0, self.names, tagged)
             except Exception:  # a bad tag, say: the stdlib decoder's error is the one to give
                 value = _REFUSED
             # A duplicate key drops a value before the walk could hand its objects to the hook,
             # where the stdlib decoder's object_hook saw (and might have refused) them: unless
             # every "_type_" in the text is the key of an object the walk saw, the stdlib reads.
-            if value is not _REFUSED and text.count('"_type_"') == tagged[0]:
+            # (Counted in the UTF-8 bytes: an ASCII byte is never part of another character.)
+            if value is not _REFUSED and data.count(b'"_type_"') == tagged[0]:
                 return value
         # Outside the handlers, so a failure here is the stdlib's alone, as before (its type
         # and causes are what a quarantined event records).
-        return self.decoder.decode(text)
+        return self.decoder.decode(data.decode("utf8"))
 
     def encode_with_stdlib(self, obj: Any) -> bytes:
         """The bytes as the library's encoder writes them, after our escaping and repair."""
@@ -234,13 +235,12 @@ def _plain_object(
     return result
 
 
-def _read_tags(
-    value: Any, depth: int, tag: Callable[[dict[str, Any]], Any], tagged: list[int]
-) -> Any:
-    """msgspec's decoded `value` with every object passed to `tag`, innermost first, in order.
+def _read_tags(value: Any, depth: int, names: dict[str, Transcoding], tagged: list[int]) -> Any:
+    """msgspec's decoded `value` with every tag read by its transcoding, innermost first.
 
-    That is what the stdlib decoder's object_hook does; `tagged[0]` counts the objects with a
-    "_type_" key (the only ones the hook changes or refuses); past _READ_DEPTH, _Unsure.
+    That is what the stdlib decoder's object_hook (the library's `_decode_obj`) does; `tagged[0]`
+    counts the objects with a "_type_" key (the only ones the hook changes or refuses); past
+    _READ_DEPTH, _Unsure. An error (an unknown name, bad data) is left to the stdlib decoder.
     """
     kind = type(value)
     if kind is dict:
@@ -248,11 +248,12 @@ def _read_tags(
             raise _Unsure
         for key, item in value.items():
             if type(item) in _CONTAINERS:
-                value[key] = _read_tags(item, depth + 1, tag, tagged)
+                value[key] = _read_tags(item, depth + 1, names, tagged)
         if "_type_" in value:
             tagged[0] += 1
-            return tag(value)
-        return value  # the hook returns an object without "_type_" as it is
+            if len(value) == 2 and "_data_" in value:
+                return names[value["_type_"]].decode(value["_data_"])
+        return value  # the hook returns any other object as it is
     if kind is list:
         if depth >= _READ_DEPTH:
             raise _Unsure
@@ -261,7 +262,7 @@ def _read_tags(
             return value
         for index, item in enumerate(value):
             if type(item) in _CONTAINERS:
-                value[index] = _read_tags(item, depth + 1, tag, tagged)
+                value[index] = _read_tags(item, depth + 1, names, tagged)
     return value
 
 
