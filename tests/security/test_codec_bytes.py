@@ -1,17 +1,15 @@
-"""The fast JSON path writes and reads exactly what the stdlib path did, for every input.
+"""The fast JSON path writes exactly what the stdlib path did, for every input.
 
-transcoding.py writes events with msgspec where it can prove the bytes are the stdlib encoder's
-and reads them with msgspec where msgspec accepts the text; stored events are contracts, so a
-single differing byte (a float's exponent, a tag written where the stdlib wrote a string) or a
-row that reads differently (NaN, an escaped lone surrogate, a huge int) would be a silent change
-of what is stored or read. These properties compare the outcome, bytes or error, of the new
-encoder and decoder with the stdlib path on hostile values, and every event class as stored.
+transcoding.py writes events with msgspec where it can prove the bytes are the stdlib encoder's;
+stored events are contracts, so a single differing byte (a float's exponent, a tag written where
+the stdlib wrote a string) would be a silent change of what is stored. These properties compare
+the outcome, bytes or error, of the new encoder with the stdlib path on hostile values, and every
+event class as stored. (Reading is the stdlib decoder's alone.)
 """
 
 from __future__ import annotations
 
 import enum
-import json
 from collections import OrderedDict
 from datetime import UTC, date, timedelta, timezone
 from typing import Any
@@ -113,10 +111,6 @@ def outcome(call: Any, *args: Any) -> tuple[str, Any]:
         return ("error", (describe(error), str(error)))
 
 
-def stdlib_decode(data: bytes) -> Any:
-    return TRANSCODER.decoder.decode(data.decode("utf8"))
-
-
 @settings(max_examples=150, deadline=None)
 @given(state=states)
 def test_the_fast_encoder_writes_the_stdlib_paths_bytes_or_its_very_error(
@@ -125,94 +119,16 @@ def test_the_fast_encoder_writes_the_stdlib_paths_bytes_or_its_very_error(
     assert outcome(TRANSCODER.encode, state) == outcome(TRANSCODER.encode_with_stdlib, state)
 
 
-@settings(max_examples=100, deadline=None)
-@given(state=st.dictionaries(keys, plain_values, max_size=6))
-def test_what_is_stored_reads_back_as_the_stdlib_decoder_reads_it(state: dict[str, Any]) -> None:
-    stored = TRANSCODER.encode_with_stdlib(state)
-    assert outcome(TRANSCODER.decode, stored) == outcome(stdlib_decode, stored)
-
-
-# Rows the stdlib decoder reads that msgspec refuses, or that read back unusually.
-HOSTILE_ROWS = [
-    b'{"a":NaN,"b":Infinity,"c":-Infinity}',
-    b'{"a":1e400,"b":-1e400,"c":1e-400}',
-    b'{"a":"\\ud800","b":"\\udc00\\ud83d","c":"\\ud83d\\ude00"}',
-    b'{"a":1,"b":2,"a":{"_type_":"uuid_hex","_data_":"3a05f94d4a25553b916a7cf44a665069"}}',
-    b'{"a":{"_type_":null,"_data_":null},"a":null}',  # the dropped object's hook refused it
-    b'{"a":{"_type_":"x1","_data_":1},"b":{"_type_":"x2","_data_":1},"a":{"_type_":"x3","_data_":1}}',
-    b'{"t":{"_type_":"uuid_hex","_data_":"bad"},"t":{"_type_":"decimal_str","_data_":"1"}}',
-    b'{"t":{"_type_":"decimal_str","_data_":"1"},"t":{"_type_":"uuid_hex","_data_":"bad"}}',
-    b'{"t":{"_type_":"decimal_str","_type_":"uuid_hex","_data_":"2"}}',
-    b'{"t":{"\\u005ftype_":"decimal_str","_data_":"2"}}',
-    b'{"n":' + b"9" * 4300 + b"}",
-    b'{"n":' + b"9" * 4301 + b"}",
-    b'{"n":' + b"1" * 5000 + b".5}",
-    b'{"n":123456789012345678901234567890,"f":0.1000000000000000055511151231257827}',
-    b'{"t":{"_type_":"no_such_transcoding","_data_":1}}',
-    b'{"t":{"_type_":"uuid_hex","_data_":"not a uuid"}}',
-    b'{"t":{"_type_":"uuid_hex","_data_":7}}',
-    b'{"t":{"_type_":"datetime_iso","_data_":"yesterday"}}',
-    b'{"t":{"_type_":["x"],"_data_":1}}',
-    b'{"t":{"_type_":"agenttasks_object_pairs","_data_":[[1,2,3]]}}',
-    b'{"a":"\x01"}',
-    b'{"a":1,}',
-    b"\xef\xbb\xbf{}",
-    b'{"a":"\xff"}',
-    b'{"a\xff":1}',
-    b'{"a":"\xed\xa0\x80"}',
-    b'{"a":"\xc0\xaf"}',
-    b'{"a":1}\xff',
-    b"\xff{}",
-    b"",
-    b" \n{}\t ",
-    b"[" * (3 * MAX_NESTING + 1) + b"]" * (3 * MAX_NESTING + 1),
-    b"[" * (3 * MAX_NESTING + 5) + b"]" * (3 * MAX_NESTING + 5),
-    b"[" * 5000 + b"]" * 5000,
-    b'{"a":' * 3000 + b"1" + b"}" * 3000,
-]
-
-
-@pytest.mark.parametrize("row", HOSTILE_ROWS, ids=range(len(HOSTILE_ROWS)))
-def test_a_hostile_stored_row_reads_or_fails_exactly_as_before(row: bytes) -> None:
-    assert outcome(TRANSCODER.decode, row) == outcome(stdlib_decode, row)
-
-
-@settings(max_examples=60, deadline=None)
-@given(value=st.recursive(scalars, containers, max_leaves=20), pad=st.sampled_from(["", " ", "\n"]))
-def test_json_written_by_anyone_reads_as_the_stdlib_decoder_reads_it(value: Any, pad: str) -> None:
-    # Not only our encoder's output: the stdlib's plain dumps, with its NaN and big ints.
-    try:
-        text = json.dumps(value, default=str, ensure_ascii=bool(len(pad) % 2))
-    except (TypeError, ValueError):
-        return  # not JSON at all: nothing to read
-    row = (pad + text + pad).encode("utf8", "surrogatepass")
-    assert outcome(TRANSCODER.decode, row) == outcome(stdlib_decode, row)
-
-
-# Stored rows with duplicate keys (a hand-edited row, or keys that differed only in lone
-# surrogates before the repair): the stdlib's object_hook also sees the values a later key drops.
-member_texts = st.sampled_from(
-    [
-        '{"_type_":null,"_data_":null}',
-        '{"_type_":"uuid_hex","_data_":"bad"}',
-        '{"_type_":"decimal_str","_data_":"1.5"}',
-        '{"_type_":"nope","_data_":1}',
-        '{"_type_":"a","_type_":"decimal_str","_data_":"1"}',
-        '["_type_",{"k":1}]',
-        '"_type_"',
-        "NaN",
-        "1",
-    ]
-) | st.builds(lambda v: TRANSCODER.encode_with_stdlib(v).decode("utf8"), plain_values)
-
-
-@settings(max_examples=100, deadline=None)
-@given(members=st.lists(st.tuples(st.sampled_from(["a", "b", "_type_", "_data_"]), member_texts)))
-def test_rows_with_duplicate_keys_read_or_fail_as_the_stdlib_decoder_reads_them(
-    members: list[tuple[str, str]],
+@pytest.mark.parametrize("depth", [MAX_NESTING - 1, MAX_NESTING, MAX_NESTING + 1])
+@pytest.mark.parametrize("shape", ["list", "dict"])
+def test_nesting_at_and_past_the_cap_is_stored_or_refused_as_the_stdlib_path_does(
+    depth: int, shape: str
 ) -> None:
-    row = ("{" + ",".join(f'"{key}":{text}' for key, text in members) + "}").encode("utf8")
-    assert outcome(TRANSCODER.decode, row) == outcome(stdlib_decode, row)
+    value: Any = 1
+    for _ in range(depth):
+        value = [value] if shape == "list" else {"k": value}
+    state = {"config": value}
+    assert outcome(TRANSCODER.encode, state) == outcome(TRANSCODER.encode_with_stdlib, state)
 
 
 @pytest.mark.parametrize("name", sorted(CURRENT))
@@ -224,24 +140,19 @@ def test_every_event_class_is_stored_as_the_stdlib_path_stores_it(name: str) -> 
     if getattr(type(event), "class_version", 1) > 1:
         state["class_version"] = type(event).class_version
     assert stored.state == TRANSCODER.encode_with_stdlib(state)
-    assert repr(TRANSCODER.decode(stored.state)) == repr(stdlib_decode(stored.state))
 
 
 class _Refuses:
     def encode(self, obj: Any) -> str:
         raise AssertionError("the stdlib path was taken")
 
-    def decode(self, text: str) -> Any:
-        raise AssertionError("the stdlib path was taken")
 
-
-def test_a_lifecycles_events_take_the_fast_path_both_ways() -> None:
+def test_a_lifecycles_events_take_the_fast_path() -> None:
     # What the speed-up rests on (docs/performance.md, CODEC): were the fast path refused for
     # the common events, the property tests above would still pass and the gain would be gone.
     transcoder = SafeJSONTranscoder()
     STORE.register_transcodings(transcoder)
     transcoder.encoder = _Refuses()  # type: ignore[assignment]
-    transcoder.decoder = _Refuses()  # type: ignore[assignment]
     for name in (
         "Task.Created.v3.with_webhook",
         "Task.Started.v2.first",
@@ -250,8 +161,7 @@ def test_a_lifecycles_events_take_the_fast_path_both_ways() -> None:
         state = dict(vars(CURRENT[name]))
         state["config"] = {"n": [1.5, -0.0, 2**63, None, "\u2028"], "deep": {"a": {"b": [True]}}}
         assert transcoder.decode(transcoder.encode(state)) == state
-    # A tag-shaped user object is escaped on the fast path too (its reading is the stdlib's:
-    # the escape's "_type_" is a string, not a key the walk sees).
+    # A tag-shaped user object is escaped on the fast path too.
     assert transcoder.encode({"x": {"_type_": "uuid_hex", "_data_": 1}}) == (
         b'{"x":{"_type_":"agenttasks_object_pairs","_data_":[["_type_","uuid_hex"],["_data_",1]]}}'
     )
