@@ -263,7 +263,7 @@ def main() -> None:
                 "started_stored_p50_ms": percentile(stored, 0.5) * 1000 if stored else None,
                 "started_stored_p99_ms": percentile(stored, 0.99) * 1000 if stored else None,
                 "lifecycle_tasks_per_s": rate,
-                # The load generator's own processes are not in `roots`: not counted.
+                # The load generator's burners are not counted (measure.py), as in the peer.
                 "cpu_ms_per_task": {r: s / args.tasks * 1000 for r, s in spent.items()},
             }
             args.json.write_text(json.dumps(figures))

@@ -13,6 +13,9 @@ def postmaster_pid(home: Path) -> int:
     return int((home / "postgres" / "postmaster.pid").read_text().split()[0])
 
 
+LOAD_GENERATOR = "load generator"
+
+
 def role_of(process: psutil.Process) -> str:
     """A short name for a process of the stack: its role, postgres or nats."""
     try:
@@ -21,6 +24,8 @@ def role_of(process: psutil.Process) -> str:
         return "gone"
     if process.pid == os.getpid():
         return "bench (creates)"
+    if any("multiprocessing" in part for part in command):
+        return LOAD_GENERATOR  # load.py's burners (spawned children of the bench process)
     if "run" in command:  # several roles in one process: `agenttasks run relay,project`
         return command[command.index("run") + 1]
     for role in ("api", "relay", "project", "worker", "deliver", "maintain", "up"):
@@ -44,5 +49,7 @@ def cpu_seconds(roots: list[int]) -> dict[str, float]:
         except psutil.Error:
             continue
         role = role_of(process)
+        if role == LOAD_GENERATOR:
+            continue  # the stand-in for a busy neighbour is not the stack's CPU (nor the peer's)
         used[role] = used.get(role, 0.0) + times.user + times.system
     return used
