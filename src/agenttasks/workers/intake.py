@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
-from eventsourcing.utils import get_topic
+from eventsourcing.domain import (
+    BaseAggregate,
+    CanInitAggregate,
+    CanMutateAggregate,
+    _init_mentions_id,
+)
+from eventsourcing.utils import get_topic, resolve_topic
 
 from agenttasks.bus.consumers import Delivery
 from agenttasks.bus.event_data import TaskRetried, data_of
@@ -80,17 +87,84 @@ def task_from_created(job: Job) -> Task | None:
         return None
     try:
         fields = msgspec.convert(event.data, _CreatedFields, strict=False)
-        created = Task.Created(
-            originator_id=UUID(event.task_id),
-            originator_version=1,
-            timestamp=_aware(event.timestamp),
-            originator_topic=_TASK_TOPIC,
-            **{name: getattr(fields, name) for name in fields.__struct_fields__},
+        timestamp = _aware(event.timestamp)
+        if not _DIRECT:
+            return _by_the_library(job.task_id, timestamp, fields)
+        # What Created.mutate does, without the event object (half the copy's CPU): the shell,
+        # the library's base init, Task.__init__ with the event's fields it names (the trace is
+        # not one), and Created.apply, which does nothing (_DIRECT checks each of these).
+        task = Task.__new__(Task)
+        task.__base_init__(job.task_id, 1, timestamp)
+        Task.__init__(
+            task,
+            title=fields.title,
+            task_type=fields.task_type,
+            task_config=fields.task_config,
+            priority=fields.priority,
+            created_by=fields.created_by,
+            template_id=fields.template_id,
+            template_version=fields.template_version,
+            max_retries=fields.max_retries,
+            timeout_seconds=fields.timeout_seconds,
+            webhook_url=fields.webhook_url,
         )
-        task = created.mutate(None)
     except Exception:  # any doubt about the copy: the store's events decide
         return None
+    return task
+
+
+def _by_the_library(task_id: UUID, timestamp: datetime, fields: _CreatedFields) -> Task | None:
+    """The copy as eventsourcing builds it: a Created event, then its mutate."""
+    created = Task.Created(
+        originator_id=task_id,
+        originator_version=1,
+        timestamp=timestamp,
+        originator_topic=_TASK_TOPIC,
+        **{name: getattr(fields, name) for name in fields.__struct_fields__},
+    )
+    task = created.mutate(None)
     return task if isinstance(task, Task) else None
+
+
+# The fields task_from_created passes to Task.__init__ by name.
+_INIT_FIELDS = frozenset(
+    {
+        "title",
+        "task_type",
+        "task_config",
+        "priority",
+        "created_by",
+        "template_id",
+        "template_version",
+        "max_retries",
+        "timeout_seconds",
+        "webhook_url",
+    }
+)
+
+
+def _direct_is_the_library() -> bool:
+    """Whether the direct build is what Created.mutate does for Task in this library version.
+
+    Created.mutate calls the base init with the event's id, version and timestamp, Task.__init__
+    with the event's fields that it names (with `id` too if it names that), then Created.apply.
+    Should any of that change (an apply, a new init argument, another base init), the copy is
+    built by the library instead.
+    """
+    init = inspect.signature(Task.__init__).parameters
+    return (
+        Task.Created.mutate is CanInitAggregate.mutate
+        and Task.Created.apply is CanMutateAggregate.apply
+        and Task.__base_init__ is BaseAggregate.__base_init__
+        and Task.__new__ is object.__new__
+        and Task not in _init_mentions_id
+        and set(init) - {"self"} == _INIT_FIELDS
+        and set(_CreatedFields.__struct_fields__) >= _INIT_FIELDS
+        and resolve_topic(_TASK_TOPIC) is Task
+    )
+
+
+_DIRECT = _direct_is_the_library()
 
 
 def _aware(timestamp: datetime) -> datetime:

@@ -1,0 +1,136 @@
+"""The worker's in-process CPU per attempt 1: the created message to a Task, and the Started.
+
+Times, in this process, what the worker does per task before its first append: `job_from` (the
+message decoded into a Job), `task_from_created` (the Task built from the message's copy), and
+the Started triggered on that copy and mapped to its stored event (`LoopStarts._apply`'s work),
+for created payloads as the relay publishes them. Alternate trees round by round to compare
+(`--trees /tmp/before/src src`). Prints figures; asserts nothing.
+
+    python bench/bench_worker_intake.py [--n 20000] [--rounds 5] [--trees A B]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _best(fn: Any, n: int) -> float:
+    """Microseconds per call: the best of 3 runs of `n` calls (CPU time of this process)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        for _ in range(n):
+            fn()
+        best = min(best, time.process_time() - start)
+    return best / n * 1e6
+
+
+def _payloads() -> list[bytes]:
+    """Created messages as the relay publishes them: a plain task and one with every field."""
+    from agenttasks.application.bus_payloads import BusEventMapper
+    from agenttasks.bus.messages import encode
+    from agenttasks.domain.task import Task
+
+    def no_facts(_: Any) -> Any:
+        raise AssertionError("a Created carries its own facts")
+
+    mapper = BusEventMapper(no_facts)
+    tasks = [
+        Task.create(
+            title="plain", task_type="summary", task_config={"content": "x"}, created_by="a"
+        ),
+        Task.create(
+            title="all fields ✓",
+            task_type="data_analysis",
+            task_config={"data": {"x": [1, 2.5, -3e-7]}, "question": "why"},
+            created_by="bob",
+            priority="urgent",
+            template_id=uuid4(),
+            template_version=4,
+            max_retries=0,
+            timeout_seconds=600,
+            webhook_url="https://example.com/hook",
+        ),
+    ]
+    payloads = []
+    for position, task in enumerate(tasks, start=1):
+        payload = mapper.map(task.collect_events()[0], position)
+        assert payload is not None
+        payloads.append(encode(payload))
+    return payloads
+
+
+def measure(n: int) -> dict[str, float]:
+    """Microseconds per call of each step, per payload kind."""
+    from agenttasks.application.store import open_event_store
+    from agenttasks.bus.consumers import Delivery
+    from agenttasks.workers.intake import job_from, task_from_created
+
+    mapper = open_event_store().mapper
+    figures: dict[str, float] = {}
+    for name, data in zip(("plain", "full"), _payloads(), strict=True):
+        delivery = Delivery(data, 1, None)
+        job = job_from(delivery)
+        assert task_from_created(job) is not None
+
+        def start(job: Any = job) -> None:
+            task = task_from_created(job)
+            assert task is not None
+            task.start(1, "host:1:ab")
+            [mapper.to_stored_event(e) for e in task.collect_events()]
+
+        figures[f"{name} job_from"] = _best(lambda d=delivery: job_from(d), n)
+        figures[f"{name} task_from_created"] = _best(lambda j=job: task_from_created(j), n)
+        figures[f"{name} copy+Started stored"] = _best(start, n)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--trees", nargs="*", default=[])
+    parser.add_argument("--one", action="store_true", help="measure once, print JSON")
+    args = parser.parse_args()
+    if args.one or not args.trees:
+        figures = measure(args.n)
+        if args.one:
+            print(json.dumps(figures))
+        else:
+            for name, value in figures.items():
+                print(f"{name:40} {value:8.2f} us")
+        return
+    runs: dict[str, list[dict[str, float]]] = {tree: [] for tree in args.trees}
+    for _ in range(args.rounds):
+        for tree in args.trees:  # alternated round by round
+            env = {**os.environ, "PYTHONPATH": tree}
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", "--n", str(args.n)],
+                env=env, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            runs[tree].append(json.loads(out.strip().splitlines()[-1]))
+    names = list(runs[args.trees[0]][0])
+    print(
+        f"{'us per call (median [min-max])':40} " + " ".join(f"{t[-28:]:>28}" for t in args.trees)
+    )
+    for name in names:
+        cells = []
+        for tree in args.trees:
+            values = [run[name] for run in runs[tree]]
+            cells.append(f"{statistics.median(values):7.2f} [{min(values):.2f}-{max(values):.2f}]")
+        print(f"{name:40} " + " ".join(f"{c:>28}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()
