@@ -169,7 +169,9 @@ def test_the_messages_sent_are_litestars_byte_for_byte(
     assert (b"traceresponse", b"<trace>") in start["headers"]
 
 
-def test_the_direct_path_is_taken_for_a_plain_json_answer_and_only_then() -> None:
+def test_the_direct_path_is_taken_for_a_plain_json_answer_and_only_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     built: list[str] = []
     original = _Prepared.__init__
 
@@ -177,11 +179,8 @@ def test_the_direct_path_is_taken_for_a_plain_json_answer_and_only_then() -> Non
         built.append("direct")
         original(self, *args)
 
-    _Prepared.__init__ = counting  # type: ignore[method-assign]
-    try:
-        messages = asyncio.run(answers(EncodedResponse))
-    finally:
-        _Prepared.__init__ = original  # type: ignore[method-assign]
+    monkeypatch.setattr(_Prepared, "__init__", counting)
+    messages = asyncio.run(answers(EncodedResponse))
     # created, repeated, bare and own-type are plain JSON; the other four fall back.
     assert built == ["direct"] * 4
     statuses = {path: messages[path][0]["status"] for path in PATHS}
