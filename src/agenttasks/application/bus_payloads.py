@@ -17,7 +17,15 @@ from eventsourcing.domain import DomainEventProtocol
 
 from agenttasks.application.store import EventStore
 from agenttasks.application.task_configs import contains_nul
-from agenttasks.bus.messages import BudgetEvent, BusEvent, PurgedEvent, TaskEvent, TemplateEvent
+from agenttasks.bus.messages import (
+    BudgetEvent,
+    BusEvent,
+    PurgedEvent,
+    TaskEvent,
+    TemplateEvent,
+    encode,
+    prepared,
+)
 from agenttasks.domain.budget import SOFT_LIMIT_REACHED, BudgetAlert
 from agenttasks.domain.deletion import TaskDeletion
 from agenttasks.domain.task import Task
@@ -52,7 +60,7 @@ class BusEventMapper:
     ) -> None:
         self._load_facts = load_facts
         self._extra = extra
-        self._facts: OrderedDict[UUID, TaskFacts] = OrderedDict()
+        self._facts: OrderedDict[UUID, tuple[TaskFacts, str]] = OrderedDict()
         self._cache_size = cache_size
 
     def map(self, event: Any, position: int) -> BusEvent | None:
@@ -63,12 +71,13 @@ class BusEventMapper:
             return budget_payload(event, position)
         if type(event) not in KINDS:
             return self._extra(event, position) if self._extra else None
-        facts = self._facts_of(event)
+        facts, task_id = self._facts_of(event)
         update = describe(event)
-        data = event_fields(event)
-        return TaskEvent(
+        data = _own_fields(event)
+        result = isinstance(event, Task.ResultRecorded)
+        payload = TaskEvent(
             position=position,
-            task_id=str(event.originator_id),
+            task_id=task_id,
             type=update.kind,
             version=event.originator_version,
             timestamp=event.timestamp,
@@ -80,22 +89,32 @@ class BusEventMapper:
             progress=update.progress,
             message=without_nul(update.message),
             data=data,
-            partial=data.get("partial") if isinstance(event, Task.ResultRecorded) else None,
+            partial=data.get("partial") if result else None,
         )
+        encoded = encode(payload)
+        # The bytes escape a NUL in any string as \u0000: one look at them rules out nearly
+        # every payload before the exact walk over the data (the only field cleaned here).
+        if b"\\u0000" in encoded and contains_nul(data):
+            data = without_nul(data)
+            payload.data = data
+            payload.partial = data.get("partial") if result else None
+            encoded = encode(payload)
+        return prepared(payload, encoded)
 
-    def _facts_of(self, event: DomainEventProtocol[Any]) -> TaskFacts:
+    def _facts_of(self, event: DomainEventProtocol[Any]) -> tuple[TaskFacts, str]:
+        # The id's text is kept with the facts: str(UUID) costs ~1.3 us an event.
         task_id = event.originator_id
         if isinstance(event, Task.Created):
-            facts = TaskFacts(event.created_by, event.task_type, event.priority)
+            entry = (TaskFacts(event.created_by, event.task_type, event.priority), str(task_id))
         elif (cached := self._facts.get(task_id)) is not None:
             self._facts.move_to_end(task_id)
             return cached
         else:
-            facts = self._load_facts(task_id)
-        self._facts[task_id] = facts
+            entry = (self._load_facts(task_id), str(task_id))
+        self._facts[task_id] = entry
         if len(self._facts) > self._cache_size:
             self._facts.popitem(last=False)
-        return facts
+        return entry
 
 
 def budget_payload(event: BudgetAlert.Created, position: int) -> BudgetEvent:
@@ -151,13 +170,21 @@ def event_fields(event: DomainEventProtocol[Any]) -> dict[str, Any]:
     A NUL character (say, in text an agent fetched) becomes U+FFFD: Postgres text and jsonb
     cannot hold NUL, and one such payload must not stall every read model behind it.
     """
-    fields = {k: v for k, v in vars(event).items() if k not in _ENVELOPE_FIELDS}
-    builtins: dict[str, Any] = msgspec.to_builtins(fields)
+    builtins = _own_fields(event)
     # JSON escapes NUL as \u0000: one C-speed encode rules out nearly every event before
     # the exact (and slow) walk over the values.
     if b"\\u0000" in _encoder.encode(builtins) and contains_nul(builtins):
         cleaned: dict[str, Any] = without_nul(builtins)
         return cleaned
+    return builtins
+
+
+def _own_fields(event: DomainEventProtocol[Any]) -> dict[str, Any]:
+    # A copy less the envelope, in the stored order: 30-45% cheaper than a comprehension.
+    fields = vars(event).copy()
+    for name in _ENVELOPE_FIELDS:
+        fields.pop(name, None)
+    builtins: dict[str, Any] = msgspec.to_builtins(fields)
     return builtins
 
 
@@ -184,15 +211,20 @@ class TemplateEventMapper:
         kind = TEMPLATE_KINDS.get(type(event))
         if kind is None:
             return None
-        return TemplateEvent(
+        payload = TemplateEvent(
             position=position,
             template_id=str(event.originator_id),
             type=kind,
             version=event.originator_version,
             timestamp=event.timestamp,
             user=self._owner_of(event),
-            data=event_fields(event),
+            data=_own_fields(event),
         )
+        encoded = encode(payload)
+        if b"\\u0000" in encoded and contains_nul(payload.data):  # as in BusEventMapper.map
+            payload.data = without_nul(payload.data)
+            encoded = encode(payload)
+        return prepared(payload, encoded)
 
     def _owner_of(self, event: Any) -> str:
         template_id = event.originator_id

@@ -14,7 +14,7 @@ Subjects:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -23,7 +23,7 @@ SUBJECT_ROOT = "agenttasks.events"
 ALL_SUBJECTS = f"{SUBJECT_ROOT}.>"
 
 
-class TaskEvent(msgspec.Struct, tag_field="stream", tag="task", kw_only=True):
+class TaskEvent(msgspec.Struct, tag_field="stream", tag="task", kw_only=True, dict=True):
     """One stored task event, as published."""
 
     position: int  # notification id in the event store: global order, may have gaps
@@ -48,7 +48,7 @@ class TaskEvent(msgspec.Struct, tag_field="stream", tag="task", kw_only=True):
             self.progress_percentage = self.progress
 
 
-class TemplateEvent(msgspec.Struct, tag_field="stream", tag="template", kw_only=True):
+class TemplateEvent(msgspec.Struct, tag_field="stream", tag="template", kw_only=True, dict=True):
     """One stored template event, as published."""
 
     position: int
@@ -116,11 +116,30 @@ BusEvent = TaskEvent | TemplateEvent | SkippedEvent | PurgedEvent | BudgetEvent
 
 _decoder = msgspec.json.Decoder(BusEvent)
 _encoder = msgspec.json.Encoder()
+# The payloads whose struct holds a __dict__ (dict=True: never encoded, not compared) for the
+# bytes the mapper made (`prepared`).
+_PREPARABLE = frozenset({TaskEvent, TemplateEvent})
+_ENCODED = "encoded"
+BusEventT = TypeVar("BusEventT", TaskEvent, TemplateEvent)
 
 
 def encode(event: BusEvent) -> bytes:
     """The JSON bytes published for `event`."""
+    if type(event) in _PREPARABLE:
+        encoded: bytes | None = event.__dict__.get(_ENCODED)
+        if encoded is not None:
+            return encoded
     return _encoder.encode(event)
+
+
+def prepared(event: BusEventT, encoded: bytes) -> BusEventT:
+    """`event`, carrying `encoded` (its bytes) for `encode` to return.
+
+    The mapper encodes a payload anyway (to look for NUL in it); this spares the publish a
+    second encode. A payload is never changed after that (structs are built, not edited).
+    """
+    event.__dict__[_ENCODED] = encoded
+    return event
 
 
 def decode(payload: bytes) -> BusEvent:
