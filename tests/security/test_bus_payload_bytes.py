@@ -127,7 +127,6 @@ def assert_same(event: Any, position: int = 41) -> None:
     assert new is not None
     assert encode(new) == msgspec.json.encode(old)
     assert msgspec.json.encode(new) == encode(new)  # the kept bytes are the payload's own
-    assert msgspec.json.decode(encode(new), type=type(new)) == new
 
 
 @pytest.mark.parametrize("name", sorted(CURRENT))

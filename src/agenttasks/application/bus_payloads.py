@@ -65,11 +65,11 @@ class BusEventMapper:
 
     def map(self, event: Any, position: int) -> BusEvent | None:
         """The payload for `event`, or None for events that are not published."""
-        if isinstance(event, TaskDeletion.Created):
-            return purged_payload(event, position)
-        if isinstance(event, BudgetAlert.Created):
-            return budget_payload(event, position)
-        if type(event) not in KINDS:
+        if type(event) not in KINDS:  # task events first: nearly every event is one
+            if isinstance(event, TaskDeletion.Created):
+                return purged_payload(event, position)
+            if isinstance(event, BudgetAlert.Created):
+                return budget_payload(event, position)
             return self._extra(event, position) if self._extra else None
         facts, task_id = self._facts_of(event)
         update = describe(event)
