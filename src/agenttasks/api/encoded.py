@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from litestar import Request, Response
 from litestar.background_tasks import BackgroundTask, BackgroundTasks
-from litestar.datastructures import Cookie
+from litestar.datastructures import Cookie, MutableScopeHeaders
 from litestar.enums import MediaType
 from litestar.response.base import ASGIResponse
 from litestar.serialization import get_serializer
@@ -31,19 +31,16 @@ class _Prepared(ASGIResponse):
     """An ASGIResponse given its raw headers: what `ASGIResponse.__init__` would have built."""
 
     def __init__(self, status_code: int, raw_headers: list[tuple[bytes, bytes]], body: bytes):
-        # Not calling super().__init__: it would rebuild `raw_headers` through MutableScopeHeaders.
+        # Not calling super().__init__: it would rebuild `raw_headers` one `add` at a time. The
+        # same attributes, `headers` over the same list, so Litestar's own methods work as ever.
         self.background = None
         self.body = body
         self.content_length = len(body)
         self._encoded_cookies = ()
         self.encoding = "utf-8"
+        self.headers = MutableScopeHeaders({"headers": raw_headers})
         self.is_head_response = False
         self.status_code = status_code
-        self._raw_headers = raw_headers
-
-    def encode_headers(self) -> list[tuple[bytes, bytes]]:
-        """The headers as sent (a new list: middleware may extend what it is given)."""
-        return list(self._raw_headers)
 
 
 class EncodedResponse(Response[T]):

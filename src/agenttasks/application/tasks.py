@@ -124,8 +124,12 @@ class TaskCommands:
         Same checks, same outcomes; only the idempotent repeat's read of the first task goes
         through `run` (a store thread: the store's reads are synchronous).
         """
-        with _traced():
+        # As `with _traced():`, without its generator (~2 us a create on the API's loop).
+        token = command_trace.set(context.current_traceparent())
+        try:
             task = self.build(actor, new, idempotency_key)
+        finally:
+            command_trace.reset(token)
         try:
             positions = await committer.save(task)
         except IntegrityError:
