@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from litestar import Response, post
 from litestar.background_tasks import BackgroundTask
-from litestar.datastructures import Cookie
+from litestar.datastructures import Cookie, ResponseHeader
 
 from agenttasks.api.app import create_app
 from agenttasks.api.auth import mint_token
@@ -187,3 +187,22 @@ def test_the_direct_path_is_taken_for_a_plain_json_answer_and_only_then(
     assert statuses["created"] == 201
     assert statuses["repeated"] == 200
     assert statuses["empty"] == 204
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {},
+        {"status_code": 201, "headers": HEADERS},
+        {"headers": {}, "encoding": "latin-1", "media_type": "application/json"},
+        {"headers": [ResponseHeader(name="X-A", value="1")]},  # not a dict: Response's own
+        {"cookies": {"k": "v"}},
+        {"cookies": [Cookie(key="k", value="v")], "type_encoders": {Decimal: str}},
+    ],
+)
+def test_the_constructor_leaves_what_responses_constructor_leaves(
+    arguments: dict[str, Any],
+) -> None:
+    theirs, ours = Response(CONTENT, **arguments), EncodedResponse(CONTENT, **arguments)
+    for slot in Response.__slots__:
+        assert getattr(ours, slot) == getattr(theirs, slot), slot

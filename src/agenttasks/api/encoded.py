@@ -11,16 +11,15 @@ anything it does not handle (cookies, background tasks, HEAD, a layer's response
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import Enum
 from typing import Any, TypeVar
 
 from litestar import Request, Response
 from litestar.background_tasks import BackgroundTask, BackgroundTasks
 from litestar.datastructures import Cookie, MutableScopeHeaders
-from litestar.enums import MediaType
+from litestar.enums import MediaType, OpenAPIMediaType
 from litestar.response.base import ASGIResponse
 from litestar.serialization import get_serializer
-from litestar.types import TypeEncodersMap
+from litestar.types import ResponseCookies, ResponseHeaders, TypeEncodersMap
 
 T = TypeVar("T")
 
@@ -45,6 +44,40 @@ class _Prepared(ASGIResponse):
 
 class EncodedResponse(Response[T]):
     """A JSON Response (str headers, no cookies) answered without Litestar's header layers."""
+
+    def __init__(
+        self,
+        content: T,
+        *,
+        background: BackgroundTask | BackgroundTasks | None = None,
+        cookies: ResponseCookies | None = None,
+        encoding: str = "utf-8",
+        headers: ResponseHeaders | None = None,
+        media_type: MediaType | OpenAPIMediaType | str | None = None,
+        status_code: int | None = None,
+        type_encoders: TypeEncodersMap | None = None,
+    ) -> None:
+        """As Response's; without its `typing.Mapping` checks when headers are a dict or None."""
+        if cookies is not None or (headers is not None and type(headers) is not dict):
+            super().__init__(
+                content,
+                background=background,
+                cookies=cookies,
+                encoding=encoding,
+                headers=headers,
+                media_type=media_type,
+                status_code=status_code,
+                type_encoders=type_encoders,
+            )
+            return
+        self.content = content
+        self.background = background
+        self.cookies = []
+        self.encoding = encoding
+        self.headers = dict(headers) if headers else {}
+        self.media_type = media_type
+        self.status_code = status_code
+        self.response_type_encoders = {**(self.type_encoders or {}), **(type_encoders or {})}
 
     def to_asgi_response(
         self,
@@ -73,7 +106,7 @@ class EncodedResponse(Response[T]):
             and background is None
             and self.background is None
             and not is_head_response
-            and (kind.value if isinstance(kind, Enum) else kind) == _JSON
+            and kind == _JSON  # MediaType.JSON is a str enum: equal to its value
             and status is not None
             and status >= 200
             and status not in (204, 304)
