@@ -190,37 +190,20 @@ def _columns_sql(lengths: tuple[int, ...], types: Sequence[str]) -> bytes:
 # One statement, one transaction: the lock is held until the statement's commit. Nothing is
 # inserted unless every aggregate's first version in the batch follows a stored one (or is 1);
 # then the count differs and the raise rolls the statement back, NOTIFY included.
-# The NOTIFYs carry the stored rows (JSON: [[notification_id, originator_id, version, topic,
-# base64 state], ...]) when they fit in Postgres's 8,000-byte payloads, else nothing: the relay
-# publishes from them without reading the log back, and reads when one is empty (relay.py).
-# A commit of more rows than one payload holds sends several, in id order, each of the rows
-# whose running estimated size falls in one 6,500-byte stretch (one more row can overflow it:
-# that payload goes out empty, and the relay reads); Postgres delivers a transaction's
-# notifications together and in order (RELAYMAP: two thirds of the events of bench_create's 32
-# clients were read back when one payload was all a commit sent).
-_NOTIFY_PARTS = """
-        SELECT floor(sum(octet_length(state) * 1.4 + 160)
-                OVER (ORDER BY notification_id) / 6500) AS part,
-            notification_id, originator_id, originator_version, topic, state
-        FROM written WHERE carry"""
-_NOTIFY_PAYLOADS = """SELECT array_agg(rows ORDER BY part) FROM (
-            SELECT part, json_agg(json_build_array(notification_id, originator_id,
-                originator_version, topic, encode(state, 'base64'))
-                ORDER BY notification_id)::text AS rows
-            FROM parts GROUP BY part) AS p"""
-
+# The NOTIFY carries the stored rows (JSON: [[notification_id, originator_id, version, topic,
+# base64 state], ...]) when they fit in Postgres's 8,000-byte payload, else nothing: the relay
+# publishes from it without reading the log back, and reads when it is empty (relay.py).
 _APPEND_FUNCTION = """
 CREATE OR REPLACE FUNCTION {schema}.{function}(
     lock_timeout text, ids {id_type}[], versions bigint[], topics text[], states bytea[]
 ) RETURNS bigint[] LANGUAGE plpgsql AS $append$
 DECLARE
     inserted bigint[];
-    news text[];
-    payload text;
-    -- Rows are put in payloads only when they can fit in a few (base64 and JSON around each
-    -- state): a batch of hundreds would be built under the lock, and is read back cheaply.
+    news text;
+    -- Rows are put in the payload only when they can fit (base64 and JSON around each state):
+    -- a batch of hundreds would be built to be thrown away.
     carry boolean := (
-        SELECT sum(octet_length(s)) * 1.4 + count(*) * 160 < 52000 FROM unnest(states) AS s);
+        SELECT sum(octet_length(s)) * 1.4 + count(*) * 160 < 8000 FROM unnest(states) AS s);
 BEGIN
     PERFORM set_config('lock_timeout', lock_timeout, true);
     LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
@@ -236,25 +219,22 @@ BEGIN
                 SELECT 1 FROM {schema}.{table} AS s
                 WHERE s.originator_id = b.id AND s.originator_version = b.first_version - 1))
         RETURNING notification_id, originator_id, originator_version, topic, state
-    ), parts AS ({parts}
     )
-    SELECT (SELECT array_agg(notification_id ORDER BY notification_id) FROM written),
-        ({payloads})
-    INTO inserted, news;
+    SELECT array_agg(notification_id ORDER BY notification_id),
+        json_agg(json_build_array(notification_id, originator_id, originator_version, topic,
+            encode(state, 'base64')) ORDER BY notification_id) FILTER (WHERE carry)::text
+    INTO inserted, news FROM written;
     IF coalesce(cardinality(inserted), 0) <> cardinality(ids) THEN
         RAISE EXCEPTION USING
             ERRCODE = 'integrity_constraint_violation',
             MESSAGE = 'an aggregate''s stored history does not continue at the first version'
                 || ' saved (its events were deleted meanwhile)';
     END IF;
-    FOREACH payload IN ARRAY coalesce(news, ARRAY['']) LOOP
-        PERFORM pg_notify({channel},
-            CASE WHEN octet_length(payload) < 8000 THEN payload ELSE '' END);
-    END LOOP;
+    PERFORM pg_notify({channel}, CASE WHEN octet_length(news) < 8000 THEN news ELSE '' END);
     RETURN inserted;
 END
 $append$
-""".replace("{parts}", _NOTIFY_PARTS).replace("{payloads}", _NOTIFY_PAYLOADS)
+"""
 
 # The guarded append (append_after_async): an aggregate's events are stored only if its stored
 # previous version has exactly the given notification id and nothing from its first version on
@@ -278,12 +258,11 @@ CREATE OR REPLACE FUNCTION {schema}.{function}(
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $append$
 DECLARE
     inserted bigint[];
-    news text[];
-    payload text;
-    -- Rows are put in payloads only when they can fit in a few (base64 and JSON around each
-    -- state): a batch of hundreds would be built under the lock, and is read back cheaply.
+    news text;
+    -- Rows are put in the payload only when they can fit (base64 and JSON around each state):
+    -- a batch of hundreds would be built to be thrown away.
     carry boolean := (
-        SELECT sum(octet_length(s)) * 1.4 + count(*) * 160 < 52000 FROM unnest(states) AS s);
+        SELECT sum(octet_length(s)) * 1.4 + count(*) * 160 < 8000 FROM unnest(states) AS s);
 BEGIN
     PERFORM set_config('lock_timeout', lock_timeout, true);
     LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
@@ -307,22 +286,23 @@ BEGIN
         SELECT e.id, e.version, e.topic, e.state FROM batch AS e
         WHERE e.id IN (SELECT id FROM fresh) ORDER BY e.n
         RETURNING originator_id, originator_version, notification_id, topic, state
-    ), parts AS ({parts}
+    ), notified AS (
+        SELECT json_agg(json_build_array(notification_id, originator_id, originator_version,
+            topic, encode(state, 'base64')) ORDER BY notification_id) FILTER (WHERE carry)::text
+            AS rows
+        FROM written
     )
-    SELECT array_agg(w.notification_id ORDER BY e.n), ({payloads})
+    SELECT array_agg(w.notification_id ORDER BY e.n), (SELECT rows FROM notified)
     INTO inserted, news
     FROM batch AS e LEFT JOIN written AS w
         ON w.originator_id = e.id AND w.originator_version = e.version;
     IF EXISTS (SELECT 1 FROM unnest(inserted) AS i(id) WHERE i.id IS NOT NULL) THEN
-        FOREACH payload IN ARRAY coalesce(news, ARRAY['']) LOOP
-            PERFORM pg_notify({channel},
-                CASE WHEN octet_length(payload) < 8000 THEN payload ELSE '' END);
-        END LOOP;
+        PERFORM pg_notify({channel}, CASE WHEN octet_length(news) < 8000 THEN news ELSE '' END);
     END IF;
     RETURN inserted;
 END
 $append$
-""".replace("{parts}", _NOTIFY_PARTS).replace("{payloads}", _NOTIFY_PAYLOADS)
+"""
 
 
 async def append_async(
