@@ -8,12 +8,17 @@ Postgres session and the NATS client all run there; the writer thread is not cou
 - catch-up: on a new NATS server (empty stream), a fresh relay publishes the whole log;
 - live: the relay caught up, a writer thread stores `--live-tasks` more at `--rate` tasks/s,
   so the relay publishes from the appends' NOTIFY payloads in small batches.
+- bursts (RELAYMAP): the writer stores `--bursts` commits of `--burst` new tasks each (Created
+  only, one commit at a time, each waited for on the stream), as the API's batched creates do:
+  the relay's CPU per event, and Postgres's (every server process, psutil), whether the rows
+  come in the NOTIFYs or are read back.
 
 With --check each round reads the stream back: every stored event once, in order. Run the code under
 test with PYTHONPATH=<tree>/src (this file puts the tree it sits in last on sys.path).
 Prints figures; asserts nothing else.
 
     python bench/bench_relay.py [--tasks 2000] [--rounds 3] [--live-tasks 600] [--rate 300]
+                                [--bursts 100 --burst 30]
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import time
 from pathlib import Path
 
 import msgspec
+import psutil
 import uvloop
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "src"))
@@ -66,6 +72,27 @@ def lifecycle(commands: TaskCommands, count: int, prefix: str, rate: float = 0.0
         commands.complete(task_id, 1, {"summary": "done"}, "finished")
 
 
+def burst(commands: TaskCommands, size: int, prefix: str) -> None:
+    tasks = [
+        commands.build(ALICE, NewTask(f"{prefix}{i}", "summary", {"content": "text"}))
+        for i in range(size)
+    ]
+    commands.store.save(*tasks)
+
+
+def postgres_cpu(pid: int) -> float:
+    """CPU seconds of the postmaster and its live children (the sessions, the writers)."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def last_position(store: EventStore) -> int:
     return int(store.recorder.max_notification_id() or 0)
 
@@ -90,7 +117,7 @@ async def one_round(
     bus_url: str,
     args: argparse.Namespace,
     n: int,
-) -> tuple[float, float, int]:
+) -> tuple[float, float, int, tuple[float, float, int]]:
     bus = await connect(bus_url, "bench-relay")
     relay = relay_for(store, database_url, bus)
     stop = asyncio.Event()
@@ -111,6 +138,21 @@ async def one_round(
     while relay.published_position < target:  # noqa: ASYNC110 (a bench: polling is fine)
         await asyncio.sleep(0.005)
     live = (time.thread_time() - cpu) * 1000 / (target - before)
+    bursts = (float("nan"), float("nan"), 0)
+    if args.bursts:
+        before, carried_before = relay.published_position, relay.carried
+        cpu, pg = time.thread_time(), postgres_cpu(args.postgres_pid)
+        for b in range(args.bursts):
+            await asyncio.to_thread(burst, commands, args.burst, f"burst{n}-{b}-")
+            target = last_position(store)
+            while relay.published_position < target:  # noqa: ASYNC110 (a bench: polling is fine)
+                await asyncio.sleep(0.005)
+        events = target - before
+        bursts = (
+            (time.thread_time() - cpu) * 1000 / events,
+            (postgres_cpu(args.postgres_pid) - pg) * 1000 / events,
+            relay.carried - carried_before,
+        )
     carried = relay.carried
     stop.set()
     await task
@@ -119,7 +161,7 @@ async def one_round(
         positions = await published_positions(bus_url)
         stored = [item.position for item in read_log(store)]
         assert positions == stored, "the stream does not hold every stored event once, in order"
-    return catch_up, live, carried
+    return catch_up, live, carried, bursts
 
 
 def main() -> None:
@@ -128,6 +170,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--live-tasks", type=int, default=600)
     parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--bursts", type=int, default=0, help="commits of --burst tasks")
+    parser.add_argument("--burst", type=int, default=30)
     parser.add_argument("--check", action="store_true", help="read the stream back each round")
     args = parser.parse_args()
     print(f"code under test: {Path(agenttasks.__file__).parent}")
@@ -143,12 +187,19 @@ def main() -> None:
             for n in range(args.rounds):
                 nats.stop()
                 nats = start_nats(Path(home) / f"nats{n}", port=free_port(), passwords=passwords)
-                catch_up, live, carried = uvloop.run(
+                args.postgres_pid = postgres.pid
+                catch_up, live, carried, bursts = uvloop.run(
                     one_round(store, commands, database_url, nats.url_for("relay"), args, n)
                 )
                 print(
                     f"round {n + 1}: catch-up {catch_up * 1000:.1f} us/event, "
-                    f"live {live * 1000:.1f} us/event ({carried} carried)",
+                    f"live {live * 1000:.1f} us/event ({carried} carried)"
+                    + (
+                        f", bursts of {args.burst}: relay {bursts[0] * 1000:.1f} us/event, "
+                        f"postgres {bursts[1] * 1000:.1f} us/event ({bursts[2]} carried)"
+                        if args.bursts
+                        else ""
+                    ),
                     flush=True,
                 )
             close(store)
