@@ -36,12 +36,6 @@ from agenttasks.api.deps import ApiConfig, ApiDeps, CurrentActor, Deps
 from agenttasks.api.schemas import TaskCreate
 from agenttasks.api.tasks import IdempotencyKey
 
-# The create's answer class (Litestar's Response in trees before APIPATH2's api/encoded.py).
-try:
-    from agenttasks.api.encoded import EncodedResponse as ANSWER
-except ImportError:  # an older tree, run with PYTHONPATH=<tree>/src
-    ANSWER = Response  # type: ignore[assignment, misc]
-
 SECRET = "s" * 40
 BODY = json.dumps(
     {"title": "bench", "task_type": "summary", "task_config": {"content": "Some text."}}
@@ -63,7 +57,7 @@ async def create_like(
     idempotency_key: IdempotencyKey = None,
 ) -> Response[View]:
     """The create's signature and answer shape, without the command."""
-    return ANSWER(View(data.title, actor.user_id), status_code=201, headers={"X-Position": "1"})
+    return Response(View(data.title, actor.user_id), headers={"X-Position": "1"})
 
 
 @asynccontextmanager

@@ -11,7 +11,6 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 
 from agenttasks.api.budgets import BUDGET_402, within_budget
 from agenttasks.api.deps import ApiDeps, CurrentActor, Deps, TaskId
-from agenttasks.api.encoded import EncodedResponse
 from agenttasks.api.limits import QUOTA_429, admitted
 from agenttasks.api.openapi import AUTHENTICATED, QUERY, REPEATED_KEY, WITH_BODY, problems
 from agenttasks.api.paging import page_links
@@ -100,8 +99,7 @@ class TaskController(Controller):
         view = await view_after_write(deps, actor, written)
         status = HTTP_201_CREATED if written.created else HTTP_200_OK
         headers = {**position_headers(written.position), **limit_headers}
-        # Same bytes as a Response, without Litestar's header layers (api/encoded.py).
-        return EncodedResponse(view, status_code=status, headers=headers)
+        return Response(view, status_code=status, headers=headers)
 
     @get("/", responses=problems(*QUERY))
     async def list_tasks(
