@@ -12,10 +12,12 @@ from agenttasks.application.store import open_event_store
 from agenttasks.application.tasks import SYSTEM, Actor, NewTask, TaskCommands
 from agenttasks.bootstrap import task_commands
 from agenttasks.domain.updates import KINDS
+from agenttasks.observability import tracing
 from agenttasks.settings import Settings
 from agenttasks.workers.context import AgentContext, AttemptOver
 from agenttasks.workers.fetch import Fetcher
 from agenttasks.workers.limits import Limits
+from tests.waiting import wait_until
 
 ANN = Actor("ann")
 
@@ -31,7 +33,9 @@ def executor() -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
-def attempt_of(commands: TaskCommands, executor: ThreadPoolExecutor) -> AgentContext:
+def attempt_of(
+    commands: TaskCommands, executor: ThreadPoolExecutor, hold_at_most: float = 60.0
+) -> AgentContext:
     task_id = commands.create(ANN, NewTask("t", "data_analysis", {"data": {"x": [1]}})).task_id
     started = commands.start(task_id, 1, "w")
     assert started.task is not None
@@ -42,7 +46,7 @@ def attempt_of(commands: TaskCommands, executor: ThreadPoolExecutor) -> AgentCon
         llm=None,
         fetcher=Fetcher(()),
         limits=Limits.from_settings(Settings()),
-        hold_at_most=60.0,  # nothing is saved by the timer in these tests
+        hold_at_most=hold_at_most,  # by default nothing is saved by the timer
     )
 
 
@@ -91,3 +95,35 @@ async def test_close_saves_what_is_held(
     await ctx.progress(30, "before failing")
     await ctx.close()
     assert kinds(commands, ctx) == ["created", "started", "progress"]
+
+
+async def test_a_held_report_is_saved_once_when_it_is_due_in_the_attempts_trace(
+    commands: TaskCommands, executor: ThreadPoolExecutor
+) -> None:
+    ctx = attempt_of(commands, executor, hold_at_most=0.01)
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with tracing.span("worker attempt", parent) as span:
+        await ctx.progress(30, "half way")
+        await ctx.progress(40, "further")  # due with the first: one timer for both
+    await wait_until(lambda: kinds(commands, ctx) == ["created", "started", "progress", "progress"])
+    events = [e.event for e in commands.history(SYSTEM, ctx.task_id)]
+    assert [getattr(e, "trace", None) for e in events[2:]] == [span.header, span.header]
+    assert [e.progress for e in events[2:]] == [30, 40]
+    await ctx.progress(50, "after the first save")  # held again: a new timer
+    await wait_until(lambda: len(kinds(commands, ctx)) == 5)
+    await ctx.close()
+    assert kinds(commands, ctx) == ["created", "started", "progress", "progress", "progress"]
+
+
+async def test_close_calls_off_the_timer_of_what_it_saves(
+    commands: TaskCommands, executor: ThreadPoolExecutor
+) -> None:
+    ctx = attempt_of(commands, executor, hold_at_most=0.05)
+    await ctx.progress(30, "held")
+    await ctx.close()  # saves it now
+    assert kinds(commands, ctx) == ["created", "started", "progress"]
+    await ctx.progress(40, "after close")  # held again: a timer close must call off
+    assert ctx._hold_timer is not None
+    await ctx.close()
+    assert ctx._hold_timer is None
+    assert kinds(commands, ctx) == ["created", "started", "progress", "progress"]

@@ -126,7 +126,11 @@ class AgentContext:
         # Reports saved with the next write (one append for what happens together).
         self._held: list[Step] = []
         self._hold_at_most = hold_at_most
-        self._holder: asyncio.Task[None] | None = None
+        # A timer, not a sleeping task, until the held reports are due: most attempts write
+        # before it fires (their completion takes what is held), and a timer is a third of a
+        # task's CPU to set up and call off (docs/performance.md, WORKERCPU).
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._holder: asyncio.Task[None] | None = None  # the due save, once the timer fired
         self._failed: BaseException | None = None  # a held report's save failed: told next time
         self._prompt_tokens = 0
         self._completion_tokens = 0
@@ -243,6 +247,9 @@ class AgentContext:
 
     async def close(self) -> None:
         """Stops the flushers and stores the held reports (the attempt ended some other way)."""
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         for flusher in (self._flusher, self._holder):
             if flusher is not None:
                 flusher.cancel()
@@ -277,11 +284,16 @@ class AgentContext:
 
     def _hold(self, step: Step) -> None:
         self._held.append(step)
-        if self._holder is None or self._holder.done():
-            self._holder = asyncio.get_running_loop().create_task(self._save_held_later())
+        if self._hold_timer is None and (self._holder is None or self._holder.done()):
+            # The timer's callback runs in a copy of this context: the save, the attempt's trace.
+            loop = asyncio.get_running_loop()
+            self._hold_timer = loop.call_later(self._hold_at_most, self._held_due)
 
-    async def _save_held_later(self) -> None:
-        await asyncio.sleep(self._hold_at_most)
+    def _held_due(self) -> None:
+        self._hold_timer = None
+        self._holder = asyncio.get_running_loop().create_task(self._save_held())
+
+    async def _save_held(self) -> None:
         try:
             await self._save()
         except Exception as error:  # the agent hears of it at its next report
