@@ -1,9 +1,10 @@
-"""The worker's in-process CPU per attempt 1: the created message to a Task, and the Started.
+"""The worker's in-process CPU per attempt: the created message to a Task, the Started, a hold.
 
 Times, in this process, what the worker does per task before its first append: `job_from` (the
 message decoded into a Job), `task_from_created` (the Task built from the message's copy), and
 the Started triggered on that copy and mapped to its stored event (`LoopStarts._apply`'s work),
-for created payloads as the relay publishes them. Alternate trees round by round to compare
+for created payloads as the relay publishes them; and an attempt's held report (a progress held
+for the next write, as the offline engine's) set up and called off by the attempt's close. Alternate trees round by round to compare
 (`--trees /tmp/before/src src`). Prints figures; asserts nothing.
 
     python bench/bench_worker_intake.py [--n 20000] [--rounds 5] [--trees A B]
@@ -93,7 +94,41 @@ def measure(n: int) -> dict[str, float]:
         figures[f"{name} job_from"] = _best(lambda d=delivery: job_from(d), n)
         figures[f"{name} task_from_created"] = _best(lambda j=job: task_from_created(j), n)
         figures[f"{name} copy+Started stored"] = _best(start, n)
+    figures["held progress: hold + close"] = _held(n)
     return figures
+
+
+def _held(n: int) -> float:
+    """Microseconds of CPU per AgentContext.progress + close with nothing left to save."""
+    import asyncio
+
+    from agenttasks.bus.consumers import Delivery
+    from agenttasks.settings import Settings
+    from agenttasks.workers.context import AgentContext
+    from agenttasks.workers.fetch import Fetcher
+    from agenttasks.workers.intake import job_from, task_from_created
+    from agenttasks.workers.limits import Limits
+
+    task = task_from_created(job_from(Delivery(_payloads()[0], 1, None)))
+    limits = Limits.from_settings(Settings())
+    fetcher = Fetcher(())  # one for all: each holds an HTTP client
+
+    async def run() -> float:
+        best = float("inf")
+        for _ in range(3):
+            contexts = [
+                AgentContext(task, None, None, llm=None, fetcher=fetcher, limits=limits)  # type: ignore[arg-type]
+                for _ in range(n)
+            ]
+            start = time.process_time()
+            for ctx in contexts:
+                await ctx.progress(10, "held")
+                ctx._held.clear()  # as a write takes them (the completion)
+                await ctx.close()
+            best = min(best, time.process_time() - start)
+        return best / n * 1e6
+
+    return asyncio.run(run())
 
 
 def main() -> None:
