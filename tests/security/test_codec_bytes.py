@@ -10,6 +10,7 @@ event class as stored. (Reading is the stdlib decoder's alone.)
 from __future__ import annotations
 
 import enum
+import json
 from collections import OrderedDict
 from datetime import UTC, date, timedelta, timezone
 from typing import Any
@@ -20,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agenttasks.application.store import open_event_store
-from agenttasks.application.transcoding import MAX_NESTING, SafeJSONTranscoder
+from agenttasks.application.transcoding import MAX_NESTING, SafeJSONTranscoder, UnstorableValue
 from agenttasks.quarantine import describe
 from tests.contracts.samples import CURRENT
 
@@ -191,3 +192,33 @@ def test_a_transcoding_for_a_subclass_of_a_json_type_is_not_used_as_the_stdlib_n
         == transcoder.encode_with_stdlib(state)
         == b'{"level":3,"levels":[3]}'
     )
+
+
+class _Items(list):  # type: ignore[type-arg]
+    """A list subclass: the stdlib writes it as an array."""
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        OrderedDict([("_type_", "uuid_hex"), ("_data_", "not a uuid")]),
+        ({"_type_": "decimal_str", "_data_": "1"},),
+        _Items([{"_type_": "datetime_iso", "_data_": "yesterday"}]),
+        {"outer": OrderedDict(inner=({"_type_": "x", "_data_": 1},))},
+    ],
+    ids=["ordered-dict", "in-a-tuple", "in-a-list-subclass", "nested"],
+)
+def test_a_tag_shaped_object_in_any_container_reads_back_as_itself(value: Any) -> None:
+    # Found by the properties above: the old path escaped only exact dicts inside exact dicts
+    # and lists, so these were stored as tags and their event could never be decoded again.
+    stored = TRANSCODER.encode({"config": value})
+    assert stored == TRANSCODER.encode_with_stdlib({"config": value})
+    assert TRANSCODER.decode(stored) == {"config": json.loads(json.dumps(value))}
+
+
+def test_nesting_through_tuples_is_capped_too() -> None:
+    value: Any = 1
+    for _ in range(MAX_NESTING + 1):
+        value = (value,)
+    with pytest.raises(UnstorableValue):
+        TRANSCODER.encode({"config": value})

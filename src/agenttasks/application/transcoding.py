@@ -216,18 +216,22 @@ def _float_text(value: float) -> bytes:
 
 
 def _escaped(value: Any, depth: int) -> Any:
-    """`value` with tag-shaped objects escaped; the very same object when nothing needed it."""
-    kind = type(value)
-    if kind is not dict and kind is not list:
+    """`value` with tag-shaped objects escaped; the very same object when nothing needed it.
+
+    Subclasses of dict and list, and tuples, are containers too (the stdlib writes them as
+    objects and arrays): a tag-shaped OrderedDict, or one inside a tuple, would otherwise be
+    stored as a tag and never read back. (The fast path sends all of them here.)
+    """
+    if not isinstance(value, (dict, list, tuple)):
         return value
     if depth >= MAX_NESTING:
         raise UnstorableValue(f"a value is nested more than {MAX_NESTING} levels deep")
     # Copy only on a change: nearly every event has nothing to escape, and a dataset of
     # 100,000 numbers should cost one pass over it, not a copy.
-    if kind is list:
+    if not isinstance(value, dict):
         copied: list[Any] | None = None
         for index, item in enumerate(value):
-            if type(item) is dict or type(item) is list:
+            if isinstance(item, (dict, list, tuple)):
                 new = _escaped(item, depth + 1)
                 if new is not item:
                     copied = copied if copied is not None else list(value)
@@ -235,7 +239,7 @@ def _escaped(value: Any, depth: int) -> Any:
         return value if copied is None else copied
     fields: dict[str, Any] | None = None
     for key, item in value.items():
-        if type(item) is dict or type(item) is list:
+        if isinstance(item, (dict, list, tuple)):
             new = _escaped(item, depth + 1)
             if new is not item:
                 fields = fields if fields is not None else dict(value)
