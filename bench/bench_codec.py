@@ -15,9 +15,11 @@ prints the median and the spread (min-max) of each figure per tree. Asserts noth
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from alternate import best_per_call
+from alternate import main as run
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = [
@@ -27,17 +29,6 @@ KINDS = [
     "Task.ModelCalled.v1.priced",
     "Template.Created.v1.blog",
 ]
-
-
-def _best(fn: Any, n: int) -> float:
-    """Microseconds per call: the best of 3 runs of `n` calls (CPU time of this process)."""
-    best = float("inf")
-    for _ in range(3):
-        start = time.process_time()
-        for _ in range(n):
-            fn()
-        best = min(best, time.process_time() - start)
-    return best / n * 1e6
 
 
 def measure(n: int) -> dict[str, float]:
@@ -57,22 +48,27 @@ def measure(n: int) -> dict[str, float]:
         state.pop("originator_id")
         state.pop("originator_version")
         short = kind.split(".v")[0]
-        figures[f"{short} to_stored_event"] = _best(lambda e=event: mapper.to_stored_event(e), n)
-        figures[f"{short} to_domain_event"] = _best(lambda s=stored: mapper.to_domain_event(s), n)
-        figures[f"{short} encode"] = _best(lambda s=state: transcoder.encode(s), n)
-        figures[f"{short} decode"] = _best(lambda b=stored.state: transcoder.decode(b), n)
+        figures[f"{short} to_stored_event"] = best_per_call(
+            lambda e=event: mapper.to_stored_event(e), n
+        )
+        figures[f"{short} to_domain_event"] = best_per_call(
+            lambda s=stored: mapper.to_domain_event(s), n
+        )
+        figures[f"{short} encode"] = best_per_call(lambda s=state: transcoder.encode(s), n)
+        figures[f"{short} decode"] = best_per_call(lambda b=stored.state: transcoder.decode(b), n)
     # User JSON of some size: a 1,000-number dataset in a config.
     data = {"data": [i * 1.5 for i in range(500)] + list(range(500)), "name": "ds"}
     blob = transcoder.encode(data)
-    figures["dataset(1000) encode"] = _best(lambda: transcoder.encode(data), max(1, n // 100))
-    figures["dataset(1000) decode"] = _best(lambda: transcoder.decode(blob), max(1, n // 100))
+    figures["dataset(1000) encode"] = best_per_call(
+        lambda: transcoder.encode(data), max(1, n // 100)
+    )
+    figures["dataset(1000) decode"] = best_per_call(
+        lambda: transcoder.decode(blob), max(1, n // 100)
+    )
     return figures
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from alternate import main as run
-
     run(__file__, __doc__.splitlines()[0], measure)
 
 

@@ -18,18 +18,11 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from alternate import best_per_call
+from alternate import main as run
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _best(fn: Any, n: int) -> float:
-    """Microseconds per call: the best of 3 runs of `n` calls (CPU time of this process)."""
-    best = float("inf")
-    for _ in range(3):
-        start = time.process_time()
-        for _ in range(n):
-            fn()
-        best = min(best, time.process_time() - start)
-    return best / n * 1e6
 
 
 def _payloads() -> list[bytes]:
@@ -86,9 +79,9 @@ def measure(n: int) -> dict[str, float]:
             task.start(1, "host:1:ab")
             [mapper.to_stored_event(e) for e in task.collect_events()]
 
-        figures[f"{name} job_from"] = _best(lambda d=delivery: job_from(d), n)
-        figures[f"{name} task_from_created"] = _best(lambda j=job: task_from_created(j), n)
-        figures[f"{name} copy+Started stored"] = _best(start, n)
+        figures[f"{name} job_from"] = best_per_call(lambda d=delivery: job_from(d), n)
+        figures[f"{name} task_from_created"] = best_per_call(lambda j=job: task_from_created(j), n)
+        figures[f"{name} copy+Started stored"] = best_per_call(start, n)
     figures["held progress: hold + close"] = _held(n)
     return figures
 
@@ -127,9 +120,6 @@ def _held(n: int) -> float:
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from alternate import main as run
-
     run(__file__, __doc__.splitlines()[0], measure)
 
 
