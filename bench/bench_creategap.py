@@ -101,16 +101,22 @@ def by_backend(before: dict[int, tuple[str, float]], after: dict[int, tuple[str,
     return sorted(((k, v * 1000 / max(1, tasks)) for k, v in used.items()), key=lambda x: -x[1])
 
 
+def _events_table(connection: psycopg.Connection[Any]) -> str:
+    """The event store's table (its name follows the application's)."""
+    table = connection.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        " AND tablename LIKE '%%events' AND tablename NOT LIKE '%%snapshot%%'"
+        " ORDER BY tablename LIMIT 1"
+    ).fetchone()
+    assert table is not None
+    return str(table[0])
+
+
 def topics(url: str, after: int) -> dict[str, int]:
     with psycopg.connect(url) as connection:
-        table = connection.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            " AND tablename LIKE '%%events' AND tablename NOT LIKE '%%snapshot%%'"
-            " ORDER BY tablename LIMIT 1"
-        ).fetchone()
-        assert table is not None
         rows = connection.execute(
-            f"SELECT topic, count(*) FROM {table[0]} WHERE notification_id > %s GROUP BY topic",
+            f"SELECT topic, count(*) FROM {_events_table(connection)}"
+            " WHERE notification_id > %s GROUP BY topic",
             (after,),
         ).fetchall()
     return {str(t).rsplit(".", 1)[-1]: int(n) for t, n in rows}
@@ -118,13 +124,9 @@ def topics(url: str, after: int) -> dict[str, int]:
 
 def last_id(url: str) -> int:
     with psycopg.connect(url) as connection:
-        table = connection.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            " AND tablename LIKE '%%events' AND tablename NOT LIKE '%%snapshot%%'"
-            " ORDER BY tablename LIMIT 1"
+        row = connection.execute(
+            f"SELECT max(notification_id) FROM {_events_table(connection)}"
         ).fetchone()
-        assert table is not None
-        row = connection.execute(f"SELECT max(notification_id) FROM {table[0]}").fetchone()
     return int(row[0] or 0) if row else 0
 
 
