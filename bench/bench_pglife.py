@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_create import start_up
 from bench_creategap import backends, by_backend, stop
-from bench_workers import ready, start_workers, throughput
+from bench_workers import ready, start_workers, stop_stack, throughput
 from measure import cpu_seconds, postmaster_pid
 
 from agenttasks.application.store import close, open_event_store
@@ -97,12 +96,7 @@ def main() -> None:
             rows = connection.execute(STATEMENTS).fetchall()
     finally:
         close(store)
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            worker.wait(30)
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
+        stop_stack(up, workers)
         shutil.rmtree(home, ignore_errors=True)
 
     n = args.tasks

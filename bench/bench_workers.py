@@ -127,6 +127,16 @@ class BusClock:
             self._thread.join(10)
 
 
+def stop_stack(up: subprocess.Popen[bytes], workers: list[subprocess.Popen[bytes]]) -> None:
+    """Stops the workers (SIGTERM: they finish what they hold), then `up` (SIGINT, as Ctrl-C)."""
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.wait(30)
+    up.send_signal(signal.SIGINT)
+    up.wait(60)
+
+
 def ready(commands: TaskCommands, count: int = 3) -> None:
     """Returns once the workers start tasks: a task created before a worker's first fetch
     waits for its start-up, which a loaded machine stretched past a fixed 2 s sleep (PERF17
@@ -271,12 +281,7 @@ def main() -> None:
         if clock is not None:
             clock.close()
         close(store)
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            worker.wait(30)
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
+        stop_stack(up, workers)
         shutil.rmtree(home, ignore_errors=True)  # the data directory this run made
 
 
